@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: demo test lint venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check shapemask_ros training test launch
+	$(BIN)/python -m pytest -q -ra --durations=15 test
+
+demo: $(STAMP)
+	$(BIN)/shapemask demo --out out
+
+lint: $(STAMP)
+	$(BIN)/ruff check shapemask_ros training test launch
+
+bench: $(STAMP)
+	$(BIN)/shapemask bench model
+	$(BIN)/shapemask bench runtime
+
+clean:
+	rm -rf $(VENV) out build *.egg-info .pytest_cache .ruff_cache

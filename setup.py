@@ -1,0 +1,35 @@
+"""pip install of the ROS-free parts of shapemask_ros (the colcon build uses CMakeLists.txt)."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "numpy>=2.0",
+    "keras>=3.10",
+    "tensorflow-cpu>=2.19; platform_machine=='x86_64'",
+    "opencv-python-headless>=4.9",
+    "PyYAML>=6.0",
+    "rosbags>=0.11",
+    "onnxruntime>=1.20",
+    "filelock>=3.13",
+    "tqdm>=4.66",
+    "pycocotools>=2.0.8",
+]
+TRAINING = [
+    "scikit-learn>=1.5",
+    "tf2onnx>=1.17",
+    "onnx>=1.17",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="shapemask_ros",
+    version="0.1.0",
+    description="ShapeMask instance segmentation for ROS 2 grasp planners (ROS-free core + rclpy node)",
+    packages=find_packages(include=["shapemask_ros", "shapemask_ros.*", "training", "training.*"]),
+    package_data={"training": ["configs/*.yaml"]},
+    data_files=[("share/shapemask_ros/msg", ["msg/InstanceMask.msg", "msg/InstanceMaskArray.msg"])],
+    python_requires=">=3.10",
+    install_requires=RUNTIME,
+    extras_require={"training": TRAINING, "test": ["pytest", "hypothesis", "catkin-pkg"]},
+    entry_points={"console_scripts": ["shapemask = shapemask_ros.cli:main"]},
+)

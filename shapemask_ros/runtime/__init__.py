@@ -1,0 +1,1 @@
+"""Inference runtime: Predictor + Instances, backends (TensorFlow, ONNX Runtime, TensorRT), engine cache."""

@@ -1,0 +1,1 @@
+"""Training subpackage: data, priors, losses, train loop + distribution, evaluation, configs, experiments."""

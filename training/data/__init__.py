@@ -1,0 +1,1 @@
+"""Data: COCO loading, TFRecords, tf.data parser + targets, synthetic dataset."""
