@@ -236,3 +236,36 @@ def mask_split_ids(split: str, all_ids: tuple[int, ...]) -> tuple[int, ...]:
     if unknown:
         raise ValueError(f"mask_split names category ids not in the dataset: {sorted(unknown)}")
     return ids
+
+
+@dataclass
+class NodeConfig:
+    """Parameters of the ROS node and of `bag-eval` (same frame processor, same defaults).
+
+    Every field is a ROS parameter of the same name; `config/segment_params.yaml` documents them.
+    """
+
+    model_path: str = ""  # model bundle directory; "" = the shipped demo model (models/demo)
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | tensorflow
+    engine_cache_dir: str = ""  # "" = $XDG_CACHE_HOME/shapemask_ros/engines
+    image_topic: str = "/camera/image_raw"  # sensor_msgs/Image, or .../compressed for CompressedImage
+    detections_topic: str = "/detections"  # vision_msgs/Detection2DArray; "" = self-detection mode
+    self_detect: bool = False  # use the model's own RetinaNet boxes (also used when detections_topic == "")
+    image_qos_reliability: str = "best_effort"  # reliable | best_effort (camera drivers mostly best_effort)
+    image_qos_depth: int = 2
+    detections_qos_reliability: str = "reliable"
+    detections_qos_depth: int = 10
+    score_threshold: float = 0.3  # detections below are ignored
+    mask_threshold: float = 0.5  # probability threshold of the pasted mask
+    max_objects: int = 100
+    class_filter: tuple[str, ...] = ()  # keep only these class ids (strings as in the detector); () = all
+    detection_image_width: int = 0  # size of the image the detector saw; 0 = same as the camera image
+    detection_image_height: int = 0
+    sync_slop_s: float = 0.05  # approximate match window after exact-stamp matching
+    detector_latency_s: float = 0.5  # longest expected detector delay; sizes the image cache
+    expected_rate_hz: float = 30.0  # camera rate; image cache = ceil(rate * latency) + 2
+    publish_label_image: bool = True  # mono16 instance labels on /shapemask/labels
+    publish_refined_detections: bool = True  # vision_msgs/Detection2DArray on /shapemask/detections
+    publish_overlay: bool = True  # debug overlay on /shapemask/overlay (only built when subscribed)
+    no_input_warn_s: float = 5.0  # warn when publishers exist but nothing arrives (QoS mismatch)
+    output_namespace: str = "/shapemask"

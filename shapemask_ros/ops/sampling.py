@@ -21,7 +21,7 @@ def grid_points(box: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bilinear_sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, stride: float = 1.0) -> np.ndarray:
-    """Sample image [H, W, ...] at the outer product of pixel-space points ys x xs -> [len(ys), len(xs), ...]."""
+    """Sample image [H, W, ...] at all pixel-space points (ys x xs) -> [len(ys), len(xs), ...]."""
     h, w = image.shape[:2]
     fx = np.clip(np.asarray(xs, np.float64) / stride - 0.5, 0.0, w - 1.0)
     fy = np.clip(np.asarray(ys, np.float64) / stride - 0.5, 0.0, h - 1.0)
