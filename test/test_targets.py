@@ -1,0 +1,120 @@
+"""Target ops of the input pipeline against the NumPy reference convention (shapemask_ros.ops)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shapemask_ros.ops.box_ops import outer_boxes
+from shapemask_ros.ops.sampling import crop_and_sample, grid_points
+from training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets, outer_boxes_tf
+
+
+def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    # Anywhere from half a pixel outside the image to half a pixel past it (the clamped range).
+    x1 = rng.uniform(-0.5, w, n)
+    y1 = rng.uniform(-0.5, h, n)
+    x2 = np.minimum(x1 + rng.uniform(0.0, w, n), w + 0.5)
+    y2 = np.minimum(y1 + rng.uniform(0.0, h, n), h + 0.5)
+    return np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 9), (17, 5), (37, 53)])
+@pytest.mark.parametrize("size", [1, 7, 32])
+def test_crop_matches_numpy_reference(h: int, w: int, size: int) -> None:
+    rng = np.random.default_rng(h * 1000 + w + size)
+    masks = rng.random((6, h, w)).astype(np.float32)
+    boxes = _random_boxes(rng, 6, h, w)
+    got = crop_masks_to_boxes(masks, boxes, size).numpy()
+    ref = np.stack([crop_and_sample(masks[i], boxes[i], size) for i in range(6)])
+    assert got.shape == (6, size, size) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_crop_accepts_uint8_masks() -> None:
+    rng = np.random.default_rng(1)
+    masks = (rng.random((3, 20, 24)) > 0.5).astype(np.uint8)
+    boxes = _random_boxes(rng, 3, 20, 24)
+    got = crop_masks_to_boxes(masks, boxes, 8).numpy()
+    ref = np.stack([crop_and_sample(masks[i], boxes[i], 8) for i in range(3)])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_zero_outside_reads_zero_past_the_mask() -> None:
+    h, w, n = 10, 16, 16
+    masks = np.ones((1, h, w), np.float32)
+    box = np.array([[0.0, 0.0, 2.0 * w, h]], np.float32)  # right half of the grid lies past the mask
+    xs, _ = grid_points(box[0], n)
+    got = crop_masks_to_boxes(masks, box, n, zero_outside=True).numpy()[0]
+    expected_cols = (xs <= w).astype(np.float32)
+    np.testing.assert_array_equal(got, np.tile(expected_cols, (n, 1)))
+    # Without zero_outside the border is clamped for half a pixel, then crop_and_resize extrapolates 0.
+    clamped = crop_masks_to_boxes(masks, box, n).numpy()[0]
+    assert clamped[:, xs <= w + 0.5].min() == 1.0
+    assert clamped[:, xs > w + 1.5].max() == 0.0
+
+
+def test_rectangle_target_is_central_region_of_outer_box() -> None:
+    h, w = 160, 200
+    x1, y1, x2, y2 = 60, 40, 140, 100  # mask covers pixels [x1, x2) x [y1, y2)
+    mask = np.zeros((1, h, w), np.uint8)
+    mask[0, y1:y2, x1:x2] = 1
+    tight = np.array([[x1, y1, x2, y2]], np.float32)
+    outer = outer_boxes_tf(tight, h, w, 1.25).numpy()
+    np.testing.assert_allclose(outer, outer_boxes(tight, h, w, 1.25), atol=1e-5)
+    assert np.all(outer[0, :2] > 0) and outer[0, 2] < w and outer[0, 3] < h  # not clipped
+    target = mask_targets(mask, outer, 32).numpy()[0]
+    # Bilinear value crosses 0.5 exactly on the tight edges, so a bin is 1 iff its centre lies in the tight
+    # box, i.e. its relative position t = (j + 0.5) / 32 is within the central 1/1.25 of the outer box.
+    margin = (1.0 - 1.0 / 1.25) / 2.0
+    t = (np.arange(32) + 0.5) / 32.0
+    inside = (t >= margin) & (t <= 1.0 - margin)
+    expected = (inside[:, None] & inside[None, :]).astype(np.float32)
+    np.testing.assert_array_equal(target, expected)
+    assert set(np.unique(target)) == {0.0, 1.0}
+
+
+def test_outer_boxes_clip_like_numpy() -> None:
+    rng = np.random.default_rng(3)
+    boxes = _random_boxes(rng, 50, 40, 60) * 1.3 - 5.0
+    np.testing.assert_allclose(outer_boxes_tf(boxes, 40, 60).numpy(), outer_boxes(boxes, 40, 60), atol=1e-4)
+
+
+def test_jitter_statistics_match_sigma() -> None:
+    sigma, n = 0.1, 20000
+    box = np.array([900.0, 800.0, 1000.0, 1000.0], np.float32)  # w 100, h 200, far from the image edges
+    boxes = np.tile(box, (n, 1))
+    out = jitter_boxes_tf(boxes, sigma, tf.constant([7, 11], tf.int64), 2000.0, 2000.0).numpy()
+    wh = box[2:] - box[:2]
+    shift = (out[:, :2] + out[:, 2:]) / 2.0 - (box[:2] + box[2:]) / 2.0
+    log_scale = np.log((out[:, 2:] - out[:, :2]) / wh)
+    tol_mean = 4.0 * sigma * wh / np.sqrt(n)
+    assert np.all(np.abs(shift.mean(0)) < tol_mean)
+    np.testing.assert_allclose(shift.std(0), sigma * wh, rtol=0.05)
+    assert np.all(np.abs(log_scale.mean(0)) < 4.0 * sigma / np.sqrt(n))
+    np.testing.assert_allclose(log_scale.std(0), sigma, rtol=0.05)
+
+
+def test_jitter_is_seeded_and_clipped() -> None:
+    boxes = np.array([[0.0, 0.0, 3.0, 2.0], [60.0, 30.0, 64.0, 32.0], [10.0, 10.0, 30.0, 20.0]], np.float32)
+    a = jitter_boxes_tf(boxes, 0.5, tf.constant([1, 2]), 32.0, 64.0).numpy()
+    b = jitter_boxes_tf(boxes, 0.5, tf.constant([1, 2]), 32.0, 64.0).numpy()
+    c = jitter_boxes_tf(boxes, 0.5, tf.constant([3, 4]), 32.0, 64.0).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    for out in (a, c):
+        assert np.all(out[:, [0, 2]] >= 0) and np.all(out[:, [0, 2]] <= 64.0)
+        assert np.all(out[:, [1, 3]] >= 0) and np.all(out[:, [1, 3]] <= 32.0)
+        assert np.all(out[:, 2:] - out[:, :2] >= 1.0 - 1e-5)
+    # sigma 0 leaves in-image boxes unchanged.
+    np.testing.assert_array_equal(jitter_boxes_tf(boxes, 0.0, tf.constant([1, 2]), 32.0, 64.0).numpy(), boxes)
+
+
+def test_bad_crop_size_is_an_error() -> None:
+    with pytest.raises(ValueError, match="crop size"):
+        crop_masks_to_boxes(np.zeros((1, 4, 4)), np.zeros((1, 4)), 0)
