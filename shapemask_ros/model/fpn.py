@@ -1,0 +1,39 @@
+"""Feature pyramid P3..P7 (RetinaNet style): 1x1 laterals, nearest top-down, 3x3 outputs, BN per level."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+class FPN(layers.Layer):
+    """[C3, C4, C5] -> {level: P_level} for levels min_level..max_level (3..7)."""
+
+    def __init__(self, channels: int = 256, min_level: int = 3, max_level: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        if min_level != 3 or max_level < 5:
+            raise ValueError("FPN supports min_level=3 and max_level>=5")
+        self.min_level, self.max_level = min_level, max_level
+        self.lateral = [layers.Conv2D(channels, 1, name=f"lateral_p{l}") for l in (3, 4, 5)]
+        self.output_convs = [layers.Conv2D(channels, 3, padding="same", name=f"post_p{l}") for l in (3, 4, 5)]
+        self.extra = [
+            layers.Conv2D(channels, 3, strides=2, padding="same", name=f"p{l}")
+            for l in range(6, max_level + 1)
+        ]
+        self.norms = [layers.BatchNormalization(name=f"bn_p{l}") for l in range(min_level, max_level + 1)]
+        self.up = layers.UpSampling2D(2, interpolation="nearest")
+
+    def call(self, feats, training=None):
+        c3, c4, c5 = feats
+        l3, l4, l5 = (conv(c) for conv, c in zip(self.lateral, (c3, c4, c5), strict=True))
+        l4 = l4 + self.up(l5)
+        l3 = l3 + self.up(l4)
+        p = [conv(x) for conv, x in zip(self.output_convs, (l3, l4, l5), strict=True)]
+        x = p[-1]
+        for i, conv in enumerate(self.extra):
+            x = conv(x if i == 0 else keras.ops.relu(x))
+            p.append(x)
+        return {
+            lvl: norm(t, training=training)
+            for lvl, norm, t in zip(range(self.min_level, self.max_level + 1), self.norms, p, strict=True)
+        }

@@ -1,0 +1,105 @@
+"""ShapeMask mask branch: shape-prior head, coarse head, fine head (instance-embedding refinement).
+
+All per-instance tensors are [M = B*N, n, n, C] so every conv is a plain 2-D conv on 4-D tensors
+(TF-TRT failed on Dense over 5-D tensors: tensorflow/tpu#815).
+"""
+
+from __future__ import annotations
+
+from keras import layers, ops
+
+from shapemask_ros.model.roi_sampling import box_prior, resample_box_frame
+
+
+def _select_class(x, onehot):
+    """x [M, ..., C] and onehot [M, C] -> [M, ...]: the instance's class channel (row 0 when C = 1)."""
+    shape = [ops.shape(onehot)[0]] + [1] * (len(x.shape) - 2) + [ops.shape(onehot)[1]]
+    return ops.sum(x * ops.reshape(ops.cast(onehot, x.dtype), shape), axis=-1)
+
+
+class _ConvStack(layers.Layer):
+    def __init__(self, num_convs, channels, prefix, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [
+            layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{prefix}_conv{i}")
+            for i in range(num_convs)
+        ]
+        self.norms = [layers.BatchNormalization(name=f"{prefix}_bn{i}") for i in range(num_convs)]
+
+    def call(self, x, training=None):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = ops.relu(norm(conv(x), training=training))
+        return x
+
+
+class ShapePriorHead(layers.Layer):
+    """Box-conditioned embedding -> softmax weights over K fixed priors -> S in the outer-box frame."""
+
+    def __init__(self, num_classes, num_priors, crop_size, use_shape_prior=True, **kwargs):
+        super().__init__(**kwargs)
+        self.c, self.k, self.n = num_classes, num_priors, crop_size
+        self.use_shape_prior = use_shape_prior
+        self.classifier = layers.Dense(num_classes * num_priors, name="prior_logits")
+
+    def build(self, input_shape):
+        # Fixed priors, stored as a non-trainable weight so they are saved with checkpoints and
+        # exported as initializers (a plain attribute would become a required ONNX input).
+        self.priors = self.add_weight(
+            name="priors", shape=(self.c, self.k, self.n, self.n), initializer="ones", trainable=False
+        )
+
+    def call(self, x, boxes, outer, onehot):
+        """x [M,n,n,Cm] instance features; boxes/outer [M,4]; onehot [M,C] -> (S [M,n,n], U [M,n,n])."""
+        u = box_prior(boxes, outer, self.n)
+        if not self.use_shape_prior:
+            return u, u
+        emb = ops.mean(x * ops.cast(u, x.dtype)[..., None], axis=(1, 2))  # [M, Cm]
+        logits = ops.reshape(ops.cast(self.classifier(emb), "float32"), (-1, self.c, self.k))
+        logits = _select_class(ops.transpose(logits, (0, 2, 1)), onehot)  # [M, K]
+        w = ops.softmax(logits, axis=-1)
+        priors = ops.reshape(self.priors, (self.c, self.k * self.n * self.n))
+        class_priors = ops.matmul(ops.cast(onehot, "float32"), priors)  # [M, K*n*n]
+        class_priors = ops.reshape(class_priors, (-1, self.k, self.n * self.n))
+        s_box = ops.reshape(ops.sum(class_priors * w[:, :, None], axis=1), (-1, self.n, self.n))
+        return resample_box_frame(s_box, boxes, outer, self.n), u
+
+
+class CoarseMaskHead(layers.Layer):
+    """X + g(S) -> conv stack -> coarse logits [M, n, n]."""
+
+    def __init__(self, num_classes, channels, num_convs, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_prior = layers.Conv2D(channels, 1, name="prior_embed")
+        self.stack = _ConvStack(num_convs, channels, "coarse", name="coarse_stack")
+        self.predict = layers.Conv2D(num_classes, 1, name="coarse_logits")
+
+    def call(self, x, s, onehot, training=None):
+        x = x + self.embed_prior(ops.cast(s, x.dtype)[..., None])
+        return _select_class(ops.cast(self.predict(self.stack(x, training=training)), "float32"), onehot)
+
+
+class FineMaskHead(layers.Layer):
+    """Instance-embedding centring + conv stack + x`upsample` transposed conv -> fine logits."""
+
+    def __init__(self, num_classes, channels, num_convs, upsample, use_instance_embedding=True, **kwargs):
+        super().__init__(**kwargs)
+        self.use_instance_embedding = use_instance_embedding
+        self.embed_coarse = layers.Conv2D(channels, 1, name="coarse_embed")
+        self.stack = _ConvStack(num_convs, channels, "fine", name="fine_stack")
+        self.up = layers.Conv2DTranspose(
+            channels, upsample, strides=upsample, use_bias=False, name="upsample"
+        )
+        self.up_norm = layers.BatchNormalization(name="upsample_bn")
+        self.predict = layers.Conv2D(num_classes, 1, name="fine_logits")
+
+    def call(self, x, coarse_logits, onehot, training=None):
+        p = ops.sigmoid(coarse_logits)  # [M, n, n]
+        if self.use_instance_embedding:
+            # hard 0.5 threshold, no gradient through the mask (as in the reference implementation)
+            m = ops.stop_gradient(ops.cast(p > 0.5, x.dtype))[..., None]
+            emb = ops.sum(x * m, axis=(1, 2)) / (ops.sum(m, axis=(1, 2)) + 1e-6)
+            x = x - emb[:, None, None, :]
+        x = x + self.embed_coarse(ops.cast(p, x.dtype)[..., None])
+        x = self.stack(x, training=training)
+        x = ops.relu(self.up_norm(self.up(x), training=training))
+        return _select_class(ops.cast(self.predict(x), "float32"), onehot)

@@ -1,0 +1,127 @@
+"""Outer boxes, FPN level assignment and gather-based bilinear sampling (keras.ops).
+
+Written with Gather/Floor/Mul only: `tf.image.crop_and_resize` exports to an ONNX Loop that TensorRT
+handles badly. Sampling follows shapemask_ros/ops/sampling.py (bin centres, clamped borders).
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+
+def outer_boxes(boxes, image_size: float, scale: float = 1.25):
+    """Tight boxes [..., 4] scaled about their centres and clipped to the square input."""
+    c = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * scale)
+    return ops.clip(ops.concatenate([c - half, c + half], axis=-1), 0.0, float(image_size))
+
+
+def assign_levels(boxes, min_level: int, max_level: int, canonical_size=224.0, canonical_level=4):
+    """FPN level per box: floor(log2(sqrt(area) / canonical_size)) + canonical_level, clamped."""
+    w = ops.maximum(boxes[..., 2] - boxes[..., 0], 1e-6)
+    h = ops.maximum(boxes[..., 3] - boxes[..., 1], 1e-6)
+    lvl = ops.floor(ops.log(ops.sqrt(w * h) / canonical_size) / math.log(2.0)) + canonical_level
+    return ops.cast(ops.clip(lvl, min_level, max_level), "int32")
+
+
+def grid_coords(boxes, n: int):
+    """Bin-centre coordinates of an n x n grid over each box: xs [..., n], ys [..., n]."""
+    t = (ops.cast(ops.arange(n), boxes.dtype) + 0.5) / n
+    xs = boxes[..., 0:1] + t * (boxes[..., 2:3] - boxes[..., 0:1])
+    ys = boxes[..., 1:2] + t * (boxes[..., 3:4] - boxes[..., 1:2])
+    return xs, ys
+
+
+def _bilinear_gather(table, base, width, height, fx, fy):
+    """Bilinear samples of row-major maps stored in `table` [T, C].
+
+    base/width/height: [M] int32 start row of each map in `table` and its size; fx [M, n], fy [M, n]
+    continuous indices. Returns [M, n(y), n(x), C].
+    """
+    wf = ops.cast(width, fx.dtype)[:, None]
+    hf = ops.cast(height, fy.dtype)[:, None]
+    fx = ops.clip(fx, 0.0, wf - 1.0)
+    fy = ops.clip(fy, 0.0, hf - 1.0)
+    x0 = ops.floor(fx)
+    y0 = ops.floor(fy)
+    wx = fx - x0
+    wy = fy - y0
+    x0 = ops.cast(x0, "int32")
+    y0 = ops.cast(y0, "int32")
+    x1 = ops.minimum(x0 + 1, width[:, None] - 1)
+    y1 = ops.minimum(y0 + 1, height[:, None] - 1)
+    rows0 = base[:, None] + y0 * width[:, None]  # [M, n]
+    rows1 = base[:, None] + y1 * width[:, None]
+
+    def take(rows, cols):
+        idx = rows[:, :, None] + cols[:, None, :]  # [M, ny, nx]
+        return ops.take(table, ops.reshape(idx, (-1,)), axis=0)
+
+    m, n = ops.shape(fx)[0], ops.shape(fx)[1]
+    c = ops.shape(table)[-1]
+    wx_ = ops.cast(ops.reshape(wx[:, None, :] * ops.ones_like(wy)[:, :, None], (-1, 1)), table.dtype)
+    wy_ = ops.cast(ops.reshape(wy[:, :, None] * ops.ones_like(wx)[:, None, :], (-1, 1)), table.dtype)
+    top = take(rows0, x0) * (1 - wx_) + take(rows0, x1) * wx_
+    bot = take(rows1, x0) * (1 - wx_) + take(rows1, x1) * wx_
+    return ops.reshape(top * (1 - wy_) + bot * wy_, (m, n, n, c))
+
+
+def multilevel_crop(features: dict, boxes, levels, n: int):
+    """Sample an n x n bin-centre grid of each box from its assigned FPN level.
+
+    features: {level: [B, H_l, W_l, C]} (square input); boxes [B, N, 4] input pixels; levels [B, N] int32.
+    Returns [B, N, n, n, C]. All levels are flattened into one table so the crop is a single set of gathers.
+    """
+    lv = sorted(features)
+    b = ops.shape(boxes)[0]
+    nb = ops.shape(boxes)[1]
+    flat, sizes, offsets, total = [], [], [], 0
+    for l in lv:
+        h, w = features[l].shape[1], features[l].shape[2]
+        flat.append(ops.reshape(features[l], (b, h * w, -1)))
+        sizes.append((h, w))
+        offsets.append(total)
+        total += h * w
+    table = ops.reshape(ops.concatenate(flat, axis=1), (b * total, -1))
+    li = ops.reshape(levels - lv[0], (-1,))
+    heights = ops.take(ops.convert_to_tensor([s[0] for s in sizes], "int32"), li)
+    widths = ops.take(ops.convert_to_tensor([s[1] for s in sizes], "int32"), li)
+    offs = ops.take(ops.convert_to_tensor(offsets, "int32"), li)
+    strides = ops.take(ops.convert_to_tensor([2.0**l for l in lv], boxes.dtype), li)
+    batch_base = ops.reshape(ops.repeat(ops.arange(b, dtype="int32")[:, None] * total, nb, axis=1), (-1,))
+    xs, ys = grid_coords(ops.reshape(boxes, (-1, 4)), n)
+    fx = xs / strides[:, None] - 0.5
+    fy = ys / strides[:, None] - 0.5
+    out = _bilinear_gather(table, batch_base + offs, widths, heights, fx, fy)
+    return ops.reshape(out, (b, nb, n, n, ops.shape(table)[-1]))
+
+
+def resample_box_frame(maps, inner, outer, n: int):
+    """Warp per-instance maps [M, n, n] defined on `inner` boxes into the n x n grid of `outer` boxes.
+
+    Points of the outer grid outside the inner box read 0 (the map is padded with a zero border).
+    inner, outer: [M, 4]. Returns [M, n, n].
+    """
+    m = ops.shape(maps)[0]
+    padded = ops.pad(maps, ((0, 0), (1, 1), (1, 1)))
+    p = n + 2
+    table = ops.reshape(padded, (-1, 1))
+    xs, ys = grid_coords(outer, n)
+    iw = ops.maximum(inner[:, 2:3] - inner[:, 0:1], 1e-6)
+    ih = ops.maximum(inner[:, 3:4] - inner[:, 1:2], 1e-6)
+    # continuous index into the inner map (+1 for the zero border)
+    fx = (xs - inner[:, 0:1]) / iw * n - 0.5 + 1.0
+    fy = (ys - inner[:, 1:2]) / ih * n - 0.5 + 1.0
+    size = ops.full((m,), p, dtype="int32")
+    base = ops.arange(m, dtype="int32") * (p * p)
+    return _bilinear_gather(table, base, size, size, fx, fy)[..., 0]
+
+
+def box_prior(boxes, outer, n: int):
+    """Uniform box prior U: 1 where a bin centre of the outer grid lies inside the tight box. [M, n, n]."""
+    xs, ys = grid_coords(outer, n)
+    inx = ops.cast((xs >= boxes[:, 0:1]) & (xs < boxes[:, 2:3]), boxes.dtype)
+    iny = ops.cast((ys >= boxes[:, 1:2]) & (ys < boxes[:, 3:4]), boxes.dtype)
+    return iny[:, :, None] * inx[:, None, :]

@@ -1,0 +1,174 @@
+"""The assembled ShapeMask model and its two inference modes.
+
+- `call({"image", "mask_boxes", "mask_classes"}, training)`: everything training needs.
+- `detect_and_segment(image)`: RetinaNet boxes -> masks.
+- `segment_boxes(image, boxes, classes)`: given boxes (an external detector / ground truth) -> masks.
+Images are float32 RGB in 0..255, already resized + padded to the square input size.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from shapemask_ros.config import ModelConfig
+from shapemask_ros.model.anchors import anchors_per_location, generate_anchors
+from shapemask_ros.model.backbone import build_backbone
+from shapemask_ros.model.fpn import FPN
+from shapemask_ros.model.mask_heads import CoarseMaskHead, FineMaskHead, ShapePriorHead
+from shapemask_ros.model.retinanet_head import RetinaNetHead
+from shapemask_ros.model.roi_sampling import assign_levels, multilevel_crop, outer_boxes
+
+# ImageNet "caffe" preprocessing of keras.applications.ResNet (BGR, mean subtracted), so a local
+# ImageNet weights file can be used as is.
+_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+class ShapeMask(keras.Model):
+    """RetinaNet (ResNet-FPN) detector + ShapeMask mask branch."""
+
+    def __init__(self, cfg: ModelConfig, **kwargs):
+        super().__init__(name="shapemask", **kwargs)
+        self.cfg = cfg
+        a, m, d = cfg.anchors, cfg.mask, cfg.detector
+        self.levels = list(range(a.min_level, a.max_level + 1))
+        self.num_mask_classes = cfg.num_mask_classes
+        self.backbone = build_backbone(cfg.backbone, cfg.image_size)
+        self.fpn = FPN(d.fpn_channels, a.min_level, a.max_level, name="fpn")
+        self.head = RetinaNetHead(
+            d.num_classes,
+            anchors_per_location(a),
+            self.levels,
+            d.head_convs,
+            d.head_channels,
+            name="retinanet_head",
+        )
+        # 1x1 projection 256 -> mask channels. It is linear and bilinear weights sum to 1, so projecting
+        # the pyramid before cropping equals projecting each crop, and is cheaper for more than a few boxes.
+        self.mask_projection = layers.Conv2D(m.channels, 1, name="mask_projection")
+        self.prior_head = ShapePriorHead(
+            self.num_mask_classes, m.num_priors, m.crop_size, m.use_shape_prior, name="prior_head"
+        )
+        self.coarse_head = CoarseMaskHead(self.num_mask_classes, m.channels, m.num_convs, name="coarse_head")
+        self.fine_head = FineMaskHead(
+            self.num_mask_classes,
+            m.channels,
+            m.num_convs,
+            m.upsample_factor,
+            m.use_instance_embedding,
+            name="fine_head",
+        )
+        self.anchor_boxes = generate_anchors(cfg.image_size, a)
+
+    # ----------------------------------------------------------------- pieces
+    def preprocess(self, images):
+        x = ops.cast(images, "float32")[..., ::-1] - ops.convert_to_tensor(_BGR_MEAN)
+        return x
+
+    def features(self, images, training=False):
+        c3, c4, c5 = self.backbone(self.preprocess(images), training=training)
+        return self.fpn([c3, c4, c5], training=training)
+
+    def mask_branch(self, feats, boxes, classes, training=False):
+        """boxes [B, N, 4] tight boxes (input pixels), classes [B, N] int -> dict of [B, N, ...] tensors."""
+        m = self.cfg.mask
+        boxes = ops.cast(boxes, "float32")
+        b, nb = ops.shape(boxes)[0], ops.shape(boxes)[1]
+        outer = outer_boxes(boxes, self.cfg.image_size, m.outer_box_scale)
+        levels = assign_levels(outer, self.levels[0], self.levels[-1], m.canonical_size, m.canonical_level)
+        proj = {l: self.mask_projection(feats[l]) for l in self.levels}
+        x = multilevel_crop(proj, outer, levels, m.crop_size)  # [B, N, n, n, Cm]
+        n, cm = m.crop_size, m.channels
+        x = ops.reshape(x, (-1, n, n, cm))
+        flat_boxes = ops.reshape(boxes, (-1, 4))
+        flat_outer = ops.reshape(outer, (-1, 4))
+        cls = ops.reshape(ops.cast(classes, "int32"), (-1,))
+        if self.num_mask_classes == 1:
+            cls = ops.zeros_like(cls)
+        # equality instead of one_hot: exports to Equal + Cast, parsed by every TensorRT version
+        onehot = ops.cast(
+            ops.equal(
+                ops.clip(cls, 0, self.num_mask_classes - 1)[:, None],
+                ops.arange(self.num_mask_classes, dtype="int32")[None, :],
+            ),
+            "float32",
+        )
+        prior, _ = self.prior_head(x, flat_boxes, flat_outer, onehot)
+        coarse = self.coarse_head(x, prior, onehot, training=training)
+        fine = self.fine_head(x, coarse, onehot, training=training)
+        fs = n * m.upsample_factor
+        return {
+            "prior": ops.reshape(prior, (b, nb, n, n)),
+            "coarse_logits": ops.reshape(coarse, (b, nb, n, n)),
+            "fine_logits": ops.reshape(fine, (b, nb, fs, fs)),
+            "outer_boxes": outer,
+        }
+
+    # ----------------------------------------------------------------- modes
+    def call(self, inputs, training=False):
+        feats = self.features(inputs["image"], training=training)
+        cls, box = self.head(feats, training=training)
+        out = {"cls_outputs": cls, "box_outputs": box}
+        if "mask_boxes" in inputs:
+            out.update(self.mask_branch(feats, inputs["mask_boxes"], inputs["mask_classes"], training))
+        return out
+
+    def segment_boxes(self, images, boxes, classes):
+        """Given boxes -> {"masks": [B,N,M,M] probabilities in the outer-box frame, "outer_boxes"}."""
+        feats = self.features(images, training=False)
+        out = self.mask_branch(feats, boxes, classes, training=False)
+        return {"masks": ops.sigmoid(out["fine_logits"]), "outer_boxes": out["outer_boxes"]}
+
+    def detect_and_segment(self, images):
+        """Image -> detections + masks. With batch 1 the outputs are cut to the detections found."""
+        from shapemask_ros.model.postprocess import detect
+
+        feats = self.features(images, training=False)
+        cls, box = self.head(feats, training=False)
+        boxes, scores, classes, num = detect(
+            cls, box, ops.convert_to_tensor(self.anchor_boxes), self.cfg.postprocess, self.cfg.image_size
+        )
+        if images.shape[0] == 1:
+            boxes, scores, classes = boxes[:, : num[0]], scores[:, : num[0]], classes[:, : num[0]]
+        mask_classes = classes if self.num_mask_classes > 1 else ops.zeros_like(classes)
+        out = self.mask_branch(feats, boxes, mask_classes, training=False)
+        return {
+            "boxes": boxes,
+            "scores": scores,
+            "classes": classes,
+            "num_detections": num,
+            "masks": ops.sigmoid(out["fine_logits"]),
+            "outer_boxes": out["outer_boxes"],
+        }
+
+    def set_priors(self, priors: np.ndarray) -> None:
+        """Load fixed shape priors [C, K, n, n] (validated against the configuration)."""
+        priors = np.asarray(priors, np.float32)
+        want = tuple(self.prior_head.priors.shape)
+        if priors.shape != want:
+            raise ValueError(f"priors have shape {priors.shape}, the model expects {want}")
+        if not np.all(np.isfinite(priors)):
+            raise ValueError("priors contain non-finite values")
+        self.prior_head.priors.assign(priors)
+
+
+def build_model(cfg: ModelConfig, priors: np.ndarray | None = None) -> ShapeMask:
+    """Create the model and its weights (one dummy call), optionally loading shape priors."""
+    model = ShapeMask(cfg)
+    s = cfg.image_size
+    model(
+        {
+            "image": np.zeros((1, s, s, 3), np.float32),
+            "mask_boxes": np.array([[[0, 0, s / 2, s / 2]]], np.float32),
+            "mask_classes": np.zeros((1, 1), np.int32),
+        },
+        training=False,
+    )
+    if priors is not None:
+        model.set_priors(priors)
+    elif cfg.mask.priors_path:
+        from shapemask_ros.utils.io import load_npy
+
+        model.set_priors(load_npy(cfg.mask.priors_path))
+    return model

@@ -1,0 +1,183 @@
+"""Training loop: momentum SGD, warm-up + step LR, tf.distribute, checkpoints with resume, TensorBoard.
+
+Paths (model_dir) go through TensorFlow's file system layer, so gs:// works on Cloud TPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shapemask_ros.config import ExperimentConfig, TrainConfig
+from shapemask_ros.model.shapemask import ShapeMask, build_model
+from training.distribute import get_strategy, set_precision
+from training.losses import total_loss
+
+log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable("shapemask_ros")
+class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from lr*start_factor to lr, then x factor at each decay step."""
+
+    def __init__(self, lr, warmup_steps, start_factor, decay_steps, decay_factor):
+        self.lr, self.warmup_steps, self.start_factor = float(lr), int(warmup_steps), float(start_factor)
+        self.decay_steps, self.decay_factor = tuple(int(s) for s in decay_steps), float(decay_factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.lr)
+        for s in self.decay_steps:
+            lr = tf.where(step >= s, lr * self.decay_factor, lr)
+        if self.warmup_steps > 0:
+            frac = tf.minimum(step / self.warmup_steps, 1.0)
+            warm = self.lr * (self.start_factor + (1.0 - self.start_factor) * frac)
+            lr = tf.where(step < self.warmup_steps, warm, lr)
+        return lr
+
+    def get_config(self):
+        return {
+            "lr": self.lr,
+            "warmup_steps": self.warmup_steps,
+            "start_factor": self.start_factor,
+            "decay_steps": list(self.decay_steps),
+            "decay_factor": self.decay_factor,
+        }
+
+
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    sched = WarmupStepSchedule(
+        cfg.learning_rate, cfg.warmup_steps, cfg.warmup_start_factor, cfg.lr_decay_steps, cfg.lr_decay_factor
+    )
+    kwargs = {"global_clipnorm": cfg.gradient_clip_norm} if cfg.gradient_clip_norm > 0 else {}
+    return keras.optimizers.SGD(learning_rate=sched, momentum=cfg.momentum, **kwargs)
+
+
+class Trainer:
+    """Owns the strategy, model, optimizer and checkpoint manager of one experiment."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        strategy: tf.distribute.Strategy | None = None,
+        priors: np.ndarray | None = None,
+    ):
+        self.cfg = cfg
+        self.strategy = strategy or get_strategy(cfg.train.tpu)
+        self.precision = set_precision(cfg.train.mixed_precision, self.strategy)
+        tf.random.set_seed(cfg.train.seed)
+        keras.utils.set_random_seed(cfg.train.seed)
+        with self.strategy.scope():
+            self.model: ShapeMask = build_model(cfg.model, priors=priors)
+            self.optimizer = make_optimizer(cfg.train)
+            self.optimizer.build(self.model.trainable_variables)
+            self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            directory=f"{cfg.model_dir}/checkpoints",
+            max_to_keep=cfg.train.keep_checkpoints,
+            step_counter=self.optimizer.iterations,
+            checkpoint_interval=cfg.train.checkpoint_every,
+        )
+        self.anchors = tf.constant(self.model.anchor_boxes)
+        self._step_fn = None
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self) -> int:
+        """Restore the latest checkpoint if there is one; returns the step training resumes from."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("resumed from %s at step %d", latest, self.step)
+        return self.step
+
+    def _replica_step(self, batch):
+        inputs = {
+            "image": batch["image"],
+            "mask_boxes": batch["mask_boxes"],
+            "mask_classes": batch["mask_classes"],
+        }
+        with tf.GradientTape() as tape:
+            out = self.model(inputs, training=True)
+            variables = self.model.trainable_variables
+            losses = total_loss(
+                out, batch, self.anchors, self.cfg.model, variables, self.cfg.train.weight_decay
+            )
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return losses
+
+    def train_step(self, batch) -> dict[str, tf.Tensor]:
+        """One distributed step on a global batch (dict of tensors or a distributed value)."""
+        if self._step_fn is None:
+
+            @tf.function
+            def fn(b):
+                per_replica = self.strategy.run(self._replica_step, args=(b,))
+                out = {}
+                for k, v in per_replica.items():
+                    # additive per-replica shares: sum; replica-identical values: mean
+                    op = (
+                        tf.distribute.ReduceOp.MEAN
+                        if k in ("weight_decay", "num_positives")
+                        else tf.distribute.ReduceOp.SUM
+                    )
+                    out[k] = self.strategy.reduce(op, v, axis=None)
+                return out
+
+            self._step_fn = fn
+        return self._step_fn(batch)
+
+    def train(
+        self,
+        dataset: tf.data.Dataset,
+        steps: int | None = None,
+        progress: bool = True,
+        on_step: Callable[[int, dict], None] | None = None,
+    ) -> dict[str, float]:
+        """Train until `steps` (default cfg.train.steps), resuming from the latest checkpoint."""
+        total = int(steps or self.cfg.train.steps)
+        start = self.restore()
+        if start >= total:
+            log.info("already trained to step %d (>= %d)", start, total)
+            return {}
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        it = iter(dist)
+        writer = tf.summary.create_file_writer(f"{self.cfg.model_dir}/tensorboard")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
+        last: dict[str, float] = {}
+        t0 = time.time()
+        try:
+            while self.step < total:
+                losses = self.train_step(next(it))
+                step = self.step
+                last = {k: float(v) for k, v in losses.items()}
+                if not math.isfinite(last["total"]):
+                    raise FloatingPointError(f"non-finite loss at step {step}: {last}")
+                if step % self.cfg.train.log_every == 0 or step == total:
+                    with writer.as_default(step=step):
+                        for k, v in last.items():
+                            tf.summary.scalar(f"train/{k}", v)
+                        tf.summary.scalar("train/learning_rate", float(self.optimizer.learning_rate))
+                        tf.summary.scalar("train/steps_per_sec", (step - start) / max(time.time() - t0, 1e-9))
+                self.manager.save(checkpoint_number=step)  # only writes every checkpoint_every steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['total']:.3f}")
+                if on_step is not None:
+                    on_step(step, last)
+        finally:
+            bar.close()
+            writer.flush()
+        self.manager.save(checkpoint_number=self.step, check_interval=False)
+        return last
