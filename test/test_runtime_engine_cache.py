@@ -195,7 +195,8 @@ def test_two_processes_build_exactly_once(onnx_file, tmp_path):
     counter = str(tmp_path / "builds.txt")
     cache_dir = str(tmp_path / "cache")
     procs = [
-        ctx.Process(target=_race_worker, args=(cache_dir, onnx_file, counter, barrier, results)) for _ in range(2)
+        ctx.Process(target=_race_worker, args=(cache_dir, onnx_file, counter, barrier, results))
+        for _ in range(2)
     ]
     for p in procs:
         p.start()

@@ -19,7 +19,13 @@ def _foreground_box(crop: np.ndarray, region: np.ndarray) -> tuple[int, int, int
 @pytest.mark.parametrize("m", [32, 128])
 @pytest.mark.parametrize(
     "tight",
-    [[40, 30, 50, 45], [20.3, 35.7, 61.2, 52.9], [100, 100, 300, 250], [60, 40, 61.5, 44], [150, 60, 450, 360]],
+    [
+        [40, 30, 50, 45],
+        [20.3, 35.7, 61.2, 52.9],
+        [100, 100, 300, 250],
+        [60, 40, 61.5, 44],
+        [150, 60, 450, 360],
+    ],
 )
 def test_box_shaped_probability_pastes_to_the_tight_box(tight, m):
     """A map that is 1 on the central 1/1.25 of the outer box must paste to exactly the tight box (+-1 px)."""
