@@ -1,0 +1,143 @@
+"""Pairing images with the detections computed from them, newest first.
+
+Detectors publish their Detection2DArray with the image's header, some time (the detector latency)
+after the image. So images wait in a small cache keyed by header stamp, and a detection array is paired
+with the image of exactly its stamp or, failing that, the nearest image within `slop_s`. Only the
+newest pair is ever handed out: a node that works through a backlog publishes masks of the past.
+
+Drop counters (`Synchronizer.counters`):
+- superseded:  a matched detection array skipped because a newer pair was ready;
+- no_match:    a detection array whose image can no longer arrive (the image stream is already past
+               it by more than the slop, e.g. the image was lost or evicted);
+- evicted:     an image (or pending detection array) pushed out of its full cache;
+- image_unused: an image older than a processed pair that never had detections (normal when the
+               detector runs slower than the camera);
+- zero_stamp:  a warning, not a drop: stamp (0, 0) is legal (some drivers never stamp) and still
+               matches exactly, but only the newest such image can be matched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, NamedTuple
+
+from shapemask_ros.ros_bridge.factory import stamp_to_ns
+
+Stamp = tuple[int, int]
+
+
+def cache_size_for(rate_hz: float, latency_s: float) -> int:
+    """Image cache size that covers the detector latency: ceil(rate * latency) + 2."""
+    if not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"expected_rate_hz must be > 0, got {rate_hz}")
+    if not (math.isfinite(latency_s) and latency_s >= 0):
+        raise ValueError(f"detector_latency_s must be >= 0, got {latency_s}")
+    return math.ceil(rate_hz * latency_s) + 2
+
+
+class Pair(NamedTuple):
+    """A matched image and detection array with their header stamps."""
+
+    image: Any
+    detections: Any
+    image_stamp: Stamp
+    detections_stamp: Stamp
+
+
+class Synchronizer:
+    """Exact-then-approximate stamp matching that hands out only the newest pair (see module docstring)."""
+
+    def __init__(self, slop_s: float, image_cache_size: int) -> None:
+        self._images: dict[int, tuple[Stamp, Any]] = {}
+        self._detections: dict[int, tuple[Stamp, Any]] = {}
+        self.counters: Counter = Counter()
+        self.slop_ns = 0
+        self.cache_size = 1
+        self.configure(slop_s, image_cache_size)
+
+    def configure(self, slop_s: float, image_cache_size: int) -> None:
+        """Change the slop and cache size (a smaller cache evicts the oldest entries now)."""
+        if not (math.isfinite(slop_s) and slop_s >= 0):
+            raise ValueError(f"slop_s must be >= 0, got {slop_s}")
+        if int(image_cache_size) < 1:
+            raise ValueError(f"image_cache_size must be >= 1, got {image_cache_size}")
+        self.slop_ns = int(round(slop_s * 1e9))
+        self.cache_size = int(image_cache_size)
+        self._evict(self._images)
+        self._evict(self._detections)
+
+    def clear(self) -> None:
+        """Forget everything cached (e.g. after the clock jumped back); counters are kept."""
+        self._images.clear()
+        self._detections.clear()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    @property
+    def pending_detections(self) -> int:
+        return len(self._detections)
+
+    def _evict(self, cache: dict[int, tuple[Stamp, Any]]) -> None:
+        while len(cache) > self.cache_size:
+            del cache[min(cache)]
+            self.counters["evicted"] += 1
+
+    def add_image(self, stamp: Stamp, item: Any) -> None:
+        """Cache an image under its header stamp; a second image with the same stamp replaces the first."""
+        key = stamp_to_ns(stamp)
+        if key == 0:
+            self.counters["zero_stamp"] += 1
+        self._images[key] = (stamp, item)
+        self._evict(self._images)
+
+    def add_detections(self, stamp: Stamp, item: Any) -> None:
+        """Queue a detection array under its header stamp (a newer array for the same stamp replaces it)."""
+        key = stamp_to_ns(stamp)
+        if key == 0:
+            self.counters["zero_stamp"] += 1
+        if key in self._detections:
+            self.counters["superseded"] += 1
+        self._detections[key] = (stamp, item)
+        self._evict(self._detections)
+
+    def _match(self, key: int) -> int | None:
+        if key in self._images:
+            return key
+        best = min(self._images, key=lambda k: (abs(k - key), -k), default=None)
+        if best is not None and abs(best - key) <= self.slop_ns:
+            return best
+        return None
+
+    def pop_newest_pair(self) -> Pair | None:
+        """The newest ready (image, detections) pair, dropping everything older (counted); None if none."""
+        if not self._detections:
+            return None
+        matches = {d: self._match(d) for d in self._detections}
+        newest_image = max(self._images, default=None)
+        ready = [d for d, m in matches.items() if m is not None]
+        if not ready:
+            self._drop_unmatchable(matches, newest_image)
+            return None
+        d = max(ready)
+        i = matches[d]
+        assert i is not None
+        det_stamp, det_item = self._detections.pop(d)
+        img_stamp, img_item = self._images.pop(i)
+        for k in [k for k in self._detections if k < d]:
+            del self._detections[k]
+            self.counters["superseded" if matches[k] is not None else "no_match"] += 1
+        for k in [k for k in self._images if k < i]:
+            del self._images[k]
+            self.counters["image_unused"] += 1
+        self._drop_unmatchable(matches, max(self._images, default=i))
+        return Pair(img_item, det_item, img_stamp, det_stamp)
+
+    def _drop_unmatchable(self, matches: dict[int, int | None], newest_image: int | None) -> None:
+        """Detections the image stream has passed by more than the slop can never be paired."""
+        if newest_image is None:
+            return
+        for k in [k for k in self._detections if matches.get(k) is None and newest_image - k > self.slop_ns]:
+            del self._detections[k]
+            self.counters["no_match"] += 1
