@@ -1,0 +1,180 @@
+"""The exported model bundle: a directory with `model.json`, ONNX graphs, a SavedModel and the priors.
+
+`model.json` (format `shapemask_ros.bundle/1`) is the contract between export and the runtime:
+
+    {"format": "shapemask_ros.bundle/1", "image_size": S, "class_names": [...], "num_classes": C,
+     "mask_class_agnostic": bool, "max_boxes": 100, "mask_size": 128, "score_threshold": 0.05,
+     "onnx": {"segment_boxes": "segment_boxes.onnx", "detect_and_segment": "detect_and_segment.onnx"},
+     "saved_model": "saved_model", "priors": "priors.npy", "preprocessing": "...", "created_by": ...}
+
+`Bundle.read` checks every field and resolves the file names against the bundle directory (local or
+gs://, read through `shapemask_ros.utils.io`). A bundle may leave out either the ONNX graphs or the
+SavedModel (set to null / omitted), but every file it names must exist, and at least one complete set of
+model files must be present. The priors are weights inside the model; a missing priors file only warns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from shapemask_ros.utils import io
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "shapemask_ros.bundle/1"
+MODEL_JSON = "model.json"
+SIGNATURES: tuple[str, ...] = ("segment_boxes", "detect_and_segment")
+
+
+def _join(root: str, name: str) -> str:
+    """Resolve `name` against the bundle directory (absolute names and URLs are kept)."""
+    if io.is_remote(name) or posixpath.isabs(name):
+        return name
+    return posixpath.join(root.rstrip("/"), name)
+
+
+@dataclass
+class Bundle:
+    """A validated model bundle. Paths are resolved (absolute, or remote URLs); None = not shipped."""
+
+    path: str
+    image_size: int
+    class_names: tuple[str, ...]
+    num_classes: int
+    mask_class_agnostic: bool
+    max_boxes: int = 100
+    mask_size: int = 128
+    score_threshold: float = 0.05
+    onnx: dict[str, str] = field(default_factory=dict)  # signature -> resolved .onnx path
+    saved_model: str | None = None
+    priors: str | None = None
+    preprocessing: str = ""
+    created_by: Any = None
+
+    @property
+    def has_onnx(self) -> bool:
+        return all(s in self.onnx for s in SIGNATURES)
+
+    @property
+    def has_saved_model(self) -> bool:
+        return self.saved_model is not None
+
+    def onnx_path(self, signature: str) -> str:
+        """Resolved path of the ONNX graph for `signature`; a clear error when the bundle has none."""
+        if signature not in SIGNATURES:
+            raise ValueError(f"unknown signature {signature!r}; expected one of {SIGNATURES}")
+        if signature not in self.onnx:
+            raise FileNotFoundError(
+                f"model bundle {self.path} has no ONNX graph for '{signature}' (model.json 'onnx' entry); "
+                "re-export the model with ONNX output or use backend='tensorflow'"
+            )
+        return self.onnx[signature]
+
+    @staticmethod
+    def read(path: str) -> Bundle:
+        """Read and validate `<path>/model.json`. Raises FileNotFoundError / ValueError with the reason."""
+        path = str(path)
+        if path.endswith(MODEL_JSON):
+            path = posixpath.dirname(path) or "."
+        meta_path = _join(path, MODEL_JSON)
+        if not io.exists(path):
+            raise FileNotFoundError(f"model bundle directory not found: {path}")
+        if not io.exists(meta_path):
+            raise FileNotFoundError(
+                f"{meta_path} not found: {path} is not a shapemask_ros model bundle "
+                "(expected a directory written by the export step, containing model.json)"
+            )
+        try:
+            meta = json.loads(io.read_text(meta_path))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{meta_path}: not valid JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path}: top level must be a JSON object")
+        return Bundle._from_meta(path, meta_path, meta)
+
+    @staticmethod
+    def _from_meta(path: str, meta_path: str, meta: dict[str, Any]) -> Bundle:
+        fmt = meta.get("format")
+        if fmt != BUNDLE_FORMAT:
+            raise ValueError(
+                f"{meta_path}: unsupported bundle format {fmt!r} (this runtime reads {BUNDLE_FORMAT!r}); "
+                "re-export the model with this version of shapemask_ros"
+            )
+
+        def get(key: str, types: type | tuple[type, ...], default: Any = ...) -> Any:
+            if key not in meta:
+                if default is ...:
+                    raise ValueError(f"{meta_path}: missing required field '{key}'")
+                return default
+            value = meta[key]
+            # bool is an int subclass: never accept it where a number is meant
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+                raise ValueError(f"{meta_path}: field '{key}' has the wrong type ({value!r})")
+            return value
+
+        image_size = get("image_size", int)
+        num_classes = get("num_classes", int)
+        max_boxes = get("max_boxes", int, 100)
+        mask_size = get("mask_size", int, 128)
+        for key, value in (
+            ("image_size", image_size),
+            ("num_classes", num_classes),
+            ("max_boxes", max_boxes),
+            ("mask_size", mask_size),
+        ):
+            if value <= 0:
+                raise ValueError(f"{meta_path}: field '{key}' must be positive, got {value}")
+        class_names = get("class_names", list)
+        if not all(isinstance(n, str) for n in class_names):
+            raise ValueError(f"{meta_path}: 'class_names' must be a list of strings")
+        if len(class_names) != num_classes:
+            raise ValueError(f"{meta_path}: {len(class_names)} class_names but num_classes = {num_classes}")
+        agnostic = get("mask_class_agnostic", bool)
+        score_threshold = float(get("score_threshold", (int, float), 0.05))
+
+        onnx_meta = get("onnx", (dict, type(None)), None) or {}
+        onnx: dict[str, str] = {}
+        for sig, name in onnx_meta.items():
+            if sig not in SIGNATURES:
+                raise ValueError(f"{meta_path}: unknown ONNX signature {sig!r}; expected {SIGNATURES}")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{meta_path}: onnx.{sig} must be a file name")
+            onnx[sig] = _join(path, name)
+        saved_model_name = get("saved_model", (str, type(None)), None)
+        saved_model = _join(path, saved_model_name) if saved_model_name else None
+        priors_name = get("priors", (str, type(None)), None)
+        priors = _join(path, priors_name) if priors_name else None
+
+        missing = [p for p in [*onnx.values(), *([saved_model] if saved_model else [])] if not io.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"model bundle {path}: files named in model.json are missing: {missing}")
+        if priors and not io.exists(priors):
+            log.warning("model bundle %s: priors file %s is missing (not needed for inference)", path, priors)
+        if onnx and not all(s in onnx for s in SIGNATURES):
+            raise ValueError(f"{meta_path}: 'onnx' must name both {SIGNATURES}, got {sorted(onnx)}")
+        if not onnx and saved_model is None:
+            raise ValueError(f"{meta_path}: the bundle names neither ONNX graphs nor a SavedModel")
+
+        return Bundle(
+            path=path,
+            image_size=image_size,
+            class_names=tuple(class_names),
+            num_classes=num_classes,
+            mask_class_agnostic=agnostic,
+            max_boxes=max_boxes,
+            mask_size=mask_size,
+            score_threshold=score_threshold,
+            onnx=onnx,
+            saved_model=saved_model,
+            priors=priors,
+            preprocessing=str(meta.get("preprocessing", "")),
+            created_by=meta.get("created_by"),
+        )
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
