@@ -1,0 +1,140 @@
+"""ONNX Runtime backend: one InferenceSession per ONNX graph of the bundle.
+
+Providers default to CUDAExecutionProvider (when this onnxruntime build has it) then CPU. ONNX Runtime
+falls back to CPU quietly when the CUDA libraries fail to load; we compare the providers the session
+actually got with the ones asked for and warn, and `name` reports the provider really in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.runtime.backends.base import (
+    DETECT_OUTPUTS,
+    SEGMENT_BOXES_OUTPUTS,
+    BackendUnavailable,
+    check_outputs,
+)
+from shapemask_ros.runtime.bundle import SIGNATURES, Bundle
+from shapemask_ros.utils import io
+
+log = logging.getLogger(__name__)
+
+PREFERRED_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build offers it, then CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
+
+
+def _provider_name(p: str | tuple[str, dict[str, Any]]) -> str:
+    return p[0] if isinstance(p, tuple) else p
+
+
+class OnnxRuntimeBackend:
+    """Runs `segment_boxes.onnx` / `detect_and_segment.onnx` with ONNX Runtime.
+
+    Sessions for `signatures` (default: both) are created now, so a broken model fails at load time;
+    any other signature is created on first use.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        intra_op_num_threads: int = 0,
+        signatures: Sequence[str] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise BackendUnavailable(f"onnxruntime is not installed ({e})") from e
+        if not bundle.has_onnx:
+            raise BackendUnavailable(f"model bundle {bundle.path} has no ONNX graphs")
+        self.bundle = bundle
+        self.providers = list(providers) if providers else default_providers()
+        self.intra_op_num_threads = int(intra_op_num_threads)
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        for sig in signatures if signatures is not None else SIGNATURES:
+            self._session(sig)
+        active = (
+            next(iter(self._sessions.values())).get_providers()[0] if self._sessions else self.providers[0]
+        )
+        self.name = f"onnxruntime:{_provider_name(active)}"
+
+    def _session(self, signature: str) -> Any:
+        with self._lock:
+            if signature not in self._sessions:
+                self._sessions[signature] = self._create(signature)
+            return self._sessions[signature]
+
+    def _create(self, signature: str) -> Any:
+        import onnxruntime as ort
+
+        path = self.bundle.onnx_path(signature)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.intra_op_num_threads  # 0 = ONNX Runtime's default
+        # A remote bundle (gs://) is read into memory; sessions accept the serialized graph as bytes.
+        model: str | bytes = io.read_bytes(path) if io.is_remote(path) else path
+        try:
+            session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
+        except Exception as e:  # ONNX Runtime raises its own exception types (Fail, InvalidGraph, ...)
+            raise RuntimeError(f"onnxruntime could not load {path}: {e}") from e
+        wanted = [_provider_name(p) for p in self.providers]
+        got = session.get_providers()
+        if wanted and wanted[0] not in got:
+            log.warning(
+                "onnxruntime: asked for %s but the session for %s runs on %s (missing CUDA/cuDNN libraries?)",
+                wanted[0],
+                signature,
+                got,
+            )
+        self._check_inputs(session, signature, path)
+        log.info("onnxruntime session for %s on %s", signature, got)
+        return session
+
+    def _check_inputs(self, session: Any, signature: str, path: str) -> None:
+        names = {i.name: i for i in session.get_inputs()}
+        expected = ("image", "boxes", "classes") if signature == "segment_boxes" else ("image",)
+        missing = [n for n in expected if n not in names]
+        if missing:
+            raise RuntimeError(f"{path}: inputs {sorted(names)} lack {missing}; the bundle does not match")
+        shape = names["image"].shape
+        s = self.bundle.image_size
+        fixed = [(d, want) for d, want in zip(shape[1:], (s, s, 3), strict=False) if isinstance(d, int)]
+        if len(shape) != 4 or any(d != want for d, want in fixed):
+            raise RuntimeError(f"{path}: input 'image' has shape {shape}, model.json says [1, {s}, {s}, 3]")
+
+    def _run(
+        self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        session = self._session(signature)
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, feeds)
+        return check_outputs(dict(zip(names, values, strict=True)), required, signature, self.name)
+
+    def segment_boxes(
+        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Run `segment_boxes.onnx` on model-input tensors."""
+        feeds = {
+            "image": np.ascontiguousarray(image, dtype=np.float32),
+            "boxes": np.ascontiguousarray(boxes, dtype=np.float32),
+            "classes": np.ascontiguousarray(classes, dtype=np.int32),
+        }
+        return self._run("segment_boxes", feeds, SEGMENT_BOXES_OUTPUTS)
+
+    def detect_and_segment(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Run `detect_and_segment.onnx` on a model-input image."""
+        feeds = {"image": np.ascontiguousarray(image, dtype=np.float32)}
+        return self._run("detect_and_segment", feeds, DETECT_OUTPUTS)

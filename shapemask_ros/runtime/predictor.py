@@ -1,0 +1,291 @@
+"""`Predictor`: image (+ optional boxes) in, `Instances` out -- the one entry point of the runtime.
+
+Everything around the model lives here and is shared by all backends: input validation, letterbox,
+box scaling into model-input pixels, chunking of large box sets into <= max_boxes calls, mapping outer
+boxes back to image pixels, and mask pasting. Backends only run the exported graphs.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.runtime.backends import Backend, create_backend
+from shapemask_ros.runtime.bundle import Bundle
+from shapemask_ros.runtime.instances import Instances
+from shapemask_ros.runtime.postprocess import mask_scores, paste_masks
+from shapemask_ros.runtime.preprocess import (
+    NON_FINITE,
+    OUTSIDE_IMAGE,
+    letterbox,
+    validate_boxes,
+    validate_image,
+)
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_CLASS = "unknown_class"  # counted in Instances.dropped: box kept, class treated as unknown (-1)
+
+
+class Predictor:
+    """Runs a model bundle on images. Construct with `Predictor.load(path)`, or inject any `Backend`
+    (tests, custom runtimes) with `Predictor(backend, bundle)`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        bundle: Bundle,
+        skipped_backends: dict[str, str] | None = None,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        self.runtime_backend = backend
+        self.bundle = bundle
+        self.skipped_backends: dict[str, str] = dict(skipped_backends or {})  # name -> why `auto` passed it
+        self.mask_threshold = float(mask_threshold)
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        backend: str = "auto",
+        engine_cache_dir: str | None = None,
+        providers: Sequence[Any] | None = None,
+        *,
+        precision: str = "fp16",
+        intra_op_num_threads: int = 0,
+        signatures: Sequence[str] | None = None,
+        mask_threshold: float = 0.5,
+    ) -> Predictor:
+        """Read the bundle at `path` and create a backend: "auto" | "tensorrt" | "onnxruntime" | "tensorflow".
+
+        engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
+        providers: ONNX Runtime providers (None = CUDA when available, then CPU).
+        precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
+        signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both);
+        others are prepared on first use (a TensorRT engine build can then take minutes).
+        """
+        bundle = Bundle.read(path)
+        impl, skipped = create_backend(
+            bundle,
+            backend,
+            engine_cache_dir=engine_cache_dir or None,
+            providers=providers,
+            precision=precision,
+            intra_op_num_threads=intra_op_num_threads,
+            signatures=signatures,
+        )
+        return cls(impl, bundle, skipped_backends=skipped, mask_threshold=mask_threshold)
+
+    # -- model facts ---------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use, e.g. "onnxruntime:CPUExecutionProvider" (publish it: no silent CPU)."""
+        return str(self.runtime_backend.name)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.bundle.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.bundle.image_size
+
+    @property
+    def max_boxes(self) -> int:
+        return self.bundle.max_boxes
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def predict(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray | list | None = None,
+        classes: np.ndarray | list | None = None,
+        score_threshold: float | None = None,
+        full_masks: bool = False,
+        mask_threshold: float | None = None,
+    ) -> Instances:
+        """Segment `image` (uint8 RGB H x W x 3; grey/RGBA accepted, see `validate_image`).
+
+        boxes:   [N, 4] (x1, y1, x2, y2) in this image's pixels -> one instance per valid box, in input
+                 order, `source_index` pointing back into `boxes`; invalid boxes are dropped and counted
+                 in `Instances.dropped`. An empty array gives no instances. None -> the model's own
+                 detections (`detect_and_segment`), filtered by `score_threshold` (None = the bundle's).
+        classes: [N] contiguous class indices for `boxes`, -1 = unknown (None = all unknown). Ignored by
+                 class-agnostic masks except as reported `class_ids`.
+        full_masks: masks as full H x W arrays with regions (0, 0, W, H) instead of outer-box crops.
+        mask_threshold: foreground probability (None = `self.mask_threshold`).
+        """
+        img = validate_image(image)
+        height, width = img.shape[:2]
+        thr = self.mask_threshold if mask_threshold is None else float(mask_threshold)
+        net_input, scale = letterbox(img, self.bundle.image_size)
+        net_input = net_input[None]
+        if boxes is None:
+            inst = self._detect(net_input, scale, (height, width), score_threshold, thr)
+        else:
+            inst = self._segment(net_input, scale, (height, width), boxes, classes, thr)
+        if full_masks and len(inst):
+            inst.masks = list(inst.full_masks())
+            inst.regions = np.tile(np.array([[0, 0, width, height]], np.int32), (len(inst), 1))
+        return inst
+
+    def _model_classes(
+        self, classes: np.ndarray, dropped: collections.Counter[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(class ids fed to the model, class ids reported). Unknown ids feed 0 (the spec's convention)."""
+        if self.bundle.mask_class_agnostic:
+            return np.zeros_like(classes, dtype=np.int32), classes.astype(np.int32)
+        valid = (classes >= 0) & (classes < self.bundle.num_classes)
+        bad = ~valid & (classes != -1)
+        if bad.any():
+            dropped[UNKNOWN_CLASS] += int(bad.sum())
+            log.warning(
+                "%d box class ids outside [0, %d) treated as unknown: %s",
+                int(bad.sum()),
+                self.bundle.num_classes,
+                np.unique(classes[bad])[:10].tolist(),
+            )
+        feed = np.where(valid, classes, 0).astype(np.int32)
+        reported = np.where(valid, classes, -1).astype(np.int32)
+        return feed, reported
+
+    def _segment(
+        self,
+        net_input: np.ndarray,
+        scale: float,
+        image_size: tuple[int, int],
+        boxes: np.ndarray | list,
+        classes: np.ndarray | list | None,
+        thr: float,
+    ) -> Instances:
+        kept, cls, source, dropped = validate_boxes(boxes, classes, image_size)
+        if len(kept) == 0:
+            empty = Instances.empty(image_size, backend=self.backend)
+            empty.dropped = dict(dropped)
+            return empty
+        feed_cls, reported_cls = self._model_classes(cls, dropped)
+        net_boxes = (kept.astype(np.float64) * scale).astype(np.float32)
+        masks, outer = [], []
+        step = self.bundle.max_boxes
+        for start in range(0, len(kept), step):  # never drop boxes: split into <= max_boxes calls
+            stop = min(start + step, len(kept))
+            out = self.runtime_backend.segment_boxes(
+                net_input, net_boxes[None, start:stop], feed_cls[None, start:stop]
+            )
+            m, o = self._check_chunk(out, stop - start)
+            masks.append(m)
+            outer.append(o)
+        all_masks = np.concatenate(masks, axis=0)
+        outer_px = np.concatenate(outer, axis=0).astype(np.float64) / scale
+        return self._instances(
+            kept,
+            np.ones(len(kept), np.float32),
+            reported_cls,
+            all_masks,
+            outer_px,
+            source,
+            image_size,
+            thr,
+            dropped,
+        )
+
+    def _check_chunk(self, out: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        masks = np.asarray(out["masks"], np.float32)
+        outer = np.asarray(out["outer_boxes"], np.float32)
+        if masks.ndim != 4 or masks.shape[:2] != (1, n) or masks.shape[2] != masks.shape[3]:
+            raise RuntimeError(
+                f"{self.backend}: segment_boxes returned masks {masks.shape}, expected [1, {n}, M, M]"
+            )
+        if outer.shape != (1, n, 4):
+            raise RuntimeError(
+                f"{self.backend}: segment_boxes returned outer_boxes {outer.shape}, expected [1, {n}, 4]"
+            )
+        return masks[0], outer[0]
+
+    def _detect(
+        self,
+        net_input: np.ndarray,
+        scale: float,
+        image_size: tuple[int, int],
+        score_threshold: float | None,
+        thr: float,
+    ) -> Instances:
+        out = self.runtime_backend.detect_and_segment(net_input)
+        boxes = np.asarray(out["boxes"], np.float64).reshape(-1, 4)
+        scores = np.asarray(out["scores"], np.float32).reshape(-1)
+        classes = np.asarray(out["classes"]).reshape(-1).astype(np.int32)
+        masks = np.asarray(out["masks"], np.float32)
+        outer = np.asarray(out["outer_boxes"], np.float64).reshape(-1, 4)
+        masks = masks.reshape((-1,) + masks.shape[-2:])
+        total = len(boxes)
+        if not (len(scores) == len(classes) == len(masks) == len(outer) == total):
+            raise RuntimeError(
+                f"{self.backend}: detect_and_segment outputs disagree on the detection count: boxes {total}, "
+                f"scores {len(scores)}, classes {len(classes)}, masks {len(masks)}, outer_boxes {len(outer)}"
+            )
+        n = int(np.asarray(out["num_detections"]).reshape(-1)[0])
+        n = max(0, min(n, total))  # padded outputs: only the first num_detections are real
+        thr_score = self.bundle.score_threshold if score_threshold is None else float(score_threshold)
+
+        dropped: collections.Counter[str] = collections.Counter()
+        boxes_px = boxes[:n] / scale
+        outer_px = outer[:n] / scale
+        finite = (
+            np.all(np.isfinite(boxes_px), axis=1)
+            & np.all(np.isfinite(outer_px), axis=1)
+            & np.isfinite(scores[:n])
+        )
+        if (~finite).any():
+            dropped[NON_FINITE] += int((~finite).sum())
+        h, w = image_size
+        boxes_px[:, 0::2] = np.clip(boxes_px[:, 0::2], 0, w)
+        boxes_px[:, 1::2] = np.clip(boxes_px[:, 1::2], 0, h)
+        with np.errstate(invalid="ignore"):
+            nonempty = (boxes_px[:, 2] > boxes_px[:, 0]) & (boxes_px[:, 3] > boxes_px[:, 1])
+            above = scores[:n] >= thr_score
+        # boxes only in the letterbox padding collapse to nothing once clipped to the real image
+        outside = finite & above & ~nonempty
+        if outside.any():
+            dropped[OUTSIDE_IMAGE] += int(outside.sum())
+        keep = np.nonzero(finite & above & nonempty)[0]
+        return self._instances(
+            boxes_px[keep],
+            scores[keep],
+            classes[keep],
+            masks[keep],
+            outer_px[keep],
+            keep.astype(np.int32),
+            image_size,
+            thr,
+            dropped,
+        )
+
+    def _instances(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        class_ids: np.ndarray,
+        masks: np.ndarray,
+        outer_px: np.ndarray,
+        source: np.ndarray,
+        image_size: tuple[int, int],
+        thr: float,
+        dropped: collections.Counter[str],
+    ) -> Instances:
+        crops, regions = paste_masks(masks, outer_px, image_size, threshold=thr)
+        return Instances(
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            scores=np.asarray(scores, np.float32),
+            class_ids=np.asarray(class_ids, np.int32),
+            masks=crops,
+            regions=regions,
+            mask_scores=mask_scores(masks, thr),
+            source_index=np.asarray(source, np.int32),
+            image_size=(int(image_size[0]), int(image_size[1])),
+            backend=self.backend,
+            dropped=dict(dropped),
+        )
