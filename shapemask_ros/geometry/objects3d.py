@@ -1,0 +1,401 @@
+"""Per-object 3D geometry from instance masks and an aligned depth image (for grasp planners).
+
+For each mask: valid depth pixels under the mask -> robust depth band around the median (drops background
+and flying pixels at mask borders) -> back-projected inliers -> centroid (mean), oriented box by PCA,
+counts and a status. Objects are never dropped, so `instance_index` always points into the mask array.
+
+Outlier band: keep |z - median| <= max(mad_k * 1.4826 * MAD, min_band_m), where 1.4826 * MAD estimates
+the standard deviation of a normal distribution; optionally intersected with a percentile band
+[percentile_low, percentile_high] of the valid depths. The median is a 50 % breakdown estimator, so
+background pixels at the border are rejected as long as they are fewer than the object's own pixels.
+
+Oriented box: axes are the eigenvectors of the inlier covariance in descending variance order
+(columns of R: major, middle, minor). Signs are fixed so results are repeatable: the minor axis (the
+surface normal of a flat object) points towards the camera, the major axis's largest component is
+positive, and the middle axis completes a right-handed frame (det R = +1). Extents are max - min of the
+inliers along each axis; the box centre is the midpoint of those ranges (not the centroid).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.geometry.depth import (
+    REGISTRATIONS,
+    Alignment,
+    CameraIntrinsics,
+    GeometryError,
+    check_alignment,
+    intrinsics_for_depth,
+)
+from shapemask_ros.geometry.pointcloud import MessageFactory
+
+log = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+STATUS_TOO_FEW_POINTS = "too_few_points"  # fewer than min_points inliers: numbers are unreliable
+STATUS_NO_DEPTH = "no_depth"  # the mask has pixels but none has a valid depth
+STATUS_EMPTY_MASK = "empty_mask"  # the mask has no pixel inside the depth image
+STATUS_BAD_MASK = "bad_mask"  # mask and region disagree (logged); nothing computed
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass
+class GeometryConfig:
+    """Parameters of the 3D outputs (candidates for NodeConfig; defaults suit RGB-D cameras at 0.3-3 m)."""
+
+    min_points: int = 30  # fewer inliers -> status too_few_points (object kept)
+    mad_k: float = 3.0  # band half-width in robust standard deviations; <= 0 disables the MAD band
+    min_band_m: float = 0.02  # lower bound of the band half-width: sensor noise and curved surfaces
+    percentile_low: float = 0.0  # additional percentile band of valid depths; 0 / 100 = off
+    percentile_high: float = 100.0
+    min_depth_m: float = 0.0  # readings outside [min_depth_m, max_depth_m] are invalid; 0 = no limit
+    max_depth_m: float = 0.0
+    registration: str = "none"  # none | scale: how colour-image masks map onto the depth image
+
+    def __post_init__(self) -> None:
+        if self.min_points < 1:
+            raise ValueError(f"min_points must be >= 1, got {self.min_points}")
+        if self.min_band_m < 0:
+            raise ValueError(f"min_band_m must be >= 0, got {self.min_band_m}")
+        if not 0.0 <= self.percentile_low < self.percentile_high <= 100.0:
+            raise ValueError(
+                f"need 0 <= percentile_low < percentile_high <= 100, got "
+                f"{self.percentile_low}, {self.percentile_high}"
+            )
+        if self.min_depth_m < 0 or self.max_depth_m < 0 or (0 < self.max_depth_m <= self.min_depth_m):
+            raise ValueError(f"bad depth range [{self.min_depth_m}, {self.max_depth_m}]")
+        if (self.registration or "none").strip().lower() not in REGISTRATIONS:
+            raise ValueError(f"registration must be one of {REGISTRATIONS}, got {self.registration!r}")
+
+
+@dataclass
+class Objects3D:
+    """3D geometry of N objects, in the depth camera's optical frame (metres). Row i = input mask i.
+
+    centroids / box_centers / box_sizes are NaN and the rotation the identity when nothing was computed
+    (status no_depth, empty_mask, bad_mask). box_quaternions are (x, y, z, w) like geometry_msgs.
+    points: per-object inlier points [M_i, 3] float32 when requested, else None.
+    """
+
+    instance_index: np.ndarray  # [N] int32
+    centroids: np.ndarray  # [N, 3] float64
+    box_centers: np.ndarray  # [N, 3] float64
+    box_rotations: np.ndarray  # [N, 3, 3] float64, columns = box axes
+    box_quaternions: np.ndarray  # [N, 4] float64 (x, y, z, w)
+    box_sizes: np.ndarray  # [N, 3] float64 extents along the box axes
+    median_depth: np.ndarray  # [N] float64
+    num_mask_pixels: np.ndarray  # [N] int64, mask pixels on the depth grid
+    num_valid_points: np.ndarray  # [N] int64, of those with a valid depth
+    num_inliers: np.ndarray  # [N] int64, valid points inside the depth band
+    valid_fraction: np.ndarray  # [N] float32 = num_valid_points / num_mask_pixels (0 for empty masks)
+    status: list[str]
+    points: list[np.ndarray] | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # status -> number of objects
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+
+def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
+    """Rotation matrices [..., 3, 3] (det +1) -> unit quaternions [..., 4] (x, y, z, w) with w >= 0.
+
+    Shepperd's method: build from the largest of (w, x, y, z) for numerical stability.
+    """
+    r = np.asarray(r, np.float64)
+    m = r.reshape(-1, 3, 3)
+    tr = np.trace(m, axis1=1, axis2=2)
+    diag = np.diagonal(m, axis1=1, axis2=2)
+    cand = np.stack([1 + tr, 1 + 2 * diag[:, 0] - tr, 1 + 2 * diag[:, 1] - tr, 1 + 2 * diag[:, 2] - tr], -1)
+    best = np.argmax(cand, axis=1)
+    q = np.empty((m.shape[0], 4))  # (w, x, y, z) while building
+    s = np.sqrt(np.maximum(cand[np.arange(m.shape[0]), best], 1e-300)) * 2  # = 4 * |largest component|
+    a, b, c, d = best == 0, best == 1, best == 2, best == 3
+    q[a] = np.stack(
+        [
+            s[a] / 4,
+            (m[a, 2, 1] - m[a, 1, 2]) / s[a],
+            (m[a, 0, 2] - m[a, 2, 0]) / s[a],
+            (m[a, 1, 0] - m[a, 0, 1]) / s[a],
+        ],
+        -1,
+    )
+    q[b] = np.stack(
+        [
+            (m[b, 2, 1] - m[b, 1, 2]) / s[b],
+            s[b] / 4,
+            (m[b, 0, 1] + m[b, 1, 0]) / s[b],
+            (m[b, 0, 2] + m[b, 2, 0]) / s[b],
+        ],
+        -1,
+    )
+    q[c] = np.stack(
+        [
+            (m[c, 0, 2] - m[c, 2, 0]) / s[c],
+            (m[c, 0, 1] + m[c, 1, 0]) / s[c],
+            s[c] / 4,
+            (m[c, 1, 2] + m[c, 2, 1]) / s[c],
+        ],
+        -1,
+    )
+    q[d] = np.stack(
+        [
+            (m[d, 1, 0] - m[d, 0, 1]) / s[d],
+            (m[d, 0, 2] + m[d, 2, 0]) / s[d],
+            (m[d, 1, 2] + m[d, 2, 1]) / s[d],
+            s[d] / 4,
+        ],
+        -1,
+    )
+    q[q[:, 0] < 0] *= -1
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return q[:, [1, 2, 3, 0]].reshape(r.shape[:-2] + (4,))
+
+
+def pca_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid, box centre, rotation [3, 3] (columns = axes, det +1) and extents of points [M, 3].
+
+    Axis order and signs follow the module docstring.
+    """
+    return _pca_box_t(np.ascontiguousarray(np.asarray(points, np.float64).T))
+
+
+def _pca_box_t(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """pca_box on points stored as rows x, y, z ([3, M] contiguous: reductions along rows are fast)."""
+    c = p.mean(axis=1)
+    q = p - c[:, None]
+    cov = q @ q.T / max(p.shape[1], 1)
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    e0, e2 = vecs[:, 2], vecs[:, 0]
+    if e0[np.argmax(np.abs(e0))] < 0:
+        e0 = -e0
+    if np.dot(e2, c) > 0:  # camera at the origin: the minor axis looks back at it
+        e2 = -e2
+    e1 = np.cross(e2, e0)
+    rot = np.stack([e0, e1, e2], axis=1)
+    local = rot.T @ q
+    lo, hi = local.min(axis=1), local.max(axis=1)
+    return c, c + rot @ ((lo + hi) / 2), rot, hi - lo
+
+
+def _depth_band(z: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray, float]:
+    """Boolean inliers of valid depths z and their median."""
+    med = float(np.median(z))
+    dev = np.abs(z - med)
+    keep = np.ones(z.shape, bool)
+    if cfg.mad_k > 0:
+        band = max(cfg.mad_k * MAD_TO_SIGMA * float(np.median(dev)), cfg.min_band_m)
+        keep &= dev <= band
+    if cfg.percentile_low > 0 or cfg.percentile_high < 100:
+        lo, hi = np.percentile(z, [cfg.percentile_low, cfg.percentile_high])
+        keep &= (z >= lo) & (z <= hi)
+    return keep, med
+
+
+def _crop_on_depth(
+    depth: np.ndarray, mask: np.ndarray, region: Sequence[int], align: Alignment
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Depth crop under a mask's region, the mask on that crop (bool), and the crop's depth row/col indices.
+
+    Working on crops with boolean masks avoids fancy indexing of the whole depth image per object.
+    """
+    x, y, w, h = (int(v) for v in region)
+    if mask.shape != (h, w):
+        raise GeometryError("bad_mask", f"mask shape {mask.shape} does not match region {w}x{h}")
+    if align.identity:
+        # Clip the region to the image (regions are normally inside already).
+        y0, y1 = max(y, 0), min(y + h, align.depth_shape[0])
+        x0, x1 = max(x, 0), min(x + w, align.depth_shape[1])
+        y1, x1 = max(y1, y0), max(x1, x0)
+        m = mask[y0 - y : y1 - y, x0 - x : x1 - x] != 0
+        return depth[y0:y1, x0:x1], m, np.arange(y0, y1), np.arange(x0, x1)
+    rows_d, rows_src = align.depth_indices(y, h, axis=0)
+    cols_d, cols_src = align.depth_indices(x, w, axis=1)
+    m = mask[np.ix_(rows_src, cols_src)] != 0
+    return depth[np.ix_(rows_d, cols_d)], m, rows_d, cols_d
+
+
+def compute_objects3d(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    masks: Sequence[np.ndarray] | np.ndarray,
+    regions: np.ndarray | None = None,
+    *,
+    image_shape: tuple[int, int] | None = None,
+    config: GeometryConfig | None = None,
+    return_points: bool = False,
+) -> Objects3D:
+    """3D geometry of every mask (one row per mask, none dropped).
+
+    depth_m: [H, W] float metres, NaN = invalid (see depth.depth_to_metres).
+    intrinsics: of the depth image, or of the colour image when config.registration == "scale".
+    masks: N cropped {0,1} masks with regions [N, 4] (x, y, w, h) like Instances, or [N, H', W'] full-size
+      masks with regions None. Masks live on the colour image of `image_shape` (H', W'; default: the
+      depth size or, for full masks, their own size).
+    Raises GeometryError for frame-level problems (size_mismatch, bad_registration, bad_depth); per-object
+    problems become a status.
+    """
+    cfg = config or GeometryConfig()
+    depth = np.asarray(depth_m)
+    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+        raise GeometryError(
+            "bad_depth", f"depth must be a float [H, W] array in metres, got {depth.dtype} {depth.shape}"
+        )
+    if regions is None:
+        full = np.asarray(masks)
+        if full.ndim != 3 and not (full.ndim == 1 and full.size == 0):
+            raise GeometryError("bad_mask", f"full-size masks must be [N, H, W], got shape {full.shape}")
+        n = full.shape[0] if full.ndim == 3 else 0
+        fh, fw = (full.shape[1], full.shape[2]) if n else depth.shape
+        image_shape = image_shape or (fh, fw)
+        mask_list: Sequence[np.ndarray] = list(full) if n else []
+        region_arr = np.tile(np.array([[0, 0, fw, fh]], np.int64), (n, 1))
+    else:
+        mask_list = masks
+        region_arr = np.asarray(regions, np.int64).reshape(-1, 4)
+        n = len(mask_list)
+        if region_arr.shape[0] != n:
+            raise GeometryError("bad_mask", f"{n} masks but {region_arr.shape[0]} regions")
+        image_shape = image_shape or depth.shape
+    align = check_alignment(depth.shape, image_shape, cfg.registration)
+    intr = intrinsics_for_depth(intrinsics, depth.shape, cfg.registration)
+
+    out = _empty(n)
+    pts_out: list[np.ndarray] = []
+    for i in range(n):
+        try:
+            sub, m, row_idx, col_idx = _crop_on_depth(depth, np.asarray(mask_list[i]), region_arr[i], align)
+        except GeometryError as e:
+            log.warning("object %d: %s", i, e)
+            out.status[i] = STATUS_BAD_MASK
+            pts_out.append(np.zeros((0, 3), np.float32))
+            continue
+        n_mask = int(np.count_nonzero(m))
+        out.num_mask_pixels[i] = n_mask
+        with np.errstate(invalid="ignore"):  # NaN compares False: invalid pixels drop out here
+            ok = m & ((sub >= cfg.min_depth_m) if cfg.min_depth_m > 0 else (sub > 0))
+            ok &= (sub <= cfg.max_depth_m) if cfg.max_depth_m > 0 else (sub < np.inf)
+        z = sub[ok]
+        nv = z.size
+        out.num_valid_points[i] = nv
+        out.valid_fraction[i] = nv / n_mask if n_mask else 0.0
+        if n_mask == 0 or nv == 0:
+            out.status[i] = STATUS_EMPTY_MASK if n_mask == 0 else STATUS_NO_DEPTH
+            pts_out.append(np.zeros((0, 3), np.float32))
+            continue
+        keep, out.median_depth[i] = _depth_band(z, cfg)
+        if not keep.all():
+            ok[ok] = keep
+            z = z[keep]
+        rr, cc = np.nonzero(ok)
+        z = z.astype(np.float64)
+        xn, yn = intr.normalized_rays(row_idx[rr], col_idx[cc])
+        pts = np.empty((3, z.size))
+        np.multiply(xn, z, out=pts[0])
+        np.multiply(yn, z, out=pts[1])
+        pts[2] = z
+        out.num_inliers[i] = z.size
+        c, centre, rot, size = _pca_box_t(pts)
+        out.centroids[i], out.box_centers[i], out.box_rotations[i], out.box_sizes[i] = c, centre, rot, size
+        out.status[i] = STATUS_OK if z.size >= cfg.min_points else STATUS_TOO_FEW_POINTS
+        if return_points:
+            pts_out.append(pts.T.astype(np.float32))
+    out.box_quaternions = rotation_to_quaternion(out.box_rotations)
+    out.points = pts_out if return_points else None
+    for s in out.status:
+        out.counts[s] = out.counts.get(s, 0) + 1
+    return out
+
+
+def objects3d_from_instances(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    instances: Any,
+    *,
+    config: GeometryConfig | None = None,
+    return_points: bool = False,
+) -> Objects3D:
+    """compute_objects3d on runtime.Instances (cropped masks + regions on the colour image)."""
+    return compute_objects3d(
+        depth_m,
+        intrinsics,
+        instances.masks,
+        instances.regions,
+        image_shape=tuple(instances.image_size),
+        config=config,
+        return_points=return_points,
+    )
+
+
+def _empty(n: int) -> Objects3D:
+    nan3 = np.full((n, 3), np.nan)
+    return Objects3D(
+        instance_index=np.arange(n, dtype=np.int32),
+        centroids=nan3.copy(),
+        box_centers=nan3.copy(),
+        box_rotations=np.tile(np.eye(3), (n, 1, 1)),
+        box_quaternions=np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (n, 1)),
+        box_sizes=nan3.copy(),
+        median_depth=np.full(n, np.nan),
+        num_mask_pixels=np.zeros(n, np.int64),
+        num_valid_points=np.zeros(n, np.int64),
+        num_inliers=np.zeros(n, np.int64),
+        valid_fraction=np.zeros(n, np.float32),
+        status=[STATUS_EMPTY_MASK] * n,
+    )
+
+
+def objects3d_message(
+    factory: MessageFactory,
+    header: Any,
+    objects: Objects3D,
+    detection_ids: Sequence[str] | None = None,
+) -> Any:
+    """shapemask_ros/msg/ObjectGeometryArray for `objects`; `header` should be the depth image's header.
+
+    detection_ids[i] is the id of the source detection of object i ("" when unknown). NaN values (objects
+    without depth) are published as NaN; consumers must check `status`.
+    """
+    ids = list(detection_ids) if detection_ids is not None else [""] * len(objects)
+    if len(ids) != len(objects):
+        raise ValueError(f"{len(objects)} objects but {len(ids)} detection ids")
+    items = []
+    for i in range(len(objects)):
+        c, bc, bs, q = (
+            objects.centroids[i],
+            objects.box_centers[i],
+            objects.box_sizes[i],
+            objects.box_quaternions[i],
+        )
+        pose = factory.make(
+            "geometry_msgs/msg/Pose",
+            position=factory.make("geometry_msgs/msg/Point", x=float(bc[0]), y=float(bc[1]), z=float(bc[2])),
+            orientation=factory.make(
+                "geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
+            ),
+        )
+        items.append(
+            factory.make(
+                "shapemask_ros/msg/ObjectGeometry",
+                instance_index=int(objects.instance_index[i]),
+                detection_id=str(ids[i]),
+                centroid=factory.make("geometry_msgs/msg/Point", x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                bbox=factory.make(
+                    "vision_msgs/msg/BoundingBox3D",
+                    center=pose,
+                    size=factory.make(
+                        "geometry_msgs/msg/Vector3", x=float(bs[0]), y=float(bs[1]), z=float(bs[2])
+                    ),
+                ),
+                num_valid_points=int(objects.num_valid_points[i]),
+                num_inliers=int(objects.num_inliers[i]),
+                valid_fraction=float(objects.valid_fraction[i]),
+                status=objects.status[i],
+            )
+        )
+    return factory.make("shapemask_ros/msg/ObjectGeometryArray", header=header, objects=items)
