@@ -1,10 +1,11 @@
 """rosbags typestores with the stock ROS 2 types, vision_msgs 4.x and this package's messages.
 
-The stock Humble/Jazzy stores of rosbags do not contain vision_msgs, so its 2D detection types are
-registered here from .msg text (the vision_msgs 4.x layout shared by Humble and Jazzy). Our own
-messages are read from the `msg/*.msg` files at run time, so the .msg files stay the single definition:
-`$SHAPEMASK_MSG_DIR`, else `<repo>/msg` in a source checkout, else `share/shapemask_ros/msg` under the
-install prefix (setup.py's data_files) or any `$AMENT_PREFIX_PATH` entry (colcon install).
+The stock Humble/Jazzy stores of rosbags do not contain vision_msgs, so its types that we use (the 2D
+detection types and BoundingBox3D) are registered here from .msg text in the vision_msgs 4.x layout
+shared by Humble and Jazzy. Our own messages (every `msg/*.msg`) are read from the files at run time, so
+the .msg files stay the single definition: `$SHAPEMASK_MSG_DIR`, else `<repo>/msg` in a source checkout,
+else `share/shapemask_ros/msg` under the install prefix (setup.py's data_files) or any
+`$AMENT_PREFIX_PATH` entry (colcon install).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import weakref
 from pathlib import Path
 
 from rosbags.typesys import Stores, get_types_from_msg
@@ -65,13 +67,20 @@ VISION_MSGS_TEXT: dict[str, str] = {
         "# Identifier that stays the same for one object across messages; may be empty.\n"
         "string id\n"
     ),
+    "vision_msgs/msg/BoundingBox3D": (
+        "# A 3D box that may be positioned and rotated about its centre (6 DOF), in metres.\n\n"
+        "# Position and orientation of the box centre.\n"
+        "geometry_msgs/Pose center\n\n"
+        "# Full size of the box relative to its centre pose.\n"
+        "geometry_msgs/Vector3 size\n"
+    ),
     "vision_msgs/msg/Detection2DArray": (
         "# The detections of one image.\n\nstd_msgs/Header header\n\nDetection2D[] detections\n"
     ),
 }
 
-# .msg text of every type registered from text, for message definitions stored in bags.
-_MSG_TEXT: dict[str, str] = dict(VISION_MSGS_TEXT)
+# Per typestore: .msg text of every type registered from text, for message definitions stored in bags.
+_MSG_TEXT: weakref.WeakKeyDictionary[Typestore, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def normalize_type_name(name: str) -> str:
@@ -105,21 +114,28 @@ def find_msg_dir() -> Path:
 
 @functools.cache
 def get_typestore(distro: str = "humble") -> Typestore:
-    """Stock ROS 2 typestore of `distro` ('humble' | 'jazzy') + vision_msgs 4.x + our messages (cached)."""
+    """Stock ROS 2 typestore of `distro` ('humble' | 'jazzy') + vision_msgs 4.x + every msg/*.msg (cached)."""
     key = distro.strip().lower()
     if key not in _DISTROS:
         raise ValueError(f"unknown ROS distro {distro!r}; supported: {sorted(_DISTROS)}")
     store = _rosbags_typestore(_DISTROS[key])
+    texts = dict(VISION_MSGS_TEXT)
+    # Every .msg of the package (InstanceMask* are required by find_msg_dir; later ones come for free).
+    for path in sorted(find_msg_dir().glob("*.msg")):
+        texts[f"{PACKAGE}/msg/{path.stem}"] = path.read_text(encoding="utf-8")
     types = {}
-    for name, text in VISION_MSGS_TEXT.items():
-        types.update(get_types_from_msg(text, name))
-    msg_dir = find_msg_dir()
-    for m in OWN_MESSAGES:
-        name = f"{PACKAGE}/msg/{m}"
-        text = (msg_dir / f"{m}.msg").read_text(encoding="utf-8")
-        _MSG_TEXT[name] = text
-        types.update(get_types_from_msg(text, name))
+    for name, text in texts.items():
+        try:
+            types.update(get_types_from_msg(text, name))
+        except Exception as e:  # rosbags raises its own parser errors; name the file
+            raise ValueError(f"cannot parse the definition of {name}: {e}") from e
     store.register(types)
+    for name in texts:  # rosbags parses leniently: a misspelt field type only shows as a missing type
+        try:
+            _dependencies(store, name)
+        except KeyError as e:
+            raise ValueError(f"{name} uses unknown message type {e}") from None
+    _MSG_TEXT[store] = texts
     return store
 
 
@@ -145,8 +161,9 @@ def _dependencies(store: Typestore, type_name: str) -> list[str]:
 
 def _type_text(store: Typestore, type_name: str) -> str:
     """The .msg text when we registered it from text, else rosbags' field-by-field rendering."""
-    if type_name in _MSG_TEXT:
-        return _MSG_TEXT[type_name]
+    texts = _MSG_TEXT.get(store, {})
+    if type_name in texts:
+        return texts[type_name]
     return store.gendefhash(type_name, {}, ros_version=2)[0]
 
 
