@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import cv2
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from shapemask_ros.geometry.depth import (
     CameraIntrinsics,
     GeometryError,
     check_alignment,
-    decode_depth_image,
     depth_to_metres,
     intrinsics_for_depth,
 )
@@ -94,27 +91,6 @@ def test_require_valid_rejects_all_invalid_frame():
     with pytest.raises(GeometryError) as e:
         depth_to_metres(zeros, "16UC1", require_valid=True)
     assert e.value.reason == "all_invalid_depth"
-
-
-@pytest.mark.parametrize("bigendian", [False, True])
-def test_decode_depth_image_with_padded_rows(bigendian):
-    depth = np.array([[1, 2, 3], [400, 0, 65535]], np.uint16)
-    be = depth.astype(">u2" if bigendian else "<u2")
-    step = 3 * 2 + 4  # 4 bytes of padding per row
-    rows = [np.concatenate([be[r].view(np.uint8), np.full(4, 0xAB, np.uint8)]) for r in range(2)]
-    msg = SimpleNamespace(
-        height=2, width=3, encoding="16UC1", is_bigendian=int(bigendian), step=step, data=np.concatenate(rows)
-    )
-    m = decode_depth_image(msg)
-    np.testing.assert_allclose(m[0], [0.001, 0.002, 0.003], rtol=1e-6)
-    assert m[1, 0] == pytest.approx(0.4) and np.isnan(m[1, 1]) and m[1, 2] == pytest.approx(65.535)
-
-
-def test_decode_depth_image_rejects_short_data():
-    msg = SimpleNamespace(height=2, width=3, encoding="32FC1", is_bigendian=0, step=12, data=bytes(20))
-    with pytest.raises(GeometryError) as e:
-        decode_depth_image(msg)
-    assert e.value.reason == "bad_depth"
 
 
 # ------------------------------------------------------------------------------------------ intrinsics

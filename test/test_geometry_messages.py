@@ -1,13 +1,9 @@
-"""msg/ObjectGeometry(.msg|Array.msg): parse with rosbags, fill from Objects3D, CDR round trip."""
+"""msg/ObjectGeometry(Array).msg through the project typestore: fill from Objects3D, CDR round trip."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import (
@@ -19,32 +15,14 @@ from shapemask_ros.geometry.objects3d import (
     compute_objects3d,
     objects3d_message,
 )
-
-MSG_DIR = Path(__file__).resolve().parents[1] / "msg"
-# vision_msgs 4.x (Humble/Jazzy) is not in rosbags' stores; the integrator's typestore module registers it.
-BOUNDING_BOX_3D = "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n"
+from shapemask_ros.ros_bridge.factory import RosbagsFactory
+from shapemask_ros.ros_bridge.typestore import get_typestore
 
 
-@pytest.fixture(scope="module")
-def typestore():
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    types: dict[str, Any] = {}
-    types.update(get_types_from_msg(BOUNDING_BOX_3D, "vision_msgs/msg/BoundingBox3D"))
-    for name in ("ObjectGeometry", "ObjectGeometryArray"):
-        types.update(get_types_from_msg((MSG_DIR / f"{name}.msg").read_text(), f"shapemask_ros/msg/{name}"))
-    ts.register(types)
-    return ts
-
-
-class Factory:
-    def __init__(self, ts: Any) -> None:
-        self.ts = ts
-
-    def make(self, type_name: str, **fields: Any) -> Any:
-        return self.ts.types[type_name](**fields)
-
-    def u8(self, data: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(data, np.uint8)
+@pytest.fixture(scope="module", params=["humble", "jazzy"])
+def typestore(request):
+    """The project's typestore: stock types + vision_msgs 4.x + every msg/*.msg of the package."""
+    return get_typestore(request.param)
 
 
 def test_status_constants_match_code(typestore):
@@ -77,7 +55,7 @@ def test_message_roundtrip(typestore):
     hdr = t["std_msgs/msg/Header"](
         stamp=t["builtin_interfaces/msg/Time"](sec=3, nanosec=4), frame_id="depth_optical"
     )
-    msg = objects3d_message(Factory(typestore), hdr, obj, ["det-a", "det-b", "det-c"])
+    msg = objects3d_message(RosbagsFactory(typestore), hdr, obj, ["det-a", "det-b", "det-c"])
     raw = typestore.serialize_cdr(msg, "shapemask_ros/msg/ObjectGeometryArray")
     back = typestore.deserialize_cdr(raw, "shapemask_ros/msg/ObjectGeometryArray")
     assert back.header.frame_id == "depth_optical" and back.header.stamp.nanosec == 4
@@ -93,4 +71,4 @@ def test_message_roundtrip(typestore):
     assert (o.num_valid_points, o.num_inliers, o.valid_fraction) == (800, 800, 1.0)
     assert np.isnan(back.objects[1].centroid.z) and back.objects[1].bbox.center.orientation.w == 1.0
     with pytest.raises(ValueError, match="detection ids"):
-        objects3d_message(Factory(typestore), hdr, obj, ["only-one"])
+        objects3d_message(RosbagsFactory(typestore), hdr, obj, ["only-one"])

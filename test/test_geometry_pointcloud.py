@@ -20,21 +20,9 @@ from shapemask_ros.geometry.pointcloud import (
     pointcloud_fields,
     pointcloud_to_arrays,
 )
+from shapemask_ros.ros_bridge.factory import RosbagsFactory
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
-
-
-class RosbagsFactory:
-    """MessageFactory over a rosbags typestore (what bag writing uses)."""
-
-    def __init__(self, typestore: Any) -> None:
-        self.ts = typestore
-
-    def make(self, type_name: str, **fields: Any) -> Any:
-        return self.ts.types[type_name](**fields)
-
-    def u8(self, data: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(data, np.uint8)
 
 
 class NsFactory:

@@ -73,27 +73,6 @@ def depth_to_metres(array: np.ndarray, encoding: str, *, require_valid: bool = F
     return out
 
 
-def decode_depth_image(msg: Any, *, require_valid: bool = False) -> np.ndarray:
-    """sensor_msgs/Image (16UC1, mono16 or 32FC1; padded rows, big-endian data) -> metres [H, W]."""
-    enc = str(msg.encoding).strip().upper()
-    dtype = {"16UC1": np.uint16, "MONO16": np.uint16, "32FC1": np.float32}.get(enc)
-    if dtype is None:
-        raise GeometryError(
-            "bad_encoding", f"unsupported depth encoding {msg.encoding!r} (use 16UC1 or 32FC1)"
-        )
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    item = np.dtype(dtype).itemsize
-    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, np.uint8)
-    if h <= 0 or w <= 0 or step < w * item or buf.size < step * (h - 1) + w * item:
-        raise GeometryError(
-            "bad_depth", f"{h}x{w} {msg.encoding} with step {step} needs more than {buf.size} bytes"
-        )
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, w * item), strides=(step, 1))
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(dtype)
-    return depth_to_metres(arr, enc, require_valid=require_valid)
-
-
 # ----------------------------------------------------------------------------------------- intrinsics
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,9 @@ from shapemask_ros.geometry.depth import (
     check_alignment,
     intrinsics_for_depth,
 )
-from shapemask_ros.geometry.pointcloud import MessageFactory
+
+if TYPE_CHECKING:  # structural protocol (make, u8); no run-time dependency on the ROS bridge
+    from shapemask_ros.ros_bridge.factory import MessageFactory
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,12 @@ the depth camera's optical frame; copy the depth image's header.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # structural protocol: any object with make() and u8() works, nothing imported at run time
+    from shapemask_ros.ros_bridge.factory import MessageFactory
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +35,6 @@ _NUMPY_OF = {
     FLOAT32: "f4",
     FLOAT64: "f8",
 }
-
-
-class MessageFactory(Protocol):
-    """Makes ROS messages of any binding (rclpy, rosbags): `make("pkg/msg/Type", **fields)`;
-    `u8(array)` turns a uint8 array into what a `uint8[]` field wants (array.array, ndarray, ...)."""
-
-    def make(self, type_name: str, **fields: Any) -> Any: ...
-
-    def u8(self, data: np.ndarray) -> Any: ...
 
 
 def point_dtype(id_field: str = "instance_id") -> np.dtype:
