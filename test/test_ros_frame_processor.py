@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shapemask_ros.config import NodeConfig
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, validate_node_config
@@ -248,3 +250,38 @@ def test_validate_node_config_rejects_bad_values():
     assert set(bad) == {"image_qos_reliability", "backend"} and cfg == NodeConfig()
     with pytest.raises(ValueError):
         FrameProcessor(FakePredictor(), NodeConfig(max_objects=0), FACTORY)
+
+
+_ENC = st.sampled_from(["rgb8", "bgr8", "mono8", "mono16", "bgra8", "yuv422", "", "32FC1"])
+_F = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-50, 100).map(float))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    encoding=_ENC,
+    height=st.integers(-1, 6),
+    width=st.integers(-1, 6),
+    step=st.integers(-1, 30),
+    n=st.integers(0, 150),
+    boxes=st.lists(st.tuples(_F, _F, _F, _F), max_size=4),
+    with_detections=st.booleans(),
+)
+def test_fuzz_processor_counts_instead_of_raising(encoding, height, width, step, n, boxes, with_detections):
+    proc, _ = make()
+    hdr = header(1)
+    img = image_msg(np.arange(n, dtype=np.uint8), height, width, encoding, step, hdr)
+    dets = detection_array([detection((0, 0, 1, 1), hdr=hdr) for _ in boxes], hdr)
+    for d, (cx, cy, sx, sy) in zip(dets.detections, boxes, strict=True):
+        d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y = cx, cy, sx, sy
+    res = proc.process(img, dets if with_detections else None)
+    drops = sum(v for k, v in proc.stats.dropped.items() if k not in ("clipped", "rotated"))
+    if res is None:
+        assert drops >= 1 and proc.stats.processed == 0
+    else:
+        assert proc.stats.processed == 1 and res.masks.image_height == height
+        n_in = len(boxes) if with_detections else 0
+        assert (
+            len(res.masks.instances)
+            + sum(v for k, v in res.dropped.items() if k not in ("clipped", "rotated"))
+            == n_in
+        )

@@ -98,7 +98,11 @@ def test_rclpy_style_buffers_accepted():
     for data in (array.array("B", rgb.tobytes()), rgb.tobytes(), list(rgb.reshape(-1))):
         msg = image_msg(np.zeros(1, np.uint8), H, W, "rgb8", 3 * W)
         msg.data = data
-        np.testing.assert_array_equal(image_to_rgb(msg), rgb)
+        out = image_to_rgb(msg)
+        np.testing.assert_array_equal(out, rgb)
+        assert out.flags.writeable  # a copy, even from read-only bytes
+    numpy_msg = image_msg(rgb.reshape(-1).copy(), H, W, "rgb8", 3 * W)
+    assert not np.shares_memory(image_to_rgb(numpy_msg), numpy_msg.data)
 
 
 @pytest.mark.parametrize(

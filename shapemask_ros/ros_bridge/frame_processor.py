@@ -346,8 +346,8 @@ class FrameProcessor:
             return
         type_name = type_name or _image_type_of(msg)
         if self.self_detect:
-            if self._latest is not None:
-                self._drop("superseded", "a newer image arrived before the previous one was processed")
+            if self._latest is not None:  # normal when the model is slower than the camera: count, no log
+                self.stats.dropped["superseded"] += 1
             self._latest = (stamp, msg, type_name)
         else:
             self._sync.add_image(stamp, (msg, type_name))
