@@ -285,3 +285,22 @@ def test_fuzz_processor_counts_instead_of_raising(encoding, height, width, step,
             + sum(v for k, v in res.dropped.items() if k not in ("clipped", "rotated"))
             == n_in
         )
+
+
+def test_drops_are_logged_throttled_per_reason():
+    class ListLogger:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def warning(self, text: str) -> None:
+            self.lines.append(text)
+
+        error = warning
+
+    log = ListLogger()
+    proc = FrameProcessor(FakePredictor(), NodeConfig(), FACTORY, clock=FakeClock(), logger=log)
+    yuv = image_msg(np.zeros(2 * H * W, np.uint8), H, W, "yuv422", 2 * W, header(2))
+    for _ in range(3):  # 3 drops within 5 s of the fake clock: one log line, three counts
+        proc.process(yuv, None)
+    assert proc.stats.dropped["unsupported_encoding"] == 3
+    assert len(log.lines) == 1 and "unsupported_encoding" in log.lines[0] and "yuv422" in log.lines[0]
