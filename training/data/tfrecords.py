@@ -80,7 +80,7 @@ def _prepare_image(data: bytes, height: int, width: int) -> tuple[bytes, str, st
     if fmt:
         try:
             shape = tuple(tf.io.decode_image(data, channels=3, expand_animations=False).shape[:2])
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+        except tf.errors.OpError:
             shape = None
     if shape is None:
         # Other formats (BMP, TIFF, ...) or e.g. CMYK JPEGs: let OpenCV decode, store lossless PNG.
