@@ -53,7 +53,8 @@ def test_paste_matches_the_reference_sampler():
         # pixel centres of the region, expressed in the map's bin units (stride 1 after this rescale)
         xs = (x + np.arange(w) + 0.5 - box[0]) * 16 / (box[2] - box[0])
         ys = (y + np.arange(h) + 0.5 - box[1]) * 16 / (box[3] - box[1])
-        np.testing.assert_allclose(prob, bilinear_sample(mask, xs, ys), atol=1e-5)
+        # measured 1e-6; OpenCV builds placing samples to 1/32 bin stay < 0.035; a half-pixel slip: 0.37
+        np.testing.assert_allclose(prob, bilinear_sample(mask, xs, ys), atol=0.035)
 
 
 def test_regions_are_clipped_at_the_image_border():
