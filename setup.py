@@ -5,6 +5,7 @@ from setuptools import find_packages, setup
 RUNTIME = [
     "numpy>=2.0",
     "keras>=3.10",
+    "tensorboard>=2.19",
     "tensorflow-cpu>=2.19; platform_machine=='x86_64'",
     "opencv-python-headless>=4.9",
     "PyYAML>=6.0",

@@ -83,7 +83,6 @@ class Trainer:
             directory=f"{cfg.model_dir}/checkpoints",
             max_to_keep=cfg.train.keep_checkpoints,
             step_counter=self.optimizer.iterations,
-            checkpoint_interval=cfg.train.checkpoint_every,
         )
         self.anchors = tf.constant(self.model.anchor_boxes)
         self._step_fn = None
@@ -171,7 +170,8 @@ class Trainer:
                             tf.summary.scalar(f"train/{k}", v)
                         tf.summary.scalar("train/learning_rate", float(self.optimizer.learning_rate))
                         tf.summary.scalar("train/steps_per_sec", (step - start) / max(time.time() - t0, 1e-9))
-                self.manager.save(checkpoint_number=step)  # only writes every checkpoint_every steps
+                if step % self.cfg.train.checkpoint_every == 0:
+                    self.manager.save(checkpoint_number=step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total']:.3f}")
                 if on_step is not None:
@@ -179,5 +179,6 @@ class Trainer:
         finally:
             bar.close()
             writer.flush()
-        self.manager.save(checkpoint_number=self.step, check_interval=False)
+        if self.manager.latest_checkpoint != f"{self.manager.directory}/ckpt-{self.step}":
+            self.manager.save(checkpoint_number=self.step)
         return last

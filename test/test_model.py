@@ -1,0 +1,182 @@
+"""Model tests: head shapes in both modes, gather crop vs references, priors, anchors, NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_model_config
+from keras import ops
+
+from shapemask_ros.config import AnchorConfig, PostprocessConfig
+from shapemask_ros.model.anchors import decode_boxes, encode_boxes, generate_anchors, level_shapes
+from shapemask_ros.model.postprocess import detect_single
+from shapemask_ros.model.roi_sampling import (
+    assign_levels,
+    box_prior,
+    multilevel_crop,
+    outer_boxes,
+    resample_box_frame,
+)
+from shapemask_ros.model.shapemask import build_model
+from shapemask_ros.ops import box_ops
+from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
+
+
+@pytest.fixture(scope="module")
+def agnostic_model():
+    return build_model(tiny_model_config())
+
+
+def _inputs(s, n, rng):
+    img = rng.uniform(0, 255, (2, s, s, 3)).astype(np.float32)
+    xy = rng.uniform(0, s * 0.6, (2, n, 2))
+    wh = rng.uniform(4, s * 0.4, (2, n, 2))
+    return img, np.concatenate([xy, xy + wh], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize("agnostic", [True, False])
+def test_training_outputs_have_expected_shapes(agnostic):
+    cfg = tiny_model_config(agnostic=agnostic)
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    img, boxes = _inputs(64, 5, rng)
+    out = model({"image": img, "mask_boxes": boxes, "mask_classes": np.ones((2, 5), np.int32)}, training=True)
+    num_anchors = generate_anchors(64, cfg.anchors).shape[0]
+    assert out["cls_outputs"].shape == (2, num_anchors, 3)
+    assert out["box_outputs"].shape == (2, num_anchors, 4)
+    assert out["prior"].shape == (2, 5, 32, 32)
+    assert out["coarse_logits"].shape == (2, 5, 32, 32)
+    assert out["fine_logits"].shape == (2, 5, 128, 128)
+    assert out["outer_boxes"].shape == (2, 5, 4)
+    assert model.prior_head.priors.shape == ((1 if agnostic else 3), 4, 32, 32)
+    assert not model.prior_head.priors.trainable
+
+
+def test_segment_boxes_mode_shapes_and_outer_boxes(agnostic_model):
+    rng = np.random.default_rng(1)
+    img, boxes = _inputs(64, 7, rng)
+    fn = tf.function(agnostic_model.segment_boxes)
+    out = fn(img[:1], boxes[:1], np.zeros((1, 7), np.int32))
+    masks = out["masks"].numpy()
+    assert masks.shape == (1, 7, 128, 128)
+    assert masks.min() >= 0 and masks.max() <= 1
+    np.testing.assert_allclose(
+        out["outer_boxes"].numpy()[0], box_ops.outer_boxes(boxes[0], 64, 64), atol=1e-4
+    )
+
+
+def test_detect_and_segment_mode_shapes(agnostic_model):
+    img = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    out = tf.function(agnostic_model.detect_and_segment)(img)
+    n = int(out["num_detections"][0])
+    assert out["boxes"].shape == (1, n, 4) and out["scores"].shape == (1, n)
+    assert out["masks"].shape == (1, n, 128, 128) and out["classes"].dtype == tf.int32
+
+
+def test_gather_crop_matches_numpy_reference_and_crop_and_resize():
+    rng = np.random.default_rng(3)
+    feats = {
+        3: rng.normal(size=(2, 16, 16, 5)).astype(np.float32),
+        4: rng.normal(size=(2, 8, 8, 5)).astype(np.float32),
+    }
+    boxes = np.array(
+        [[[3, 5, 60, 50], [10, 10, 30, 20]], [[0, 0, 128, 128], [64.3, 12.7, 100.1, 99.9]]], np.float32
+    )
+    levels = np.array([[3, 4], [4, 3]], np.int32)
+    got = multilevel_crop({k: ops.convert_to_tensor(v) for k, v in feats.items()}, boxes, levels, 7).numpy()
+    for b in range(2):
+        for i in range(2):
+            lvl = levels[b, i]
+            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl)
+            np.testing.assert_allclose(got[b, i], ref, atol=1e-5)
+    # tf.image.crop_and_resize samples endpoints of a normalised box: map the bin-centre grid onto it
+    b, i, lvl = 0, 0, 3
+    stride, n, h = 8.0, 7, 16
+    x1, y1, x2, y2 = boxes[b, i]
+    fy = [(y1 + (k + 0.5) * (y2 - y1) / n) / stride - 0.5 for k in (0, n - 1)]
+    fx = [(x1 + (k + 0.5) * (x2 - x1) / n) / stride - 0.5 for k in (0, n - 1)]
+    norm = np.array([[fy[0] / (h - 1), fx[0] / (h - 1), fy[1] / (h - 1), fx[1] / (h - 1)]], np.float32)
+    ref = tf.image.crop_and_resize(feats[lvl][b : b + 1], norm, [0], (n, n)).numpy()[0]
+    np.testing.assert_allclose(got[b, i], ref, atol=1e-5)
+
+
+def test_outer_boxes_and_levels():
+    boxes = np.array([[10, 10, 30, 50], [0, 0, 600, 600], [-5, 60, 20, 70]], np.float32)
+    np.testing.assert_allclose(
+        outer_boxes(boxes, 640.0).numpy(), box_ops.outer_boxes(boxes, 640, 640), atol=1e-5
+    )
+    lv = assign_levels(
+        np.array([[0, 0, 10, 10], [0, 0, 224, 224], [0, 0, 448, 448], [0, 0, 5000, 5000]], np.float32), 3, 7
+    ).numpy()
+    assert lv.tolist() == [3, 4, 5, 7]
+
+
+def test_box_prior_and_resampling_between_frames():
+    rng = np.random.default_rng(4)
+    box = np.array([[20.0, 30.0, 60.0, 50.0]], np.float32)
+    outer = box_ops.outer_boxes(box, 100, 100).astype(np.float32)
+    u = box_prior(box, outer, 32).numpy()[0]
+    np.testing.assert_array_equal(u, box_prior_in_outer(box[0], outer[0], 32))
+    # an all-ones map on the tight box, warped to the outer frame, is the box prior (up to edge bins)
+    ones = resample_box_frame(np.ones((1, 32, 32), np.float32), box, outer, 32).numpy()[0]
+    assert np.abs(ones - u).sum() <= 4 * 32 * 0.5 + 1e-3  # only border bins are fractional
+    assert ones[16, 16] == pytest.approx(1.0) and ones[0, 0] == pytest.approx(0.0)
+    # a random map is reproduced at the box's own bin centres when inner == outer
+    m = rng.uniform(size=(1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(resample_box_frame(m, box, box, 32).numpy(), m, atol=1e-5)
+
+
+def test_set_priors_validates_and_changes_the_prior_output():
+    cfg = tiny_model_config()
+    model = build_model(cfg)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_priors(np.ones((2, 4, 32, 32)))
+    with pytest.raises(ValueError, match="non-finite"):
+        model.set_priors(np.full((1, 4, 32, 32), np.nan))
+    rng = np.random.default_rng(5)
+    img, boxes = _inputs(64, 3, rng)
+    inp = {"image": img, "mask_boxes": boxes, "mask_classes": np.zeros((2, 3), np.int32)}
+    before = model(inp)["prior"].numpy()
+    model.set_priors(np.zeros((1, 4, 32, 32), np.float32))
+    assert np.allclose(model(inp)["prior"].numpy(), 0.0) and before.max() > 0.5
+
+
+def test_ablation_without_shape_prior_uses_the_box_prior():
+    cfg = tiny_model_config(use_shape_prior=False, use_instance_embedding=False)
+    model = build_model(cfg)
+    rng = np.random.default_rng(6)
+    img, boxes = _inputs(64, 2, rng)
+    out = model({"image": img, "mask_boxes": boxes, "mask_classes": np.zeros((2, 2), np.int32)})
+    expect = box_prior(boxes.reshape(-1, 4), out["outer_boxes"].numpy().reshape(-1, 4), 32).numpy()
+    np.testing.assert_array_equal(out["prior"].numpy().reshape(-1, 32, 32), expect)
+
+
+def test_anchor_layout_and_box_coder_round_trip():
+    cfg = AnchorConfig()
+    anchors = generate_anchors(640, cfg)
+    shapes = level_shapes(640, cfg)
+    assert anchors.shape[0] == 9 * sum(h * w for h, w in shapes.values())
+    # first anchor: level 3, centre (4, 4), size 4*8 = 32
+    np.testing.assert_allclose(anchors[0], [-12, -12, 20, 20], atol=1e-4)
+    rng = np.random.default_rng(7)
+    boxes = np.concatenate([rng.uniform(0, 300, (50, 2)), rng.uniform(310, 600, (50, 2))], -1).astype(
+        np.float32
+    )
+    enc = encode_boxes(boxes, anchors[:50])
+    np.testing.assert_allclose(decode_boxes(enc, anchors[:50]).numpy(), boxes, atol=1e-2)
+
+
+def test_nms_is_per_class_and_respects_thresholds():
+    anchors = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
+    logits = np.full((4, 2), -10.0, np.float32)
+    logits[0, 0], logits[1, 0] = 3.0, 2.0  # overlapping, same class -> one survives
+    logits[3, 1] = 1.0  # same place, other class -> kept
+    logits[2, 0] = -3.5  # score 0.029 < 0.05 -> dropped
+    cfg = PostprocessConfig(pre_nms_top_k=4, nms_iou=0.5, score_threshold=0.05, max_detections=5)
+    boxes, scores, classes, num = detect_single(logits, np.zeros((4, 4), np.float32), anchors, cfg, 64)
+    assert int(num) == 2
+    np.testing.assert_allclose(boxes.numpy()[:2], anchors[[0, 3]], atol=1e-4)
+    assert classes.numpy()[:2].tolist() == [0, 1]
+    assert scores.numpy()[0] == pytest.approx(1 / (1 + np.exp(-3.0)), rel=1e-5)
+    assert scores.shape == (5,)

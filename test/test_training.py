@@ -1,0 +1,128 @@
+"""Training tests: loss decreases, resume after an interrupted run, MirroredStrategy step == one device."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO, tiny_experiment
+
+from training.trainer import Trainer, WarmupStepSchedule
+
+
+def hand_batch(batch: int = 2, size: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two rectangles per image with exact targets (a disc in the first, a square in the second)."""
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0, 40, (batch, size, size, 3)).astype(np.float32)
+    boxes = np.array([[6, 8, 30, 36], [34, 30, 60, 58]], np.float32)
+    img[:, 8:36, 6:30, 0] = 220
+    img[:, 30:58, 34:60, 1] = 220
+    yy, xx = np.mgrid[:32, :32]
+    disc = (((yy - 15.5) / 12.8) ** 2 + ((xx - 15.5) / 12.8) ** 2 <= 1).astype(np.float32)
+    square = ((np.abs(yy - 15.5) < 12.8) & (np.abs(xx - 15.5) < 12.8)).astype(np.float32)
+    t32 = np.stack([disc, square])
+    t128 = np.repeat(np.repeat(t32, 4, axis=1), 4, axis=2)
+    return {
+        "image": img,
+        "gt_boxes": np.tile(np.concatenate([boxes, np.zeros((2, 4), np.float32)]), (batch, 1, 1)),
+        "gt_classes": np.tile(np.array([0, 1, -1, -1], np.int32), (batch, 1)),
+        "mask_boxes": np.tile(boxes, (batch, 1, 1)),
+        "mask_classes": np.tile(np.array([0, 1], np.int32), (batch, 1)),
+        "mask_valid": np.ones((batch, 2), np.float32),
+        "mask_targets": np.tile(t32, (batch, 1, 1, 1)),
+        "fine_mask_targets": np.tile(t128, (batch, 1, 1, 1)),
+    }
+
+
+def test_lr_schedule_warmup_and_steps():
+    s = WarmupStepSchedule(0.08, 500, 0.1, (30000, 40000), 0.1)
+    assert float(s(0)) == pytest.approx(0.008)
+    assert float(s(250)) == pytest.approx(0.044)
+    assert float(s(1000)) == pytest.approx(0.08)
+    assert float(s(30000)) == pytest.approx(0.008)
+    assert float(s(45000)) == pytest.approx(0.0008)
+
+
+def test_loss_decreases_on_a_fixed_batch(tmp_path):
+    cfg = tiny_experiment(str(tmp_path), steps=40, learning_rate=0.02, checkpoint_every=1000)
+    trainer = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    batch = hand_batch()
+    first = {k: float(v) for k, v in trainer.train_step(batch).items()}
+    for _ in range(39):
+        last = {k: float(v) for k, v in trainer.train_step(batch).items()}
+    assert last["total"] < 0.6 * first["total"]
+    assert last["fine_loss"] < 0.7 * first["fine_loss"]
+    assert last["cls_loss"] < first["cls_loss"]
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    cfg = tiny_experiment(str(tmp_path), steps=6, checkpoint_every=2)
+    ds = tf.data.Dataset.from_tensors(hand_batch()).repeat()
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step, _losses):
+        if step == 5:
+            raise Crash()
+
+    t1 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    with pytest.raises(Crash):
+        t1.train(ds, progress=False, on_step=crash_at_5)
+    saved = {v.path: v.numpy() for v in t1.model.trainable_variables}
+    del saved  # weights moved on after step 4; the checkpoint holds step 4
+    t2 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    seen = []
+    t2.train(ds, progress=False, on_step=lambda s, _l: seen.append(s))
+    assert seen == [5, 6]  # resumed after the step-4 checkpoint, not from 0
+    assert t2.step == 6
+    t3 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    assert t3.restore() == 6
+    for a, b in zip(t2.model.trainable_variables, t3.model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import sys, tempfile, numpy as np
+    sys.path[:0] = [{test_dir!r}]
+    from training.distribute import get_strategy
+    mirrored = get_strategy(logical_cpus=2)
+    import tensorflow as tf
+    from conftest import tiny_experiment
+    from test_training import hand_batch
+    from training.trainer import Trainer
+    assert mirrored.num_replicas_in_sync == 2
+    # per-replica batch statistics (BN) equal the global ones when both halves hold the same images
+    half = hand_batch(batch=2, seed=3)
+    batch = {{k: np.concatenate([v, v], 0) for k, v in half.items()}}
+    one = Trainer(tiny_experiment(tempfile.mkdtemp()), strategy=tf.distribute.get_strategy())
+    two = Trainer(tiny_experiment(tempfile.mkdtemp()), strategy=mirrored)
+    for a, b in zip(two.model.variables, one.model.variables, strict=True):
+        a.assign(b)
+    l1 = one.train_step(batch)
+    dist = next(iter(mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))))
+    l2 = two.train_step(dist)
+    for k in l1:
+        np.testing.assert_allclose(float(l1[k]), float(l2[k]), rtol=1e-5, err_msg=k)
+    diff = max(float(np.abs(a.numpy() - b.numpy()).max())
+               for a, b in zip(one.model.trainable_variables, two.model.trainable_variables, strict=True))
+    moved = max(float(np.abs(a.numpy() - b.numpy()).max())
+                for a, b in zip(one.model.trainable_variables, [v for v in one.model.trainable_variables]))
+    print("MAXDIFF", diff)
+    assert diff < 1e-6, diff
+    """
+)
+
+
+def test_mirrored_step_on_two_logical_cpus_matches_single_device():
+    script = MIRRORED_SCRIPT.format(test_dir=str(REPO / "test"))
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "MAXDIFF" in res.stdout
