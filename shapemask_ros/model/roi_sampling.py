@@ -95,7 +95,7 @@ def multilevel_crop(features: dict, boxes, levels, n: int):
     fx = xs / strides[:, None] - 0.5
     fy = ys / strides[:, None] - 0.5
     out = _bilinear_gather(table, batch_base + offs, widths, heights, fx, fy)
-    return ops.reshape(out, (b, nb, n, n, ops.shape(table)[-1]))
+    return ops.reshape(out, (b, -1, n, n, ops.shape(table)[-1]))
 
 
 def resample_box_frame(maps, inner, outer, n: int):

@@ -74,7 +74,7 @@ class ShapeMask(keras.Model):
         """boxes [B, N, 4] tight boxes (input pixels), classes [B, N] int -> dict of [B, N, ...] tensors."""
         m = self.cfg.mask
         boxes = ops.cast(boxes, "float32")
-        b, nb = ops.shape(boxes)[0], ops.shape(boxes)[1]
+        b = ops.shape(boxes)[0]
         outer = outer_boxes(boxes, self.cfg.image_size, m.outer_box_scale)
         levels = assign_levels(outer, self.levels[0], self.levels[-1], m.canonical_size, m.canonical_level)
         proj = {l: self.mask_projection(feats[l]) for l in self.levels}
@@ -98,10 +98,11 @@ class ShapeMask(keras.Model):
         coarse = self.coarse_head(x, prior, onehot, training=training)
         fine = self.fine_head(x, coarse, onehot, training=training)
         fs = n * m.upsample_factor
+        # -1 (not the computed box count) keeps the reshape valid for zero boxes in exported graphs
         return {
-            "prior": ops.reshape(prior, (b, nb, n, n)),
-            "coarse_logits": ops.reshape(coarse, (b, nb, n, n)),
-            "fine_logits": ops.reshape(fine, (b, nb, fs, fs)),
+            "prior": ops.reshape(prior, (b, -1, n, n)),
+            "coarse_logits": ops.reshape(coarse, (b, -1, n, n)),
+            "fine_logits": ops.reshape(fine, (b, -1, fs, fs)),
             "outer_boxes": outer,
         }
 

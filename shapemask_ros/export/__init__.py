@@ -1,0 +1,1 @@
+"""Export: model bundle (SavedModel + ONNX + priors + model.json), ONNX checks, TensorRT engine builds."""
