@@ -257,6 +257,8 @@ def build_dataset(
     if not 0.0 < data_cfg.subsample_fraction <= 1.0:
         raise ValueError(f"subsample_fraction must be in (0, 1], got {data_cfg.subsample_fraction}")
     files = sorted(tf.io.gfile.glob(file_pattern)) if file_pattern else []
+    # `prefix-*` also matches the writer's `prefix-meta.json` sidecar: never read it as records
+    files = [f for f in files if not f.endswith("-meta.json")]
     if not files:
         raise ValueError(f"no TFRecord files match {file_pattern!r}")
     parser = _Parser(data_cfg, model_cfg, is_training, tuple(int(c) for c in category_ids))
