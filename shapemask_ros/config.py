@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from shapemask_ros.geometry.objects3d import GeometryConfig as _GeometryConfig
+
 # COCO category ids of the 20 PASCAL VOC classes (the paper's VOC / non-VOC split).
 VOC_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72)
 
@@ -238,6 +240,10 @@ def mask_split_ids(split: str, all_ids: tuple[int, ...]) -> tuple[int, ...]:
     return ids
 
 
+# NodeConfig's geometry_* defaults come from GeometryConfig so they are written down once.
+_GEOMETRY_DEFAULTS = _GeometryConfig()
+
+
 @dataclass
 class NodeConfig:
     """Parameters of the ROS node and of `bag-eval` (same frame processor, same defaults).
@@ -269,3 +275,23 @@ class NodeConfig:
     publish_overlay: bool = True  # debug overlay on /shapemask/overlay (only built when subscribed)
     no_input_warn_s: float = 5.0  # warn when publishers exist but nothing arrives (QoS mismatch)
     output_namespace: str = "/shapemask"
+    # 3D outputs for grasp planners (docs/geometry.md): off while depth_topic is "".
+    depth_topic: str = ""  # depth Image registered to the colour image (16UC1 mm, 32FC1 m); "" = no 3D
+    camera_info_topic: str = ""  # CameraInfo of the depth image; "" = camera_info next to depth_topic
+    depth_qos_reliability: str = "best_effort"  # reliable | best_effort (also hears reliable publishers)
+    depth_qos_depth: int = 2
+    camera_info_qos_reliability: str = "best_effort"  # reliable | best_effort
+    camera_info_qos_depth: int = 2
+    depth_registration: str = "none"  # none: colour size | scale: same optical frame, other resolution
+    depth_rectified: bool = False  # depth is rectified (image_rect): use CameraInfo P, no distortion
+    depth_wait_s: float = 0.1  # a ready frame waits this long for its depth image, then goes out without 3D
+    publish_objects3d: bool = True  # shapemask_ros/ObjectGeometryArray on <output_namespace>/objects3d
+    publish_points: bool = True  # PointCloud2 on <output_namespace>/points (built only when subscribed)
+    # Defaults read from geometry.objects3d.GeometryConfig (one source); registration is depth_registration.
+    geometry_min_points: int = _GEOMETRY_DEFAULTS.min_points  # fewer inlier points -> status too_few_points
+    geometry_mad_k: float = _GEOMETRY_DEFAULTS.mad_k  # depth band half-width in robust sigmas; <= 0 = off
+    geometry_min_band_m: float = _GEOMETRY_DEFAULTS.min_band_m  # depth band never narrower than +- this
+    geometry_percentile_low: float = _GEOMETRY_DEFAULTS.percentile_low  # percentile band; 0 / 100 = off
+    geometry_percentile_high: float = _GEOMETRY_DEFAULTS.percentile_high
+    geometry_min_depth_m: float = _GEOMETRY_DEFAULTS.min_depth_m  # nearer readings are invalid; 0 = off
+    geometry_max_depth_m: float = _GEOMETRY_DEFAULTS.max_depth_m  # farther readings are invalid; 0 = off

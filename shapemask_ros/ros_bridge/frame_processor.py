@@ -1,9 +1,16 @@
 """The frame processor shared by the rclpy node and bag evaluation: messages in, messages out.
 
-The node only forwards subscription callbacks to `add_image` / `add_detections`, calls `step()` from a
-timer (or right after adding) and publishes the `FrameResult`; bag-eval calls `process()` per frame. So
-what is tested offline is what runs live. Nothing raises out of `add_*`, `step` or `process`: a bad
-message is counted in `stats.dropped` under its reason, logged (throttled per reason), and skipped.
+The node only forwards subscription callbacks to `add_image` / `add_detections` / `add_depth` /
+`add_camera_info`, calls `step()` from a timer (or right after adding) and publishes the `FrameResult`;
+bag-eval calls `process()` per frame. So what is tested offline is what runs live. Nothing raises out of
+`add_*`, `step` or `process`: a bad message is counted in `stats.dropped` under its reason, logged
+(throttled per reason), and skipped.
+
+3D outputs (docs/geometry.md): with a depth image (and the latest CameraInfo) the frame also gets an
+ObjectGeometryArray and a PointCloud2 of the object points, both with the depth image's header. Depth is
+matched to the chosen frame's image stamp like detections are (exact, then within sync_slop_s); a frame
+whose depth has not arrived yet waits up to depth_wait_s. Bad depth input never costs the masks: the
+frame goes out without 3D and the reason is counted in `stats.dropped_3d` (GeometryError reasons).
 
 Policies (see shared docs, ros_interfaces.md, "What users complain about"):
 - only the newest frame is processed (stale-frame complaints), older unprocessed ones are `superseded`;
@@ -30,6 +37,14 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config import NodeConfig
+from shapemask_ros.geometry.depth import REGISTRATIONS, CameraIntrinsics, GeometryError
+from shapemask_ros.geometry.objects3d import (
+    GeometryConfig,
+    Objects3D,
+    objects3d_from_instances,
+    objects3d_message,
+)
+from shapemask_ros.geometry.pointcloud import objects_pointcloud
 from shapemask_ros.ros_bridge.detections import (
     ParsedDetections,
     detections_to_arrays,
@@ -40,12 +55,13 @@ from shapemask_ros.ros_bridge.image_codec import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
     ImageDecodeError,
+    depth_to_array,
     image_to_rgb,
     labels_to_image_msg,
     rgb_to_image_msg,
 )
 from shapemask_ros.ros_bridge.messages import instances_to_mask_array, overlay_image
-from shapemask_ros.ros_bridge.sync import Synchronizer, cache_size_for
+from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer, cache_size_for
 from shapemask_ros.runtime.instances import Instances
 
 # Counters that always exist (0 until they happen), so diagnostics show the full set.
@@ -67,6 +83,37 @@ DROP_REASONS = (
     "internal_error",
 )
 
+# Why a frame has no 3D output (GeometryError reasons, plus the processor's own), and dropped depth
+# messages; all counted in ProcessorStats.dropped_3d (0 until they happen).
+GEOMETRY_REASONS = (
+    "missing_camera_info",  # depth but no CameraInfo (yet), or a CameraInfo without a required field
+    "bad_intrinsics",  # K not finite / fx, fy <= 0 / all zeros (uncalibrated), bad size or D
+    "unsupported_distortion",
+    "size_mismatch",  # depth, colour and CameraInfo sizes disagree and depth_registration does not explain it
+    "bad_registration",
+    "frame_mismatch",  # depth and colour image (or CameraInfo) in different optical frames: not registered
+    "bad_encoding",  # depth encoding other than 16UC1 / mono16 / 32FC1
+    "bad_depth",  # depth message malformed (size, step, header)
+    "all_invalid_depth",  # not one valid depth pixel in the frame
+    "no_depth_match",  # depth is on but no depth image matched the frame in time
+    "internal_error",
+    "depth_stale",  # depth message stamped before the newest processed frame
+    "depth_evicted",  # depth message pushed out of its full cache
+    "depth_unused",  # depth message older than a processed frame's match (depth faster than processing)
+)
+# Mapping of the NodeConfig parameters onto geometry.objects3d.GeometryConfig (every field of it).
+GEOMETRY_PARAMS: dict[str, str] = {
+    "geometry_min_points": "min_points",
+    "geometry_mad_k": "mad_k",
+    "geometry_min_band_m": "min_band_m",
+    "geometry_percentile_low": "percentile_low",
+    "geometry_percentile_high": "percentile_high",
+    "geometry_min_depth_m": "min_depth_m",
+    "geometry_max_depth_m": "max_depth_m",
+    "depth_registration": "registration",
+}
+DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, frames stop waiting for it
+
 # Parameters the processor applies while running. The rest (model, backend, topics, QoS, namespace)
 # only take effect when the node is configured, so `update` rejects them instead of pretending.
 RUNTIME_PARAMS = frozenset(
@@ -85,6 +132,9 @@ RUNTIME_PARAMS = frozenset(
         "publish_refined_detections",
         "publish_overlay",
         "no_input_warn_s",
+        "depth_rectified",
+        "depth_wait_s",
+        *GEOMETRY_PARAMS,
     }
 )
 MAX_IMAGE_CACHE = 256  # raw images held for matching; 256 x 1080p rgb8 is ~1.6 GB already
@@ -97,15 +147,24 @@ _LOG_EVERY_S = 5.0
 @dataclass
 class FrameResult:
     """Everything published for one image. `labels`, `detections` and `overlay` are None when disabled
-    (publish_label_image / publish_refined_detections; overlay only when asked with want_overlay)."""
+    (publish_label_image / publish_refined_detections; overlay only when asked with want_overlay).
+
+    3D (only with a depth image): `objects` is always filled when the 3D stage ran; `objects3d` unless
+    publish_objects3d is off; `points` only when wanted (want_points) and publish_points is on. When the 3D
+    stage could not run, all three are None and `geometry_error` says why (a GeometryError reason)."""
 
     masks: Any  # shapemask_ros/msg/InstanceMaskArray
     labels: Any | None  # sensor_msgs/Image mono16, value i+1 = masks.instances[i]
     detections: Any | None  # vision_msgs/Detection2DArray with the refined boxes
     overlay: Any | None  # sensor_msgs/Image rgb8
     instances: Instances
-    latency_s: float  # decode + predict + message building, by the processor's clock
+    latency_s: float  # decode + predict + message building (3D included), by the processor's clock
     dropped: dict[str, int]  # this frame's detection drops (bad_box, low_score, ...) and notes
+    objects3d: Any | None = None  # shapemask_ros/msg/ObjectGeometryArray, header = the depth image's
+    points: Any | None = None  # sensor_msgs/PointCloud2 of the objects' inlier points, depth header
+    objects: Objects3D | None = None  # the numbers behind both (row i = masks.instances[i])
+    geometry_error: str = ""  # why there is no 3D although it was asked for ("" = none)
+    geometry_s: float = 0.0  # time of the 3D stage (depth decoding, geometry, messages)
 
 
 @dataclass
@@ -116,6 +175,10 @@ class ProcessorStats:
     processed: int = 0
     latency_s: deque = field(default_factory=lambda: deque(maxlen=256))
     backend: str = ""
+    dropped_3d: Counter = field(default_factory=lambda: Counter({r: 0 for r in GEOMETRY_REASONS}))
+    frames_3d: int = 0  # frames published with 3D outputs
+    objects_3d: Counter = field(default_factory=Counter)  # per-object status (ok, too_few_points, ...)
+    geometry_error: str = ""  # reason of the newest frame without 3D although asked for; "" after a good one
 
     def as_dict(self) -> dict[str, str]:
         """Flat string key/values (diagnostic_msgs/KeyValue)."""
@@ -125,6 +188,11 @@ class ProcessorStats:
             out["latency_mean_ms"] = f"{lat.mean() * 1e3:.1f}"
             out["latency_p95_ms"] = f"{np.percentile(lat, 95) * 1e3:.1f}"
         out.update({f"dropped.{k}": str(v) for k, v in sorted(self.dropped.items())})
+        out.update({f"dropped_3d.{k}": str(v) for k, v in sorted(self.dropped_3d.items())})
+        out.update({f"objects_3d.{k}": str(v) for k, v in sorted(self.objects_3d.items())})
+        out["frames_3d"] = str(self.frames_3d)
+        if self.geometry_error:
+            out["geometry_error"] = self.geometry_error
         return out
 
 
@@ -189,11 +257,31 @@ def _check_ranges(cfg: NodeConfig) -> dict[str, str]:
     ):
         reason = f"image cache ceil(rate * latency) + 2 would exceed {MAX_IMAGE_CACHE} images"
         bad["expected_rate_hz"] = bad["detector_latency_s"] = reason
+    for name in ("depth_qos_depth", "camera_info_qos_depth"):
+        if getattr(cfg, name) < 1:
+            bad[name] = "must be >= 1"
+    for name in ("depth_qos_reliability", "camera_info_qos_reliability"):
+        if getattr(cfg, name) not in _RELIABILITY:
+            bad[name] = f"must be one of {list(_RELIABILITY)}"
+    if cfg.depth_wait_s < 0:
+        bad["depth_wait_s"] = "must be >= 0"
+    if cfg.depth_registration not in REGISTRATIONS:
+        bad["depth_registration"] = f"must be one of {list(REGISTRATIONS)}"
+    else:
+        try:
+            geometry_config(cfg)
+        except ValueError as e:  # GeometryConfig checks the combination (e.g. percentile_low < _high)
+            bad.update({name: str(e) for name in GEOMETRY_PARAMS if name != "depth_registration"})
     if not cfg.image_topic:
         bad["image_topic"] = "must not be empty"
     if not cfg.output_namespace:
         bad["output_namespace"] = "must not be empty"
     return bad
+
+
+def geometry_config(cfg: NodeConfig) -> GeometryConfig:
+    """GeometryConfig from the geometry_* and depth_registration parameters (ValueError when out of range)."""
+    return GeometryConfig(**{geo: getattr(cfg, name) for name, geo in GEOMETRY_PARAMS.items()})
 
 
 def validate_node_config(cfg: NodeConfig, changes: dict[str, Any]) -> tuple[NodeConfig, dict[str, str]]:
@@ -244,8 +332,19 @@ def _select(instances: Instances, keep: np.ndarray) -> Instances:
     )
 
 
+@dataclass
+class _Frame:
+    """A frame chosen for processing: image (+ detections) with the image's stamp."""
+
+    stamp: tuple[int, int]
+    image: Any
+    image_type: str
+    detections: Any | None
+
+
 class FrameProcessor:
-    """Images + detections -> InstanceMaskArray (+ label image, refined detections, overlay)."""
+    """Images + detections (+ depth, CameraInfo) -> InstanceMaskArray (+ label image, refined detections,
+    overlay, ObjectGeometryArray, PointCloud2)."""
 
     def __init__(
         self,
@@ -271,6 +370,17 @@ class FrameProcessor:
         self._latest: tuple[tuple[int, int], Any, str] | None = None  # self-detection: newest image only
         self._last_ns: int | None = None  # stamp of the newest processed frame
         self._last_logged: dict[str, float] = {}
+        # 3D: depth images wait for their frame like images wait for detections; CameraInfo: newest kept.
+        self._geometry = geometry_config(self.cfg)
+        self._depth = StampCache(
+            self.cfg.sync_slop_s, self._cache_size(), self.stats.dropped_3d, "depth_evicted", "depth_unused"
+        )
+        self._depth_seen = False  # add_depth was called: frames from step() then expect depth
+        self._last_depth_at: float | None = None  # processor clock at the newest depth arrival
+        self._camera_info: Any = None
+        self._intrinsics_cache: tuple[Any, bool, CameraIntrinsics | GeometryError] | None = None
+        self._held: _Frame | None = None  # ready frame waiting for its depth image
+        self._waiting_since: float | None = None  # when frames started waiting for depth (inherited)
         if hasattr(predictor, "mask_threshold"):
             predictor.mask_threshold = self.cfg.mask_threshold
 
@@ -279,6 +389,11 @@ class FrameProcessor:
     def self_detect(self) -> bool:
         """True when the model's own detector is used (self_detect or no detections topic)."""
         return bool(self.cfg.self_detect or not self.cfg.detections_topic)
+
+    @property
+    def expects_depth(self) -> bool:
+        """True when frames from step() wait for / need a depth image (depth_topic set or add_depth used)."""
+        return bool(self.cfg.depth_topic) or self._depth_seen
 
     def _cache_size(self) -> int:
         return cache_size_for(self.cfg.expected_rate_hz, self.cfg.detector_latency_s)
@@ -295,12 +410,16 @@ class FrameProcessor:
             return rejected
         was_self_detect = self.self_detect
         self.cfg = new
+        self._geometry = geometry_config(new)
         self._sync.configure(new.sync_slop_s, self._cache_size())
+        self._depth.configure(new.sync_slop_s, self._cache_size())
         if hasattr(self.predictor, "mask_threshold"):
             self.predictor.mask_threshold = new.mask_threshold
         if self.self_detect != was_self_detect:
             self._sync.clear()
             self._latest = None
+            self._held = None
+            self._waiting_since = None
         return {}
 
     # -------------------------------------------------------------------------------------- logging
@@ -308,20 +427,28 @@ class FrameProcessor:
         self.stats.dropped[reason] += n
         self._warn(reason, f"dropped ({reason}): {detail}")
 
-    def _warn(self, key: str, text: str) -> None:
+    def _drop_3d(self, reason: str, detail: str) -> None:
+        self.stats.dropped_3d[reason] += 1
+        self._warn(f"3d.{reason}", f"no 3D output ({reason}): {detail}", self.stats.dropped_3d[reason])
+
+    def _warn(self, key: str, text: str, total: int | None = None) -> None:
         now = self.clock()
         last = self._last_logged.get(key)
         if last is None or now - last >= _LOG_EVERY_S:
             self._last_logged[key] = now
-            self.log.warning(f"{text} [{key} total {self.stats.dropped[key]}]")
+            count = self.stats.dropped[key] if total is None else total
+            self.log.warning(f"{text} [{key} total {count}]")
 
     # ---------------------------------------------------------------------------------------- input
-    def _admit(self, msg: Any, what: str) -> tuple[int, int] | None:
+    def _admit(self, msg: Any, what: str, stale_reason: str = "stale") -> tuple[int, int] | None:
         """Stamp of `msg` if it is not stale; handles clock resets."""
         try:
             stamp = stamp_of(msg)
         except ValueError as e:
-            self._drop("bad_header", f"{what}: {e}")
+            if what == "depth":
+                self._drop_3d("bad_depth", f"depth image: {e}")
+            else:
+                self._drop("bad_header", f"{what}: {e}")
             return None
         key = stamp_to_ns(stamp)
         if self._last_ns is not None and key != 0:
@@ -332,10 +459,17 @@ class FrameProcessor:
                     "time_reset", f"clock jumped back {(self._last_ns - key) / 1e9:.3f} s; caches cleared"
                 )
                 self._sync.clear()
+                self._depth.clear()
                 self._latest = None
+                self._held = None
+                self._waiting_since = None
                 self._last_ns = None
             elif key <= self._last_ns:
-                self._drop("stale", f"{what} stamped {stamp} is not newer than the last processed frame")
+                text = f"{what} stamped {stamp} is not newer than the last processed frame"
+                if stale_reason == "stale":
+                    self._drop("stale", text)
+                else:
+                    self._drop_3d(stale_reason, text)
                 return None
         return stamp
 
@@ -360,26 +494,90 @@ class FrameProcessor:
         if stamp is not None:
             self._sync.add_detections(stamp, msg)
 
+    def add_depth(self, msg: Any) -> None:
+        """Queue a depth Image (16UC1 / 32FC1, aligned with the colour image) for matching to frames.
+
+        Decoded only if its frame gets processed. From the first call on, frames from step() expect depth.
+        """
+        self._depth_seen = True
+        stamp = self._admit(msg, "depth", stale_reason="depth_stale")
+        if stamp is None:
+            return
+        self._last_depth_at = self.clock()
+        self._depth.add(stamp, msg)
+
+    def add_camera_info(self, msg: Any) -> None:
+        """Keep the newest CameraInfo of the depth image (validated when a frame uses it)."""
+        self._camera_info = msg
+
     # ----------------------------------------------------------------------------------- processing
-    def step(self, want_overlay: bool = False) -> FrameResult | None:
-        """Process the newest ready frame (pair, or image in self-detection); None when nothing is ready
-        or the frame was dropped (counted)."""
-        try:
-            if self.self_detect:
-                if self._latest is None:
-                    return None
-                _stamp, image_msg, type_name = self._latest
+    def _next_frame(self) -> _Frame | None:
+        """The newest ready frame; a held frame (waiting for depth) is superseded by a newer one."""
+        frame: _Frame | None = None
+        if self.self_detect:
+            if self._latest is not None:
+                stamp, image_msg, type_name = self._latest
                 self._latest = None
-                detections_msg = None
-            else:
-                pair = self._sync.pop_newest_pair()
-                if pair is None:
-                    return None
+                frame = _Frame(stamp, image_msg, type_name, None)
+        else:
+            pair = self._sync.pop_newest_pair()
+            if pair is not None:
                 (image_msg, type_name), detections_msg = pair.image, pair.detections
+                frame = _Frame(pair.image_stamp, image_msg, type_name, detections_msg)
+        if frame is None:
+            return self._held
+        if self._held is not None:
+            self.stats.dropped["superseded"] += 1
+        return frame
+
+    def _wait_for_depth(self, frame: _Frame) -> bool:
+        """True when `frame` should wait for its depth image: the depth stream is alive and not past the
+        frame, and frames have been waiting for less than depth_wait_s."""
+        if self._depth.passed(frame.stamp):
+            return False  # depth stamps are beyond the frame's: its match is lost
+        now = self.clock()
+        if self._last_depth_at is None or now - self._last_depth_at > DEPTH_SILENT_S:
+            return False  # depth stream down: masks must not wait for it
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.cfg.depth_wait_s
+
+    def step(self, want_overlay: bool = False, want_points: bool = True) -> FrameResult | None:
+        """Process the newest ready frame (pair, or image in self-detection) with its depth image when 3D is
+        on; None when nothing is ready, the frame waits for depth, or the frame was dropped (counted).
+
+        want_points: build the PointCloud2 (the node passes "someone subscribes").
+        """
+        try:
+            frame = self._next_frame()
+            if frame is None:
+                return None
+            depth_msg, missing = None, ""
+            if self.expects_depth:
+                found = self._depth.take(frame.stamp)
+                if found is not None:
+                    depth_msg = found[1]
+                elif self._wait_for_depth(frame):
+                    self._held = frame
+                    return None
+                else:
+                    missing = "no_depth_match"
+            self._held = None
+            self._waiting_since = None
+            self._depth.discard_older(stamp_to_ns(frame.stamp) - self._depth.slop_ns)
         except Exception as e:  # never let a bug in queueing kill the node's timer
             self._drop("internal_error", f"step: {e!r}\n{traceback.format_exc(limit=3)}")
             return None
-        return self.process(image_msg, detections_msg, image_type=type_name, want_overlay=want_overlay)
+        return self._run(
+            frame.image,
+            frame.detections,
+            frame.image_type,
+            want_overlay,
+            want_points,
+            depth_msg,
+            None,
+            missing,
+        )
 
     def process(
         self,
@@ -387,13 +585,35 @@ class FrameProcessor:
         detections_msg: Any | None,
         image_type: str | None = None,
         want_overlay: bool = False,
+        depth_msg: Any | None = None,
+        camera_info_msg: Any | None = None,
+        want_points: bool = True,
     ) -> FrameResult | None:
         """Segment one image with the given detections (None = self-detection).
 
         Returns None when the image cannot be used (decode error, bad header) or the predictor fails;
         the reason is counted in `stats.dropped`. An empty (or fully dropped) detection array gives a
         result with no instances, without calling the predictor.
+
+        depth_msg: the depth Image of this frame (the caller matched it) -> 3D outputs with
+        camera_info_msg, or the newest one given to add_camera_info. Bad depth input leaves the 3D fields
+        None with `geometry_error` set (counted in stats.dropped_3d); the masks are unaffected.
         """
+        return self._run(
+            image_msg, detections_msg, image_type, want_overlay, want_points, depth_msg, camera_info_msg, ""
+        )
+
+    def _run(
+        self,
+        image_msg: Any,
+        detections_msg: Any | None,
+        image_type: str | None,
+        want_overlay: bool,
+        want_points: bool,
+        depth_msg: Any | None,
+        camera_info_msg: Any | None,
+        missing_depth: str,
+    ) -> FrameResult | None:
         t0 = self.clock()
         try:
             header = image_msg.header
@@ -414,10 +634,121 @@ class FrameProcessor:
         except Exception as e:  # a bug must cost one frame, not the node
             self._drop("internal_error", f"{e!r}\n{traceback.format_exc(limit=3)}")
             return None
+        if depth_msg is not None or missing_depth:
+            self._add_geometry(result, header, depth_msg, camera_info_msg, want_points, missing_depth)
+            result.latency_s = self.clock() - t0
+        self.stats.latency_s.append(result.latency_s)
         key = stamp_to_ns(stamp)
         if key != 0:
             self._last_ns = key if self._last_ns is None else max(self._last_ns, key)
         return result
+
+    # ------------------------------------------------------------------------------------------- 3D
+    def _intrinsics(self, camera_info_msg: Any | None) -> CameraIntrinsics:
+        """Intrinsics of the given (or newest stored) CameraInfo; GeometryError with the reason otherwise."""
+        msg = camera_info_msg if camera_info_msg is not None else self._camera_info
+        if msg is None:
+            raise GeometryError("missing_camera_info", "no CameraInfo received for the depth image")
+        rectified = self.cfg.depth_rectified
+        cached = self._intrinsics_cache
+        if cached is not None and cached[0] is msg and cached[1] == rectified:
+            result = cached[2]
+        else:
+            try:
+                result = CameraIntrinsics.from_camera_info(msg, rectified=rectified)
+            except GeometryError as e:
+                result = e
+            except (TypeError, ValueError, AttributeError) as e:  # fields of the wrong type or shape
+                result = GeometryError("bad_intrinsics", f"unreadable CameraInfo: {type(e).__name__}: {e}")
+            self._intrinsics_cache = (msg, rectified, result)
+        if isinstance(result, GeometryError):
+            raise result
+        return result
+
+    @staticmethod
+    def _check_frames(depth_header: Any, image_header: Any, camera_info_msg: Any) -> None:
+        """Registered depth lives in the colour image's optical frame (and so does its CameraInfo)."""
+        depth_frame = str(getattr(depth_header, "frame_id", "") or "")
+        info_header = getattr(camera_info_msg, "header", None)
+        for what, hdr in (("colour image", image_header), ("CameraInfo", info_header)):
+            other = str(getattr(hdr, "frame_id", "") or "")
+            if depth_frame and other and other != depth_frame:
+                raise GeometryError(
+                    "frame_mismatch",
+                    f"depth is in frame {depth_frame!r} but the {what} in {other!r}: use depth registered to "
+                    "the colour camera (e.g. aligned_depth_to_color) and its CameraInfo",
+                )
+
+    def _add_geometry(
+        self,
+        result: FrameResult,
+        image_header: Any,
+        depth_msg: Any | None,
+        camera_info_msg: Any | None,
+        want_points: bool,
+        missing_depth: str,
+    ) -> None:
+        """The 3D stage: fills result.objects / objects3d / points, or geometry_error (counted, logged)."""
+        t0 = self.clock()
+        reason, detail = missing_depth, "no depth image matched the frame within sync_slop_s / depth_wait_s"
+        try:
+            if depth_msg is not None:
+                points = want_points and self.cfg.publish_points
+                objects, depth_header = self._objects3d(
+                    result.instances, image_header, depth_msg, camera_info_msg, points
+                )
+                ids = [str(inst.detection_id) for inst in result.masks.instances]
+                result.objects = objects
+                if self.cfg.publish_objects3d:
+                    result.objects3d = objects3d_message(self.factory, depth_header, objects, ids)
+                if points:
+                    result.points = objects_pointcloud(self.factory, depth_header, objects)
+                reason = ""
+        except GeometryError as e:
+            reason, detail = e.reason, e.detail or str(e)
+            result.objects = result.objects3d = result.points = None
+        except Exception as e:  # a bug in the 3D stage must not cost the masks
+            reason, detail = "internal_error", f"{e!r}\n{traceback.format_exc(limit=3)}"
+            result.objects = result.objects3d = result.points = None
+        result.geometry_s = self.clock() - t0
+        result.geometry_error = reason
+        self.stats.geometry_error = reason
+        if reason:
+            self._drop_3d(reason, detail)
+        else:
+            self.stats.frames_3d += 1
+            assert result.objects is not None
+            self.stats.objects_3d.update(result.objects.status)
+
+    def _objects3d(
+        self,
+        instances: Instances,
+        image_header: Any,
+        depth_msg: Any,
+        camera_info_msg: Any | None,
+        return_points: bool,
+    ) -> tuple[Objects3D, Any]:
+        """Objects3D of the frame and the depth header; GeometryError for unusable input."""
+        intrinsics = self._intrinsics(camera_info_msg)
+        try:
+            depth_header = depth_msg.header
+            stamp_of(depth_msg)
+        except (AttributeError, ValueError) as e:
+            raise GeometryError("bad_depth", f"depth image header: {e}") from None
+        info = camera_info_msg if camera_info_msg is not None else self._camera_info
+        self._check_frames(depth_header, image_header, info)
+        try:
+            depth_m = depth_to_array(depth_msg)
+        except ImageDecodeError as e:
+            raise GeometryError(
+                "bad_encoding" if e.reason == "unsupported_encoding" else "bad_depth", e.detail
+            ) from None
+        if not np.isfinite(depth_m).any():
+            raise GeometryError("all_invalid_depth", "no pixel of the depth image has a valid reading")
+        objects = objects3d_from_instances(
+            depth_m, intrinsics, instances, config=self._geometry, return_points=return_points
+        )
+        return objects, depth_header
 
     def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None) -> Instances:
         names = list(getattr(self.predictor, "class_names", []) or [])
@@ -472,7 +803,6 @@ class FrameProcessor:
                 self._warn(reason, f"detections dropped ({reason}): {n} in this frame")
         latency = self.clock() - t0
         self.stats.processed += 1
-        self.stats.latency_s.append(latency)
         dropped = {k: int(v) for k, v in frame_drops.items() if v}
         return FrameResult(masks, labels, detections, overlay, instances, latency, dropped)
 

@@ -14,6 +14,9 @@ Drop counters (`Synchronizer.counters`):
                detector runs slower than the camera);
 - zero_stamp:  a warning, not a drop: stamp (0, 0) is legal (some drivers never stamp) and still
                matches exactly, but only the newest such image can be matched.
+
+`StampCache` applies the same matching rule (exact stamp, then the nearest within the slop, ties to the
+newer) to a side stream that is paired with frames after they are chosen: the depth image of a frame.
 """
 
 from __future__ import annotations
@@ -141,3 +144,86 @@ class Synchronizer:
         for k in [k for k in self._detections if matches.get(k) is None and newest_image - k > self.slop_ns]:
             del self._detections[k]
             self.counters["no_match"] += 1
+
+
+class StampCache:
+    """Messages of one stream keyed by header stamp, matched to a frame stamp like `Synchronizer` does.
+
+    Holds at most `size` entries (the oldest pushed out is counted under `evicted_key`); `take` removes
+    the match and everything older, counting those under `unused_key` (normal when the stream is faster
+    than processing).
+    """
+
+    def __init__(
+        self, slop_s: float, size: int, counters: Counter, evicted_key: str, unused_key: str
+    ) -> None:
+        self._items: dict[int, tuple[Stamp, Any]] = {}
+        self.counters = counters
+        self.evicted_key, self.unused_key = evicted_key, unused_key
+        self.slop_ns = 0
+        self.size = 1
+        self.configure(slop_s, size)
+
+    def configure(self, slop_s: float, size: int) -> None:
+        """Change the slop and size (a smaller cache evicts the oldest entries now)."""
+        if not (math.isfinite(slop_s) and slop_s >= 0):
+            raise ValueError(f"slop_s must be >= 0, got {slop_s}")
+        if int(size) < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.slop_ns = int(round(slop_s * 1e9))
+        self.size = int(size)
+        self._evict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Forget everything cached (counters are kept)."""
+        self._items.clear()
+
+    @property
+    def newest_ns(self) -> int | None:
+        """Stamp (ns) of the newest cached entry, None when empty."""
+        return max(self._items, default=None)
+
+    def _evict(self) -> None:
+        while len(self._items) > self.size:
+            del self._items[min(self._items)]
+            self.counters[self.evicted_key] += 1
+
+    def add(self, stamp: Stamp, item: Any) -> None:
+        """Cache `item` under its stamp (a second item with the same stamp replaces the first)."""
+        self._items[stamp_to_ns(stamp)] = (stamp, item)
+        self._evict()
+
+    def find(self, stamp: Stamp) -> int | None:
+        """Key of the entry matching `stamp`: exact, else the nearest within the slop (ties: newer)."""
+        key = stamp_to_ns(stamp)
+        if key in self._items:
+            return key
+        best = min(self._items, key=lambda k: (abs(k - key), -k), default=None)
+        if best is not None and abs(best - key) <= self.slop_ns:
+            return best
+        return None
+
+    def passed(self, stamp: Stamp) -> bool:
+        """True when the stream is already past `stamp` by more than the slop: its match cannot arrive."""
+        newest = self.newest_ns
+        return newest is not None and newest - stamp_to_ns(stamp) > self.slop_ns
+
+    def take(self, stamp: Stamp) -> tuple[Stamp, Any] | None:
+        """Remove and return the match of `stamp` (None if none); older entries are dropped (counted)."""
+        key = self.find(stamp)
+        if key is None:
+            return None
+        found = self._items.pop(key)
+        self.discard_older(key)
+        return found
+
+    def discard_older(self, key_ns: int) -> int:
+        """Drop entries stamped before `key_ns` (counted under `unused_key`); returns how many."""
+        old = [k for k in self._items if k < key_ns]
+        for k in old:
+            del self._items[k]
+        self.counters[self.unused_key] += len(old)
+        return len(old)
