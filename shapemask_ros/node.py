@@ -6,6 +6,11 @@ building messages, counting drops -- lives in the ROS-free frame processor that 
 
 Lifecycle: configure loads the model and creates publishers; activate subscribes and starts processing;
 deactivate unsubscribes; cleanup releases the model. `--autostart` does configure + activate at start.
+
+3D outputs (docs/geometry.md, docs/ros.md): with `depth_topic` set the node also subscribes to the depth
+image and its CameraInfo and publishes `objects3d` (ObjectGeometryArray) and `points` (PointCloud2, built
+only while someone subscribes). The cloud bytes come from geometry/pointcloud.py (the layout
+sensor_msgs_py.point_cloud2.create_cloud writes), so bag-eval writes exactly what the node publishes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ RESTART_PARAMS: frozenset[str] = frozenset(
         "publish_refined_detections",
         "publish_overlay",
         "output_namespace",
+        "depth_topic",
+        "camera_info_topic",
+        "depth_qos_reliability",
+        "depth_qos_depth",
+        "camera_info_qos_reliability",
+        "camera_info_qos_depth",
+        "publish_objects3d",
+        "publish_points",
     }
 )
 RESTART_REASON = "requires reconfigure (deactivate, cleanup, configure)"
@@ -56,6 +69,11 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 MASKS_TYPE = "shapemask_ros/msg/InstanceMaskArray"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+OBJECTS3D_TYPE = "shapemask_ros/msg/ObjectGeometryArray"
+POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
+# result field -> publisher key (= topic name under output_namespace)
+OUTPUTS = ("masks", "labels", "detections", "overlay", "objects3d", "points")
 _SCALAR_ROS_TYPES = {bool: "BOOL", int: "INTEGER", float: "DOUBLE", str: "STRING"}
 
 
@@ -174,6 +192,20 @@ def image_type_for_topic(topic: str) -> str:
 def uses_detector(cfg: NodeConfig) -> bool:
     """True when boxes come from an external detector topic (False = self-detection mode)."""
     return bool(cfg.detections_topic.strip()) and not cfg.self_detect
+
+
+def uses_depth(cfg: NodeConfig) -> bool:
+    """True when the 3D outputs are on (a depth topic is set)."""
+    return bool(cfg.depth_topic.strip())
+
+
+def camera_info_topic_for(cfg: NodeConfig) -> str:
+    """`camera_info_topic`, or the image_transport convention: `camera_info` next to the depth topic
+    (/camera/aligned_depth_to_color/image_raw -> /camera/aligned_depth_to_color/camera_info)."""
+    if cfg.camera_info_topic.strip():
+        return cfg.camera_info_topic.strip()
+    head, sep, _ = cfg.depth_topic.strip().rstrip("/").rpartition("/")
+    return f"{head}{sep}camera_info"
 
 
 def output_topic(namespace: str, name: str) -> str:
@@ -350,6 +382,15 @@ class RclpyFactory:
         return out
 
 
+class Drained(typing.NamedTuple):
+    """Everything the callbacks queued since the last drain, oldest first."""
+
+    images: list[tuple[Any, str]]
+    detections: list[Any]
+    depth: list[Any]
+    camera_info: list[Any]
+
+
 class _Inbox:
     """What subscription callbacks hand to the processing thread: bounded queues, newest kept."""
 
@@ -357,6 +398,9 @@ class _Inbox:
         self._lock = threading.Lock()
         self.images: collections.deque[tuple[Any, str]] = collections.deque(maxlen=max(1, image_capacity))
         self.detections: collections.deque[Any] = collections.deque(maxlen=max(1, detection_capacity))
+        # depth waits for its frame like images do; of CameraInfo only the newest matters
+        self.depth: collections.deque[Any] = collections.deque(maxlen=max(1, image_capacity))
+        self.camera_info: collections.deque[Any] = collections.deque(maxlen=1)
 
     def put(self, queue: collections.deque, item: Any) -> bool:
         """Append; returns True when the oldest entry was pushed out."""
@@ -365,12 +409,13 @@ class _Inbox:
             queue.append(item)
             return full
 
-    def drain(self) -> tuple[list[tuple[Any, str]], list[Any]]:
+    def drain(self) -> Drained:
+        """Take everything queued (one lock, so a frame's messages are not split)."""
         with self._lock:
-            images, dets = list(self.images), list(self.detections)
-            self.images.clear()
-            self.detections.clear()
-            return images, dets
+            out = Drained(list(self.images), list(self.detections), list(self.depth), list(self.camera_info))
+            for queue in (self.images, self.detections, self.depth, self.camera_info):
+                queue.clear()
+            return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +474,7 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
             self._factory: RclpyFactory | None = None
             self._backend = "none"
             self._pubs: dict[str, Any] = {}
-            self._subs: list[tuple[Any, str, QoSProfile]] = []  # (subscription, type, qos)
+            self._subs: list[tuple[Any, str, QoSProfile, str]] = []  # (subscription, type, qos, input key)
             self._last_input: dict[str, float] = {}
             self._last_warn: dict[str, float] = {}
             self._silent: set[str] = set()
@@ -468,7 +513,12 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
         def on_configure(self, state: State) -> TransitionCallbackReturn:
             try:
                 cfg = config_from_parameters(self._parameter_values())
-                for rel in (cfg.image_qos_reliability, cfg.detections_qos_reliability):
+                for rel in (
+                    cfg.image_qos_reliability,
+                    cfg.detections_qos_reliability,
+                    cfg.depth_qos_reliability,
+                    cfg.camera_info_qos_reliability,
+                ):
                     reliability_name(rel)
                 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
                 from shapemask_ros.runtime.predictor import Predictor
@@ -517,6 +567,14 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                     self._pubs["overlay"] = self.create_lifecycle_publisher(
                         factory.message_class(IMAGE_TYPE), output_topic(ns, "overlay"), out_qos
                     )
+                if uses_depth(cfg) and cfg.publish_objects3d:
+                    self._pubs["objects3d"] = self.create_lifecycle_publisher(
+                        factory.message_class(OBJECTS3D_TYPE), output_topic(ns, "objects3d"), out_qos
+                    )
+                if uses_depth(cfg) and cfg.publish_points:
+                    self._pubs["points"] = self.create_lifecycle_publisher(
+                        factory.message_class(POINTS_TYPE), output_topic(ns, "points"), out_qos
+                    )
                 self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
                 self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
             except Exception as e:
@@ -537,7 +595,7 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                 image_qos,
                 callback_group=self._input_group,
             )
-            self._subs = [(sub, image_type, image_qos)]
+            self._subs = [(sub, image_type, image_qos, "image")]
             if uses_detector(cfg):
                 det_qos = make_qos(cfg.detections_qos_reliability, cfg.detections_qos_depth)
                 det_sub = self.create_subscription(
@@ -547,7 +605,26 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                     det_qos,
                     callback_group=self._input_group,
                 )
-                self._subs.append((det_sub, DETECTIONS_TYPE, det_qos))
+                self._subs.append((det_sub, DETECTIONS_TYPE, det_qos, "detections"))
+            if uses_depth(cfg):
+                depth_qos = make_qos(cfg.depth_qos_reliability, cfg.depth_qos_depth)
+                depth_sub = self.create_subscription(
+                    self._factory.message_class(IMAGE_TYPE),
+                    cfg.depth_topic.strip(),
+                    self._on_depth,
+                    depth_qos,
+                    callback_group=self._input_group,
+                )
+                info_qos = make_qos(cfg.camera_info_qos_reliability, cfg.camera_info_qos_depth)
+                info_sub = self.create_subscription(
+                    self._factory.message_class(CAMERA_INFO_TYPE),
+                    camera_info_topic_for(cfg),
+                    self._on_camera_info,
+                    info_qos,
+                    callback_group=self._input_group,
+                )
+                self._subs.append((depth_sub, IMAGE_TYPE, depth_qos, "depth"))
+                self._subs.append((info_sub, CAMERA_INFO_TYPE, info_qos, "camera_info"))
             self._activated_at = time.monotonic()
             self._last_input.clear()
             self._timers = [
@@ -555,8 +632,13 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                 self.create_timer(1.0, self._watchdog),
             ]
             mode = f"detections from {cfg.detections_topic}" if uses_detector(cfg) else "self-detection"
+            depth = (
+                f"3D from {cfg.depth_topic.strip()} + {camera_info_topic_for(cfg)}"
+                if uses_depth(cfg)
+                else "no 3D"
+            )
             self.get_logger().info(
-                f"active: {cfg.image_topic} ({image_type}), {mode}, backend {self._backend}"
+                f"active: {cfg.image_topic} ({image_type}), {mode}, {depth}, backend {self._backend}"
             )
             return super().on_activate(state)
 
@@ -578,7 +660,7 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
             return TransitionCallbackReturn.SUCCESS
 
         def _stop_inputs(self) -> None:
-            for sub, _, _ in self._subs:
+            for sub, *_ in self._subs:
                 self.destroy_subscription(sub)
             for timer in self._timers:
                 self.destroy_timer(timer)
@@ -612,6 +694,17 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
             if self._inbox.put(self._inbox.detections, msg):
                 self._stats.count("drop.inbox_overflow")
 
+        def _on_depth(self, msg: Any) -> None:
+            self._last_input["depth"] = time.monotonic()
+            self._stats.count("depth")
+            if self._inbox.put(self._inbox.depth, msg):
+                self._stats.count("drop.inbox_overflow")
+
+        def _on_camera_info(self, msg: Any) -> None:
+            self._last_input["camera_info"] = time.monotonic()
+            self._stats.count("camera_info")
+            self._inbox.put(self._inbox.camera_info, msg)  # only the newest is kept: not a drop
+
         def _guarded(self, where: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             """Run fn; any exception is counted and logged (throttled) -- a bad message never kills us."""
             try:
@@ -622,25 +715,37 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                 return None
 
         def _process(self) -> None:
-            images, detections = self._inbox.drain()
-            if not images and not detections:
+            inbox = self._inbox.drain()
+            if not any(inbox):
                 return
-            overlay_pub = self._pubs.get("overlay")
-            want_overlay = overlay_pub is not None and overlay_pub.get_subscription_count() > 0
+
+            def subscribed(name: str) -> bool:  # build costly outputs only for someone
+                pub = self._pubs.get(name)
+                return pub is not None and pub.get_subscription_count() > 0
+
             with self._lock:
                 processor = self._processor
                 if processor is None:
                     return
-                for msg, type_name in images:
+                for msg in inbox.camera_info:
+                    self._guarded("add_camera_info", processor.add_camera_info, msg)
+                for msg in inbox.depth:
+                    self._guarded("add_depth", processor.add_depth, msg)
+                for msg, type_name in inbox.images:
                     self._guarded("add_image", processor.add_image, msg, type_name)
-                for msg in detections:
+                for msg in inbox.detections:
                     self._guarded("add_detections", processor.add_detections, msg)
-                result = self._guarded("step", processor.step, want_overlay=want_overlay)
+                result = self._guarded(
+                    "step",
+                    processor.step,
+                    want_overlay=subscribed("overlay"),
+                    want_points=subscribed("points"),
+                )
             if result is None:
                 return
             self._stats.count("processed")
             self._stats.add_latency(float(getattr(result, "latency_s", 0.0)))
-            for name in ("masks", "labels", "detections", "overlay"):
+            for name in OUTPUTS:
                 msg = getattr(result, name, None)
                 pub = self._pubs.get(name)
                 if msg is not None and pub is not None:
@@ -651,8 +756,7 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
             now = time.monotonic()
             warn_s = max(self._cfg.no_input_warn_s, 0.5)
             silent: set[str] = set()
-            for sub, type_name, qos in self._subs:
-                key = "image" if type_name != DETECTIONS_TYPE else "detections"
+            for sub, type_name, qos, key in self._subs:
                 idle = now - self._last_input.get(key, self._activated_at)
                 if idle < warn_s:
                     continue
@@ -688,6 +792,11 @@ def _build_node_class() -> type:  # noqa: C901 - one class body, kept in one pla
                 if self._silent:
                     level = DiagnosticStatus.WARN
                     message = f"{message}; no input on {', '.join(sorted(self._silent))}"
+                pstats = getattr(self._processor, "stats", None)
+                geometry_error = str(getattr(pstats, "geometry_error", "") or "")
+                if geometry_error:  # masks still go out; whoever waits for 3D should see why it is missing
+                    level = DiagnosticStatus.WARN
+                    message = f"{message}; no 3D output: {geometry_error}"
                 kv = [KeyValue(key="backend", value=self._backend)]
                 kv += [
                     KeyValue(key=k, value=f"{v:.3f}".rstrip("0").rstrip("."))

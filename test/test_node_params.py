@@ -146,6 +146,14 @@ def test_topic_and_mode_helpers():
     # cache covers rate x detector latency (+2); self-detection only needs the newest image
     assert node_mod.image_cache_size(NodeConfig(expected_rate_hz=30.0, detector_latency_s=0.5)) == 17
     assert node_mod.image_cache_size(NodeConfig(detections_topic="")) == 1
+    # 3D: off without a depth topic; CameraInfo next to the depth image unless named
+    assert not node_mod.uses_depth(NodeConfig()) and not node_mod.uses_depth(NodeConfig(depth_topic="  "))
+    cfg = NodeConfig(depth_topic="/camera/aligned_depth_to_color/image_raw")
+    assert node_mod.uses_depth(cfg)
+    assert node_mod.camera_info_topic_for(cfg) == "/camera/aligned_depth_to_color/camera_info"
+    assert node_mod.camera_info_topic_for(NodeConfig(depth_topic="depth")) == "camera_info"
+    named = NodeConfig(depth_topic="/d/image_rect", camera_info_topic="/d/info")
+    assert node_mod.camera_info_topic_for(named) == "/d/info"
 
 
 def test_resolve_model_path(tmp_path):
@@ -228,9 +236,13 @@ def test_inbox_keeps_newest_and_reports_overflow():
     assert not inbox.put(inbox.images, ("a", "t"))
     assert not inbox.put(inbox.images, ("b", "t"))
     assert inbox.put(inbox.images, ("c", "t")), "oldest pushed out must be reported (counted as a drop)"
-    images, dets = inbox.drain()
-    assert [m for m, _ in images] == ["b", "c"] and dets == []
-    assert inbox.drain() == ([], [])
+    inbox.put(inbox.camera_info, "info1")
+    inbox.put(inbox.camera_info, "info2")  # only the newest CameraInfo is kept
+    inbox.put(inbox.depth, "depth1")
+    drained = inbox.drain()
+    assert [m for m, _ in drained.images] == ["b", "c"] and drained.detections == []
+    assert drained.camera_info == ["info2"] and drained.depth == ["depth1"]
+    assert not any(inbox.drain())
 
 
 # ---- entry point without ROS -----------------------------------------------------------------------------
