@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from shapemask_ros import node as node_mod
+from shapemask_ros.geometry.pointcloud import pointcloud_to_arrays
 from shapemask_ros.ros_bridge.typestore import normalize_type_name
 
 try:
@@ -41,6 +42,10 @@ except ImportError:
         random_rgb,
         rgb_image_msg,
     )
+try:
+    from test_ros_frame_processor_depth import camera_info, depth_msg
+except ImportError:
+    from test.test_ros_frame_processor_depth import camera_info, depth_msg
 
 
 # ---- the rclpy stand-in ----------------------------------------------------------------------------------
@@ -500,3 +505,83 @@ def test_watchdog_names_qos_and_diagnostics_report(ros, tmp_path, monkeypatch):
     assert values["backend"] == "fake" and status.hardware_id == "fake"
     assert values["image_total"] == "1" and values["processor.dropped.bad_header"] == "1"
     assert status.level == Msg.WARN and "no input on /camera/image_raw, /detections" in status.message
+
+
+# ---- 3D: depth + CameraInfo in, objects3d + points out ---------------------------------------------------
+def _depth(sec: int, shape: tuple[int, int] = (H, W)) -> Any:
+    return depth_msg(np.full(shape, 800, np.uint16), sec, frame="cam")
+
+
+def test_depth_inputs_and_3d_outputs(ros, tmp_path):
+    node = _node(tmp_path, depth_topic="/cam/aligned_depth_to_color/image_raw", depth_qos_depth=3)
+    assert node.trigger_configure() == TCR.SUCCESS
+    topics = _topics(node)
+    assert topics["/shapemask/objects3d"].msg_type is TS.types["shapemask_ros/msg/ObjectGeometryArray"]
+    assert topics["/shapemask/points"].msg_type is TS.types["sensor_msgs/msg/PointCloud2"]
+    node.trigger_activate()
+    subs = {s.topic_name: s for s in node.subs}
+    depth_sub = subs["/cam/aligned_depth_to_color/image_raw"]
+    info_sub = subs["/cam/aligned_depth_to_color/camera_info"]  # image_transport convention
+    assert depth_sub.msg_type is TS.types["sensor_msgs/msg/Image"] and depth_sub.qos.depth == 3
+    assert depth_sub.qos.reliability == Reliability.BEST_EFFORT
+    assert info_sub.msg_type is TS.types["sensor_msgs/msg/CameraInfo"]
+    assert "3D from /cam/aligned_depth_to_color/image_raw" in node.get_logger().text("info")
+
+    info_sub.callback(camera_info(frame="cam"))
+    depth1 = _depth(1)
+    depth_sub.callback(depth1)
+    img, dets = _frame(1)
+    subs["/camera/image_raw"].callback(img)
+    subs["/detections"].callback(dets)
+    _process(node)
+    (masks,) = topics["/shapemask/masks"].sent
+    (objects,) = topics["/shapemask/objects3d"].sent
+    assert objects.header is depth1.header and len(objects.objects) == len(masks.instances) == 1
+    assert objects.objects[0].centroid.z == pytest.approx(0.8, abs=1e-3) and objects.objects[0].status == "ok"
+    assert topics["/shapemask/points"].sent == [], "the cloud is built only when someone subscribes"
+
+    topics["/shapemask/points"].subscribers = 1
+    img, dets = _frame(2)
+    for sub, msg in ((depth_sub, _depth(2)), (subs["/camera/image_raw"], img), (subs["/detections"], dets)):
+        sub.callback(msg)
+    _process(node)
+    (cloud,) = topics["/shapemask/points"].sent
+    points = pointcloud_to_arrays(cloud)
+    assert cloud.header.stamp.sec == 2 and len(points["z"]) == objects.objects[0].num_inliers
+    np.testing.assert_allclose(points["z"], 0.8, atol=1e-6)
+    assert set(points["instance_id"].tolist()) == {0}
+
+    # depth of another size: masks still go out, the reason shows on /diagnostics
+    img, dets = _frame(3)
+    small = _depth(3, (24, 32))
+    for sub, msg in ((depth_sub, small), (subs["/camera/image_raw"], img), (subs["/detections"], dets)):
+        sub.callback(msg)
+    _process(node)
+    assert len(topics["/shapemask/masks"].sent) == 3 and len(topics["/shapemask/objects3d"].sent) == 2
+    diag_timer = next(t for t in node.timers if t.callback == node._publish_diagnostics)
+    diag_timer.callback()
+    (status,) = topics["/diagnostics"].sent[-1].statuses
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["processor.dropped_3d.size_mismatch"] == "1" and values["depth_total"] == "3"
+    assert status.level == Msg.WARN and "no 3D output: size_mismatch" in status.message
+
+    # 3D knobs apply live; topics, QoS and output switches need a reconfigure
+    (res,) = node.set_parameters([Parameter("geometry_min_points", value=5000)])
+    assert res.successful and node._processor.cfg.geometry_min_points == 5000
+    for name, value in (("depth_topic", "/other"), ("camera_info_qos_depth", 5), ("publish_points", False)):
+        (res,) = node.set_parameters([Parameter(name, value=value)])
+        assert not res.successful and "requires reconfigure" in res.reason, name
+    node.trigger_deactivate()
+    assert node.subs == []
+    node.trigger_cleanup()
+    assert node.pubs == []
+
+
+def test_no_3d_outputs_when_switched_off(ros, tmp_path):
+    node = _node(
+        tmp_path, depth_topic="/depth/image_rect", camera_info_topic="/depth/info", publish_points=False
+    )
+    node.trigger_configure()
+    assert "/shapemask/objects3d" in _topics(node) and "/shapemask/points" not in _topics(node)
+    node.trigger_activate()
+    assert {"/depth/image_rect", "/depth/info"} <= {s.topic_name for s in node.subs}
