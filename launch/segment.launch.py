@@ -7,6 +7,11 @@
 
 Parameters come from `params_file` (default: the installed config/segment_params.yaml); the launch
 arguments below override single parameters only when given (empty = keep the file's value).
+
+3D outputs (/shapemask/objects3d, /shapemask/points) are switched on in the params file: set
+`depth_topic` to a depth image registered to the colour camera (e.g. /camera/aligned_depth_to_color/
+image_raw; its CameraInfo is taken from the sibling `camera_info` topic unless `camera_info_topic` is set)
+and pass the file with `params_file:=...`. See docs/ros.md and docs/geometry.md.
 """
 
 from __future__ import annotations

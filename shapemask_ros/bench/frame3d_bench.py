@@ -1,0 +1,213 @@
+"""What the 3D stage adds to a frame: FrameProcessor.process at 640x480 with 20 detections, with and without
+a depth image (budget: <= 10 % of the per-frame time).
+
+    python -m shapemask_ros.bench.frame3d_bench [--predictor standin|keras-r50|bundle] [--model DIR]
+        [--objects 20] [--repeats 20] [--no-points]
+
+Predictors:
+- standin (default): masks are the ellipses inscribed in the boxes, so the frame time is only the
+  processor's own work (decode, messages, label image, refined detections): the worst case for the ratio.
+- keras-r50: the ShapeMask ResNet-50-FPN at 640 (random weights: same compute as a trained model) through
+  the runtime Predictor, as the node runs it on a CPU-only machine.
+- bundle: Predictor.load(--model) with backend auto (a deployed model).
+
+Each repeat runs the frame without depth and then with depth + CameraInfo (ObjectGeometryArray and, unless
+--no-points, the PointCloud2), so both see the same machine load. Printed: median wall and process CPU time
+(all threads) per frame, the 3D stage alone (FrameResult.geometry_s) and its share of the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.config import NodeConfig
+from shapemask_ros.runtime.instances import Instances
+
+W, H = 640, 480
+FX = FY = 610.0
+FRAME_ID = "camera_color_optical_frame"
+
+
+class StandinPredictor:
+    """Predictor contract without a network: each mask is the ellipse inscribed in its box, cropped to the
+    box grown by 1.25 (the outer box of the real model)."""
+
+    backend = "standin"
+    class_names = ("object",)
+
+    def predict(self, image: np.ndarray, boxes: Any, classes: Any, score_threshold: Any = None) -> Instances:
+        h, w = image.shape[:2]
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        regions, masks = [], []
+        for x1, y1, x2, y2 in boxes:
+            cx, cy, bw, bh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.25, (y2 - y1) * 1.25
+            rx1, ry1 = max(math.floor(cx - bw / 2), 0), max(math.floor(cy - bh / 2), 0)
+            rx2, ry2 = min(math.ceil(cx + bw / 2), w), min(math.ceil(cy + bh / 2), h)
+            yy, xx = np.mgrid[ry1:ry2, rx1:rx2] + 0.5
+            ax, ay = max((x2 - x1) / 2, 1e-6), max((y2 - y1) / 2, 1e-6)
+            masks.append((((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0).astype(np.uint8))
+            regions.append((rx1, ry1, rx2 - rx1, ry2 - ry1))
+        n = len(boxes)
+        return Instances(
+            boxes=boxes,
+            scores=np.ones(n, np.float32),
+            class_ids=np.zeros(n, np.int32),
+            masks=masks,
+            regions=np.asarray(regions, np.int32).reshape(-1, 4),
+            mask_scores=np.full(n, 0.9, np.float32),
+            source_index=np.arange(n, dtype=np.int32),
+            image_size=(h, w),
+            backend=self.backend,
+        )
+
+
+def _predictor(kind: str, model: str) -> Any:
+    if kind == "standin":
+        return StandinPredictor()
+    if kind == "bundle":
+        from shapemask_ros.runtime.predictor import Predictor
+
+        return Predictor.load(model)
+    from shapemask_ros.config import ModelConfig
+    from shapemask_ros.model.shapemask import build_model
+    from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
+
+    cfg = ModelConfig()  # ResNet-50-FPN, 640, class-agnostic masks: the paper's setup
+    return predictor_for_model(build_model(cfg), [f"class{i}" for i in range(cfg.detector.num_classes)])
+
+
+def scene(n_objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB image, 16UC1 depth (tilted table with boxes on it, 2 % holes) and the objects' boxes."""
+    rng = np.random.default_rng(seed)
+    v = np.arange(H)[:, None]
+    depth = np.repeat(1200 + 0.4 * (v - H / 2), W, axis=1)
+    boxes = []
+    for _ in range(n_objects):
+        bw, bh = (int(s) for s in rng.integers(30, 130, 2))
+        x, y = int(rng.integers(0, W - bw)), int(rng.integers(0, H - bh))
+        depth[y : y + bh, x : x + bw] = rng.uniform(500, 1000) + rng.normal(0, 2, (bh, bw))
+        boxes.append((x, y, x + bw, y + bh))
+    depth[rng.random(depth.shape) < 0.02] = 0
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    return rgb, np.round(depth).astype(np.uint16), np.asarray(boxes, np.float64)
+
+
+def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray) -> tuple[Any, ...]:
+    """Image, Detection2DArray, depth Image and CameraInfo (rosbags classes), one stamp and frame."""
+
+    def hdr() -> Any:
+        stamp = factory.make("builtin_interfaces/msg/Time", sec=1, nanosec=0)
+        return factory.make("std_msgs/msg/Header", stamp=stamp, frame_id=FRAME_ID)
+
+    def image(data: np.ndarray, encoding: str, step: int) -> Any:
+        return factory.make(
+            "sensor_msgs/msg/Image", header=hdr(), height=H, width=W, encoding=encoding, is_bigendian=0,
+            step=step, data=np.ascontiguousarray(data).view(np.uint8).reshape(-1),
+        )  # fmt: skip
+
+    dets = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        hyp = factory.make("vision_msgs/msg/ObjectHypothesis", class_id="object", score=0.9)
+        pose = factory.make(
+            "geometry_msgs/msg/PoseWithCovariance",
+            pose=factory.make(
+                "geometry_msgs/msg/Pose",
+                position=factory.make("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0),
+                orientation=factory.make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
+            ),
+            covariance=np.zeros(36),
+        )
+        center = factory.make(
+            "vision_msgs/msg/Pose2D",
+            position=factory.make("vision_msgs/msg/Point2D", x=(x1 + x2) / 2, y=(y1 + y2) / 2),
+            theta=0.0,
+        )
+        dets.append(
+            factory.make(
+                "vision_msgs/msg/Detection2D",
+                header=hdr(),
+                results=[factory.make("vision_msgs/msg/ObjectHypothesisWithPose", hypothesis=hyp, pose=pose)],
+                bbox=factory.make(
+                    "vision_msgs/msg/BoundingBox2D", center=center, size_x=x2 - x1, size_y=y2 - y1
+                ),
+                id=f"d{i}",
+            )
+        )
+    k = np.array([FX, 0, (W - 1) / 2, 0, FY, (H - 1) / 2, 0, 0, 1.0])
+    roi = factory.make(
+        "sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
+    proj = np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1)
+    info = factory.make(
+        "sensor_msgs/msg/CameraInfo", header=hdr(), height=H, width=W, distortion_model="plumb_bob",
+        d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=proj, binning_x=0, binning_y=0, roi=roi,
+    )  # fmt: skip
+    det_array = factory.make("vision_msgs/msg/Detection2DArray", header=hdr(), detections=dets)
+    return image(rgb, "rgb8", 3 * W), det_array, image(depth.astype("<u2"), "16UC1", 2 * W), info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print one line per variant."""
+    from shapemask_ros.ros_bridge.factory import RosbagsFactory
+    from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
+    from shapemask_ros.ros_bridge.typestore import get_typestore
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--predictor", choices=("standin", "keras-r50", "bundle"), default="standin")
+    p.add_argument("--model", default="", help="bundle directory for --predictor bundle")
+    p.add_argument("--objects", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--no-points", action="store_true", help="leave out the PointCloud2")
+    args = p.parse_args(argv)
+    if args.predictor == "bundle" and not args.model:
+        p.error("--predictor bundle needs --model DIR")
+
+    factory = RosbagsFactory(get_typestore("humble"))
+    proc = FrameProcessor(_predictor(args.predictor, args.model), NodeConfig(depth_topic="/depth"), factory)
+    rgb, depth, boxes = scene(args.objects)
+    img, dets, depth_msg, info = messages(factory, rgb, depth, boxes)
+    want_points = not args.no_points
+
+    def run(with_depth: bool) -> Any:
+        kw = {"depth_msg": depth_msg, "camera_info_msg": info} if with_depth else {}
+        res = proc.process(img, dets, want_points=want_points, **kw)
+        if res is None or (with_depth and res.geometry_error):
+            raise RuntimeError(f"frame failed: {proc.stats.as_dict()}")
+        return res
+
+    first = run(True)  # warm-up (graph tracing, allocations)
+    run(False)
+    n_points = first.points.width if first.points is not None else 0
+    print(
+        f"{W}x{H}, {len(first.masks.instances)} objects, predictor {args.predictor} "
+        f"({proc.stats.backend}), {n_points} cloud points, repeats {args.repeats}"
+    )
+    rows: dict[str, list[tuple[float, float]]] = {"frame without depth": [], "frame with depth": []}
+    stage: list[float] = []
+    for _ in range(args.repeats):
+        for name, with_depth in (("frame without depth", False), ("frame with depth", True)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = run(with_depth)
+            rows[name].append(((time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3))
+            if with_depth:
+                stage.append(res.geometry_s * 1e3)
+    med = {name: np.median(np.asarray(v), axis=0) for name, v in rows.items()}
+    for name, (wall, cpu) in med.items():
+        print(f"{name:22s} median wall {wall:8.1f} ms   process CPU {cpu:8.1f} ms")
+    base_wall, base_cpu = med["frame without depth"]
+    d_wall, d_cpu = med["frame with depth"] - med["frame without depth"]
+    print(f"{'3D stage (geometry_s)':22s} median wall {np.median(stage):8.1f} ms")
+    print(
+        f"added by 3D: wall {d_wall:+.1f} ms ({100 * d_wall / base_wall:+.1f} %), "
+        f"CPU {d_cpu:+.1f} ms ({100 * d_cpu / base_cpu:+.1f} %); 3D stage / frame without depth "
+        f"{100 * np.median(stage) / base_wall:.1f} % (budget 10 %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
