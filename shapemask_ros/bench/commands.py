@@ -66,7 +66,7 @@ def _common(p: argparse.ArgumentParser, out: str, iters: int) -> None:
     p.add_argument("--score-threshold", type=float, default=0.0,
                    help="detection score threshold of the timed model; 0 makes random weights give "
                         "max_detections boxes, so self-detection always segments 100 objects (worst case)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, images and boxes")
     p.add_argument("--out", default=out, help="JSON result file (written atomically)")
     p.add_argument("--write-docs", action="store_true", help=f"append the table to --docs ({DEFAULT_DOCS})")
     p.add_argument("--docs", default=DEFAULT_DOCS, help="markdown file that --write-docs appends to")
