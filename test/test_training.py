@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, tiny_experiment
+from conftest import REPO, tiny_experiment, tiny_model_config
 
+from training.run import load_trained_model
 from training.trainer import Trainer, WarmupStepSchedule
 
 
@@ -66,24 +69,46 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     class Crash(Exception):
         pass
 
+    t1 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    at_step_4 = {}
+
     def crash_at_5(step, _losses):
+        if step == 4:
+            at_step_4.update({v.path: v.numpy() for v in t1.model.variables})
         if step == 5:
             raise Crash()
 
-    t1 = Trainer(cfg, strategy=tf.distribute.get_strategy())
     with pytest.raises(Crash):
         t1.train(ds, progress=False, on_step=crash_at_5)
-    saved = {v.path: v.numpy() for v in t1.model.trainable_variables}
-    del saved  # weights moved on after step 4; the checkpoint holds step 4
-    t2 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    # a differently seeded model: nothing may match by accident of identical initialisation
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=123))
+    t2 = Trainer(other, strategy=tf.distribute.get_strategy())
+    assert t2.restore() == 4
+    for v in t2.model.variables:  # every variable (FPN, heads, BN statistics, priors) came back
+        np.testing.assert_array_equal(v.numpy(), at_step_4[v.path], err_msg=v.path)
     seen = []
     t2.train(ds, progress=False, on_step=lambda s, _l: seen.append(s))
     assert seen == [5, 6]  # resumed after the step-4 checkpoint, not from 0
-    assert t2.step == 6
-    t3 = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    t3 = Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=7)),
+                 strategy=tf.distribute.get_strategy())
     assert t3.restore() == 6
-    for a, b in zip(t2.model.trainable_variables, t3.model.trainable_variables, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(t2.model.variables, t3.model.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for a, b in zip(t2.optimizer.variables, t3.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_load_trained_model_restores_every_variable_and_rejects_other_configs(tmp_path):
+    cfg = tiny_experiment(str(tmp_path), steps=2, checkpoint_every=2)
+    t = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    t.train(tf.data.Dataset.from_tensors(hand_batch()).repeat(), progress=False)
+    keras.utils.set_random_seed(99)
+    model = load_trained_model(cfg)
+    for a, b in zip(t.model.variables, model.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    wider = dataclasses.replace(cfg, model=tiny_model_config(channels=16))
+    with pytest.raises(Exception, match="(?i)shape|lacks"):
+        load_trained_model(wider)
 
 
 MIRRORED_SCRIPT = textwrap.dedent(

@@ -67,12 +67,13 @@ def load_trained_model(cfg: ExperimentConfig, checkpoint: str | None = None):
     import tensorflow as tf
 
     from shapemask_ros.model.shapemask import build_model
+    from training.checkpointing import restore_model
 
     model = build_model(cfg.model, priors=load_priors_for(cfg))
     ckpt_path = checkpoint or tf.train.latest_checkpoint(f"{cfg.model_dir}/checkpoints")
     if not ckpt_path:
         raise FileNotFoundError(f"no checkpoint in {cfg.model_dir}/checkpoints")
-    tf.train.Checkpoint(model=model).restore(ckpt_path).expect_partial()
+    restore_model(model, ckpt_path)
     log.info("restored %s", ckpt_path)
     return model
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from shapemask_ros.config import ExperimentConfig, TrainConfig
 from shapemask_ros.model.shapemask import ShapeMask, build_model
+from training.checkpointing import checkpoint_for
 from training.distribute import get_strategy, set_precision
 from training.losses import total_loss
 
@@ -77,7 +78,7 @@ class Trainer:
             self.model: ShapeMask = build_model(cfg.model, priors=priors)
             self.optimizer = make_optimizer(cfg.train)
             self.optimizer.build(self.model.trainable_variables)
-            self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+            self.checkpoint = checkpoint_for(self.model, self.optimizer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             directory=f"{cfg.model_dir}/checkpoints",
