@@ -180,3 +180,18 @@ def test_nms_is_per_class_and_respects_thresholds():
     assert classes.numpy()[:2].tolist() == [0, 1]
     assert scores.numpy()[0] == pytest.approx(1 / (1 + np.exp(-3.0)), rel=1e-5)
     assert scores.shape == (5,)
+
+
+def test_depth_to_space_upsampling_equals_a_transposed_conv_with_kernel_equal_stride():
+    import keras
+
+    from shapemask_ros.model.mask_heads import depth_to_space
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 5, 6, 4)).astype(np.float32)
+    deconv = keras.layers.Conv2DTranspose(7, 4, strides=4, use_bias=False)
+    ref = deconv(x).numpy()
+    k = deconv.kernel.numpy()  # [kh, kw, out, in]
+    w = np.transpose(k, (3, 0, 1, 2)).reshape(4, 4 * 4 * 7)  # in -> (dy, dx, out)
+    got = depth_to_space(ops.convert_to_tensor(np.einsum("mhwi,io->mhwo", x, w)), 4).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
