@@ -1,5 +1,7 @@
 """pip install of the ROS-free parts of shapemask_ros (the colcon build uses CMakeLists.txt)."""
 
+import glob
+
 from setuptools import find_packages, setup
 
 RUNTIME = [
@@ -28,7 +30,8 @@ setup(
     description="ShapeMask instance segmentation for ROS 2 grasp planners (ROS-free core + rclpy node)",
     packages=find_packages(include=["shapemask_ros", "shapemask_ros.*", "training", "training.*"]),
     package_data={"training": ["configs/*.yaml"]},
-    data_files=[("share/shapemask_ros/msg", ["msg/InstanceMask.msg", "msg/InstanceMaskArray.msg"])],
+    # the .msg files are registered into a rosbags typestore at run time (bag I/O without ROS)
+    data_files=[("share/shapemask_ros/msg", sorted(glob.glob("msg/*.msg")))],
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={"training": TRAINING, "test": ["pytest", "hypothesis", "catkin-pkg"]},

@@ -31,6 +31,8 @@ OVERRIDES: dict[str, str] = {
     "backend": "backend",
     "image_topic": "image_topic",
     "detections_topic": "detections_topic",
+    "depth_topic": "depth_topic",
+    "camera_info_topic": "camera_info_topic",
 }
 # `detections_topic:=none` selects self-detection (an empty value already means "keep the file's value")
 SELF_DETECTION_VALUE = "none"
@@ -71,9 +73,7 @@ def _launch_setup(context: LaunchContext, *args: Any, **kwargs: Any) -> list[Any
 
 def generate_launch_description() -> LaunchDescription:
     """Launch arguments + the lifecycle node (built in an OpaqueFunction to drop empty overrides)."""
-    default_params = PathJoinSubstitution(
-        [FindPackageShare("shapemask_ros"), "config", "segment_params.yaml"]
-    )
+    default_params = PathJoinSubstitution([FindPackageShare("shapemask_ros"), "config", "segment_params.yaml"])
     keep = "'' = value in params_file"
     return LaunchDescription(
         [
@@ -88,6 +88,12 @@ def generate_launch_description() -> LaunchDescription:
                 "detections_topic",
                 default_value="",
                 description=f"Detection2DArray topic; 'none' = self-detection ({keep})",
+            ),
+            DeclareLaunchArgument(
+                "depth_topic", default_value="", description=f"aligned depth Image for 3D outputs ({keep})"
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic", default_value="", description=f"CameraInfo of the depth image ({keep})"
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
             DeclareLaunchArgument("params_file", default_value=default_params, description="parameters YAML"),

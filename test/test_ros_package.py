@@ -93,9 +93,7 @@ def test_messages_are_generated_with_their_dependencies(pkg):
     deps = set(args[args.index("DEPENDENCIES") + 1 :])
     for f in files:
         assert (ROOT / f).is_file(), f"{f} named in CMakeLists.txt does not exist"
-    assert sorted(files) == sorted(f"msg/{p.name}" for p in (ROOT / "msg").glob("*.msg")), (
-        "a .msg not generated"
-    )
+    assert sorted(files) == sorted(f"msg/{p.name}" for p in (ROOT / "msg").glob("*.msg")), "a .msg not generated"
     # every package referenced by a field type must be a DEPENDENCY and a <depend>
     used = set()
     for f in files:
@@ -111,14 +109,10 @@ def test_messages_are_generated_with_their_dependencies(pkg):
 def test_python_package_is_installed_after_rosidl_without_ament_python_install_package():
     assert "ament_python_install_package" not in CODE, "duplicate target with rosidl (ros2/rosidl_python#141)"
     rosidl = CODE.index("rosidl_generate_interfaces(")
-    py_install = re.search(
-        r"install\(\s*DIRECTORY\s+shapemask_ros/\s+DESTINATION\s+\$\{PYTHON_INSTALL_DIR\}", CODE
-    )
+    py_install = re.search(r"install\(\s*DIRECTORY\s+shapemask_ros/\s+DESTINATION\s+\$\{PYTHON_INSTALL_DIR\}", CODE)
     assert py_install and py_install.start() > rosidl
     assert "__pycache__ EXCLUDE" in CODE
-    assert re.search(
-        r"install\(\s*PROGRAMS\s+scripts/shapemask_node\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}", CODE
-    )
+    assert re.search(r"install\(\s*PROGRAMS\s+scripts/shapemask_node\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}", CODE)
     assert CODE.rstrip().endswith("ament_package()")
     assert "training" not in CODE, "training/ is a pip extra, not installed by colcon"
 
@@ -158,9 +152,7 @@ def test_only_node_module_imports_rclpy_and_only_inside_functions():
     assert not offenders, f"rclpy imported outside shapemask_ros/node.py: {offenders}"
     node_imports = _imports(ROOT / "shapemask_ros" / "node.py")
     assert ("rclpy", False) in node_imports
-    assert not [
-        m for m, top in node_imports if top and m in {"rclpy", "rosidl_runtime_py", "diagnostic_msgs"}
-    ]
+    assert not [m for m, top in node_imports if top and m in {"rclpy", "rosidl_runtime_py", "diagnostic_msgs"}]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,7 +261,17 @@ def test_cmake_stub_rejects_a_second_python_install(tmp_path):
 # Launch file
 # ----------------------------------------------------------------------------------------------------
 LAUNCH = ROOT / "launch" / "segment.launch.py"
-LAUNCH_ARGS = {"model", "backend", "image_topic", "detections_topic", "namespace", "params_file", "autostart"}
+LAUNCH_ARGS = {
+    "model",
+    "backend",
+    "image_topic",
+    "detections_topic",
+    "depth_topic",
+    "camera_info_topic",
+    "namespace",
+    "params_file",
+    "autostart",
+}
 
 
 def _calls(tree: ast.AST, func_name: str) -> list[ast.Call]:
