@@ -1,0 +1,316 @@
+"""Paper-reproduction tooling (training/experiments): split, subsampling, config sharing, FLOP / parameter
+counts, report files, and every study end to end in its tiny (CI) budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+from conftest import tiny_model_config
+
+from training.experiments import STUDIES, less_data, mask_width, novel_categories, perturbed_boxes
+from training.experiments import common as c
+from training.experiments.__main__ import main
+
+MODULES = {m.STUDY: m for m in (novel_categories, perturbed_boxes, less_data, mask_width)}
+FAKE_DATA = c.SyntheticData(
+    root="/w/data/d",
+    train_json="/w/data/d/train/annotations.json",
+    train_image_dir="/w/data/d/train/images",
+    val_json="/w/data/d/val/annotations.json",
+    val_image_dir="/w/data/d/val/images",
+    train_pattern="/w/data/d/tfrecords/train-*.tfrecord",
+    category_ids=tuple(range(1, 11)),
+)
+
+
+def _configs(budget: c.Budget, work_dir: str = "/w") -> dict:
+    """(study, variant) -> resolved config, with the priors path run_variant would use."""
+    out = {}
+    for study, module in MODULES.items():
+        for v in module.variants():
+            priors = c.priors_path(work_dir, FAKE_DATA, budget, v.prior_ids, v.fraction)
+            out[study, v.name] = c.variant_config(study, budget, FAKE_DATA, work_dir, v, priors)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ split
+def test_split_partitions_the_families_with_a_hole_and_a_concave_shape_on_each_side():
+    from training.data.synthetic import SHAPE_FAMILIES, resolve_family
+
+    c.check_split()
+    assert set(c.SEEN_FAMILY_IDS).isdisjoint(c.NOVEL_FAMILY_IDS)
+    assert set(c.SEEN_FAMILY_IDS) | set(c.NOVEL_FAMILY_IDS) == {f.id for f in SHAPE_FAMILIES}
+    for half in (c.SEEN_FAMILY_IDS, c.NOVEL_FAMILY_IDS):
+        fams = [resolve_family(i) for i in half]
+        assert any(f.has_hole for f in fams) and any(f.concave for f in fams)
+        assert any(not f.has_hole and not f.concave for f in fams)  # and a convex one
+
+
+def test_check_split_rejects_unbalanced_or_broken_splits():
+    with pytest.raises(ValueError, match="hole"):
+        c.check_split(seen=(1, 2, 3, 4, 5), novel=(6, 7, 8, 9, 10))  # both hole families seen
+    with pytest.raises(ValueError, match="overlap"):
+        c.check_split(seen=(1, 3, 5, 7, 9), novel=(1, 2, 4, 6, 8, 10))
+    with pytest.raises(ValueError, match="cover"):
+        c.check_split(seen=(1, 3), novel=(2, 4))
+
+
+# ---------------------------------------------------------------------------------------------- subsets
+def test_subsampled_image_ids_are_nested_and_near_the_fraction():
+    ids = list(range(1, 3001))
+    subsets = {f: set(c.subsample_image_ids(ids, f)) for f in (1.0, 0.5, 0.1, 0.01)}
+    assert subsets[0.01] <= subsets[0.1] <= subsets[0.5] <= subsets[1.0] == set(ids)
+    for f, kept in subsets.items():
+        sd = math.sqrt(len(ids) * f * (1 - f))
+        assert abs(len(kept) - f * len(ids)) <= 4 * sd + 1, (f, len(kept))
+    assert subsets[0.01], "1/100 of 3000 ids must keep some"
+    with pytest.raises(ValueError, match="fraction"):
+        c.subsample_image_ids(ids, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("budget", list(c.BUDGETS))
+def test_studies_share_exactly_the_models_whose_configs_coincide(budget):
+    cfgs = _configs(c.get_budget(budget))
+    shared = [
+        (("novel_categories", "full"), ("less_data", "fraction_1")),
+        (("novel_categories", "neither"), ("less_data", "baseline_full_data")),
+        (("novel_categories", "oracle"), ("perturbed_boxes", "shapemask")),
+        (("perturbed_boxes", "shapemask"), ("mask_width", "width_32")),
+    ]
+    for a, b in shared:
+        assert cfgs[a].model_dir == cfgs[b].model_dir, (a, b)
+    # everything else trains its own model (4 coincidences merge 4 pairs, one of them transitively)
+    assert len({cfg.model_dir for cfg in cfgs.values()}) == len(cfgs) - len(shared)
+    assert all(cfg.model_dir.startswith("/w/models/") for cfg in cfgs.values())
+
+
+def test_variant_configs_switch_only_what_each_study_varies():
+    budget = c.get_budget("short")
+    cfgs = _configs(budget)
+    seen = ",".join(map(str, c.SEEN_FAMILY_IDS))
+    switches = {
+        name: (
+            cfgs["novel_categories", name].model.mask.use_shape_prior,
+            cfgs["novel_categories", name].model.mask.use_instance_embedding,
+            cfgs["novel_categories", name].data.mask_split,
+        )
+        for name in ("full", "prior_only", "embedding_only", "neither", "oracle")
+    }
+    assert switches == {
+        "full": (True, True, seen),
+        "prior_only": (True, False, seen),
+        "embedding_only": (False, True, seen),
+        "neither": (False, False, seen),
+        "oracle": (True, True, "all"),
+    }
+    p = {n: cfgs["perturbed_boxes", n] for n in ("shapemask", "shapemask_no_jitter", "crop_in_box")}
+    assert p["shapemask"].data.box_jitter_sigma > 0 and p["shapemask_no_jitter"].data.box_jitter_sigma == 0
+    assert p["crop_in_box"].model.mask.outer_box_scale == 1.0 < p["shapemask"].model.mask.outer_box_scale
+    assert p["crop_in_box"].data.box_jitter_sigma == p["shapemask"].data.box_jitter_sigma
+    fractions = [cfgs["less_data", f"fraction_{f:g}"].data.subsample_fraction for f in less_data.FRACTIONS]
+    assert fractions == list(less_data.FRACTIONS)
+    assert [cfgs["mask_width", f"width_{w}"].model.mask.channels for w in mask_width.WIDTHS] == [
+        128,
+        64,
+        32,
+        16,
+    ]
+    # same schedule, seed, data and image size for every model of every study
+    for cfg in cfgs.values():
+        t = cfg.train
+        assert (t.steps, t.batch_size, t.seed, cfg.model.image_size) == (
+            budget.steps,
+            budget.batch_size,
+            c.MODEL_SEED,
+            budget.image_size,
+        )
+        assert cfg.data.train_pattern == FAKE_DATA.train_pattern
+        assert cfg.model.detector.num_classes == 10
+
+
+def test_partially_supervised_variants_use_priors_from_seen_masks_only():
+    budget = c.get_budget("short")
+    cfgs = _configs(budget)
+    seen_priors = c.priors_path("/w", FAKE_DATA, budget, c.SEEN_FAMILY_IDS, 1.0)
+    all_priors = c.priors_path("/w", FAKE_DATA, budget, None, 1.0)
+    assert seen_priors != all_priors
+    for name in ("full", "prior_only", "embedding_only", "neither"):
+        assert cfgs["novel_categories", name].model.mask.priors_path == seen_priors
+    assert cfgs["novel_categories", "oracle"].model.mask.priors_path == all_priors
+    tenth = cfgs["less_data", "fraction_0.1"].model.mask.priors_path
+    assert tenth not in (seen_priors, all_priors)
+
+
+def test_budgets_fit_their_purpose():
+    tiny, short, full = (c.get_budget(n) for n in ("tiny", "short", "full"))
+    assert 64 <= tiny.image_size <= 96 and tiny.steps <= 5
+    assert tiny.steps < short.steps < full.steps
+    assert all(b.lr_decay_steps[0] < b.lr_decay_steps[1] <= b.steps for b in (short, full))
+    # 1/100 of the training images must still fill a batch (less_data refuses to run otherwise)
+    for b in (tiny, short, full):
+        assert len(c.subsample_image_ids(range(1, b.train_images + 1), 0.01)) >= b.batch_size, b.name
+    with pytest.raises(ValueError, match="unknown budget"):
+        c.get_budget("huge")
+
+
+# ------------------------------------------------------------------------------------- FLOPs and params
+def _profile_nodes(model, num_boxes: int) -> dict[str, int]:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    _, concrete, _ = mask_width._branch_function(model, num_boxes)
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(convert_variables_to_constants_v2(concrete).graph, options=opts)
+    return {ch.name: int(ch.total_float_ops) for ch in prof.children}
+
+
+def _conv_flops(nodes: dict[str, int]) -> int:
+    return sum(v for k, v in nodes.items() if k.endswith(("/convolution", "/conv_transpose")))
+
+
+@pytest.mark.parametrize("channels,num_convs", [(16, 2), (8, 1)])
+def test_analytic_conv_macs_match_the_tensorflow_profiler(channels, num_convs):
+    from shapemask_ros.model.shapemask import build_model
+
+    cfg = tiny_model_config(64, 3, channels=channels, num_convs=num_convs)
+    model = build_model(cfg)
+    one, two = _conv_flops(_profile_nodes(model, 1)), _conv_flops(_profile_nodes(model, 2))
+    macs = mask_width.mask_branch_macs(cfg)
+    assert two - one == 2 * macs["convolutions_per_instance"]
+    assert 2 * one - two == 2 * macs["projection_per_image"]  # the only per-image conv: the 1x1 projection
+    total = mask_width.profiler_flops(model, 2) - mask_width.profiler_flops(model, 1)
+    assert 2 * macs["per_instance"] <= total < 1.25 * 2 * macs["per_instance"]  # + element-wise ops
+
+
+def test_mask_branch_parameter_count_covers_every_head():
+    from shapemask_ros.model.shapemask import build_model
+
+    cfg = tiny_model_config(64, 3, channels=12, num_convs=2, num_priors=5)
+    m, f = cfg.mask, cfg.detector.fpn_channels
+    cm, k, c_, u = m.channels, m.num_priors, cfg.num_mask_classes, m.upsample_factor
+    expected = (
+        f * cm
+        + cm  # projection
+        + cm * c_ * k
+        + c_ * k  # prior logits
+        + 2 * (cm + cm)  # prior embedding and coarse embedding 1x1 (1 -> cm, with bias)
+        + 2 * m.num_convs * (9 * cm * cm + 2 * cm)  # coarse + fine 3x3 stacks (no bias) with BN gamma/beta
+        + 2 * (cm * c_ + c_)  # coarse and fine logits
+        + u * u * cm * cm
+        + 2 * cm  # upsampling transposed conv (no bias) + BN
+    )
+    params = mask_width.mask_branch_params(build_model(cfg))
+    assert params["trainable"] == expected
+    assert params["fixed_priors"] == c_ * k * m.crop_size**2
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def test_write_report_is_strict_json_and_a_real_png(tmp_path):
+    fig, (ax,) = c.new_figure()
+    ax.plot([1, 2], [3, 4])
+    payload = {"ap": float("nan"), "n": np.int64(3), "ok": np.bool_(True), "xs": [np.float32(0.5)]}
+    paths = c.write_report(str(tmp_path), "s", payload, "# t\n", fig)
+    data = json.loads((tmp_path / "s.json").read_text(), parse_constant=_reject)
+    assert data == {"ap": None, "n": 3, "ok": True, "xs": [0.5]}
+    assert (tmp_path / "s.md").read_text() == "# t\n"
+    img = cv2.imread(paths["png"])
+    assert img is not None and min(img.shape[:2]) > 100
+    assert sorted(os.listdir(tmp_path)) == ["s.json", "s.md", "s.png"]  # no temporary files left
+
+
+def _reject(token: str):
+    raise AssertionError(f"non-strict JSON constant {token}")
+
+
+def test_cli_rejects_unknown_study_and_budget(capsys):
+    with pytest.raises(SystemExit):
+        main(["no_such_study", "--budget", "tiny"])
+    with pytest.raises(SystemExit):
+        main(["novel_categories", "--budget", "huge"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ tiny end to end
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Every study in the tiny budget through the CLI, sharing one work dir (as a user would)."""
+    out, work = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("work")
+    payloads = {}
+    for study in STUDIES:
+        assert main([study, "--budget", "tiny", "--out", str(out), "--work-dir", str(work)]) == 0
+        payloads[study] = json.loads((out / f"{study}_tiny.json").read_text(), parse_constant=_reject)
+    return out, payloads
+
+
+def _ap_ok(v) -> bool:
+    return v is None or 0.0 <= v <= 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
+    out, payloads = tiny_runs
+    p = payloads[study]
+    module = MODULES[study]
+    names = [v.name for v in module.variants()]
+    budget = c.get_budget("tiny")
+    assert p["study"] == study and p["budget"] == "tiny"
+    assert [r["name"] for r in p["variants"]] == names
+    assert f"training.experiments {study} --budget tiny" in p["provenance"]["command"]
+    assert (
+        p["provenance"]["seeds"]["model"] == c.MODEL_SEED
+        and p["provenance"]["budget"]["steps"] == budget.steps
+    )
+    for r in p["variants"]:
+        assert r["train"]["steps"] == budget.steps and r["train"]["seed"] == c.MODEL_SEED
+        assert r["train"]["train_wall_s"] > 0
+        assert r["eval"], r["name"]
+        for source, ev in r["eval"].items():
+            assert source in ("gt", "gt_shrunk", "model")
+            assert ev["num_images"] == budget.val_images
+            assert _ap_ok(ev["segm"]["AP"]) and all(_ap_ok(v) for v in ev["segm"]["splits"].values())
+    assert p["claims"] and all(cl["holds"] in (True, False, None) for cl in p["claims"])
+    md = (out / f"{study}_tiny.md").read_text()
+    for r in p["variants"]:
+        assert r["label"] in md or str(r.get("channels")) in md
+    assert "## Claims" in md and p["provenance"]["command"] in md
+    img = cv2.imread(str(out / f"{study}_tiny.png"))
+    assert img is not None and min(img.shape[:2]) > 100
+
+
+@pytest.mark.slow
+def test_tiny_studies_reuse_models_trained_by_earlier_studies(tiny_runs):
+    _, p = tiny_runs
+    reused = {s: {r["name"] for r in p[s]["variants"] if r["train"]["reused"]} for s in p}
+    assert reused["novel_categories"] == set()
+    assert reused["perturbed_boxes"] == {"shapemask"}
+    assert reused["less_data"] == {"fraction_1", "baseline_full_data"}
+    assert reused["mask_width"] == {"width_32"}
+    assert p["less_data"]["variants"][-1]["train_images"] == c.get_budget("tiny").train_images  # all images
+    kept = [r["train_images"] for r in p["less_data"]["variants"][:4]]
+    assert kept[0] > kept[1] > kept[2] > kept[3] >= 1
+
+
+@pytest.mark.slow
+def test_tiny_width_study_measures_cost_falling_with_width(tiny_runs):
+    _, p = tiny_runs
+    rows = p["mask_width"]["variants"]
+    assert [r["channels"] for r in rows] == list(mask_width.WIDTHS)
+    for key in ("params", "macs"):
+        vals = [r[key]["trainable" if key == "params" else "per_instance"] for r in rows]
+        assert all(a > b for a, b in zip(vals, vals[1:], strict=False)), (key, vals)
+    assert all(r["timing"]["median_ms"] > 0 and r["timing"]["repeats"] >= 1 for r in rows)
+    # the profiler agrees with the analytic count within the element-wise overhead
+    for r in rows:
+        assert (
+            2 * r["macs"]["per_instance"]
+            <= r["profiler_flops"]["per_instance"]
+            < 2.5 * r["macs"]["per_instance"]
+        )

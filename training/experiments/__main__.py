@@ -1,0 +1,66 @@
+"""`python -m training.experiments STUDY [--budget tiny|short|full] --out docs/results`.
+
+Runs one study (or `all`, one after the other), writing `<out>/<study>[_<budget>].{md,json,png}`. Trained
+models, data and priors are cached under --work-dir, keyed by their full configuration, so a study that needs
+a model another study already trained reuses it, and an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from training.experiments import STUDIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the experiments command."""
+    from training.experiments.common import BUDGETS
+
+    p = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
+    p.add_argument(
+        "--budget",
+        default="short",
+        choices=list(BUDGETS),
+        help="tiny = CI miniature (<1 min), short = quick evidence (~20-30 min), full = real run (<=~2 h)",
+    )
+    p.add_argument("--out", default="docs/results", help="directory for the .md / .json / .png results")
+    p.add_argument("--work-dir", default="out/experiments", help="cache of data, priors and trained models")
+    p.add_argument(
+        "--no-reuse", action="store_true", help="retrain every model even when a finished one exists"
+    )
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from training.experiments.common import get_budget
+
+    budget = get_budget(args.budget)
+    for study in STUDIES if args.study == "all" else (args.study,):
+        module = importlib.import_module(f"training.experiments.{study}")
+        payload = module.run(
+            budget, args.out, args.work_dir, argv=argv, progress=args.progress, reuse=not args.no_reuse
+        )
+        verdicts = ", ".join(
+            f"{'ok' if c['holds'] else 'NO' if c['holds'] is False else 'n/a'}" for c in payload["claims"]
+        )
+        print(
+            f"{study}: {payload['wall_s'] / 60:.1f} min; claims [{verdicts}]; "
+            f"wrote {', '.join(payload['outputs'].values())}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Study 2: robustness to inaccurate boxes (paper Table 3) on the synthetic shapes.
+
+At test time the ground-truth boxes are shrunk independently in width and height by U(0.75, 1.0)
+(`box_source="gt_shrunk"`, seeded per image) and mask AP is compared with the exact boxes. Models (masks
+of all families supervised):
+- ShapeMask trained with box jitter (sigma from the base config, 0.1 as in the paper);
+- ShapeMask trained without jitter (sigma 0);
+- a crop-inside-box baseline: the same heads, but `outer_box_scale = 1.0`, so features, targets and predicted
+  masks live in the tight box and a mask can never leave it (the Mask R-CNN property under test). It trains
+  with the same jitter as ShapeMask, so the only difference is the frame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from training.experiments import common as c
+
+STUDY = "perturbed_boxes"
+
+
+def variants() -> list[c.Variant]:
+    """ShapeMask with / without jitter and the crop-inside-box baseline."""
+    return [
+        c.Variant(
+            "shapemask",
+            "ShapeMask (jitter-trained)",
+            {"model": {"mask": {"use_shape_prior": True, "use_instance_embedding": True}}},
+        ),
+        c.Variant(
+            "shapemask_no_jitter", "ShapeMask trained without jitter", {"data": {"box_jitter_sigma": 0.0}}
+        ),
+        c.Variant(
+            "crop_in_box",
+            "crop-inside-box baseline (outer box = tight box)",
+            {"model": {"mask": {"outer_box_scale": 1.0}}},
+        ),
+    ]
+
+
+def drop(row: dict[str, Any]) -> float:
+    """AP(shrunk GT boxes) - AP(GT boxes): negative = lost AP."""
+    return c.split_ap(row, "gt_shrunk", "all") - c.split_ap(row, "gt", "all")
+
+
+def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 5 targets: ShapeMask loses <= 3 AP, the crop-inside-box baseline at least twice as much; and
+    (paper: -2.9 without / -1.5 with jitter) jitter training reduces the loss."""
+    by = {r["name"]: r for r in rows}
+    sm, base, nojit = drop(by["shapemask"]), drop(by["crop_in_box"]), drop(by["shapemask_no_jitter"])
+    # no verdict when a drop is undefined or the model never reached AP > 0 with exact boxes
+    bad = (
+        any(math.isnan(v) for v in (sm, base, nojit))
+        or min(c.split_ap(by[n], "gt", "all") for n in ("shapemask", "crop_in_box", "shapemask_no_jitter"))
+        <= 0
+    )
+    return [
+        c.claim("ShapeMask loses <= 3 AP with shrunk boxes", f"{c.fmt(sm)} AP", None if bad else sm >= -3.0),
+        c.claim(
+            "crop-inside-box baseline loses >= 2x as much as ShapeMask",
+            f"{c.fmt(base)} vs {c.fmt(sm)} AP",
+            None if bad else bool(base < 0 and base <= 2.0 * min(sm, 0.0)),
+        ),
+        c.claim(
+            "jitter training reduces ShapeMask's loss",
+            f"{c.fmt(sm)} (jitter) vs {c.fmt(nojit)} (no jitter)",
+            None if bad else sm > nojit,
+        ),
+    ]
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    rows = payload["variants"]
+    table = c.md_table(
+        [
+            "model",
+            "AP (GT boxes)",
+            "AP (shrunk GT boxes)",
+            "change",
+            "AP50 (GT)",
+            "AP50 (shrunk)",
+            "train min",
+        ],
+        [
+            [
+                r["label"],
+                c.split_ap(r, "gt", "all"),
+                c.split_ap(r, "gt_shrunk", "all"),
+                f"{drop(r):+.1f}",
+                r["eval"]["gt"]["segm"]["AP50"],
+                r["eval"]["gt_shrunk"]["segm"]["AP50"],
+                r["train"]["train_wall_s"] / 60,
+            ]
+            for r in rows
+        ],
+    )
+    return "\n".join(
+        [
+            "# Perturbed boxes (paper Table 3) on synthetic shapes",
+            "",
+            "Mask AP (COCO segm, %, all families) with exact ground-truth boxes and with the same boxes "
+            "shrunk per side by U(0.75, 1.0) about their centres (seeded per image). Paper (COCO): "
+            "ShapeMask -2.9 AP (-1.5 when trained with jitter), Mask R-CNN -7.4.",
+            "",
+            "## Results",
+            "",
+            table,
+            "## Claims",
+            "",
+            c.claims_table(payload["claims"]),
+            c.settings_section(payload),
+        ]
+    )
+
+
+def figure(payload: dict[str, Any]):
+    import numpy as np
+
+    rows = payload["variants"]
+    fig, (ax,) = c.new_figure(width=7.0)
+    x = np.arange(len(rows))
+    for i, (source, label) in enumerate((("gt", "GT boxes"), ("gt_shrunk", "shrunk GT boxes"))):
+        ax.bar(x + (i - 0.5) * 0.38, [c.split_ap(r, source, "all") for r in rows], 0.38, label=label)
+    ax.set_xticks(x, [r["name"].replace("_", "\n") for r in rows])
+    ax.set_ylabel("mask AP (%)")
+    ax.set_title(f"Perturbed boxes ({payload['budget']} budget)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def run(
+    budget: c.Budget,
+    out_dir: str,
+    work_dir: str,
+    argv: Sequence[str] | None = None,
+    progress: bool = False,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Train + evaluate the three models and write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
+    t0 = time.perf_counter()
+    prov = c.provenance(budget, argv, work_dir)
+    data = c.prepare_data(work_dir, budget, progress)
+    rows = [
+        c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "gt_shrunk"), None, progress, reuse)
+        for v in variants()
+    ]
+    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0)
+    payload["outputs"] = c.write_report(
+        out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
+    )
+    return payload
