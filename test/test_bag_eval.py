@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionMode, Reader
@@ -23,6 +24,7 @@ try:
         GT_TOPIC,
         IMAGE,
         TS,
+        F,
         OraclePredictor,
         PerfectPredictor,
         scene_bag_messages,
@@ -35,6 +37,7 @@ except ImportError:
         GT_TOPIC,
         IMAGE,
         TS,
+        F,
         OraclePredictor,
         PerfectPredictor,
         scene_bag_messages,
@@ -82,7 +85,9 @@ def test_output_bag_report_and_perfect_ap(tmp_path, storage, compression):
     for key in ("total", "model", "overhead", "io", "encode"):
         s = r["timing"]["per_frame"][key]
         assert s["n"] == frames and s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
-    assert r["timing"]["overhead_fraction"] > 0
+    assert r["timing"]["overhead_fraction"] > 0 and r["timing"]["overhead_fraction_cpu"] > 0
+    cpu = r["timing"]["per_frame_cpu"]
+    assert cpu["model"]["n"] == frames and cpu["overhead"]["mean_ms"] > 0
     assert r["output"]["overlays"] and all((res.out / p).stat().st_size > 0 for p in r["output"]["overlays"])
     assert len(r["output"]["overlays"]) == 2
     # the JSON on disk is strict JSON and the markdown names the headline numbers
@@ -358,3 +363,26 @@ def test_depth_pairing_late_and_missing_depth(tmp_path):
     assert r["drops"]["pairing"] == {"no_depth_match": 1}
     with BagReader(tmp_path / "o" / "bag") as rb:
         assert rb.topics["/shapemask/objects3d"].count == 3 and rb.topics["/shapemask/masks"].count == 4
+
+
+def test_compressed_image_topic(tmp_path):
+    msgs = []
+    for topic, typ, t, m in scene_bag_messages(3):
+        if topic == IMAGE:
+            rgb = np.asarray(m.data).reshape(m.height, m.width, 3)
+            ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            assert ok
+            m = F.make("sensor_msgs/msg/CompressedImage", header=m.header, format="png", data=F.u8(png))
+            typ = "sensor_msgs/msg/CompressedImage"
+        msgs.append((topic, typ, t, m))
+    bag = write_bag(tmp_path / "in", msgs)
+    opts = BagEvalOptions(
+        bag=str(bag),
+        image_topic=IMAGE,
+        detections_topic=DETS,
+        out=str(tmp_path / "o"),
+        gt=_gt_file(tmp_path, 3),
+    )
+    r = evaluate_bag(opts, predictor=PerfectPredictor()).report
+    assert r["frames"]["processed"] == 3
+    assert r["accuracy"]["mask_ap"]["AP"] == pytest.approx(100.0)  # PNG is lossless

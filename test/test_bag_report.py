@@ -117,6 +117,7 @@ def test_geometry_summary_centroid_error_against_truth():
     pred = FramePrediction(
         stamp_ns=9,
         image_size=(40, 60),
+        num_objects=2,
         rles=[_rle(masks[1]), _rle(masks[0])],  # reversed order: matching is by mask, not by index
         boxes_xywh=np.zeros((2, 4)),
         scores=np.ones(2),

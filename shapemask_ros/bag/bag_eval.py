@@ -161,27 +161,31 @@ class _TimedBackend:
 
 
 class _TimedPredictor:
-    """The predictor as the processor sees it, with the time spent in `predict` (and the network) recorded."""
+    """The predictor as the processor sees it, with the time spent in `predict` recorded: wall, CPU of
+    the whole process (the runtime's worker threads included) and CPU of the calling thread."""
 
     def __init__(self, inner: Any) -> None:
         self.__dict__["_inner"] = inner
-        self.__dict__["model_s"] = [0.0]
         self.__dict__["network_s"] = [0.0]
+        self.__dict__["acc"] = dict.fromkeys(("model", "model_cpu", "model_thread_cpu"), 0.0)
         backend = getattr(inner, "runtime_backend", None)
         if backend is not None:
             inner.runtime_backend = _TimedBackend(backend, self.network_s)
 
     def predict(self, *a: Any, **k: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, p0, c0 = time.perf_counter(), time.process_time(), time.thread_time()
         try:
             return self._inner.predict(*a, **k)
         finally:
-            self.model_s[0] += time.perf_counter() - t0
+            self.acc["model"] += time.perf_counter() - t0
+            self.acc["model_cpu"] += time.process_time() - p0
+            self.acc["model_thread_cpu"] += time.thread_time() - c0
 
-    def take(self) -> tuple[float, float]:
-        """(model, network) seconds since the last call."""
-        out = (self.model_s[0], self.network_s[0])
-        self.model_s[0] = self.network_s[0] = 0.0
+    def take(self) -> dict[str, float]:
+        """{model, model_cpu, model_thread_cpu, network} seconds since the last call."""
+        out = {**self.acc, "network": self.network_s[0]}
+        self.acc.update(dict.fromkeys(self.acc, 0.0))
+        self.network_s[0] = 0.0
         return out
 
     def __getattr__(self, name: str) -> Any:
@@ -202,6 +206,7 @@ class _Input:
     stamp_ns: int
     log_time_ns: int
     io_s: float
+    io_cpu_s: float
     type_name: str = ""
 
 
@@ -345,6 +350,7 @@ class _Evaluation:
         self.copy_s = 0.0
         self.copied = 0
         self.with_geometry = 0
+        self.has_gt = bool(opts.gt or opts.gt_topic)
 
     # -- outputs
     def _conn(self, name: str, typ: str) -> Any:
@@ -369,7 +375,7 @@ class _Evaluation:
         if self.opts.depth_topic and frame.depth is None:
             self.drops["no_depth_match"] += 1  # processed without 3D
         self.timed.take()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         result = self.processor.process(
             frame.image.msg,
             frame.detections.msg if frame.detections else None,
@@ -377,28 +383,33 @@ class _Evaluation:
             depth_msg=frame.depth.msg if frame.depth else None,
             camera_info_msg=frame.info.msg if frame.info else None,
         )
-        t1 = time.perf_counter()
-        model_s, network_s = self.timed.take()
+        t1, c1 = time.perf_counter(), time.thread_time()
+        m = self.timed.take()
         if result is None:  # counted by the processor (decode error, predictor error, ...)
             return
         self._write_outputs(result, max(now_ns, frame.ready_log_ns))
-        t2 = time.perf_counter()
-        io_s = frame.image.io_s + sum(
-            x.io_s for x in (frame.detections, frame.depth, frame.info) if x is not None
-        )
+        t2, c2 = time.perf_counter(), time.thread_time()
+        inputs = [x for x in (frame.image, frame.detections, frame.depth, frame.info) if x is not None]
+        io_s, io_cpu = sum(x.io_s for x in inputs), sum(x.io_cpu_s for x in inputs)
         geometry_s = float(result.geometry_s)
-        process_other = max((t1 - t0) - model_s - geometry_s, 0.0)
-        encode = t2 - t1
+        process_other = max((t1 - t0) - m["model"] - geometry_s, 0.0)
+        # CPU: our thread's time outside the predictor (the 3D stage included: it runs on this thread)
+        process_cpu = max((c1 - c0) - m["model_thread_cpu"], 0.0)
         self.frames.append(
             {
-                "model": model_s,
-                "network": network_s,
+                "model": m["model"],
+                "network": m["network"],
                 "geometry": geometry_s,
                 "io": io_s,
                 "process_other": process_other,
-                "encode": encode,
-                "overhead": io_s + process_other + encode,
+                "encode": t2 - t1,
+                "overhead": io_s + process_other + (t2 - t1),
                 "total": io_s + (t2 - t0),
+                "cpu_model": m["model_cpu"],
+                "cpu_io": io_cpu,
+                "cpu_process": process_cpu,
+                "cpu_encode": c2 - c1,
+                "cpu_overhead": io_cpu + process_cpu + (c2 - c1),
             }
         )
         objects = result.objects
@@ -408,7 +419,11 @@ class _Evaluation:
             (str(m.hypotheses[0].class_id), float(m.hypotheses[0].score)) if len(m.hypotheses) else ("", 0.0)
             for m in result.masks.instances
         ]
-        self.preds.append(frame_prediction(frame.image.stamp_ns, result.instances, labels, objects))
+        self.preds.append(
+            frame_prediction(
+                frame.image.stamp_ns, result.instances, labels, objects, encode_masks=self.has_gt
+            )
+        )
         self._overlay(frame, result, objects, labels)
 
     def _overlay(
@@ -468,26 +483,51 @@ class _Evaluation:
         return float(min(max(info.count / dur, 1.0), 60.0)) if info and dur > 0 else 15.0
 
     # -- reading
-    def _decoded(self, m: BagMessage) -> tuple[Any, int, float] | None:
-        t0 = time.perf_counter()
+    def _decoded(self, m: BagMessage, type_name: str = "") -> _Input | None:
+        """The decoded message with its stamp and read + deserialise time; None when unusable (counted)."""
+        t0, c0 = time.perf_counter(), time.thread_time()
         msg = self.reader.decode_or_none(m)
-        io_s = m.read_s + time.perf_counter() - t0
+        io_s, io_cpu = m.read_s + time.perf_counter() - t0, m.read_cpu_s + time.thread_time() - c0
         if msg is None:
             return None
         stamp = _stamp_ns(msg)
         if stamp is None:
             self.drops[f"bad_header:{m.topic}"] += 1
             return None
-        return msg, stamp, io_s
+        return _Input(msg, stamp, m.log_time_ns, io_s, io_cpu, type_name)
+
+    def _copy(self, m: BagMessage) -> None:
+        t0 = time.perf_counter()
+        conn = self.writer.copy_connection(m.connection)
+        if conn is not None:
+            self.writer.write_raw(conn, m.log_time_ns, m.raw)
+            self.copied += 1
+        self.copy_s += time.perf_counter() - t0
+
+    def _consume(self, m: BagMessage) -> None:
+        """Decode a message of a topic we use and hand it to the pairing (or keep it as ground truth)."""
+        o = self.opts
+        item = self._decoded(m, m.msgtype if m.topic == o.image_topic else "")
+        if item is None:
+            return
+        if m.topic == o.image_topic:
+            self.images_read += 1
+            self.stamps_read.append(item.stamp_ns)
+            self.pairer.add_image(item)
+        elif m.topic == o.detections_topic:
+            self.pairer.add_detections(item)
+        elif m.topic == o.depth_topic:
+            self.pairer.add_depth(item)
+        elif m.topic == o.camera_info_topic:
+            self.pairer.add_camera_info(item)
+        elif m.topic == o.gt_topic:
+            self.gt_msgs.append(item.msg)
 
     def run(self) -> None:
+        """Read the bag once, in receive order; process frames as they become complete."""
         o = self.opts
-        consumed = {
-            t
-            for t in (o.image_topic, o.detections_topic, o.depth_topic, o.camera_info_topic, o.gt_topic)
-            if t
-        }
-        images = 0
+        topics = (o.image_topic, o.detections_topic, o.depth_topic, o.camera_info_topic, o.gt_topic)
+        consumed = {t for t in topics if t}
         stop_after_ns: int | None = None
         now = 0
         for m in self.reader.messages(None if o.copy_inputs else consumed):
@@ -495,37 +535,14 @@ class _Evaluation:
             if stop_after_ns is not None and now > stop_after_ns:
                 break
             if o.copy_inputs:
-                t0 = time.perf_counter()
-                conn = self.writer.copy_connection(m.connection)
-                if conn is not None:
-                    self.writer.write_raw(conn, m.log_time_ns, m.raw)
-                    self.copied += 1
-                self.copy_s += time.perf_counter() - t0
-            if m.topic not in consumed:
+                self._copy(m)
+            if m.topic not in consumed or (stop_after_ns is not None and m.topic == o.image_topic):
                 continue
-            if m.topic == o.image_topic:
-                if stop_after_ns is not None:
-                    continue
-                d = self._decoded(m)
-                if d is None:
-                    continue
-                images += 1
-                self.stamps_read.append(d[1])
-                self.pairer.add_image(_Input(d[0], d[1], now, d[2], m.msgtype))
-                if o.max_frames and images >= o.max_frames:
-                    # keep reading until this image's detections and depth can have arrived
-                    wait_s = self.cfg.detector_latency_s + self.cfg.depth_wait_s + self.cfg.sync_slop_s
-                    stop_after_ns = now + int(round(wait_s * 1e9))
-            elif (d := self._decoded(m)) is None:
-                continue
-            elif m.topic == o.detections_topic:
-                self.pairer.add_detections(_Input(d[0], d[1], now, d[2]))
-            elif m.topic == o.depth_topic:
-                self.pairer.add_depth(_Input(d[0], d[1], now, d[2]))
-            elif m.topic == o.camera_info_topic:
-                self.pairer.add_camera_info(_Input(d[0], d[1], now, d[2]))
-            elif m.topic == o.gt_topic:
-                self.gt_msgs.append(d[0])
+            self._consume(m)
+            if o.max_frames and stop_after_ns is None and self.images_read >= o.max_frames:
+                # keep reading until the last image's detections and depth can have arrived
+                wait_s = self.cfg.detector_latency_s + self.cfg.depth_wait_s + self.cfg.sync_slop_s
+                stop_after_ns = now + int(round(wait_s * 1e9))
             for frame in self.pairer.ready(now):
                 self.handle(frame, now)
         for frame in self.pairer.ready(now, final=True):
@@ -533,7 +550,6 @@ class _Evaluation:
         self.pairer.finish()
         if self.video is not None:
             self.video.release()
-        self.images_read = images
 
 
 def evaluate_bag(
@@ -580,6 +596,8 @@ def evaluate_bag(
             out = AtomicOutputDir(opts.out, overwrite=opts.overwrite)
         except FileExistsError as e:
             raise BagError(str(e)) from None
+        except OSError as e:  # e.g. a read-only or missing parent directory
+            raise BagError(f"cannot create the output directory {opts.out}: {e}") from None
         with out:
             ev = _Evaluation(opts, predictor, reader, out)
             say(f"reading {opts.bag}: {reader.describe_topics()}")
@@ -600,8 +618,15 @@ def _report(ev: _Evaluation, reader: BagReader, gt: GroundTruth | None, wall: fl
     o = ev.opts
     keys = ("total", "model", "network", "geometry", "overhead", "io", "process_other", "encode")
     per_frame = {k: latency_stats([f[k] for f in ev.frames]) for k in keys}
+    cpu_keys = ("cpu_model", "cpu_overhead", "cpu_io", "cpu_process", "cpu_encode")
+    per_frame_cpu = {k[4:]: latency_stats([f[k] for f in ev.frames]) for k in cpu_keys}
+    cpu_model_sum = sum(f["cpu_model"] for f in ev.frames)
+    cpu_over_sum = sum(f["cpu_overhead"] for f in ev.frames)
     model_sum = sum(f["model"] for f in ev.frames)
     over_sum = sum(f["overhead"] for f in ev.frames)
+    # Everything of the read/process/write loop that is not model, 3D or overlays: reading every message,
+    # copying the inputs, pairing, the processor's own work and writing the outputs.
+    run_over = wall - model_sum - sum(f["geometry"] for f in ev.frames) - ev.overlay_s
     proc_drops = {k: int(v) for k, v in ev.processor.stats.dropped.items() if v}
     sync_drops = {k: int(v) for k, v in ev.drops.items() if v}
     backend = str(getattr(ev.timed, "backend", "") or ev.processor.stats.backend)
@@ -635,7 +660,7 @@ def _report(ev: _Evaluation, reader: BagReader, gt: GroundTruth | None, wall: fl
         "frames": {
             "images_read": ev.images_read,
             "processed": len(ev.frames),
-            "objects": int(sum(len(p.rles) for p in ev.preds)),
+            "objects": int(sum(p.num_objects for p in ev.preds)),
             "with_geometry": ev.with_geometry,
         },
         "timing": {
@@ -643,6 +668,11 @@ def _report(ev: _Evaluation, reader: BagReader, gt: GroundTruth | None, wall: fl
             "throughput_fps": len(ev.frames) / wall if wall > 0 else None,
             "per_frame": per_frame,
             "overhead_fraction": over_sum / model_sum if model_sum > 0 else None,
+            "per_frame_cpu": per_frame_cpu,
+            "overhead_fraction_cpu": cpu_over_sum / cpu_model_sum if cpu_model_sum > 0 else None,
+            "cpu_overhead_includes_3d": bool(o.depth_topic),
+            "overhead_fraction_run": run_over / model_sum if model_sum > 0 else None,
+            "overhead_run_s": run_over,
             "first_frame_ms": ev.frames[0]["total"] * 1e3 if ev.frames else None,
             "copied_messages": ev.copied,
             "copy_s": ev.copy_s,
@@ -777,10 +807,12 @@ def summary_lines(result: BagEvalResult) -> list[str]:
         lines.append(f"video:      {result.out / r['output']['video']}")
     p50 = t["per_frame"]["total"]["p50_ms"]
     frac = t["overhead_fraction"]
+    cpu = t.get("overhead_fraction_cpu")
     lines.append(
         f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed, "
         f"backend {r['model']['backend']}, "
         f"p50 {p50:.1f} ms/frame, overhead {frac * 100:.1f} % of model time"
+        + (f" ({cpu * 100:.1f} % in CPU time)" if cpu is not None else "")
         if p50 is not None and frac is not None
         else f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed"
     )

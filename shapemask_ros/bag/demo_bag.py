@@ -77,7 +77,7 @@ class DemoBagConfig:
     fps: float = 15.0
     seed: int = 0
     storage: str = "mcap"  # mcap | sqlite3
-    compress: bool = True  # zstd (MCAP chunks / sqlite3 messages)
+    compress: bool = False  # zstd (MCAP chunks / sqlite3 messages); off like `ros2 bag record`
     num_objects: int = 5
     background_depth_m: float = 2.0
     object_depth_m: tuple[float, float] = (0.6, 1.5)
@@ -502,7 +502,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--objects", type=int, default=d.num_objects, help="number of moving objects")
     parser.add_argument("--storage", choices=sorted(STORAGES), default=d.storage)
-    parser.add_argument("--no-compress", action="store_true", help="write without zstd compression")
+    parser.add_argument(
+        "--compress", action="store_true", help="zstd-compress (MCAP chunks / sqlite3 messages)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
 
 
@@ -514,7 +516,7 @@ def config_from_args(args: argparse.Namespace) -> DemoBagConfig:
         fps=args.fps,
         seed=args.seed,
         storage=args.storage,
-        compress=not args.no_compress,
+        compress=args.compress,
         num_objects=args.objects,
     )
 

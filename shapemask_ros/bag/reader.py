@@ -69,7 +69,8 @@ class BagMessage:
     log_time_ns: int  # receive/record time (rosbag2 timestamp), not the header stamp
     raw: bytes | memoryview  # CDR bytes, already decompressed
     connection: Connection
-    read_s: float = 0.0  # time spent reading (I/O + decompression) this message
+    read_s: float = 0.0  # wall time spent reading (I/O + decompression) this message
+    read_cpu_s: float = 0.0  # CPU time of this thread for the same
 
 
 def _normalise(name: str) -> str:
@@ -219,7 +220,7 @@ class BagReader:
             return
         it = iter(self.reader.messages(connections=conns))
         while True:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 conn, log_time, raw = next(it)
             except StopIteration:
@@ -231,7 +232,13 @@ class BagReader:
                 ) from None
             self.read_counts[conn.topic] += 1
             yield BagMessage(
-                conn.topic, _normalise(conn.msgtype), int(log_time), raw, conn, time.perf_counter() - t0
+                conn.topic,
+                _normalise(conn.msgtype),
+                int(log_time),
+                raw,
+                conn,
+                time.perf_counter() - t0,
+                time.thread_time() - c0,
             )
 
     def _decoder(self, conn: Connection) -> tuple[Typestore, str] | None:
