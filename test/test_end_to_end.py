@@ -76,6 +76,8 @@ def test_tiny_model_learns_shapes_beyond_box_masks(tmp_path):
     metrics = evaluate_experiment(cfg, val_json, images, "gt", progress=False)
     ap = metrics["segm"]["AP"]
     print(f"mask AP (GT boxes): trained {ap:.1f}, box-filled {ap_box:.1f}, untrained mask branch {ap_random:.1f}")
-    # Bars set from measured runs (see the issue note): trained ~XX, box-filled ~YY, untrained ~ZZ.
-    assert ap > ap_box + 10.0
-    assert ap > ap_random + 20.0
+    # Bars from measured runs (2 cores, this config): trained 22.0 and 21.3 AP, box-filled 10.4,
+    # untrained mask branch 0.0-0.2. A mask branch that learned no shape scores at most the box-filled AP.
+    assert ap > 15.0
+    assert ap > ap_box + 5.0
+    assert ap > ap_random + 15.0
