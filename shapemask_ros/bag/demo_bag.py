@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -120,6 +121,18 @@ class DemoBag:
     detector: dict[str, int]  # true / missed / spurious detections
 
 
+def _synthetic() -> Any:
+    """training.data.synthetic (the shape renderer); a colcon install has no `training` package."""
+    try:
+        from training.data import synthetic
+    except ImportError as e:
+        raise BagError(
+            f"the demo bag needs the `training` package (pip install shapemask_ros[training]; colcon "
+            f"installs only the runtime): {e}"
+        ) from None
+    return synthetic
+
+
 def camera_matrix(width: int, height: int) -> np.ndarray:
     """A plausible 3x3 K: a D435 colour stream at 640x480 (fx = fy = 615, principal point a little off
     centre), scaled to the requested size."""
@@ -158,10 +171,9 @@ class _Track:
 
 
 def _tracks(cfg: DemoBagConfig) -> list[_Track]:
-    from training.data.synthetic import SHAPE_FAMILIES, TEXTURES
-
+    syn = _synthetic()
     rng = np.random.default_rng([cfg.seed, 0])
-    names = list(cfg.families) or [f.name for f in SHAPE_FAMILIES]
+    names = list(cfg.families) or [f.name for f in syn.SHAPE_FAMILIES]
     chosen = rng.choice(len(names), size=cfg.num_objects, replace=cfg.num_objects > len(names))
     side = min(cfg.width, cfg.height)
     speed = 0.006 * cfg.width * 15.0 / cfg.fps  # ~4 px per frame at 640 px and 15 fps
@@ -177,7 +189,7 @@ def _tracks(cfg: DemoBagConfig) -> list[_Track]:
                 aspect=float(math.exp(rng.uniform(-0.3, 0.3))),
                 color=color,  # type: ignore[arg-type]
                 color2=tuple(int(v) for v in rng.integers(0, 256, 3)),  # type: ignore[arg-type]
-                texture=str(TEXTURES[int(rng.integers(0, len(TEXTURES)))]),
+                texture=str(syn.TEXTURES[int(rng.integers(0, len(syn.TEXTURES)))]),
                 texture_seed=int(rng.integers(0, 2**31 - 1)),
                 p0=np.array([rng.uniform(0.2, 0.8) * cfg.width, rng.uniform(0.2, 0.8) * cfg.height]),
                 v=speed * rng.uniform(0.5, 1.0) * np.array([math.cos(ang), math.sin(ang)]),
@@ -206,15 +218,13 @@ def _bounce(p0: float, v: float, t: int, lo: float, hi: float) -> float:
 
 def _specs(cfg: DemoBagConfig, tracks: list[_Track], t: int) -> tuple[list[Any], list[int]]:
     """ObjectSpecs of frame t in drawing order (far first, so nearer objects occlude) + their track ids."""
-    from training.data.synthetic import ObjectSpec
-
     items = []
     for k, tr in enumerate(tracks):
         margin = tr.size * 0.3
         cx = _bounce(tr.p0[0], tr.v[0], t, margin, cfg.width - margin)
         cy = _bounce(tr.p0[1], tr.v[1], t, margin, cfg.height - margin)
         z = tr.z0 + tr.z_amp * math.sin(2 * math.pi * t / tr.z_period)
-        spec = ObjectSpec(
+        spec = _synthetic().ObjectSpec(
             family=tr.family,
             center=(float(cx), float(cy)),
             size=tr.size,
@@ -360,132 +370,139 @@ class _Messages:
         return self.f.make("vision_msgs/msg/Detection2DArray", header=header, detections=items)
 
 
-def make_demo_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: bool = False) -> DemoBag:
-    """Write the demo bag to directory `out` (atomically) and its ground truth to `<out>.gt.json`."""
-    from training.data.synthetic import build_scene, coco_categories, resolve_family
+def _annotation(
+    inst: Any, spec: Any, track: str, image_id: int, ann_id: int, k: np.ndarray
+) -> dict[str, Any]:
+    """COCO annotation of one visible object, with its track id, plane depth and true 3D centroid."""
+    rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
+    x1, y1, x2, y2 = _tight_box(inst.mask)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": int(inst.category_id),
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": float(mask_utils.area(rle)),
+        "iscrowd": 0,
+        "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        "object_id": track,
+        "depth_m": float(spec.depth_m),
+        "centroid_m": _centroid(inst.mask, float(spec.depth_m), k),
+        "visible_fraction": float(inst.visible_fraction),
+    }
 
-    cfg = cfg or DemoBagConfig()
-    cfg.validate()
-    out = Path(out)
-    gt_file = gt_path_for(out)
-    msgs = _Messages()
-    k = camera_matrix(cfg.width, cfg.height)
-    tracks = _tracks(cfg)
-    family_names = sorted({t.family for t in tracks})
-    period_ns = int(round(1e9 / cfg.fps))
-    images, annotations = [], []
-    det_stats = {"true": 0, "missed": 0, "spurious": 0}
-    pending: list[tuple[int, int, str, Any]] = []  # heap of (log time, seq, topic, message)
-    seq = 0
-    with AtomicOutputDir(out, overwrite=overwrite, create=False) as tmp:
-        with BagWriter(tmp.path, msgs.store, storage=cfg.storage, compress=cfg.compress) as bw:
-            conns = {topic: bw.add_output(topic, typ) for topic, typ in TOPIC_TYPES.items()}
-            for t in tqdm(range(cfg.frames), desc="demo bag", unit="frame", disable=None):
-                stamp = cfg.start_time_s * 1_000_000_000 + t * period_ns
-                specs, track_ids = _specs(cfg, tracks, t)
-                scene = build_scene(
-                    cfg.seed,
-                    cfg.height,
-                    cfg.width,
-                    objects=specs,
-                    return_depth=True,
-                    background_depth_m=cfg.background_depth_m,
-                )
-                header = msgs.header(stamp)
-                image_id = t + 1
-                images.append(
-                    {
-                        "id": image_id,
-                        "width": cfg.width,
-                        "height": cfg.height,
-                        "file_name": f"frame_{t:06d}",
-                        STAMP_KEY: stamp,
-                    }
-                )
-                gt_boxes = []
-                for inst in scene.instances:
-                    spec = scene.objects[inst.object_index]
-                    track = f"obj{track_ids[inst.object_index]}"
-                    rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
-                    x1, y1, x2, y2 = _tight_box(inst.mask)
-                    annotations.append(
-                        {
-                            "id": len(annotations) + 1,
-                            "image_id": image_id,
-                            "category_id": inst.category_id,
-                            "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "area": float(mask_utils.area(rle)),
-                            "iscrowd": 0,
-                            "segmentation": {
-                                "size": [int(v) for v in rle["size"]],
-                                "counts": rle["counts"].decode("ascii"),
-                            },
-                            "object_id": track,
-                            "depth_m": float(spec.depth_m),
-                            "centroid_m": _centroid(inst.mask, float(spec.depth_m), k),
-                            "visible_fraction": float(inst.visible_fraction),
-                        }
-                    )
-                    gt_boxes.append((resolve_family(inst.category_id).name, track, (x1, y1, x2, y2)))
-                rng_det = np.random.default_rng([cfg.seed, 2, t])
-                dets, st = _simulate_detector(gt_boxes, cfg, rng_det, t, family_names)
-                for key, v in st.items():
-                    det_stats[key] += v
-                latency_ns = int(rng_det.uniform(*cfg.latency_s) * 1e9)
-                depth_mm = _depth_mm(scene.depth, cfg, np.random.default_rng([cfg.seed, 1, t]))
-                frame_msgs = [
-                    (stamp + 3_000_000, IMAGE_TOPIC, rgb_to_image_msg(msgs.f, scene.image, header)),
-                    (
-                        stamp + 3_000_000,
-                        CAMERA_INFO_TOPIC,
-                        msgs.camera_info(header, k, cfg.width, cfg.height),
-                    ),
-                    (stamp + 6_000_000, DEPTH_TOPIC, msgs.depth(header, depth_mm)),
-                    (stamp + latency_ns, DETECTIONS_TOPIC, msgs.detections(header, dets)),
-                ]
-                for log_time, topic, m in frame_msgs:
-                    heapq.heappush(pending, (log_time, seq, topic, m))
-                    seq += 1
-                # Everything of later frames is recorded after the next stamp: write in receive order.
-                next_stamp = stamp + period_ns
-                while pending and (pending[0][0] < next_stamp or t == cfg.frames - 1):
-                    log_time, _s, topic, m = heapq.heappop(pending)
-                    bw.write(conns[topic], log_time, m)
-            counts = dict(bw.counts)
-        gt = {
+
+class _Recorder:
+    """Renders frames and writes their messages in receive order; collects the ground truth."""
+
+    def __init__(self, cfg: DemoBagConfig, writer: BagWriter, msgs: _Messages) -> None:
+        self.cfg, self.writer, self.msgs = cfg, writer, msgs
+        self.syn = _synthetic()
+        self.k = camera_matrix(cfg.width, cfg.height)
+        self.tracks = _tracks(cfg)
+        self.family_names = sorted({t.family for t in self.tracks})
+        self.period_ns = int(round(1e9 / cfg.fps))
+        self.conns = {topic: writer.add_output(topic, typ) for topic, typ in TOPIC_TYPES.items()}
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.detector = {"true": 0, "missed": 0, "spurious": 0}
+        self._pending: list[tuple[int, int, str, Any]] = []  # heap of (receive time, seq, topic, message)
+        self._seq = itertools.count()  # ties in receive time keep the order of recording
+
+    def frame(self, t: int) -> None:
+        cfg, msgs = self.cfg, self.msgs
+        stamp = cfg.start_time_s * 1_000_000_000 + t * self.period_ns
+        specs, track_ids = _specs(cfg, self.tracks, t)
+        scene = self.syn.build_scene(
+            cfg.seed, cfg.height, cfg.width, objects=specs, return_depth=True,
+            background_depth_m=cfg.background_depth_m,
+        )  # fmt: skip
+        image_id = t + 1
+        self.images.append(
+            {"id": image_id, "width": cfg.width, "height": cfg.height, "file_name": f"frame_{t:06d}",
+             STAMP_KEY: stamp}
+        )  # fmt: skip
+        gt_boxes = []
+        for inst in scene.instances:
+            track = f"obj{track_ids[inst.object_index]}"
+            ann = _annotation(
+                inst, scene.objects[inst.object_index], track, image_id, len(self.annotations) + 1, self.k
+            )
+            self.annotations.append(ann)
+            x, y, w, h = ann["bbox"]
+            gt_boxes.append((self.syn.resolve_family(inst.category_id).name, track, (x, y, x + w, y + h)))
+        rng_det = np.random.default_rng([cfg.seed, 2, t])
+        dets, stats = _simulate_detector(gt_boxes, cfg, rng_det, t, self.family_names)
+        for key, v in stats.items():
+            self.detector[key] += v
+        latency_ns = int(rng_det.uniform(*cfg.latency_s) * 1e9)
+        depth_mm = _depth_mm(scene.depth, cfg, np.random.default_rng([cfg.seed, 1, t]))
+        header = msgs.header(stamp)
+        self._record(stamp + 3_000_000, IMAGE_TOPIC, rgb_to_image_msg(msgs.f, scene.image, header))
+        self._record(
+            stamp + 3_000_000, CAMERA_INFO_TOPIC, msgs.camera_info(header, self.k, cfg.width, cfg.height)
+        )
+        self._record(stamp + 6_000_000, DEPTH_TOPIC, msgs.depth(header, depth_mm))
+        self._record(stamp + latency_ns, DETECTIONS_TOPIC, msgs.detections(header, dets))
+        # Everything of later frames is received after the next stamp: write what came before it.
+        self.flush(stamp + self.period_ns)
+
+    def _record(self, receive_ns: int, topic: str, msg: Any) -> None:
+        heapq.heappush(self._pending, (receive_ns, next(self._seq), topic, msg))
+
+    def flush(self, before_ns: int | None = None) -> None:
+        while self._pending and (before_ns is None or self._pending[0][0] < before_ns):
+            receive_ns, _seq, topic, msg = heapq.heappop(self._pending)
+            self.writer.write(self.conns[topic], receive_ns, msg)
+
+    def ground_truth(self) -> dict[str, Any]:
+        cfg = self.cfg
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+        topics = {"image": IMAGE_TOPIC, "depth": DEPTH_TOPIC, "camera_info": CAMERA_INFO_TOPIC,
+                  "detections": DETECTIONS_TOPIC}  # fmt: skip
+        return {
             "info": {
                 "format": GT_FORMAT,
                 "description": "shapemask_ros synthetic demo bag ground truth",
                 "stamp_key": STAMP_KEY,
                 "seed": cfg.seed,
                 "fps": cfg.fps,
-                "config": {
-                    k_: (list(v) if isinstance(v, tuple) else v) for k_, v in dataclasses.asdict(cfg).items()
-                },
-                "topics": {
-                    "image": IMAGE_TOPIC,
-                    "depth": DEPTH_TOPIC,
-                    "camera_info": CAMERA_INFO_TOPIC,
-                    "detections": DETECTIONS_TOPIC,
-                },
-                "detector": det_stats,
+                "config": config,
+                "topics": topics,
+                "detector": dict(self.detector),
             },
             "camera": {
                 "frame_id": FRAME_ID,
                 "width": cfg.width,
                 "height": cfg.height,
-                "k": [float(v) for v in k.reshape(-1)],
+                "k": [float(v) for v in self.k.reshape(-1)],
                 "depth_encoding": "16UC1",
                 "depth_unit": "mm",
             },
-            "images": images,
-            "annotations": annotations,
-            "categories": coco_categories(),
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": self.syn.coco_categories(),
         }
-        atomic_write_text(str(gt_file), json.dumps(gt))  # first, so a committed bag always has its truth
+
+
+def make_demo_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: bool = False) -> DemoBag:
+    """Write the demo bag to directory `out` (atomically) and its ground truth to `<out>.gt.json`."""
+    cfg = cfg or DemoBagConfig()
+    cfg.validate()
+    _synthetic()  # fail before creating anything when the renderer is not installed
+    out = Path(out)
+    gt_file = gt_path_for(out)
+    msgs = _Messages()
+    with AtomicOutputDir(out, overwrite=overwrite, create=False) as tmp:
+        with BagWriter(tmp.path, msgs.store, storage=cfg.storage, compress=cfg.compress) as bw:
+            rec = _Recorder(cfg, bw, msgs)
+            for t in tqdm(range(cfg.frames), desc="demo bag", unit="frame", disable=None):
+                rec.frame(t)
+            rec.flush()
+            counts = dict(bw.counts)
+        atomic_write_text(str(gt_file), json.dumps(rec.ground_truth()))  # first: a bag always has its truth
         tmp.commit()
     log.info("demo bag: %s (%d frames), ground truth %s", out, cfg.frames, gt_file)
-    return DemoBag(out, gt_file, cfg.frames, counts, det_stats)
+    return DemoBag(out, gt_file, cfg.frames, counts, dict(rec.detector))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
