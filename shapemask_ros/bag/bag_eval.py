@@ -303,6 +303,13 @@ def _stamp_ns(msg: Any) -> int | None:
         return None
 
 
+def _best_label(inst: Any) -> tuple[str, float]:
+    """(class id string, score) of an InstanceMask's first (best) vision_msgs/ObjectHypothesis."""
+    if not len(inst.hypotheses):
+        return "", 0.0
+    return str(inst.hypotheses[0].class_id), float(inst.hypotheses[0].score)
+
+
 def load_predictor(model: str, backend: str) -> Any:
     """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise."""
     from shapemask_ros.node import resolve_model_path
@@ -385,7 +392,7 @@ class _Evaluation:
             camera_info_msg=frame.info.msg if frame.info else None,
         )
         t1, c1 = time.perf_counter(), time.thread_time()
-        m = self.timed.take()
+        tm = self.timed.take()
         if result is None:  # counted by the processor (decode error, predictor error, ...)
             return
         self._write_outputs(result, max(now_ns, frame.ready_log_ns))
@@ -393,20 +400,20 @@ class _Evaluation:
         inputs = [x for x in (frame.image, frame.detections, frame.depth, frame.info) if x is not None]
         io_s, io_cpu = sum(x.io_s for x in inputs), sum(x.io_cpu_s for x in inputs)
         geometry_s = float(result.geometry_s)
-        process_other = max((t1 - t0) - m["model"] - geometry_s, 0.0)
+        process_other = max((t1 - t0) - tm["model"] - geometry_s, 0.0)
         # CPU: our thread's time outside the predictor (the 3D stage included: it runs on this thread)
-        process_cpu = max((c1 - c0) - m["model_thread_cpu"], 0.0)
+        process_cpu = max((c1 - c0) - tm["model_thread_cpu"], 0.0)
         self.frames.append(
             {
-                "model": m["model"],
-                "network": m["network"],
+                "model": tm["model"],
+                "network": tm["network"],
                 "geometry": geometry_s,
                 "io": io_s,
                 "process_other": process_other,
                 "encode": t2 - t1,
                 "overhead": io_s + process_other + (t2 - t1),
                 "total": io_s + (t2 - t0),
-                "cpu_model": m["model_cpu"],
+                "cpu_model": tm["model_cpu"],
                 "cpu_io": io_cpu,
                 "cpu_process": process_cpu,
                 "cpu_encode": c2 - c1,
@@ -416,10 +423,7 @@ class _Evaluation:
         objects = result.objects
         if objects is not None:
             self.with_geometry += 1
-        labels = [
-            (str(m.hypotheses[0].class_id), float(m.hypotheses[0].score)) if len(m.hypotheses) else ("", 0.0)
-            for m in result.masks.instances
-        ]
+        labels = [_best_label(inst) for inst in result.masks.instances]
         self.preds.append(
             frame_prediction(
                 frame.image.stamp_ns, result.instances, labels, objects, encode_masks=self.has_gt
