@@ -55,7 +55,9 @@ def _gt_file(tmp_path, frames):
 
 
 @pytest.mark.parametrize(
-    "storage,compression", [("mcap", CompressionMode.STORAGE), ("sqlite3", CompressionMode.MESSAGE)]
+    "storage,compression",
+    [("mcap", CompressionMode.STORAGE), ("sqlite3", CompressionMode.MESSAGE)],
+    ids=["mcap-zstd-chunks", "sqlite3-zstd-messages"],
 )
 def test_output_bag_report_and_perfect_ap(tmp_path, storage, compression):
     frames = 4

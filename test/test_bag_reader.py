@@ -29,7 +29,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("storage,compression", CASES)
+@pytest.mark.parametrize("storage,compression", CASES, ids=[f"{s}-{c.name.lower()}" for s, c in CASES])
 def test_reads_every_storage_and_compression_with_short_type_names(tmp_path, storage, compression):
     msgs = scene_bag_messages(frames=3)
     path = write_bag(
