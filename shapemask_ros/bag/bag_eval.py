@@ -643,7 +643,10 @@ def _report(ev: _Evaluation, reader: BagReader, gt: GroundTruth | None, wall: fl
             "max_frames": o.max_frames,
         },
         "model": {
-            "path": o.model or "(shipped demo model)",
+            # the bundle actually loaded (resolved path), else what was asked for
+            "path": str(
+                getattr(getattr(ev.timed, "bundle", None), "path", "") or o.model or "(given predictor)"
+            ),
             "backend": backend,
             "skipped_backends": dict(getattr(ev.timed, "skipped_backends", {}) or {}),
             "class_names": list(getattr(ev.timed, "class_names", []) or []),
