@@ -76,13 +76,17 @@ def test_subsampled_image_ids_are_nested_and_near_the_fraction():
 # ------------------------------------------------------------------------------------------------ configs
 @pytest.mark.parametrize("budget", list(c.BUDGETS))
 def test_studies_share_exactly_the_models_whose_configs_coincide(budget):
-    cfgs = _configs(c.get_budget(budget))
+    b = c.get_budget(budget)
+    cfgs = _configs(b)
     shared = [
         (("novel_categories", "full"), ("less_data", "fraction_1")),
         (("novel_categories", "neither"), ("less_data", "baseline_full_data")),
         (("novel_categories", "oracle"), ("perturbed_boxes", "shapemask")),
-        (("perturbed_boxes", "shapemask"), ("mask_width", "width_32")),
     ]
+    if b.steps_for("mask_width") == b.steps:  # otherwise the width study trains its own 32-channel model
+        shared.append((("perturbed_boxes", "shapemask"), ("mask_width", "width_32")))
+    else:
+        assert cfgs["mask_width", "width_32"].model_dir != cfgs["perturbed_boxes", "shapemask"].model_dir
     for a, b in shared:
         assert cfgs[a].model_dir == cfgs[b].model_dir, (a, b)
     # everything else trains its own model (4 coincidences merge 4 pairs, one of them transitively)
@@ -121,15 +125,17 @@ def test_variant_configs_switch_only_what_each_study_varies():
         32,
         16,
     ]
-    # same schedule, seed, data and image size for every model of every study
-    for cfg in cfgs.values():
+    # same schedule, seed, data and image size for every model of a study
+    for (study, _), cfg in cfgs.items():
         t = cfg.train
         assert (t.steps, t.batch_size, t.seed, cfg.model.image_size) == (
-            budget.steps,
+            budget.steps_for(study),
             budget.batch_size,
             c.MODEL_SEED,
             budget.image_size,
         )
+        assert list(t.lr_decay_steps) == list(c.Budget.lr_decay_steps(t.steps))
+        assert cfg.data.max_instances == budget.objects_per_image
         assert cfg.data.train_pattern == FAKE_DATA.train_pattern
         assert cfg.model.detector.num_classes == 10
 
@@ -151,7 +157,10 @@ def test_budgets_fit_their_purpose():
     tiny, short, full = (c.get_budget(n) for n in ("tiny", "short", "full"))
     assert 64 <= tiny.image_size <= 96 and tiny.steps <= 5
     assert tiny.steps < short.steps < full.steps
-    assert all(b.lr_decay_steps[0] < b.lr_decay_steps[1] <= b.steps for b in (short, full))
+    for b in (short, full):
+        for study in STUDIES:
+            first, second = c.Budget.lr_decay_steps(b.steps_for(study))
+            assert b.warmup_steps < first < second <= b.steps_for(study)
     # 1/100 of the training images must still fill a batch (less_data refuses to run otherwise)
     for b in (tiny, short, full):
         assert len(c.subsample_image_ids(range(1, b.train_images + 1), 0.01)) >= b.batch_size, b.name
@@ -261,7 +270,7 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
     module = MODULES[study]
     names = [v.name for v in module.variants()]
     budget = c.get_budget("tiny")
-    assert p["study"] == study and p["budget"] == "tiny"
+    assert p["study"] == study and p["budget"] == "tiny" and p["steps"] == budget.steps_for(study)
     assert [r["name"] for r in p["variants"]] == names
     assert f"training.experiments {study} --budget tiny" in p["provenance"]["command"]
     assert (
@@ -269,7 +278,7 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
         and p["provenance"]["budget"]["steps"] == budget.steps
     )
     for r in p["variants"]:
-        assert r["train"]["steps"] == budget.steps and r["train"]["seed"] == c.MODEL_SEED
+        assert r["train"]["steps"] == budget.steps_for(study) and r["train"]["seed"] == c.MODEL_SEED
         assert r["train"]["train_wall_s"] > 0
         assert r["eval"], r["name"]
         for source, ev in r["eval"].items():

@@ -97,12 +97,17 @@ class Budget:
     num_priors: int  # K class-agnostic shape priors
     timing_repeats: int  # mask-branch timing runs (width study)
     model: dict[str, Any] = field(default_factory=dict)
+    study_steps: dict[str, int] = field(default_factory=dict)  # per-study exceptions to `steps`
     note: str = ""
 
-    @property
-    def lr_decay_steps(self) -> tuple[int, ...]:
+    def steps_for(self, study: str) -> int:
+        """Training steps of every variant of `study`."""
+        return int(self.study_steps.get(study, self.steps))
+
+    @staticmethod
+    def lr_decay_steps(steps: int) -> tuple[int, ...]:
         """x0.1 at ~73% and ~93% of training (the base config's 1100 / 1400 of 1500)."""
-        return (max(1, round(self.steps * 0.73)), max(1, round(self.steps * 0.93)))
+        return (max(1, round(steps * 0.73)), max(1, round(steps * 0.93)))
 
 
 _TINY_MODEL = {
@@ -134,13 +139,13 @@ BUDGETS: dict[str, Budget] = {
         train_images=1000,
         val_images=100,
         objects_per_image=4,
-        steps=1200,
+        steps=600,
         batch_size=8,
         learning_rate=0.02,
-        warmup_steps=100,
+        warmup_steps=60,
         num_priors=16,
         timing_repeats=20,
-        note="quick evidence, ~20-30 min per study on 2 shared cores (the synthetic_tiny net at 128 px).",
+        note="quick evidence: ~20-35 min per study on 2 idle cores (about twice that on the shared machine).",
     ),
     "full": Budget(
         "full",
@@ -148,13 +153,15 @@ BUDGETS: dict[str, Budget] = {
         train_images=3000,
         val_images=200,
         objects_per_image=4,
-        steps=4000,
+        steps=2500,
         batch_size=8,
         learning_rate=0.02,
-        warmup_steps=200,
+        warmup_steps=150,
         num_priors=16,
         timing_repeats=50,
-        note="the real run, <= ~2 h per study on 2 cores (the synthetic_tiny net at 128 px).",
+        # the 128-channel mask branch costs ~6x the 32-channel one per step: fewer steps keep the study ~1.5 h
+        study_steps={"mask_width": 1500},
+        note="the real run: <= ~1.5 h per study on 2 idle cores (slower on a shared machine).",
     ),
 }
 
@@ -332,16 +339,19 @@ def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def base_overrides(budget: Budget, data: SyntheticData, priors_path: str) -> dict[str, Any]:
-    """Config overrides every variant of a budget shares (on top of training/configs/synthetic_tiny.yaml)."""
+def base_overrides(budget: Budget, data: SyntheticData, priors_path: str, steps: int) -> dict[str, Any]:
+    """Config overrides every variant of a budget shares (on top of training/configs/synthetic_tiny.yaml).
+
+    data.max_instances = the most objects a scene has: sampling more slots would only add padding, which the
+    mask branch computes all the same (static shapes) and which dominates a CPU step."""
     train = {
-        "steps": budget.steps,
+        "steps": steps,
         "batch_size": budget.batch_size,
         "learning_rate": budget.learning_rate,
         "warmup_steps": budget.warmup_steps,
-        "lr_decay_steps": list(budget.lr_decay_steps),
-        "checkpoint_every": budget.steps,
-        "log_every": max(1, min(50, budget.steps)),
+        "lr_decay_steps": list(budget.lr_decay_steps(steps)),
+        "checkpoint_every": steps,
+        "log_every": max(1, min(50, steps)),
         "seed": MODEL_SEED,
         "mixed_precision": "float32",
     }
@@ -356,7 +366,11 @@ def base_overrides(budget: Budget, data: SyntheticData, priors_path: str) -> dic
     return {
         "model": model,
         "train": train,
-        "data": {"train_pattern": data.train_pattern, "category_ids": list(data.category_ids)},
+        "data": {
+            "train_pattern": data.train_pattern,
+            "category_ids": list(data.category_ids),
+            "max_instances": budget.objects_per_image,
+        },
     }
 
 
@@ -365,7 +379,7 @@ def variant_config(
 ) -> ExperimentConfig:
     """Resolved config of a variant. model_dir = work_dir/models/<hash of everything that affects training>,
     so two studies asking for the same model share one training run."""
-    over = deep_merge(base_overrides(budget, data, priors_path), variant.overrides)
+    over = deep_merge(base_overrides(budget, data, priors_path, budget.steps_for(study)), variant.overrides)
     over = deep_merge(over, {"data": {"subsample_fraction": variant.fraction}})
     cfg = load_config(str(BASE_CONFIG), over)
     d = to_dict(cfg)
@@ -517,7 +531,7 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()]
         if hasattr(os, "getloadavg")
         else None,
-        "budget": dataclasses.asdict(budget) | {"lr_decay_steps": list(budget.lr_decay_steps)},
+        "budget": dataclasses.asdict(budget),
         "base_config": str(BASE_CONFIG.relative_to(REPO_ROOT)),
         "seeds": {
             "train_data": TRAIN_DATA_SEED,
@@ -585,8 +599,9 @@ def settings_section(payload: Mapping[str, Any]) -> str:
         + (f" (+{p['git_dirty_files']} uncommitted files in the tree)" if p.get("git_dirty_files") else ""),
         f"- budget `{b['name']}`: {b['image_size']} px images, {b['train_images']} train / "
         f"{b['val_images']} val "
-        f"images (<= {b['objects_per_image']} objects each), {b['steps']} steps at batch {b['batch_size']} "
-        f"(lr {b['learning_rate']}, warm-up {b['warmup_steps']}, x0.1 at {b['lr_decay_steps']}), "
+        f"images (<= {b['objects_per_image']} objects each), {payload['steps']} steps at batch "
+        f"{b['batch_size']} (lr {b['learning_rate']}, warm-up {b['warmup_steps']}, x0.1 at "
+        f"{list(Budget.lr_decay_steps(payload['steps']))}), "
         f"K = {b['num_priors']} priors. {b['note']}",
         f"- seeds: {p['seeds']}",
         f"- base config `{p['base_config']}` (architecture overrides: {b['model'] or 'none'})",
@@ -653,6 +668,7 @@ def finish_payload(
     return {
         "study": study,
         "budget": budget.name,
+        "steps": budget.steps_for(study),
         "provenance": prov,
         "split": {
             "seen": list(SEEN_FAMILY_IDS),
