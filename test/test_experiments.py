@@ -220,6 +220,78 @@ def test_mask_branch_parameter_count_covers_every_head():
     assert params["fixed_priors"] == c_ * k * m.crop_size**2
 
 
+# ----------------------------------------------------------------------------------------------- claims
+def _row(name: str, gt=None, model=None, shrunk=None, box_ap=30.0, **extra) -> dict:
+    """A variant row: gt / model / shrunk = (AP, novel AP) with ground-truth / detected / shrunk boxes."""
+
+    def ev(v):
+        return {"segm": {"AP": v[0], "splits": {"novel": v[1], "seen": v[0]}}, "bbox": {"AP": box_ap}}
+
+    evals = {k: ev(v) for k, v in (("gt", gt), ("model", model), ("gt_shrunk", shrunk)) if v is not None}
+    return {"name": name, "eval": evals, **extra}
+
+
+def _verdicts(claims: list) -> list:
+    return [cl["holds"] for cl in claims]
+
+
+def test_novel_category_claims_follow_the_issue_targets():
+    def rows(full, neither, prior, emb, box_ap=30.0):
+        return [
+            _row("full", (40, full), (20, full / 2), box_ap=box_ap),
+            _row("prior_only", (40, prior), (20, 1), box_ap=box_ap),
+            _row("embedding_only", (40, emb), (20, 1), box_ap=box_ap),
+            _row("neither", (40, neither), (20, neither / 2), box_ap=box_ap),
+            _row("oracle", (40, 35), (20, 15), box_ap=box_ap),
+        ]
+
+    assert _verdicts(novel_categories.claims(rows(30, 12, 20, 18))) == [True, True, True, True]
+    assert _verdicts(novel_categories.claims(rows(20, 12, 11, 13))) == [False, False, False, True]
+    # an untrained detector gives no verdict on detection-based AP, whatever the numbers
+    assert _verdicts(novel_categories.claims(rows(30, 12, 20, 18, box_ap=2.0)))[1] is None
+    # nothing learned at all: no verdicts rather than "reproduced"
+    assert _verdicts(novel_categories.claims(rows(0, 0, 0, 0))) == [None, None, None, None]
+
+
+def test_perturbed_box_claims_compare_the_losses():
+    def rows(sm, nojit, crop):
+        return [
+            _row("shapemask", gt=(40, 0), shrunk=(40 + sm, 0)),
+            _row("shapemask_no_jitter", gt=(40, 0), shrunk=(40 + nojit, 0)),
+            _row("crop_in_box", gt=(40, 0), shrunk=(40 + crop, 0)),
+        ]
+
+    assert _verdicts(perturbed_boxes.claims(rows(-2, -4, -10))) == [True, True, True]
+    assert _verdicts(perturbed_boxes.claims(rows(-2, -1, -3))) == [True, False, False]
+    assert _verdicts(perturbed_boxes.claims(rows(-5, -6, -6))) == [False, False, True]
+
+
+def test_less_data_claims_use_the_share_of_full_data_ap():
+    def rows(full, tenth, hundredth, base):
+        aps = {
+            "fraction_1": full,
+            "fraction_0.5": full,
+            "fraction_0.1": tenth,
+            "fraction_0.01": hundredth,
+            "baseline_full_data": base,
+        }
+        return [_row(n, (30, v), (10, v)) for n, v in aps.items()]
+
+    assert _verdicts(less_data.claims(rows(30, 25, 15, 10))) == [True, True]
+    assert _verdicts(less_data.claims(rows(30, 23, 9, 10))) == [False, False]
+
+
+def test_width_claims_check_ap_parameters_and_time():
+    def rows(aps, times, params=(500_000, 130_000, 35_000, 9_000)):
+        return [
+            _row(f"width_{w}", (ap, 0), channels=w, params={"trainable": p}, timing={"median_ms": t})
+            for w, ap, t, p in zip(mask_width.WIDTHS, aps, times, params, strict=True)
+        ]
+
+    assert _verdicts(mask_width.claims(rows((40, 40, 39.5, 39), (90, 30, 12, 8)))) == [True, True, True]
+    assert _verdicts(mask_width.claims(rows((40, 40, 39, 37), (90, 30, 31, 8)))) == [False, True, False]
+
+
 # ---------------------------------------------------------------------------------------------- reports
 def test_write_report_is_strict_json_and_a_real_png(tmp_path):
     fig, (ax,) = c.new_figure()
