@@ -149,19 +149,20 @@ BUDGETS: dict[str, Budget] = {
     ),
     "full": Budget(
         "full",
-        image_size=128,
+        image_size=256,
         train_images=3000,
         val_images=200,
         objects_per_image=4,
-        steps=2500,
+        steps=1500,
         batch_size=8,
         learning_rate=0.02,
-        warmup_steps=150,
+        warmup_steps=100,
         num_priors=16,
         timing_repeats=50,
-        # the 128-channel mask branch costs ~6x the 32-channel one per step: fewer steps keep the study ~1.5 h
-        study_steps={"mask_width": 1500},
-        note="the real run: <= ~1.5 h per study on 2 idle cores (slower on a shared machine).",
+        note=(
+            "the real run: the schedule of the shipped demo model (synthetic_tiny.yaml: 256 px, 1500 steps, "
+            "42.7 mask AP with GT boxes), ~1.5-2 h per study on 2 idle cores."
+        ),
     ),
 }
 
