@@ -111,6 +111,7 @@ class Budget:
 
 
 _TINY_MODEL = {
+    "anchors": {"max_level": 5, "num_scales": 1},  # fewer pyramid levels and anchors: less to trace
     "backbone": {"tiny_filters": [8, 8, 16, 16]},
     "detector": {"fpn_channels": 16, "head_convs": 1, "head_channels": 16},
     "postprocess": {"max_detections": 10, "pre_nms_top_k": 100},
@@ -121,7 +122,7 @@ BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
         "tiny",
         image_size=64,
-        train_images=1000,
+        train_images=600,
         val_images=4,
         objects_per_image=3,
         steps=2,
