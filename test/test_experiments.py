@@ -220,6 +220,26 @@ def test_mask_branch_parameter_count_covers_every_head():
     assert params["fixed_priors"] == c_ * k * m.crop_size**2
 
 
+# ------------------------------------------------------------------------------------------- box fill
+def test_box_fill_masks_are_the_pixels_whose_centres_lie_in_the_box():
+    rng = np.random.default_rng(0)
+    h, w = 20, 30
+    xy = rng.uniform(-3, 25, (40, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.3, 12, (40, 2))], 1)
+    inst = c.box_fill_predict(np.zeros((h, w, 3), np.uint8), boxes, None)
+    full = inst.full_masks()
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    for b, m in zip(boxes, full, strict=True):
+        want = (xs >= b[0]) & (xs < b[2]) & (ys >= b[1]) & (ys < b[3])
+        if want.any():
+            assert np.array_equal(m.astype(bool), want)
+        else:  # a box thinner than a pixel centre spacing still gets a 1-px line (never an empty mask)
+            assert m.any() and min(m.any(0).sum(), m.any(1).sum()) == 1
+    assert (inst.class_ids == -1).all() and (inst.source_index == np.arange(40)).all()
+    with pytest.raises(ValueError, match="given boxes"):
+        c.box_fill_predict(np.zeros((h, w, 3), np.uint8), None, None)
+
+
 # ----------------------------------------------------------------------------------------------- claims
 def _row(name: str, gt=None, model=None, shrunk=None, box_ap=30.0, **extra) -> dict:
     """A variant row: gt / model / shrunk = (AP, novel AP) with ground-truth / detected / shrunk boxes."""
@@ -358,6 +378,10 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
             assert ev["num_images"] == budget.val_images
             assert _ap_ok(ev["segm"]["AP"]) and all(_ap_ok(v) for v in ev["segm"]["splits"].values())
     assert p["claims"] and all(cl["holds"] in (True, False, None) for cl in p["claims"])
+    if study != "mask_width":  # the box-filled reference is scored on the same images with given boxes
+        ref = p["reference"]["eval"]
+        assert set(ref) <= {"gt", "gt_shrunk"} and ref["gt"]["num_images"] == budget.val_images
+        assert p["reference"]["label"] in (out / f"{study}_tiny.md").read_text()
     md = (out / f"{study}_tiny.md").read_text()
     for r in p["variants"]:
         assert r["label"] in md or str(r.get("channels")) in md

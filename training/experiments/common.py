@@ -466,6 +466,62 @@ def evaluate_model(
     return out
 
 
+def box_fill_predict(image: np.ndarray, boxes: np.ndarray | None, classes: np.ndarray | None) -> Any:
+    """A 'mask branch' that learned nothing: every mask is its box (the pixels whose centre lies inside).
+    Needs given boxes (GT or shrunk GT); returns `Instances` like the predictor."""
+    from shapemask_ros.runtime.instances import Instances
+
+    if boxes is None:
+        raise ValueError("box-filled masks need given boxes (box source gt or gt_shrunk)")
+    h, w = image.shape[:2]
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    # pixel c covers [c, c + 1): inside when its centre c + 0.5 lies in [x1, x2)
+    x1 = np.clip(np.ceil(b[:, 0] - 0.5), 0, w - 1).astype(int)
+    y1 = np.clip(np.ceil(b[:, 1] - 0.5), 0, h - 1).astype(int)
+    x2 = np.clip(np.maximum(np.ceil(b[:, 2] - 0.5), x1 + 1), 1, w).astype(int)
+    y2 = np.clip(np.maximum(np.ceil(b[:, 3] - 0.5), y1 + 1), 1, h).astype(int)
+    regions = np.stack([x1, y1, x2 - x1, y2 - y1], 1).astype(np.int32)
+    n = len(b)
+    cls = np.full(n, -1, np.int32) if classes is None else np.asarray(classes, np.int32).reshape(n)
+    return Instances(
+        boxes=b.astype(np.float32),
+        scores=np.ones(n, np.float32),
+        class_ids=cls,
+        masks=[np.ones((r[3], r[2]), np.uint8) for r in regions],
+        regions=regions,
+        mask_scores=np.ones(n, np.float32),
+        source_index=np.arange(n, dtype=np.int32),
+        image_size=(h, w),
+    )
+
+
+def box_fill_reference(
+    data: SyntheticData,
+    box_sources: Sequence[str],
+    splits: Mapping[str, Sequence[int]] | None = None,
+    label: str = "box-filled masks (reference: no mask learning)",
+) -> dict[str, Any]:
+    """A variant-like row scoring `box_fill_predict` on the validation set for the given-box sources: the
+    floor a mask branch must beat to have learned any shape."""
+    from training.evaluation import evaluate_predictor
+
+    out = {}
+    for source in (s for s in box_sources if s != "model"):
+        t0 = time.perf_counter()
+        metrics, _ = evaluate_predictor(
+            box_fill_predict,
+            data.val_json,
+            data.val_image_dir,
+            source,
+            list(data.category_ids),
+            seed=SHRINK_SEED,
+            progress=False,
+            splits=splits,
+        )
+        out[source] = {**_summary(metrics), "eval_wall_s": round(time.perf_counter() - t0, 1)}
+    return {"name": "box_fill", "label": label, "eval": out, "train": {"train_wall_s": float("nan")}}
+
+
 def run_variant(
     study: str,
     budget: Budget,

@@ -70,7 +70,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = payload["variants"]
+    rows = [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
     table = c.md_table(
         [
             "model",
@@ -165,7 +165,8 @@ def run(
         row = c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "model"), SPLITS, progress, reuse)
         row["train_images"] = n
         rows.append(row)
-    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0)
+    reference = c.box_fill_reference(data, ("gt",), SPLITS)
+    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0, reference=reference)
     payload["outputs"] = c.write_report(
         out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
     )

@@ -83,7 +83,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = payload["variants"]
+    rows = [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
     table = c.md_table(
         [
             "variant",
@@ -173,7 +173,8 @@ def run(
         c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "model"), SPLITS, progress, reuse)
         for v in variants()
     ]
-    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0)
+    reference = c.box_fill_reference(data, ("gt",), SPLITS)
+    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0, reference=reference)
     payload["outputs"] = c.write_report(
         out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
     )
