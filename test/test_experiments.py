@@ -273,6 +273,22 @@ def test_novel_category_claims_follow_the_issue_targets():
     assert _verdicts(novel_categories.claims(rows(0, 0, 0, 0))) == [None, None, None, None]
 
 
+def test_a_partial_run_gives_no_verdict_on_claims_that_need_missing_variants():
+    full_and_base = [_row("full", (40, 30), (20, 15)), _row("neither", (40, 12), (20, 6))]
+    # the main claim is judged; the ablations that were not run are 'n/a', not an error or a verdict
+    assert _verdicts(novel_categories.claims(full_and_base)) == [True, True, None, None]
+    assert _verdicts(perturbed_boxes.claims([_row("shapemask", gt=(40, 0), shrunk=(38, 0))])) == [None] * 3
+    assert [v.name for v in c.select_variants(novel_categories.variants(), ["neither", "full"])] == [
+        "full",
+        "neither",
+    ]
+    assert len(c.select_variants(novel_categories.variants(), None)) == 5
+    with pytest.raises(ValueError, match="unknown variant"):
+        c.select_variants(novel_categories.variants(), ["full", "fulll"])
+    with pytest.raises(ValueError, match="without --variants"):
+        mask_width.run(c.get_budget("tiny"), "unused", "unused", only=["128"])
+
+
 def test_perturbed_box_claims_compare_the_losses():
     def rows(sm, nojit, crop):
         return [

@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-reuse", action="store_true", help="retrain every model even when a finished one exists"
     )
+    p.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated variant names to run now (default: all); the rest stay 'not run' in the report "
+        "and a later run reuses the cached models",
+    )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
 
@@ -50,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for study in STUDIES if args.study == "all" else (args.study,):
         module = importlib.import_module(f"training.experiments.{study}")
         payload = module.run(
-            budget, args.out, args.work_dir, argv=argv, progress=args.progress, reuse=not args.no_reuse
+            budget,
+            args.out,
+            args.work_dir,
+            argv=argv,
+            progress=args.progress,
+            reuse=not args.no_reuse,
+            only=[v for v in args.variants.split(",") if v] or None,
         )
         verdicts = ", ".join(
             f"{'ok' if c['holds'] else 'NO' if c['holds'] is False else 'n/a'}" for c in payload["claims"]

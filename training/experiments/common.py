@@ -625,6 +625,32 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def select_variants(variants: Sequence[Variant], only: Sequence[str] | None) -> list[Variant]:
+    """The variants named in `only` (all when None), in the study's order; unknown names raise ValueError.
+
+    Lets a long study be run in parts (each trained model is cached in the work dir and reused later)."""
+    if not only:
+        return list(variants)
+    names = [v.name for v in variants]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; this study has {names}")
+    return [v for v in variants if v.name in set(only)]
+
+
+def rows_by_name(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Rows keyed by variant name; a variant that was not run reads as a row without results, so the
+    claims that need it come out as 'n/a' instead of failing."""
+    out: dict[str, Any] = {}
+    out.update((r["name"], r) for r in rows)
+    return _MissingRows(out)
+
+
+class _MissingRows(dict):
+    def __missing__(self, key: str) -> dict[str, Any]:
+        return {"name": key, "eval": {}}
+
+
 def claim(text: str, measured: str, holds: bool | None) -> dict[str, Any]:
     """One paper claim checked on this run (holds None = not measurable, e.g. a NaN)."""
     return {"claim": text, "measured": measured, "holds": holds}
@@ -665,6 +691,11 @@ def settings_section(payload: Mapping[str, Any]) -> str:
         f"- base config `{p['base_config']}` (architecture overrides: {b['model'] or 'none'})",
         f"- machine: {p['cpu_count']} CPUs, load average at start {p['load_average_at_start']}; "
         f"TF {p['tensorflow']}, Keras {p['keras']}, Python {p['python']}",
+        *(
+            [f"- **partial run**: only the variants {payload['variants_selected']} (the others: not run yet)"]
+            if payload.get("variants_selected")
+            else []
+        ),
         f"- wall time: {fmt(payload['wall_s'] / 60.0)} min in total "
         f"({payload.get('trained_now', 0)} models trained now, "
         f"{payload.get('reused', 0)} reused from the cache)",

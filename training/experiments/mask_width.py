@@ -254,8 +254,11 @@ def run(
     argv: Sequence[str] | None = None,
     progress: bool = False,
     reuse: bool = True,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and measure each width; write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
+    if only:
+        raise ValueError("mask_width compares all four widths in one table; run it without --variants")
     t0 = time.perf_counter()
     prov = c.provenance(budget, argv, work_dir)
     data = c.prepare_data(work_dir, budget, progress)

@@ -57,7 +57,7 @@ SPLITS = {"seen": c.SEEN_FAMILY_IDS, "novel": c.NOVEL_FAMILY_IDS}
 
 def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 5 targets, checked on novel AP with ground-truth boxes (and detections for the main one)."""
-    by = {r["name"]: r for r in rows}
+    by = c.rows_by_name(rows)
     out = []
     for source, where in (("gt", "GT boxes"), ("model", "detections")):
         full, base = (c.split_ap(by[n], source, "novel") for n in ("full", "neither"))
@@ -163,6 +163,7 @@ def run(
     argv: Sequence[str] | None = None,
     progress: bool = False,
     reuse: bool = True,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train + evaluate every variant and write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
     t0 = time.perf_counter()
@@ -171,10 +172,12 @@ def run(
     data = c.prepare_data(work_dir, budget, progress)
     rows = [
         c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "model"), SPLITS, progress, reuse)
-        for v in variants()
+        for v in c.select_variants(variants(), only)
     ]
     reference = c.box_fill_reference(data, ("gt",), SPLITS)
-    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0, reference=reference)
+    payload = c.finish_payload(
+        STUDY, budget, prov, rows, claims(rows), t0, reference=reference, variants_selected=list(only or [])
+    )
     payload["outputs"] = c.write_report(
         out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
     )

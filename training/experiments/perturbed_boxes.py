@@ -49,7 +49,7 @@ def drop(row: dict[str, Any]) -> float:
 def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 5 targets: ShapeMask loses <= 3 AP, the crop-inside-box baseline at least twice as much; and
     (paper: -2.9 without / -1.5 with jitter) jitter training reduces the loss."""
-    by = {r["name"]: r for r in rows}
+    by = c.rows_by_name(rows)
     sm, base, nojit = drop(by["shapemask"]), drop(by["crop_in_box"]), drop(by["shapemask_no_jitter"])
     # no verdict when a drop is undefined or the model never reached AP > 0 with exact boxes
     bad = (
@@ -139,6 +139,7 @@ def run(
     argv: Sequence[str] | None = None,
     progress: bool = False,
     reuse: bool = True,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train + evaluate the three models and write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
     t0 = time.perf_counter()
@@ -146,10 +147,12 @@ def run(
     data = c.prepare_data(work_dir, budget, progress)
     rows = [
         c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "gt_shrunk"), None, progress, reuse)
-        for v in variants()
+        for v in c.select_variants(variants(), only)
     ]
     reference = c.box_fill_reference(data, ("gt", "gt_shrunk"), None)
-    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0, reference=reference)
+    payload = c.finish_payload(
+        STUDY, budget, prov, rows, claims(rows), t0, reference=reference, variants_selected=list(only or [])
+    )
     payload["outputs"] = c.write_report(
         out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
     )
