@@ -72,6 +72,9 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
             overwrite=True,
             overlays=args.overlays,
         )
+        from shapemask_ros.utils.threads import limit_blas_threads
+
+        limit_blas_threads()  # as `shapemask bag-eval` and the node: see utils/threads.py
         result = evaluate_bag(opts, predictor=predictor)
     except (BagError, ValueError) as e:
         print(f"shapemask demo: error: {e}", file=sys.stderr)

@@ -860,7 +860,10 @@ def main(argv: list[str] | None = None) -> int:
             "installation first (e.g. `source /opt/ros/jazzy/setup.bash` and your workspace's "
             "install/setup.bash); see docs/ros.md. The ROS-free tools work without it: `shapemask --help`."
         ) from None
+    from shapemask_ros.utils.threads import limit_blas_threads
+
     args = parse_args(remove_ros_args(args=argv)[1:])
+    limit_blas_threads()  # tiny NumPy BLAS calls in the 3D stage; see utils/threads.py
     rclpy.init(args=argv)
     node = None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shapemask_ros.geometry import objects3d
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, depth_to_metres
 from shapemask_ros.geometry.objects3d import (
     GeometryConfig,
@@ -229,3 +230,72 @@ def test_bad_frame_inputs_raise():
     assert e.value.reason == "bad_mask"
     with pytest.raises(ValueError, match="registration"):
         GeometryConfig(registration="warp")
+
+
+def _reference_objects(depth: np.ndarray, intr: CameraIntrinsics, masks: np.ndarray, mad_k: float, min_band: float):
+    """Straightforward per-object reference: exact medians over every valid pixel, nonzero + fancy indexing,
+    normalized_rays, one eigh per object. Returns inlier counts, centroids, box sizes and rotations."""
+    out = []
+    for m in masks:
+        v, u = np.nonzero((m != 0) & np.isfinite(depth) & (depth > 0))
+        z = depth[v, u].astype(np.float64)
+        med = np.median(z)
+        keep = np.abs(z - med) <= max(mad_k * 1.4826 * np.median(np.abs(z - med)), min_band)
+        v, u, z = v[keep], u[keep], z[keep]
+        xn, yn = intr.normalized_rays(v, u)
+        out.append((z.size, pca_box(np.stack([xn * z, yn * z, z], 1))))
+    return out
+
+
+@pytest.mark.parametrize("distortion", [(), (0.08, -0.15, 0.001, -0.002, 0.03)])
+def test_large_objects_match_an_exact_reference(distortion):
+    """Objects far above BAND_SAMPLE_POINTS (median and MAD from a strided sample) give the same inliers,
+    centroids and boxes as exact statistics when the background is well outside the band."""
+    w, h = 320, 240
+    intr = CameraIntrinsics.from_matrix([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]], w, h, distortion)
+    rng = np.random.default_rng(3)
+    depth = np.full((h, w), 2.0, np.float32)  # background plane 2 m
+    masks = []
+    for x0, y0, x1, y1, d in ((10, 10, 150, 110, 0.7), (160, 20, 310, 200, 1.1), (30, 130, 140, 230, 0.9)):
+        depth[y0:y1, x0:x1] = d + rng.normal(0, 0.003, (y1 - y0, x1 - x0)) + 0.0005 * np.arange(x1 - x0)
+        m = np.zeros((h, w), np.uint8)
+        m[max(y0 - 4, 0) : y1 + 4, max(x0 - 4, 0) : x1 + 4] = 1  # bleeds onto the background
+        masks.append(m)
+    depth[rng.random((h, w)) < 0.05] = np.nan
+    masks = np.stack(masks)
+    assert min(int(m.sum()) for m in masks) > 4 * objects3d.BAND_SAMPLE_POINTS
+    got = compute_objects3d(depth, intr, masks)
+    for i, (n_in, (c, centre, rot, size)) in enumerate(_reference_objects(depth, intr, masks, 3.0, 0.02)):
+        assert got.num_inliers[i] == n_in
+        np.testing.assert_allclose(got.centroids[i], c, atol=1e-9)
+        np.testing.assert_allclose(got.box_centers[i], centre, atol=1e-9)
+        np.testing.assert_allclose(got.box_sizes[i], size, atol=1e-9)
+        np.testing.assert_allclose(np.abs(got.box_rotations[i]), np.abs(rot), atol=1e-6)
+        assert np.linalg.det(got.box_rotations[i]) == pytest.approx(1.0)
+        assert abs(got.median_depth[i] - np.nanmedian(depth[(masks[i] != 0)])) < 0.01  # sampled median
+
+
+def test_ray_images_equal_normalized_rays():
+    for d in ((), (0.1, -0.2, 0.001, 0.001, 0.05)):
+        intr = CameraIntrinsics.from_matrix([[150.0, 0, 79.5], [0, 152.0, 59.5], [0, 0, 1]], W, H, d)
+        xs, ys = intr.ray_images()
+        v, u = np.indices((H, W))
+        xr, yr = intr.normalized_rays(v, u)
+        np.testing.assert_array_equal(xs, xr)
+        np.testing.assert_array_equal(ys, yr)
+        assert intr.ray_images()[0] is xs  # cached per intrinsics
+
+
+def test_limit_blas_threads_sets_one_thread_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = (
+        "from threadpoolctl import threadpool_info\n"
+        "from shapemask_ros.utils.threads import limit_blas_threads\n"
+        "import numpy\n"
+        "assert limit_blas_threads()\n"
+        "blas = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "assert blas and set(blas) == {1}, blas\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -838,6 +838,9 @@ def summary_lines(result: BagEvalResult) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """`shapemask bag-eval`; user errors -> one line on stderr and exit code 2."""
+    from shapemask_ros.utils.threads import limit_blas_threads
+
+    limit_blas_threads()  # tiny NumPy BLAS calls in the 3D stage; see utils/threads.py
     try:
         result = evaluate_bag(options_from_args(args))
     except BagError as e:

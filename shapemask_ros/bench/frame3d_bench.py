@@ -163,7 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objects", type=int, default=20)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-points", action="store_true", help="leave out the PointCloud2")
+    p.add_argument(
+        "--blas-threads", type=int, default=1, help="NumPy BLAS threads: 1 as in the node and bag-eval, 0 = as is"
+    )
     args = p.parse_args(argv)
+    if args.blas_threads > 0:
+        from shapemask_ros.utils.threads import limit_blas_threads
+
+        limit_blas_threads(args.blas_threads)
     if args.predictor == "bundle" and not args.model:
         p.error("--predictor bundle needs --model DIR")
 

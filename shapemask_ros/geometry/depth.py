@@ -248,6 +248,11 @@ class CameraIntrinsics:
         table = _ray_table(self)
         return table[0][rows, cols], table[1][rows, cols]
 
+    def ray_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """[H, W] float64 normalised x/z and y/z of every pixel (as normalized_rays), cached per intrinsics:
+        per-object back-projection then crops these tables instead of recomputing rays."""
+        return _ray_table(self) if self.has_distortion else _pinhole_ray_table(self)
+
 
 def _optional(msg: Any, name: str) -> Any:
     if isinstance(msg, dict):
@@ -258,6 +263,15 @@ def _optional(msg: Any, name: str) -> Any:
 def _optional_int(msg: Any, name: str) -> int:
     v = _optional(msg, name)
     return int(v) if v is not None else 0
+
+
+@functools.lru_cache(maxsize=4)
+def _pinhole_ray_table(intr: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """normalized_rays of every pixel of a camera without distortion (read-only, cached)."""
+    vv, uu = np.mgrid[0 : intr.height, 0 : intr.width]
+    x, y = intr.normalized_rays(vv, uu)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
 
 
 @functools.lru_cache(maxsize=4)
