@@ -182,7 +182,7 @@ def _moments(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, y, z = p
     xy, xz, yz = np.vdot(x, y), np.vdot(x, z), np.vdot(y, z)
     second = np.array([[np.vdot(x, x), xy, xz], [xy, np.vdot(y, y), yz], [xz, yz, np.vdot(z, z)]])
-    return c, second / m - np.outer(c, c)
+    return c, second / m - c[:, None] * c[None, :]
 
 
 def _box_axes(cov: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -199,9 +199,9 @@ def _box_axes(cov: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def _extents(p: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Box centre and extents of points [3, M] along the columns of rot.
 
-    einsum, not rot.T @ p: a BLAS call here leaves OpenBLAS worker threads spinning, which doubled the
-    stage's process CPU time (a robot shares these cores with the model)."""
-    local = np.einsum("ji,jm->im", rot, p)
+    A BLAS product: the node and bag-eval limit NumPy's BLAS to one thread (utils/threads.py), without
+    which OpenBLAS's idle workers spin and double this stage's CPU time."""
+    local = rot.T @ p
     lo, hi = local.min(axis=1), local.max(axis=1)
     return rot @ ((lo + hi) / 2), hi - lo
 
@@ -245,7 +245,7 @@ def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) ->
 
     Working on crops with boolean masks avoids fancy indexing of the whole depth image per object.
     """
-    x, y, w, h = (int(v) for v in region)
+    x, y, w, h = region  # Python ints (the caller converts once per frame)
     if mask.shape != (h, w):
         raise GeometryError("bad_mask", f"mask shape {mask.shape} does not match region {w}x{h}")
     if align.identity:
@@ -317,11 +317,12 @@ def compute_objects3d(
     # Pass 1, per object: valid pixels under the mask, depth band, back-projection, first two moments.
     # Pass 2, batched: the box axes of all objects in one eigh. Pass 3, per object: extents.
     rays_x, rays_y = intr.ray_images()
+    region_list = region_arr.tolist()
     pts_all: list[np.ndarray | None] = [None] * n
     cov = np.zeros((n, 3, 3))
     for i in range(n):
         try:
-            index, m = _crop_on_depth(np.asarray(mask_list[i]), region_arr[i], align)
+            index, m = _crop_on_depth(np.asarray(mask_list[i]), region_list[i], align)
         except GeometryError as e:
             log.warning("object %d: %s", i, e)
             out.status[i] = STATUS_BAD_MASK
