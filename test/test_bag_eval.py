@@ -388,3 +388,41 @@ def test_compressed_image_topic(tmp_path):
     r = evaluate_bag(opts, predictor=PerfectPredictor()).report
     assert r["frames"]["processed"] == 3
     assert r["accuracy"]["mask_ap"]["AP"] == pytest.approx(100.0)  # PNG is lossless
+
+
+def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys):
+    import argparse
+    import pathlib
+
+    from shapemask_ros.bag.bag_eval import add_args, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    base = ["--bag", "b", "--image-topic", IMAGE, "--out", "o"]
+    shipped = pathlib.Path(__file__).resolve().parents[1] / "config" / "segment_params.yaml"
+    assert options_from_args(parser.parse_args([*base, "--params", str(shipped)])).node == NodeConfig()
+    assert options_from_args(parser.parse_args(base)).node == NodeConfig()  # no file, no flags: defaults
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "/**/shapemask_node:\n  ros__parameters:\n    score_threshold: 0.7\n    mask_threshold: 0.4\n"
+        "    publish_label_image: false\n"
+    )
+    node = options_from_args(parser.parse_args([*base, "--params", str(mine), "--mask-threshold", "0.6"])).node
+    assert (node.score_threshold, node.mask_threshold, node.publish_label_image) == (0.7, 0.6, False)
+    # the file reaches the processor: no label image topic in the output bag
+    bag = write_bag(tmp_path / "in", scene_bag_messages(2))
+    out = tmp_path / "ev"
+    code = cli.main(
+        ["bag-eval", "--bag", str(bag), "--image-topic", IMAGE, "--detections-topic", DETS, "--out", str(out),
+         "--params", str(mine), "--overlays", "0", "--score-threshold", "0.1"]
+    )  # fmt: skip
+    assert code == 0
+    with Reader(out / "bag") as r:
+        topics = set(r.topics)
+    assert "/shapemask/masks" in topics and "/shapemask/labels" not in topics
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shapemask_node:\n  ros__parameters:\n    score_treshold: 0.7\n")
+    code = cli.main(["bag-eval", "--bag", str(bag), "--image-topic", IMAGE, "--out", str(tmp_path / "o2"),
+                     "--params", str(bad)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "score_treshold" in err and "Traceback" not in err

@@ -739,44 +739,72 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--no-copy", action="store_true", help="do not copy the input topics into the output bag"
     )
     parser.add_argument("--distro", default="humble", choices=["humble", "jazzy"], help="message definitions")
-    parser.add_argument("--score-threshold", type=float, default=d.score_threshold)
-    parser.add_argument("--mask-threshold", type=float, default=d.mask_threshold)
-    parser.add_argument("--max-objects", type=int, default=d.max_objects)
-    parser.add_argument("--sync-slop-s", type=float, default=d.sync_slop_s)
+    parser.add_argument(
+        "--params",
+        default="",
+        help="the node's parameters YAML (config/segment_params.yaml format) to run with the live node's "
+        "settings; the flags below override it",
+    )
+    # None = not given: the params file (or NodeConfig's default) applies
+    parser.add_argument("--score-threshold", type=float, default=None, help=f"default {d.score_threshold}")
+    parser.add_argument("--mask-threshold", type=float, default=None, help=f"default {d.mask_threshold}")
+    parser.add_argument("--max-objects", type=int, default=None, help=f"default {d.max_objects}")
+    parser.add_argument("--sync-slop-s", type=float, default=None, help=f"default {d.sync_slop_s}")
     parser.add_argument(
         "--detector-latency-s",
         type=float,
-        default=d.detector_latency_s,
-        help="longest detector delay; also how long a frame waits for its depth image",
+        default=None,
+        help=f"longest detector delay; also how long a frame waits for its depth image (default "
+        f"{d.detector_latency_s})",
     )
     parser.add_argument(
         "--depth-wait-s",
         type=float,
-        default=d.depth_wait_s,
-        help="bag time a frame waits for its depth image before going out without 3D",
+        default=None,
+        help=f"bag time a frame waits for its depth image before going out without 3D (default {d.depth_wait_s})",
     )
     parser.add_argument(
         "--detection-image-size",
         type=int,
         nargs=2,
-        default=(0, 0),
+        default=None,
         metavar=("W", "H"),
         help="size of the image the detector saw (0 0 = the camera image)",
     )
 
 
+def load_node_params(path: str) -> NodeConfig:
+    """NodeConfig from a node parameters YAML (`<node key>: {ros__parameters: {...}}`, as
+    config/segment_params.yaml); unknown or mistyped parameters raise ValueError naming them."""
+    import yaml
+
+    from shapemask_ros.config import merge
+    from shapemask_ros.utils.io import read_text
+
+    data = yaml.safe_load(read_text(path)) or {}
+    blocks = [v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
+    if len(blocks) != 1 or not isinstance(blocks[0], dict):
+        raise ValueError(f"{path}: expected one '<node>: {{ros__parameters: {{...}}}}' block, found {len(blocks)}")
+    try:
+        return merge(NodeConfig(), blocks[0])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
-    node = dataclasses.replace(
-        NodeConfig(),
-        score_threshold=args.score_threshold,
-        mask_threshold=args.mask_threshold,
-        max_objects=args.max_objects,
-        sync_slop_s=args.sync_slop_s,
-        detector_latency_s=args.detector_latency_s,
-        depth_wait_s=args.depth_wait_s,
-        detection_image_width=int(args.detection_image_size[0]),
-        detection_image_height=int(args.detection_image_size[1]),
-    )
+    node = load_node_params(args.params) if getattr(args, "params", "") else NodeConfig()
+    given = {
+        "score_threshold": args.score_threshold,
+        "mask_threshold": args.mask_threshold,
+        "max_objects": args.max_objects,
+        "sync_slop_s": args.sync_slop_s,
+        "detector_latency_s": args.detector_latency_s,
+        "depth_wait_s": args.depth_wait_s,
+    }
+    if args.detection_image_size is not None:
+        given["detection_image_width"] = int(args.detection_image_size[0])
+        given["detection_image_height"] = int(args.detection_image_size[1])
+    node = dataclasses.replace(node, **{k: v for k, v in given.items() if v is not None})
     return BagEvalOptions(
         bag=args.bag,
         image_topic=args.image_topic,
@@ -842,7 +870,12 @@ def run(args: argparse.Namespace) -> int:
 
     limit_blas_threads()  # tiny NumPy BLAS calls in the 3D stage; see utils/threads.py
     try:
-        result = evaluate_bag(options_from_args(args))
+        opts = options_from_args(args)
+    except (OSError, ValueError) as e:  # unreadable or invalid --params
+        print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_bag(opts)
     except BagError as e:
         print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
         return 2
