@@ -562,6 +562,62 @@ def run_variant(
 
 
 # ------------------------------------------------------------------------------------------ provenance
+@dataclass(frozen=True)
+class StudyPlan:
+    """What differs between the studies' drivers (the rest is `run_study`)."""
+
+    study: str
+    variants: Callable[[], list[Variant]]
+    claims: Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
+    markdown: Callable[[dict[str, Any]], str]
+    figure: Callable[[dict[str, Any]], Any]
+    box_sources: tuple[str, ...] = ("gt", "model")
+    splits: Mapping[str, Sequence[int]] | None = None
+    # given-box sources scored with box-filled masks as a floor row; () = no reference row
+    reference_sources: tuple[str, ...] = ("gt",)
+    # (variant, data, budget) -> fields added to the variant's row, called before it trains (raise to refuse)
+    before_variant: Callable[[Variant, SyntheticData, Budget], dict[str, Any]] | None = None
+    # (budget) -> run_variant's `extra(model, cfg)` hook
+    extra: Callable[[Budget], Callable[[Any, ExperimentConfig], dict[str, Any]]] | None = None
+    allow_partial: bool = True  # False: a study whose table needs every variant refuses --variants
+    check_split: bool = True
+
+
+def run_study(
+    plan: StudyPlan,
+    budget: Budget,
+    out_dir: str,
+    work_dir: str,
+    argv: Sequence[str] | None = None,
+    progress: bool = False,
+    reuse: bool = True,
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Train + evaluate the plan's variants (all, or `only`), write `<out_dir>/<stem>.{md,json,png}`, and
+    return the payload. Trained models are cached in `work_dir` and reused unless reuse is False."""
+    if only and not plan.allow_partial:
+        raise ValueError(f"{plan.study} compares all its variants in one table; run it without --variants")
+    t0 = time.perf_counter()
+    if plan.check_split:
+        check_split()
+    prov = provenance(budget, argv, work_dir)
+    data = prepare_data(work_dir, budget, progress)
+    extra = plan.extra(budget) if plan.extra else None
+    rows = []
+    for v in select_variants(plan.variants(), only):
+        fields = plan.before_variant(v, data, budget) if plan.before_variant else {}
+        row = run_variant(plan.study, budget, data, v, work_dir, plan.box_sources, plan.splits, progress, reuse, extra)
+        rows.append({**row, **fields})
+    more: dict[str, Any] = {"variants_selected": list(only or [])}
+    if plan.reference_sources:
+        more["reference"] = box_fill_reference(data, plan.reference_sources, plan.splits)
+    payload = finish_payload(plan.study, budget, prov, rows, plan.claims(rows), t0, **more)
+    payload["outputs"] = write_report(
+        out_dir, output_stem(plan.study, budget), payload, plan.markdown(payload), plan.figure(payload)
+    )
+    return payload
+
+
 def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dict[str, Any]:
     """What reproduces a run: the exact command, commit, versions, machine, budget, seeds."""
     import keras

@@ -11,8 +11,8 @@ state of the art trained on all of it.
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,39 +138,19 @@ def figure(payload: dict[str, Any]):
     return fig
 
 
-def run(
-    budget: c.Budget,
-    out_dir: str,
-    work_dir: str,
-    argv: Sequence[str] | None = None,
-    progress: bool = False,
-    reuse: bool = True,
-    only: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Train + evaluate each fraction and write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
+def _train_images(v: c.Variant, data: c.SyntheticData, budget: c.Budget) -> dict[str, Any]:
+    """Images kept for a fraction; fewer than one batch is no experiment (the pipeline would repeat them)."""
     from training.data.coco import load_coco_json
 
-    t0 = time.perf_counter()
-    c.check_split()
-    prov = c.provenance(budget, argv, work_dir)
-    data = c.prepare_data(work_dir, budget, progress)
     all_ids = [im["id"] for im in load_coco_json(data.train_json)["images"]]
-    rows = []
-    for v in c.select_variants(variants(), only):
-        n = len(c.subsample_image_ids(all_ids, v.fraction))
-        if n < budget.batch_size:
-            # the training pipeline repeats the kept images, but fewer than one batch is no experiment
-            raise ValueError(
-                f"{v.name}: only {n} training images kept; the budget needs >= {budget.batch_size}"
-            )
-        row = c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "model"), SPLITS, progress, reuse)
-        row["train_images"] = n
-        rows.append(row)
-    reference = c.box_fill_reference(data, ("gt",), SPLITS)
-    payload = c.finish_payload(
-        STUDY, budget, prov, rows, claims(rows), t0, reference=reference, variants_selected=list(only or [])
-    )
-    payload["outputs"] = c.write_report(
-        out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
-    )
-    return payload
+    n = len(c.subsample_image_ids(all_ids, v.fraction))
+    if n < budget.batch_size:
+        raise ValueError(f"{v.name}: only {n} training images kept; the budget needs >= {budget.batch_size}")
+    return {"train_images": n}
+
+
+PLAN = c.StudyPlan(STUDY, variants, claims, markdown, figure, splits=SPLITS, before_variant=_train_images)
+
+
+# run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
+run = functools.partial(c.run_study, PLAN)

@@ -10,6 +10,7 @@ mask branch (which also counts element-wise ops); and the measured mask-branch t
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -247,29 +248,18 @@ def figure(payload: dict[str, Any]):
     return fig
 
 
-def run(
-    budget: c.Budget,
-    out_dir: str,
-    work_dir: str,
-    argv: Sequence[str] | None = None,
-    progress: bool = False,
-    reuse: bool = True,
-    only: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate and measure each width; write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
-    if only:
-        raise ValueError("mask_width compares all four widths in one table; run it without --variants")
-    t0 = time.perf_counter()
-    prov = c.provenance(budget, argv, work_dir)
-    data = c.prepare_data(work_dir, budget, progress)
-    rows = [
-        c.run_variant(
-            STUDY, budget, data, v, work_dir, ("gt", "model"), None, progress, reuse, extra=_extra(budget)
-        )
-        for v in variants()
-    ]
-    payload = c.finish_payload(STUDY, budget, prov, rows, claims(rows), t0)
-    payload["outputs"] = c.write_report(
-        out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
-    )
-    return payload
+PLAN = c.StudyPlan(
+    STUDY,
+    variants,
+    claims,
+    markdown,
+    figure,
+    reference_sources=(),
+    extra=_extra,
+    allow_partial=False,
+    check_split=False,
+)
+
+
+# run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
+run = functools.partial(c.run_study, PLAN)

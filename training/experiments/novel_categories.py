@@ -10,8 +10,8 @@ priors of the partially supervised variants are clustered from seen masks only; 
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,29 +156,8 @@ def figure(payload: dict[str, Any]):
     return fig
 
 
-def run(
-    budget: c.Budget,
-    out_dir: str,
-    work_dir: str,
-    argv: Sequence[str] | None = None,
-    progress: bool = False,
-    reuse: bool = True,
-    only: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Train + evaluate every variant and write `<out_dir>/<stem>.{md,json,png}`; returns the payload."""
-    t0 = time.perf_counter()
-    c.check_split()
-    prov = c.provenance(budget, argv, work_dir)
-    data = c.prepare_data(work_dir, budget, progress)
-    rows = [
-        c.run_variant(STUDY, budget, data, v, work_dir, ("gt", "model"), SPLITS, progress, reuse)
-        for v in c.select_variants(variants(), only)
-    ]
-    reference = c.box_fill_reference(data, ("gt",), SPLITS)
-    payload = c.finish_payload(
-        STUDY, budget, prov, rows, claims(rows), t0, reference=reference, variants_selected=list(only or [])
-    )
-    payload["outputs"] = c.write_report(
-        out_dir, c.output_stem(STUDY, budget), payload, markdown(payload), figure(payload)
-    )
-    return payload
+PLAN = c.StudyPlan(STUDY, variants, claims, markdown, figure, splits=SPLITS)
+
+
+# run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
+run = functools.partial(c.run_study, PLAN)
