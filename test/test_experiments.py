@@ -363,7 +363,7 @@ def tiny_runs(tmp_path_factory):
     for study in STUDIES:
         assert main([study, "--budget", "tiny", "--out", str(out), "--work-dir", str(work)]) == 0
         payloads[study] = json.loads((out / f"{study}_tiny.json").read_text(), parse_constant=_reject)
-    return out, payloads
+    return out, payloads, work
 
 
 def _ap_ok(v) -> bool:
@@ -373,7 +373,7 @@ def _ap_ok(v) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES)
 def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
-    out, payloads = tiny_runs
+    out, payloads, _ = tiny_runs
     p = payloads[study]
     module = MODULES[study]
     names = [v.name for v in module.variants()]
@@ -435,3 +435,25 @@ def test_tiny_width_study_measures_cost_falling_with_width(tiny_runs):
             <= r["profiler_flops"]["per_instance"]
             < 2.5 * r["macs"]["per_instance"]
         )
+
+
+@pytest.mark.slow
+def test_evaluate_only_scores_cached_models_without_training(tiny_runs, tmp_path, capsys):
+    out, payloads, work = tiny_runs
+    models = sorted(os.listdir(work / "models"))
+    assert main(["novel_categories", "--budget", "tiny", "--out", str(tmp_path), "--work-dir", str(work),
+                 "--variants", "full,neither", "--evaluate-only", "gt,gt_shrunk"]) == 0  # fmt: skip
+    assert sorted(os.listdir(work / "models")) == models  # nothing trained
+    res = json.loads((tmp_path / "novel_categories_tiny_eval_gt_gt_shrunk.json").read_text())
+    assert set(res) >= {"full", "neither", "box_fill"} and "prior_only" not in res
+    for name in ("full", "neither"):
+        assert set(res[name]) == {"gt", "gt_shrunk"}
+        assert set(res[name]["gt"]["segm"]["splits"]) == {"seen", "novel"}
+    # the same model and boxes as the study's own evaluation give the same AP
+    study_full = next(r for r in payloads["novel_categories"]["variants"] if r["name"] == "full")
+    want = study_full["eval"]["gt"]["segm"]["AP"]
+    assert res["full"]["gt"]["segm"]["AP"] == (None if want is None else pytest.approx(want, abs=1e-9))
+    assert "| full | gt_shrunk |" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="--variants full"):
+        main(["novel_categories", "--budget", "tiny", "--out", str(tmp_path), "--work-dir", str(tmp_path / "empty"),
+              "--variants", "full", "--evaluate-only", "gt"])  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated variant names to run now (default: all); the rest stay 'not run' in the report "
         "and a later run reuses the cached models",
     )
+    p.add_argument(
+        "--evaluate-only",
+        default="",
+        metavar="SOURCES",
+        help="diagnostic: evaluate the already-trained models with these comma-separated box sources "
+        "(gt, gt_shrunk, model) on the study's splits, print the table and write <out>/<study>_<budget>_"
+        "eval_<sources>.json; trains nothing",
+    )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
 
@@ -53,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.experiments.common import get_budget
 
     budget = get_budget(args.budget)
+    only = [v for v in args.variants.split(",") if v] or None
     for study in STUDIES if args.study == "all" else (args.study,):
         module = importlib.import_module(f"training.experiments.{study}")
+        if args.evaluate_only:
+            _evaluate_only(module, budget, args, only)
+            continue
         payload = module.run(
             budget,
             args.out,
@@ -62,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv=argv,
             progress=args.progress,
             reuse=not args.no_reuse,
-            only=[v for v in args.variants.split(",") if v] or None,
+            only=only,
         )
         verdicts = ", ".join(
             f"{'ok' if c['holds'] else 'NO' if c['holds'] is False else 'n/a'}" for c in payload["claims"]
@@ -72,6 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"wrote {', '.join(payload['outputs'].values())}"
         )
     return 0
+
+
+def _evaluate_only(module, budget, args: argparse.Namespace, only: list[str] | None) -> None:
+    """--evaluate-only: score cached models with other box sources; print a table, write JSON."""
+    from training.experiments import common as c
+
+    sources = [s for s in args.evaluate_only.split(",") if s]
+    res = c.evaluate_cached(module.PLAN, budget, args.work_dir, sources, only, progress=args.progress)
+    splits = list(module.PLAN.splits or {})
+    rows = []
+    for name, ev in res.items():
+        if isinstance(ev, dict) and name not in ("study", "budget", "box_sources"):
+            for source, summary in ev.items():
+                segm = summary.get("segm", {})
+                rows.append([name, source, segm.get("AP"), *((segm.get("splits") or {}).get(k) for k in splits)])
+    print(c.md_table(["variant", "box source", "mask AP", *splits], rows))
+    path = os.path.join(args.out, f"{c.output_stem(module.STUDY, budget)}_eval_{'_'.join(sources)}.json")
+    c.atomic_write_text(path, json.dumps(c._json_safe(res), indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -561,6 +561,43 @@ def run_variant(
     return row
 
 
+def evaluate_cached(
+    plan: StudyPlan,
+    budget: Budget,
+    work_dir: str,
+    box_sources: Sequence[str],
+    only: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a study's already-trained models (all, or `only`) with other box sources, e.g. "gt_shrunk"
+    for the novel-category models: a diagnostic that never trains. A variant without a finished model
+    raises FileNotFoundError naming the command that trains it. Returns {variant: {source: summary}} plus
+    the box-filled reference for given-box sources."""
+    import keras
+
+    from training.run import load_trained_model
+
+    data = prepare_data(work_dir, budget, progress)
+    out: dict[str, Any] = {"study": plan.study, "budget": budget.name, "box_sources": list(box_sources)}
+    for v in select_variants(plan.variants(), only):
+        priors = prepare_priors(work_dir, data, budget, v.prior_ids, v.fraction, progress)
+        cfg = variant_config(plan.study, budget, data, work_dir, v, priors)
+        if not exists(os.path.join(cfg.model_dir, "done.json")):
+            raise FileNotFoundError(
+                f"{plan.study}/{v.name} is not trained at the {budget.name} budget (no {cfg.model_dir}/done.json); "
+                f"train it with: python -m training.experiments {plan.study} --budget {budget.name} "
+                f"--variants {v.name}"
+            )
+        model = load_trained_model(cfg)
+        out[v.name] = evaluate_model(model, data, box_sources, plan.splits, progress=progress)
+        del model
+        keras.backend.clear_session()
+    given = tuple(s for s in box_sources if s != "model")
+    if given:
+        out["box_fill"] = box_fill_reference(data, given, plan.splits)["eval"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ provenance
 @dataclass(frozen=True)
 class StudyPlan:
