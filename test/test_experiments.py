@@ -408,7 +408,7 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
 
 @pytest.mark.slow
 def test_tiny_studies_reuse_models_trained_by_earlier_studies(tiny_runs):
-    _, p = tiny_runs
+    _, p, _ = tiny_runs
     reused = {s: {r["name"] for r in p[s]["variants"] if r["train"]["reused"]} for s in p}
     assert reused["novel_categories"] == set()
     assert reused["perturbed_boxes"] == {"shapemask"}
@@ -421,7 +421,7 @@ def test_tiny_studies_reuse_models_trained_by_earlier_studies(tiny_runs):
 
 @pytest.mark.slow
 def test_tiny_width_study_measures_cost_falling_with_width(tiny_runs):
-    _, p = tiny_runs
+    _, p, _ = tiny_runs
     rows = p["mask_width"]["variants"]
     assert [r["channels"] for r in rows] == list(mask_width.WIDTHS)
     for key in ("params", "macs"):
