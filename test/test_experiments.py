@@ -444,7 +444,7 @@ def test_evaluate_only_scores_cached_models_without_training(tiny_runs, tmp_path
     assert main(["novel_categories", "--budget", "tiny", "--out", str(tmp_path), "--work-dir", str(work),
                  "--variants", "full,neither", "--evaluate-only", "gt,gt_shrunk"]) == 0  # fmt: skip
     assert sorted(os.listdir(work / "models")) == models  # nothing trained
-    res = json.loads((tmp_path / "novel_categories_tiny_eval_gt_gt_shrunk.json").read_text())
+    res = json.loads((tmp_path / "novel_categories_tiny_eval_gt_gt_shrunk.json").read_text())["variants"]
     assert set(res) >= {"full", "neither", "box_fill"} and "prior_only" not in res
     for name in ("full", "neither"):
         assert set(res[name]) == {"gt", "gt_shrunk"}

@@ -95,11 +95,10 @@ def _evaluate_only(module, budget, args: argparse.Namespace, only: list[str] | N
     res = c.evaluate_cached(module.PLAN, budget, args.work_dir, sources, only, progress=args.progress)
     splits = list(module.PLAN.splits or {})
     rows = []
-    for name, ev in res.items():
-        if isinstance(ev, dict) and name not in ("study", "budget", "box_sources"):
-            for source, summary in ev.items():
-                segm = summary.get("segm", {})
-                rows.append([name, source, segm.get("AP"), *((segm.get("splits") or {}).get(k) for k in splits)])
+    for name, ev in res["variants"].items():
+        for source, summary in ev.items():
+            segm = summary.get("segm", {})
+            rows.append([name, source, segm.get("AP"), *((segm.get("splits") or {}).get(k) for k in splits)])
     print(c.md_table(["variant", "box source", "mask AP", *splits], rows))
     path = os.path.join(args.out, f"{c.output_stem(module.STUDY, budget)}_eval_{'_'.join(sources)}.json")
     c.atomic_write_text(path, json.dumps(c._json_safe(res), indent=1))

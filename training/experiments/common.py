@@ -571,14 +571,15 @@ def evaluate_cached(
 ) -> dict[str, Any]:
     """Evaluate a study's already-trained models (all, or `only`) with other box sources, e.g. "gt_shrunk"
     for the novel-category models: a diagnostic that never trains. A variant without a finished model
-    raises FileNotFoundError naming the command that trains it. Returns {variant: {source: summary}} plus
-    the box-filled reference for given-box sources."""
+    raises FileNotFoundError naming the command that trains it. Returns {"study", "budget", "box_sources",
+    "variants": {name: {source: summary}}}, with the box-filled reference as variant "box_fill" for given-box
+    sources."""
     import keras
 
     from training.run import load_trained_model
 
     data = prepare_data(work_dir, budget, progress)
-    out: dict[str, Any] = {"study": plan.study, "budget": budget.name, "box_sources": list(box_sources)}
+    rows: dict[str, Any] = {}
     for v in select_variants(plan.variants(), only):
         priors = prepare_priors(work_dir, data, budget, v.prior_ids, v.fraction, progress)
         cfg = variant_config(plan.study, budget, data, work_dir, v, priors)
@@ -589,13 +590,13 @@ def evaluate_cached(
                 f"--variants {v.name}"
             )
         model = load_trained_model(cfg)
-        out[v.name] = evaluate_model(model, data, box_sources, plan.splits, progress=progress)
+        rows[v.name] = evaluate_model(model, data, box_sources, plan.splits, progress=progress)
         del model
         keras.backend.clear_session()
     given = tuple(s for s in box_sources if s != "model")
     if given:
-        out["box_fill"] = box_fill_reference(data, given, plan.splits)["eval"]
-    return out
+        rows["box_fill"] = box_fill_reference(data, given, plan.splits)["eval"]
+    return {"study": plan.study, "budget": budget.name, "box_sources": list(box_sources), "variants": rows}
 
 
 # ------------------------------------------------------------------------------------------ provenance
