@@ -27,6 +27,7 @@ import numpy as np
 
 from shapemask_ros.config import NodeConfig
 from shapemask_ros.runtime.instances import Instances
+from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
 W, H = 640, 480
 FX = FY = 610.0
@@ -163,14 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objects", type=int, default=20)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-points", action="store_true", help="leave out the PointCloud2")
-    p.add_argument(
-        "--blas-threads", type=int, default=1, help="NumPy BLAS threads: 1 as in the node and bag-eval, 0 = as is"
-    )
+    add_blas_threads_argument(p)
     args = p.parse_args(argv)
-    if args.blas_threads > 0:
-        from shapemask_ros.utils.threads import limit_blas_threads
-
-        limit_blas_threads(args.blas_threads)
+    apply_blas_threads(args)
     if args.predictor == "bundle" and not args.model:
         p.error("--predictor bundle needs --model DIR")
 

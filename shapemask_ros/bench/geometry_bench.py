@@ -19,6 +19,7 @@ import numpy as np
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import compute_objects3d
 from shapemask_ros.geometry.pointcloud import objects_pointcloud
+from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
 
 class _DictFactory:
@@ -70,14 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objects", type=int, default=20)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--distortion", action="store_true", help="plumb_bob camera (cached cv2 ray table)")
-    p.add_argument(
-        "--blas-threads", type=int, default=1, help="NumPy BLAS threads: 1 as in the node and bag-eval, 0 = as is"
-    )
+    add_blas_threads_argument(p)
     args = p.parse_args(argv)
-    if args.blas_threads > 0:
-        from shapemask_ros.utils.threads import limit_blas_threads
-
-        limit_blas_threads(args.blas_threads)
+    apply_blas_threads(args)
     d = (0.1, -0.2, 0.001, 0.001, 0.05) if args.distortion else ()
     intr = CameraIntrinsics.from_matrix([[610.0, 0, 319.5], [0, 610.0, 239.5], [0, 0, 1]], 640, 480, d)
     raw, masks, regions = synthetic_frame(args.objects)

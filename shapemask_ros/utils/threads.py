@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -25,3 +26,16 @@ def limit_blas_threads(n: int = 1) -> bool:
         return False
     _LIMITER = threadpool_limits(limits=n, user_api="blas")
     return True
+
+
+def add_blas_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmarks' `--blas-threads N` flag (default 1, as the node and bag-eval run; 0 = as is)."""
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="NumPy BLAS threads: 1 as in the node and bag-eval, 0 = as is"
+    )
+
+
+def apply_blas_threads(args: argparse.Namespace) -> None:
+    """Apply a parsed `--blas-threads` (see `add_blas_threads_argument`); 0 or less leaves BLAS as it is."""
+    if args.blas_threads > 0:
+        limit_blas_threads(args.blas_threads)
