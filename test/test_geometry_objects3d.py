@@ -299,3 +299,18 @@ def test_limit_blas_threads_sets_one_thread_in_a_fresh_process():
         "assert blas and set(blas) == {1}, blas\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_blas_threads_flag_defaults_to_one_and_zero_leaves_blas_alone(monkeypatch):
+    import argparse
+
+    from shapemask_ros.utils import threads
+
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "limit_blas_threads", lambda n=1: calls.append(n) or True)
+    p = argparse.ArgumentParser()
+    threads.add_blas_threads_argument(p)
+    threads.apply_blas_threads(p.parse_args([]))
+    threads.apply_blas_threads(p.parse_args(["--blas-threads", "0"]))
+    threads.apply_blas_threads(p.parse_args(["--blas-threads", "3"]))
+    assert calls == [1, 3]
