@@ -140,6 +140,23 @@ def test_variant_configs_switch_only_what_each_study_varies():
         assert cfg.model.detector.num_classes == 10
 
 
+def test_another_model_seed_trains_new_models_on_the_same_data_and_writes_apart():
+    default, again, seed1 = c.get_budget("short"), c.get_budget("short", 0), c.get_budget("short", 1)
+    base, same, other = _configs(default), _configs(again), _configs(seed1)
+    assert {k: v.model_dir for k, v in base.items()} == {k: v.model_dir for k, v in same.items()}
+    for key, cfg in other.items():
+        assert cfg.model_dir != base[key].model_dir, key  # its own cached model ...
+        assert cfg.model.mask.priors_path != base[key].model.mask.priors_path  # ... and its own k-means run
+        assert cfg.train.seed == 1 and base[key].train.seed == c.MODEL_SEED
+        assert cfg.data.train_pattern == base[key].data.train_pattern  # same data, same split
+        assert cfg.data.mask_split == base[key].data.mask_split
+    assert c.output_stem("less_data", default) == "less_data_short"
+    assert c.output_stem("less_data", seed1) == "less_data_short_seed1"
+    assert c.output_stem("less_data", c.get_budget("full", 2)) == "less_data_seed2"
+    with pytest.raises(ValueError, match="seed"):
+        c.get_budget("full", -1)
+
+
 def test_partially_supervised_variants_use_priors_from_seen_masks_only():
     budget = c.get_budget("short")
     cfgs = _configs(budget)
@@ -457,3 +474,22 @@ def test_evaluate_only_scores_cached_models_without_training(tiny_runs, tmp_path
     with pytest.raises(FileNotFoundError, match="--variants full"):
         main(["novel_categories", "--budget", "tiny", "--out", str(tmp_path), "--work-dir", str(tmp_path / "empty"),
               "--variants", "full", "--evaluate-only", "gt"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_seed_flag_trains_a_new_model_and_writes_a_seed_report(tiny_runs, tmp_path):
+    _, payloads, work = tiny_runs
+    before = set(os.listdir(work / "models"))
+    assert main(["novel_categories", "--budget", "tiny", "--out", str(tmp_path), "--work-dir", str(work),
+                 "--variants", "neither", "--seed", "1"]) == 0  # fmt: skip
+    added = set(os.listdir(work / "models")) - before
+    assert len(added) == 1  # one new model, nothing reused from seed 0
+    p = json.loads((tmp_path / "novel_categories_tiny_seed1.json").read_text())
+    row = next(r for r in p["variants"] if r["name"] == "neither")
+    seed0 = next(r for r in payloads["novel_categories"]["variants"] if r["name"] == "neither")
+    assert row["train"]["seed"] == 1 and not row["train"]["reused"]
+    assert added == {os.path.basename(row["train"]["model_dir"])}
+    assert row["train"]["model_dir"] != seed0["train"]["model_dir"]
+    assert p["provenance"]["seeds"]["model"] == 1 and p["provenance"]["seeds"]["priors_kmeans"] == 1
+    assert row["priors_path"] != seed0["priors_path"]
+    assert "--seed 1" in p["provenance"]["command"]

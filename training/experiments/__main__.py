@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(gt, gt_shrunk, model) on the study's splits, print the table and write <out>/<study>_<budget>_"
         "eval_<sources>.json; trains nothing",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="model seed (initialisation, data order, augmentation, k-means priors); another value trains new "
+        "models on the same data and split and writes <study>[_<budget>]_seed<N>.*, to measure seed noise",
+    )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
 
@@ -61,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from training.experiments.common import get_budget
 
-    budget = get_budget(args.budget)
+    budget = get_budget(args.budget, args.seed)
     only = [v for v in args.variants.split(",") if v] or None
     for study in STUDIES if args.study == "all" else (args.study,):
         module = importlib.import_module(f"training.experiments.{study}")

@@ -99,6 +99,9 @@ class Budget:
     model: dict[str, Any] = field(default_factory=dict)
     study_steps: dict[str, int] = field(default_factory=dict)  # per-study exceptions to `steps`
     note: str = ""
+    # initialisation, data order, augmentation and k-means seed; another value repeats a study with new
+    # models (own cache keys, results `<stem>_seed<N>`) to measure seed noise, on the same data and split
+    model_seed: int = MODEL_SEED
 
     def steps_for(self, study: str) -> int:
         """Training steps of every variant of `study`."""
@@ -168,12 +171,15 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def get_budget(name: str) -> Budget:
-    """Budget by name; unknown names raise ValueError listing the choices."""
+def get_budget(name: str, model_seed: int = MODEL_SEED) -> Budget:
+    """Budget by name, with its model seed set; unknown names raise ValueError listing the choices."""
     try:
-        return BUDGETS[name]
+        budget = BUDGETS[name]
     except KeyError:
         raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
+    if model_seed < 0:
+        raise ValueError(f"model seed must be >= 0, got {model_seed}")
+    return dataclasses.replace(budget, model_seed=int(model_seed))
 
 
 # --------------------------------------------------------------------------------------------- hashing
@@ -274,7 +280,7 @@ def priors_path(
     """Where `prepare_priors` keeps the priors for these parameters (a hash of them)."""
     cats = sorted(int(c) for c in (category_ids if category_ids is not None else data.category_ids))
     key = _digest(
-        {"data": data.root, "cats": cats, "fraction": fraction, "k": budget.num_priors, "seed": MODEL_SEED}
+        {"data": data.root, "cats": cats, "fraction": fraction, "k": budget.num_priors, "seed": budget.model_seed}
     )
     return os.path.join(work_dir, "priors", f"priors-{key}.npy")
 
@@ -309,7 +315,7 @@ def prepare_priors(
         annotations = os.path.join(work_dir, "priors", f"{key}-train-subset.json")
         atomic_write_text(annotations, json.dumps(coco))
     priors, info = compute_priors(
-        annotations, k=budget.num_priors, seed=MODEL_SEED, category_ids=cats, progress=progress
+        annotations, k=budget.num_priors, seed=budget.model_seed, category_ids=cats, progress=progress
     )
     info.update(annotations=annotations, fraction=fraction, images=None if kept is None else len(kept))
     save_priors(path, priors, info)
@@ -354,7 +360,7 @@ def base_overrides(budget: Budget, data: SyntheticData, priors_path: str, steps:
         "lr_decay_steps": list(budget.lr_decay_steps(steps)),
         "checkpoint_every": steps,
         "log_every": max(1, min(50, steps)),
-        "seed": MODEL_SEED,
+        "seed": budget.model_seed,
         "mixed_precision": "float32",
     }
     model = deep_merge(
@@ -688,9 +694,9 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
         "seeds": {
             "train_data": TRAIN_DATA_SEED,
             "val_data": VAL_DATA_SEED,
-            "model": MODEL_SEED,
+            "model": budget.model_seed,
             "shrink": SHRINK_SEED,
-            "priors_kmeans": MODEL_SEED,
+            "priors_kmeans": budget.model_seed,
         },
         "work_dir": work_dir,
         "argv0": sys.argv[0] if sys.argv else "",
@@ -814,8 +820,10 @@ def _json_safe(obj: Any) -> Any:
 
 
 def output_stem(study: str, budget: Budget) -> str:
-    """`<study>` for the full budget, `<study>_<budget>` otherwise (so a CI run never overwrites results)."""
-    return study if budget.name == "full" else f"{study}_{budget.name}"
+    """`<study>` for the full budget, `<study>_<budget>` otherwise (so a CI run never overwrites results),
+    `_seed<N>` added for a model seed other than the default."""
+    stem = study if budget.name == "full" else f"{study}_{budget.name}"
+    return stem if budget.model_seed == MODEL_SEED else f"{stem}_seed{budget.model_seed}"
 
 
 def write_report(out_dir: str, stem: str, payload: Mapping[str, Any], markdown: str, figure: Any) -> dict:
