@@ -398,6 +398,14 @@ def variant_config(
     )
 
 
+def prepared_variant(
+    study: str, budget: Budget, data: SyntheticData, work_dir: str, variant: Variant, progress: bool = False
+) -> tuple[str, ExperimentConfig]:
+    """The variant's shape priors (made now unless cached) and its resolved config: (priors path, config)."""
+    priors = prepare_priors(work_dir, data, budget, variant.prior_ids, variant.fraction, progress)
+    return priors, variant_config(study, budget, data, work_dir, variant, priors)
+
+
 def train_variant(cfg: ExperimentConfig, progress: bool = False, reuse: bool = True) -> dict[str, Any]:
     """Train `cfg` unless a finished run with the same config exists (reuse). Returns the training record:
     model_dir, steps, seed, train_wall_s, final_losses, reused (True when nothing was trained now)."""
@@ -545,8 +553,7 @@ def run_variant(
 
     from training.run import load_trained_model
 
-    priors = prepare_priors(work_dir, data, budget, variant.prior_ids, variant.fraction, progress)
-    cfg = variant_config(study, budget, data, work_dir, variant, priors)
+    priors, cfg = prepared_variant(study, budget, data, work_dir, variant, progress)
     log.info("%s / %s: model_dir %s", study, variant.name, cfg.model_dir)
     train = train_variant(cfg, progress=progress, reuse=reuse)
     model = load_trained_model(cfg)
@@ -587,8 +594,7 @@ def evaluate_cached(
     data = prepare_data(work_dir, budget, progress)
     rows: dict[str, Any] = {}
     for v in select_variants(plan.variants(), only):
-        priors = prepare_priors(work_dir, data, budget, v.prior_ids, v.fraction, progress)
-        cfg = variant_config(plan.study, budget, data, work_dir, v, priors)
+        _, cfg = prepared_variant(plan.study, budget, data, work_dir, v, progress)
         if not exists(os.path.join(cfg.model_dir, "done.json")):
             raise FileNotFoundError(
                 f"{plan.study}/{v.name} is not trained at the {budget.name} budget (no {cfg.model_dir}/done.json); "
