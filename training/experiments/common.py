@@ -723,6 +723,12 @@ def fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def train_minutes(row: Mapping[str, Any]) -> float | None:
+    """A row's training wall time in minutes; None for rows that trained nothing (JSON keeps no NaN)."""
+    s = row["train"].get("train_wall_s")
+    return None if s is None or math.isnan(s) else s / 60.0
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table (cells through `fmt` unless already strings)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -830,6 +836,46 @@ def output_stem(study: str, budget: Budget) -> str:
     `_seed<N>` added for a model seed other than the default."""
     stem = study if budget.name == "full" else f"{study}_{budget.name}"
     return stem if budget.model_seed == MODEL_SEED else f"{stem}_seed{budget.model_seed}"
+
+
+def report_rows(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The rows of a study's results table: its variants, then the box-filled reference when present."""
+    return [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
+
+
+def report_markdown(
+    payload: Mapping[str, Any], title: str, intro: str, table: str, extra: str | None = None
+) -> str:
+    """The markdown report every study writes: title, intro, results table (+ `extra`), claims, settings."""
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            intro,
+            "",
+            "## Results",
+            "",
+            table,
+            *([] if extra is None else [extra]),
+            "## Claims",
+            "",
+            claims_table(payload["claims"]),
+            settings_section(payload),
+        ]
+    )
+
+
+def grouped_bars(ax: Any, rows: Sequence[Mapping[str, Any]], series: Sequence[tuple[str, str]], split: str) -> None:
+    """Bar groups of mask AP on `split`, one group a row and one bar a (box source, legend label) pair."""
+    import numpy as np
+
+    x = np.arange(len(rows))
+    width = 0.76 / len(series)
+    for i, (source, label) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, [split_ap(r, source, split) for r in rows], width, label=label)
+    ax.set_xticks(x, [r["name"].replace("_", "\n") for r in rows])
+    ax.legend()
 
 
 def write_report(out_dir: str, stem: str, payload: Mapping[str, Any], markdown: str, figure: Any) -> dict:

@@ -70,7 +70,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
+    rows = c.report_rows(payload)
     table = c.md_table(
         [
             "model",
@@ -89,27 +89,20 @@ def markdown(payload: dict[str, Any]) -> str:
                 c.split_ap(r, "model", "novel"),
                 c.split_ap(r, "gt", "seen"),
                 c.split_ap(r, "model", "all", "bbox"),
-                r["train"]["train_wall_s"] / 60,
+                c.train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return "\n".join(
-        [
-            "# Less data (paper Fig. 8) on synthetic shapes",
-            "",
+    return c.report_markdown(
+        payload,
+        "Less data (paper Fig. 8) on synthetic shapes",
+        (
             "Novel-category setting of the novel_categories study (masks for the seen families only), "
             "trained on a fraction of the training images (by image-id hash; priors from the kept images). "
-            "Same number of steps for every fraction. Mask AP (COCO segm, %).",
-            "",
-            "## Results",
-            "",
-            table,
-            "## Claims",
-            "",
-            c.claims_table(payload["claims"]),
-            c.settings_section(payload),
-        ]
+            "Same number of steps for every fraction. Mask AP (COCO segm, %)."
+        ),
+        table,
     )
 
 

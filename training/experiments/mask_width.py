@@ -194,31 +194,24 @@ def markdown(payload: dict[str, Any]) -> str:
                 r["profiler_flops"]["per_instance"] / 1e6,
                 r["macs"]["projection_per_image"] / 1e6,
                 r["timing"]["median_ms"],
-                r["train"]["train_wall_s"] / 60,
+                c.train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return "\n".join(
-        [
-            "# Mask-branch width (paper Table 6) on synthetic shapes",
-            "",
+    return c.report_markdown(
+        payload,
+        "Mask-branch width (paper Table 6) on synthetic shapes",
+        (
             "Full ShapeMask, masks of all families supervised. Mask AP (COCO segm, %). Parameters: "
             "trainable weights of the 1x1 projection and the prior / coarse / fine heads (fixed priors and "
             "batch-norm statistics excluded). MAC: conv + dense multiply-accumulates, counted analytically; "
             "the profiler column is TensorFlow's FLOP count of the traced branch (2 per MAC, plus "
             "element-wise ops). Time: median of the traced mask branch on precomputed features on this "
             "(shared, loaded) CPU. Paper (COCO, V100): 37.0 / 36.7 / 36.6 / 35.8 AP and "
-            "29.1 / 14.0 / 7.0 / 4.6 ms for 128 / 64 / 32 / 16 channels.",
-            "",
-            "## Results",
-            "",
-            table,
-            "## Claims",
-            "",
-            c.claims_table(payload["claims"]),
-            c.settings_section(payload),
-        ]
+            "29.1 / 14.0 / 7.0 / 4.6 ms for 128 / 64 / 32 / 16 channels."
+        ),
+        table,
     )
 
 

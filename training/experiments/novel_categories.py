@@ -83,7 +83,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
+    rows = c.report_rows(payload)
     table = c.md_table(
         [
             "variant",
@@ -102,7 +102,7 @@ def markdown(payload: dict[str, Any]) -> str:
                 c.split_ap(r, "gt", "seen"),
                 c.split_ap(r, "model", "seen"),
                 c.split_ap(r, "model", "all", "bbox"),
-                r["train"]["train_wall_s"] / 60.0,
+                c.train_minutes(r),
             ]
             for r in rows
         ],
@@ -119,39 +119,23 @@ def markdown(payload: dict[str, Any]) -> str:
         per_cat = "\n### Novel AP per family (GT boxes)\n\n" + c.md_table(
             ["family", *(names[n]["label"] for n in names)], cat_rows
         )
-    return "\n".join(
-        [
-            "# Novel categories (paper Tables 1 / 4) on synthetic shapes",
-            "",
-            "Mask supervision for the seen families only; mask AP (COCO segm, %) per split. "
-            f"Split: {c.SPLIT_RATIONALE}",
-            "The detector trains on boxes of all families. Paper (COCO VOC -> non-VOC, novel AP): "
-            "baseline 13.7, prior only 26.2, embedding only 26.4, both 30.2.",
-            "",
-            "## Results",
-            "",
-            table,
-            per_cat,
-            "## Claims",
-            "",
-            c.claims_table(payload["claims"]),
-            c.settings_section(payload),
-        ]
+    return c.report_markdown(
+        payload,
+        "Novel categories (paper Tables 1 / 4) on synthetic shapes",
+        "Mask supervision for the seen families only; mask AP (COCO segm, %) per split. "
+        f"Split: {c.SPLIT_RATIONALE}\n"
+        "The detector trains on boxes of all families. Paper (COCO VOC -> non-VOC, novel AP): "
+        "baseline 13.7, prior only 26.2, embedding only 26.4, both 30.2.",
+        table,
+        extra=per_cat,
     )
 
 
 def figure(payload: dict[str, Any]):
-    import numpy as np
-
-    rows = payload["variants"]
     fig, (ax,) = c.new_figure(width=7.5)
-    x = np.arange(len(rows))
-    for i, (source, label) in enumerate((("gt", "GT boxes"), ("model", "detections"))):
-        ax.bar(x + (i - 0.5) * 0.38, [c.split_ap(r, source, "novel") for r in rows], 0.38, label=label)
-    ax.set_xticks(x, [r["name"].replace("_", "\n") for r in rows])
+    c.grouped_bars(ax, payload["variants"], (("gt", "GT boxes"), ("model", "detections")), "novel")
     ax.set_ylabel("novel-family mask AP (%)")
     ax.set_title(f"Novel categories ({payload['budget']} budget)")
-    ax.legend()
     fig.tight_layout()
     return fig
 

@@ -73,7 +73,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
+    rows = c.report_rows(payload)
     table = c.md_table(
         [
             "model",
@@ -92,42 +92,28 @@ def markdown(payload: dict[str, Any]) -> str:
                 f"{drop(r):+.1f}",
                 r["eval"]["gt"]["segm"]["AP50"],
                 r["eval"]["gt_shrunk"]["segm"]["AP50"],
-                r["train"]["train_wall_s"] / 60,
+                c.train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return "\n".join(
-        [
-            "# Perturbed boxes (paper Table 3) on synthetic shapes",
-            "",
+    return c.report_markdown(
+        payload,
+        "Perturbed boxes (paper Table 3) on synthetic shapes",
+        (
             "Mask AP (COCO segm, %, all families) with exact ground-truth boxes and with the same boxes "
             "shrunk per side by U(0.75, 1.0) about their centres (seeded per image). Paper (COCO): "
-            "ShapeMask -2.9 AP (-1.5 when trained with jitter), Mask R-CNN -7.4.",
-            "",
-            "## Results",
-            "",
-            table,
-            "## Claims",
-            "",
-            c.claims_table(payload["claims"]),
-            c.settings_section(payload),
-        ]
+            "ShapeMask -2.9 AP (-1.5 when trained with jitter), Mask R-CNN -7.4."
+        ),
+        table,
     )
 
 
 def figure(payload: dict[str, Any]):
-    import numpy as np
-
-    rows = payload["variants"]
     fig, (ax,) = c.new_figure(width=7.0)
-    x = np.arange(len(rows))
-    for i, (source, label) in enumerate((("gt", "GT boxes"), ("gt_shrunk", "shrunk GT boxes"))):
-        ax.bar(x + (i - 0.5) * 0.38, [c.split_ap(r, source, "all") for r in rows], 0.38, label=label)
-    ax.set_xticks(x, [r["name"].replace("_", "\n") for r in rows])
+    c.grouped_bars(ax, payload["variants"], (("gt", "GT boxes"), ("gt_shrunk", "shrunk GT boxes")), "all")
     ax.set_ylabel("mask AP (%)")
     ax.set_title(f"Perturbed boxes ({payload['budget']} budget)")
-    ax.legend()
     fig.tight_layout()
     return fig
 
