@@ -140,6 +140,24 @@ def test_variant_configs_switch_only_what_each_study_varies():
         assert cfg.model.detector.num_classes == 10
 
 
+def test_width_depth_check_changes_only_the_mask_heads_depth():
+    from shapemask_ros.config import to_dict
+    from training.experiments.width_depth_check import depth_variants
+
+    budget = c.get_budget("full")
+    study = _configs(budget)["mask_width", "width_16"]
+    (v,) = depth_variants((16,), 4)
+    priors = c.priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
+    deep = c.variant_config("mask_width", budget, FAKE_DATA, "/w", v, priors)
+    assert (deep.model.mask.channels, deep.model.mask.num_convs) == (16, 4) != (16, study.model.mask.num_convs)
+    assert deep.model_dir != study.model_dir  # its own cached model
+    a, b = to_dict(study), to_dict(deep)
+    a["model"]["mask"].pop("num_convs"), b["model"]["mask"].pop("num_convs")
+    for d in (a, b):
+        d.pop("name"), d.pop("model_dir")
+    assert a == b
+
+
 def test_another_model_seed_trains_new_models_on_the_same_data_and_writes_apart():
     default, again, seed1 = c.get_budget("short"), c.get_budget("short", 0), c.get_budget("short", 1)
     base, same, other = _configs(default), _configs(again), _configs(seed1)

@@ -878,12 +878,17 @@ def grouped_bars(ax: Any, rows: Sequence[Mapping[str, Any]], series: Sequence[tu
     ax.legend()
 
 
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """Write `payload` as strict JSON (NaN -> null, NumPy scalars -> Python) atomically."""
+    atomic_write_text(path, json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n")
+
+
 def write_report(out_dir: str, stem: str, payload: Mapping[str, Any], markdown: str, figure: Any) -> dict:
     """Write `<stem>.json` (strict JSON), `<stem>.md` and `<stem>.png` (a matplotlib Figure) atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     paths = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("json", "md", "png")}
-    atomic_write_text(paths["json"], json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n")
+    write_json(paths["json"], payload)
     atomic_write_text(paths["md"], markdown)
     FigureCanvasAgg(figure)
     buf = io.BytesIO()
