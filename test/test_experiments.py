@@ -403,6 +403,11 @@ def test_committed_result_tables_are_what_the_code_renders_from_their_json(stem)
     )
 
 
+def test_committed_reports_cover_every_study_at_the_full_budget():
+    stems = set(_committed_reports())
+    assert {s for s in STUDIES if s in stems} == set(STUDIES)
+
+
 def _reject(token: str):
     raise AssertionError(f"non-strict JSON constant {token}")
 
