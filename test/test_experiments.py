@@ -378,12 +378,6 @@ def test_write_report_is_strict_json_and_a_real_png(tmp_path):
 
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results")
-_STUDY_MODULES = {
-    "novel_categories": novel_categories,
-    "perturbed_boxes": perturbed_boxes,
-    "less_data": less_data,
-    "mask_width": mask_width,
-}
 
 
 def _committed_reports() -> list[str]:
@@ -397,7 +391,7 @@ def test_committed_result_tables_are_what_the_code_renders_from_their_json(stem)
     and the JSON alone is enough to re-render it (rows that trained nothing stored as null, not NaN)."""
     study = next(s for s in STUDIES if stem == s or stem.startswith(f"{s}_"))
     payload = json.loads(open(os.path.join(RESULTS, f"{stem}.json")).read(), parse_constant=_reject)
-    rendered = _STUDY_MODULES[study].markdown(payload)
+    rendered = MODULES[study].markdown(payload)
     assert rendered == open(os.path.join(RESULTS, f"{stem}.md")).read(), (
         f"docs/results/{stem}.md differs from what {study}.markdown() renders from {stem}.json"
     )
