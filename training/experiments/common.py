@@ -867,8 +867,6 @@ def report_markdown(
 
 def grouped_bars(ax: Any, rows: Sequence[Mapping[str, Any]], series: Sequence[tuple[str, str]], split: str) -> None:
     """Bar groups of mask AP on `split`, one group a row and one bar a (box source, legend label) pair."""
-    import numpy as np
-
     x = np.arange(len(rows))
     width = 0.76 / len(series)
     for i, (source, label) in enumerate(series):
