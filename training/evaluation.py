@@ -528,6 +528,33 @@ def _classes_from_source(inst: Instances, classes: np.ndarray) -> Instances:
     return inst
 
 
+def box_fill_predict(image: np.ndarray, boxes: np.ndarray | None, classes: np.ndarray | None) -> Any:
+    """A 'mask branch' that learned nothing: every mask is its box (the pixels whose centre lies inside).
+    Needs given boxes (GT or shrunk GT); returns `Instances` like the predictor."""
+    if boxes is None:
+        raise ValueError("box-filled masks need given boxes (box source gt or gt_shrunk)")
+    h, w = image.shape[:2]
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    # pixel c covers [c, c + 1): inside when its centre c + 0.5 lies in [x1, x2)
+    x1 = np.clip(np.ceil(b[:, 0] - 0.5), 0, w - 1).astype(int)
+    y1 = np.clip(np.ceil(b[:, 1] - 0.5), 0, h - 1).astype(int)
+    x2 = np.clip(np.maximum(np.ceil(b[:, 2] - 0.5), x1 + 1), 1, w).astype(int)
+    y2 = np.clip(np.maximum(np.ceil(b[:, 3] - 0.5), y1 + 1), 1, h).astype(int)
+    regions = np.stack([x1, y1, x2 - x1, y2 - y1], 1).astype(np.int32)
+    n = len(b)
+    cls = np.full(n, -1, np.int32) if classes is None else np.asarray(classes, np.int32).reshape(n)
+    return Instances(
+        boxes=b.astype(np.float32),
+        scores=np.ones(n, np.float32),
+        class_ids=cls,
+        masks=[np.ones((r[3], r[2]), np.uint8) for r in regions],
+        regions=regions,
+        mask_scores=np.ones(n, np.float32),
+        source_index=np.arange(n, dtype=np.int32),
+        image_size=(h, w),
+    )
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -572,6 +599,7 @@ def format_metrics_table(
 
 __all__ = [
     "BoxSource",
+    "box_fill_predict",
     "evaluate",
     "evaluate_predictor",
     "format_metrics_table",
