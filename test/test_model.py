@@ -195,3 +195,48 @@ def test_depth_to_space_upsampling_equals_a_transposed_conv_with_kernel_equal_st
     w = np.transpose(k, (3, 0, 1, 2)).reshape(4, 4 * 4 * 7)  # in -> (dy, dx, out)
     got = depth_to_space(ops.convert_to_tensor(np.einsum("mhwi,io->mhwo", x, w)), 4).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_fine_head_upsampling_is_linear_into_the_logits():
+    """Reference/paper: transposed conv x4 then the 1x1 logits conv; no BN or ReLU in between."""
+    from shapemask_ros.model.mask_heads import depth_to_space
+
+    model = build_model(tiny_model_config())
+    head = model.fine_head
+    rng = np.random.default_rng(12)
+    feats = ops.convert_to_tensor(rng.normal(size=(3, 32, 32, 8)).astype(np.float32))
+    # make the upsampling weights large and asymmetric so a hidden ReLU or normalisation would show
+    head.up.kernel.assign(rng.normal(0, 3, size=head.up.kernel.shape).astype(np.float32))
+    head.predict.kernel.assign(rng.normal(0, 1, size=head.predict.kernel.shape).astype(np.float32))
+    coarse = ops.convert_to_tensor(rng.normal(size=(3, 32, 32)).astype(np.float32))
+    onehot = np.ones((3, 1), np.float32)
+    for training in (False, True):
+        got = head(feats, coarse, onehot, training=training).numpy()
+        # the same computation by hand after the conv stack
+        p = ops.sigmoid(coarse)
+        m = ops.cast(p > 0.5, "float32")[..., None]
+        emb = ops.sum(feats * m, axis=(1, 2)) / (ops.sum(m, axis=(1, 2)) + 1e-6)
+        x = feats - emb[:, None, None, :] + head.embed_coarse(p[..., None])
+        x = head.stack(x, training=training).numpy()
+        up = depth_to_space(ops.convert_to_tensor(np.einsum("mhwi,io->mhwo", x, head.up.kernel.numpy()[0, 0])), 4)
+        w, b = head.predict.kernel.numpy()[0, 0], head.predict.bias.numpy()
+        want = np.einsum("mhwi,io->mhwo", up.numpy(), w)[..., 0] + b[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_heads_use_the_reference_initialisers():
+    model = build_model(tiny_model_config())
+    p0 = 0.01
+    for head in (model.coarse_head, model.fine_head):
+        np.testing.assert_allclose(head.predict.bias.numpy(), -np.log((1 - p0) / p0), rtol=1e-6)
+        assert abs(float(np.std(head.predict.kernel.numpy())) - 0.01) < 0.006
+        for conv in head.stack.convs:
+            assert abs(float(np.std(conv.kernel.numpy())) - 0.01) < 0.002
+    assert abs(float(np.std(model.prior_head.classifier.kernel.numpy())) - 0.01) < 0.003
+    # so an untrained model predicts foreground with probability ~0.01 everywhere
+    rng = np.random.default_rng(13)
+    img, boxes = _inputs(64, 3, rng)
+    out = model({"image": img, "mask_boxes": boxes, "mask_classes": np.zeros((2, 3), np.int32)})
+    for key in ("coarse_logits", "fine_logits"):
+        prob = 1 / (1 + np.exp(-out[key].numpy()))
+        assert abs(float(prob.mean()) - p0) < 0.003, key
