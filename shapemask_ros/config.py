@@ -25,7 +25,11 @@ class BackboneConfig:
     """Feature extractor producing C3..C5."""
 
     name: str = "resnet50"  # resnet50 | resnet101 | tiny
-    weights_path: str | None = None  # local ImageNet weights file (.weights.h5); never downloaded
+    # Pretrained initialisation, used when training starts (checkpoints hold every weight afterwards):
+    # weights: "imagenet" = Keras downloads its ImageNet weights (needs internet); None = none.
+    weights: str | None = None
+    weights_path: str | None = None  # or a local ImageNet weights file (.h5 / .weights.h5)
+    # Frozen layers must start from pretrained weights: training refuses a frozen random stem.
     freeze_stem_and_stage1: bool = True
     tiny_filters: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 stages of the `tiny` backbone
 

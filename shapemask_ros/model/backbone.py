@@ -34,8 +34,39 @@ def _tiny_backbone(image_size: int, filters: tuple[int, ...]) -> keras.Model:
     return keras.Model(inp, outs[1:], name="tiny_backbone")
 
 
-def build_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
-    """Functional model image (preprocessed) -> [C3, C4, C5]."""
+# Layers frozen by `freeze_stem_and_stage1`, per backbone (name prefixes). A backbone listed here must start
+# from pretrained weights when they are frozen (`check_backbone_init`).
+_FROZEN_PREFIXES = {
+    "resnet50": ("conv1_", "conv2_"),
+    "resnet101": ("conv1_", "conv2_"),
+}
+_WEIGHT_CHOICES = (None, "imagenet")
+
+
+def check_backbone_init(cfg: BackboneConfig) -> None:
+    """Refuse configurations that would train with frozen, randomly initialised layers (or are ambiguous)."""
+    if cfg.weights not in _WEIGHT_CHOICES:
+        raise ValueError(f"backbone.weights must be null or 'imagenet', got {cfg.weights!r}")
+    if cfg.weights and cfg.weights_path:
+        raise ValueError("set only one of backbone.weights ('imagenet') and backbone.weights_path (local file)")
+    if cfg.name == "tiny" and (cfg.weights or cfg.weights_path):
+        raise ValueError("the tiny backbone has no pretrained weights: set backbone.weights and weights_path to null")
+    frozen = cfg.freeze_stem_and_stage1 and cfg.name in _FROZEN_PREFIXES
+    if frozen and not (cfg.weights or cfg.weights_path):
+        raise ValueError(
+            f"backbone {cfg.name!r} has no pretrained weights but freeze_stem_and_stage1 is true: training "
+            "would keep a random stem frozen. Set model.backbone.weights: imagenet (Keras downloads them; "
+            "needs internet), or model.backbone.weights_path: a local ImageNet weights file, or "
+            "model.backbone.freeze_stem_and_stage1: false to train from scratch."
+        )
+
+
+def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = False) -> keras.Model:
+    """Functional model image (preprocessed) -> [C3, C4, C5].
+
+    pretrained: load `cfg.weights` / `cfg.weights_path` (training); otherwise the weights stay random
+    until a checkpoint is restored, so evaluation and export never need the file or the internet.
+    """
     if cfg.name == "tiny":
         if len(cfg.tiny_filters) != 4:
             raise ValueError("backbone.tiny_filters must have 4 entries")
@@ -43,16 +74,19 @@ def build_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
     if cfg.name not in _RESNET_OUTPUTS:
         raise ValueError(f"unknown backbone {cfg.name!r}; choose resnet50, resnet101 or tiny")
     ctor = keras.applications.ResNet50 if cfg.name == "resnet50" else keras.applications.ResNet101
-    # weights=None: nothing is ever downloaded. ImageNet weights come from a local file when given.
-    base = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
-    if cfg.weights_path:
+    download = pretrained and cfg.weights == "imagenet"
+    # weights="imagenet" makes Keras download its ImageNet weights (once, cached under ~/.keras).
+    base = ctor(include_top=False, weights="imagenet" if download else None, input_shape=(image_size, image_size, 3))
+    if download:
+        log.info("loaded Keras ImageNet weights for %s", cfg.name)
+    if pretrained and cfg.weights_path:
         if not os.path.exists(cfg.weights_path):
             raise FileNotFoundError(f"backbone.weights_path {cfg.weights_path!r} does not exist")
         base.load_weights(cfg.weights_path, skip_mismatch=False)
         log.info("loaded backbone weights from %s", cfg.weights_path)
     if cfg.freeze_stem_and_stage1:
         for layer in base.layers:
-            if layer.name.startswith(("conv1_", "conv2_")):
+            if layer.name.startswith(_FROZEN_PREFIXES[cfg.name]):
                 layer.trainable = False
     outs = [base.get_layer(n).output for n in _RESNET_OUTPUTS[cfg.name]]
     return keras.Model(base.input, outs, name=cfg.name)

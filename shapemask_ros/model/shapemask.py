@@ -28,13 +28,13 @@ _BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 class ShapeMask(keras.Model):
     """RetinaNet (ResNet-FPN) detector + ShapeMask mask branch."""
 
-    def __init__(self, cfg: ModelConfig, **kwargs):
+    def __init__(self, cfg: ModelConfig, pretrained_backbone: bool = False, **kwargs):
         super().__init__(name="shapemask", **kwargs)
         self.cfg = cfg
         a, m, d = cfg.anchors, cfg.mask, cfg.detector
         self.levels = list(range(a.min_level, a.max_level + 1))
         self.num_mask_classes = cfg.num_mask_classes
-        self.backbone = build_backbone(cfg.backbone, cfg.image_size)
+        self.backbone = build_backbone(cfg.backbone, cfg.image_size, pretrained=pretrained_backbone)
         self.fpn = FPN(d.fpn_channels, a.min_level, a.max_level, name="fpn")
         self.head = RetinaNetHead(
             d.num_classes,
@@ -154,9 +154,15 @@ class ShapeMask(keras.Model):
         self.prior_head.priors.assign(priors)
 
 
-def build_model(cfg: ModelConfig, priors: np.ndarray | None = None) -> ShapeMask:
-    """Create the model and its weights (one dummy call), optionally loading shape priors."""
-    model = ShapeMask(cfg)
+def build_model(
+    cfg: ModelConfig, priors: np.ndarray | None = None, pretrained_backbone: bool = False
+) -> ShapeMask:
+    """Create the model and its weights (one dummy call), optionally loading shape priors.
+
+    pretrained_backbone: load the backbone's ImageNet weights (`backbone.weights` / `weights_path`); only
+    training needs them, everything else restores a checkpoint.
+    """
+    model = ShapeMask(cfg, pretrained_backbone=pretrained_backbone)
     s = cfg.image_size
     model(
         {
