@@ -225,14 +225,17 @@ def test_fine_head_upsampling_is_linear_into_the_logits():
 
 
 def test_mask_heads_use_the_reference_initialisers():
-    model = build_model(tiny_model_config())
+    import keras
+
+    keras.utils.set_random_seed(14)
+    model = build_model(tiny_model_config(channels=64, num_priors=16))  # enough values for a stable std
     p0 = 0.01
     for head in (model.coarse_head, model.fine_head):
         np.testing.assert_allclose(head.predict.bias.numpy(), -np.log((1 - p0) / p0), rtol=1e-6)
-        assert abs(float(np.std(head.predict.kernel.numpy())) - 0.01) < 0.006
+        assert abs(float(np.std(head.predict.kernel.numpy())) - 0.01) < 0.003
         for conv in head.stack.convs:
-            assert abs(float(np.std(conv.kernel.numpy())) - 0.01) < 0.002
-    assert abs(float(np.std(model.prior_head.classifier.kernel.numpy())) - 0.01) < 0.003
+            assert abs(float(np.std(conv.kernel.numpy())) - 0.01) < 0.001
+    assert abs(float(np.std(model.prior_head.classifier.kernel.numpy())) - 0.01) < 0.001
     # so an untrained model predicts foreground with probability ~0.01 everywhere
     rng = np.random.default_rng(13)
     img, boxes = _inputs(64, 3, rng)
