@@ -84,18 +84,23 @@ def test_gather_crop_matches_numpy_reference_and_crop_and_resize():
         [[[3, 5, 60, 50], [10, 10, 30, 20]], [[0, 0, 128, 128], [64.3, 12.7, 100.1, 99.9]]], np.float32
     )
     levels = np.array([[3, 4], [4, 3]], np.int32)
-    got = multilevel_crop({k: ops.convert_to_tensor(v) for k, v in feats.items()}, boxes, levels, 7).numpy()
+    tensors = {k: ops.convert_to_tensor(v) for k, v in feats.items()}
+    centres = {3: 0.5, 4: 15.5}  # cell 0 of each level (the backbone's; see test_feature_alignment.py)
+    got = multilevel_crop(tensors, boxes, levels, 7, centres).numpy()
+    default = multilevel_crop(tensors, boxes, levels, 7).numpy()  # default: cell i centred at s * (i + 0.5)
     for b in range(2):
         for i in range(2):
             lvl = levels[b, i]
-            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl)
+            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl, centre=centres[lvl])
             np.testing.assert_allclose(got[b, i], ref, atol=1e-5)
+            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl)
+            np.testing.assert_allclose(default[b, i], ref, atol=1e-5)
     # tf.image.crop_and_resize samples endpoints of a normalised box: map the bin-centre grid onto it
     b, i, lvl = 0, 0, 3
     stride, n, h = 8.0, 7, 16
     x1, y1, x2, y2 = boxes[b, i]
-    fy = [(y1 + (k + 0.5) * (y2 - y1) / n) / stride - 0.5 for k in (0, n - 1)]
-    fx = [(x1 + (k + 0.5) * (x2 - x1) / n) / stride - 0.5 for k in (0, n - 1)]
+    fy = [(y1 + (k + 0.5) * (y2 - y1) / n - centres[lvl]) / stride for k in (0, n - 1)]
+    fx = [(x1 + (k + 0.5) * (x2 - x1) / n - centres[lvl]) / stride for k in (0, n - 1)]
     norm = np.array([[fy[0] / (h - 1), fx[0] / (h - 1), fy[1] / (h - 1), fx[1] / (h - 1)]], np.float32)
     ref = tf.image.crop_and_resize(feats[lvl][b : b + 1], norm, [0], (n, n)).numpy()[0]
     np.testing.assert_allclose(got[b, i], ref, atol=1e-5)

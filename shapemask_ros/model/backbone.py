@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import keras
 from keras import layers
 
 from shapemask_ros.config import BackboneConfig
+from shapemask_ros.model.roi_sampling import same_padding_centres
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,46 @@ def check_backbone_init(cfg: BackboneConfig) -> None:
         )
 
 
+def _resnet_centres(image_size: int) -> dict[int, float]:
+    # explicit symmetric ZeroPadding + "valid" convs/pools, 1x1 stride-2 convs: cell i of C_l is centred on
+    # input pixel s * i, i.e. at coordinate s * i + 0.5, for any input size
+    return {3: 0.5, 4: 0.5, 5: 0.5}
+
+
+def _tiny_centres(image_size: int) -> dict[int, float]:
+    # five 3x3 stride-2 "same" convs (stem, stage0..3); C3..C5 come after the 3rd..5th
+    c = same_padding_centres(image_size, (3, 3, 3, 3, 3))
+    return {3: c[3], 4: c[4], 5: c[5]}
+
+
+# Where each backbone's C3..C5 cells sit in the input: FEATURE_CENTRES[name](image_size) = {level: c}, cell i
+# of C_level centred at input coordinate 2**level * i + c (pixel k covers [k, k + 1)). The ROI crop reads
+# features at these positions, so every backbone that `build_backbone` accepts needs an entry here;
+# test/test_feature_alignment.py measures the centres of every entry with impulse images.
+FEATURE_CENTRES: dict[str, Callable[[int], dict[int, float]]] = {
+    "resnet50": _resnet_centres,
+    "resnet101": _resnet_centres,
+    "tiny": _tiny_centres,
+}
+
+
+def backbone_feature_centres(name: str, image_size: int) -> dict[int, float]:
+    """{3: c3, 4: c4, 5: c5}: input coordinate of the centre of cell 0 of C3..C5 (see FEATURE_CENTRES)."""
+    if name not in FEATURE_CENTRES:
+        raise ValueError(
+            f"backbone {name!r} has no entry in model/backbone.py FEATURE_CENTRES (where its feature cells "
+            "are centred in the input); add one, test/test_feature_alignment.py checks it"
+        )
+    return FEATURE_CENTRES[name](image_size)
+
+
 def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = False) -> keras.Model:
     """Functional model image (preprocessed) -> [C3, C4, C5].
 
     pretrained: load `cfg.weights` / `cfg.weights_path` (training); otherwise the weights stay random
     until a checkpoint is restored, so evaluation and export never need the file or the internet.
     """
+    backbone_feature_centres(cfg.name, image_size)  # every buildable backbone says where its cells are
     if cfg.name == "tiny":
         if len(cfg.tiny_filters) != 4:
             raise ValueError("backbone.tiny_filters must have 4 entries")
