@@ -25,8 +25,13 @@ class BackboneConfig:
     """Feature extractor producing C3..C5."""
 
     name: str = "resnet50"  # efficientnet_lite0 | resnet50 | resnet101 | tiny
-    # local ImageNet weights: .weights.h5 (ResNet) or .npz from `shapemask convert-backbone` (EfficientNet-Lite)
+    # Pretrained initialisation, used when training starts (checkpoints hold every weight afterwards):
+    # weights: "imagenet" = Keras downloads its ImageNet weights (needs internet); None = none.
+    weights: str | None = None
+    # or a local ImageNet weights file: .h5 / .weights.h5 (ResNet), .npz from `shapemask convert-backbone`
+    # (EfficientNet-Lite)
     weights_path: str | None = None
+    # Frozen layers must start from pretrained weights: training refuses a frozen random stem.
     freeze_stem_and_stage1: bool = True
     freeze_all: bool = False  # whole backbone frozen (weights and BN statistics): small data, CPU training
     tiny_filters: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 stages of the `tiny` backbone

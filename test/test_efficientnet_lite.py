@@ -99,7 +99,8 @@ def test_backbone_outputs_strides_8_16_32_and_loads_the_converted_file(tmp_path)
 
     path = str(tmp_path / "lite0.npz")
     convert(default_state_dict_path(), path, include_top=False)
-    bb = build_backbone(BackboneConfig(name="efficientnet_lite0", weights_path=path, freeze_all=True), 128)
+    cfg = BackboneConfig(name="efficientnet_lite0", weights_path=path, freeze_all=True)
+    bb = build_backbone(cfg, 128, pretrained=True)
     c3, c4, c5 = bb(np.zeros((1, 128, 128, 3), np.float32))
     assert (c3.shape, c4.shape, c5.shape) == ((1, 16, 16, 40), (1, 8, 8, 112), (1, 4, 4, 320))
     assert not bb.trainable_weights  # freeze_all: weights and BN statistics stay ImageNet's

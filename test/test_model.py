@@ -84,18 +84,23 @@ def test_gather_crop_matches_numpy_reference_and_crop_and_resize():
         [[[3, 5, 60, 50], [10, 10, 30, 20]], [[0, 0, 128, 128], [64.3, 12.7, 100.1, 99.9]]], np.float32
     )
     levels = np.array([[3, 4], [4, 3]], np.int32)
-    got = multilevel_crop({k: ops.convert_to_tensor(v) for k, v in feats.items()}, boxes, levels, 7).numpy()
+    tensors = {k: ops.convert_to_tensor(v) for k, v in feats.items()}
+    centres = {3: 0.5, 4: 15.5}  # cell 0 of each level (the backbone's; see test_feature_alignment.py)
+    got = multilevel_crop(tensors, boxes, levels, 7, centres).numpy()
+    default = multilevel_crop(tensors, boxes, levels, 7).numpy()  # default: cell i centred at s * (i + 0.5)
     for b in range(2):
         for i in range(2):
             lvl = levels[b, i]
-            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl)
+            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl, centre=centres[lvl])
             np.testing.assert_allclose(got[b, i], ref, atol=1e-5)
+            ref = crop_and_sample(feats[lvl][b], boxes[b, i], 7, stride=2.0**lvl)
+            np.testing.assert_allclose(default[b, i], ref, atol=1e-5)
     # tf.image.crop_and_resize samples endpoints of a normalised box: map the bin-centre grid onto it
     b, i, lvl = 0, 0, 3
     stride, n, h = 8.0, 7, 16
     x1, y1, x2, y2 = boxes[b, i]
-    fy = [(y1 + (k + 0.5) * (y2 - y1) / n) / stride - 0.5 for k in (0, n - 1)]
-    fx = [(x1 + (k + 0.5) * (x2 - x1) / n) / stride - 0.5 for k in (0, n - 1)]
+    fy = [(y1 + (k + 0.5) * (y2 - y1) / n - centres[lvl]) / stride for k in (0, n - 1)]
+    fx = [(x1 + (k + 0.5) * (x2 - x1) / n - centres[lvl]) / stride for k in (0, n - 1)]
     norm = np.array([[fy[0] / (h - 1), fx[0] / (h - 1), fy[1] / (h - 1), fx[1] / (h - 1)]], np.float32)
     ref = tf.image.crop_and_resize(feats[lvl][b : b + 1], norm, [0], (n, n)).numpy()[0]
     np.testing.assert_allclose(got[b, i], ref, atol=1e-5)
@@ -195,3 +200,51 @@ def test_depth_to_space_upsampling_equals_a_transposed_conv_with_kernel_equal_st
     w = np.transpose(k, (3, 0, 1, 2)).reshape(4, 4 * 4 * 7)  # in -> (dy, dx, out)
     got = depth_to_space(ops.convert_to_tensor(np.einsum("mhwi,io->mhwo", x, w)), 4).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_fine_head_upsampling_is_linear_into_the_logits():
+    """Reference/paper: transposed conv x4 then the 1x1 logits conv; no BN or ReLU in between."""
+    from shapemask_ros.model.mask_heads import depth_to_space
+
+    model = build_model(tiny_model_config())
+    head = model.fine_head
+    rng = np.random.default_rng(12)
+    feats = ops.convert_to_tensor(rng.normal(size=(3, 32, 32, 8)).astype(np.float32))
+    # make the upsampling weights large and asymmetric so a hidden ReLU or normalisation would show
+    head.up.kernel.assign(rng.normal(0, 3, size=head.up.kernel.shape).astype(np.float32))
+    head.predict.kernel.assign(rng.normal(0, 1, size=head.predict.kernel.shape).astype(np.float32))
+    coarse = ops.convert_to_tensor(rng.normal(size=(3, 32, 32)).astype(np.float32))
+    onehot = np.ones((3, 1), np.float32)
+    for training in (False, True):
+        got = head(feats, coarse, onehot, training=training).numpy()
+        # the same computation by hand after the conv stack
+        p = ops.sigmoid(coarse)
+        m = ops.cast(p > 0.5, "float32")[..., None]
+        emb = ops.sum(feats * m, axis=(1, 2)) / (ops.sum(m, axis=(1, 2)) + 1e-6)
+        x = feats - emb[:, None, None, :] + head.embed_coarse(p[..., None])
+        x = head.stack(x, training=training).numpy()
+        up = depth_to_space(ops.convert_to_tensor(np.einsum("mhwi,io->mhwo", x, head.up.kernel.numpy()[0, 0])), 4)
+        w, b = head.predict.kernel.numpy()[0, 0], head.predict.bias.numpy()
+        want = np.einsum("mhwi,io->mhwo", up.numpy(), w)[..., 0] + b[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_heads_use_the_reference_initialisers():
+    import keras
+
+    keras.utils.set_random_seed(14)
+    model = build_model(tiny_model_config(channels=64, num_priors=16))  # enough values for a stable std
+    p0 = 0.01
+    for head in (model.coarse_head, model.fine_head):
+        np.testing.assert_allclose(head.predict.bias.numpy(), -np.log((1 - p0) / p0), rtol=1e-6)
+        assert abs(float(np.std(head.predict.kernel.numpy())) - 0.01) < 0.003
+        for conv in head.stack.convs:
+            assert abs(float(np.std(conv.kernel.numpy())) - 0.01) < 0.001
+    assert abs(float(np.std(model.prior_head.classifier.kernel.numpy())) - 0.01) < 0.001
+    # so an untrained model predicts foreground with probability ~0.01 everywhere
+    rng = np.random.default_rng(13)
+    img, boxes = _inputs(64, 3, rng)
+    out = model({"image": img, "mask_boxes": boxes, "mask_classes": np.zeros((2, 3), np.int32)})
+    for key in ("coarse_logits", "fine_logits"):
+        prob = 1 / (1 + np.exp(-out[key].numpy()))
+        assert abs(float(prob.mean()) - p0) < 0.003, key

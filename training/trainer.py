@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from shapemask_ros.config import ExperimentConfig, TrainConfig
+from shapemask_ros.model.backbone import check_backbone_init
 from shapemask_ros.model.shapemask import ShapeMask, build_model
 from training.checkpointing import checkpoint_for
 from training.distribute import get_strategy, set_precision
@@ -70,12 +71,13 @@ class Trainer:
         priors: np.ndarray | None = None,
     ):
         self.cfg = cfg
+        check_backbone_init(cfg.model.backbone)  # before anything slow: a frozen random stem is refused
         self.strategy = strategy or get_strategy(cfg.train.tpu)
         self.precision = set_precision(cfg.train.mixed_precision, self.strategy)
         tf.random.set_seed(cfg.train.seed)
         keras.utils.set_random_seed(cfg.train.seed)
         with self.strategy.scope():
-            self.model: ShapeMask = build_model(cfg.model, priors=priors)
+            self.model: ShapeMask = build_model(cfg.model, priors=priors, pretrained_backbone=True)
             self.optimizer = make_optimizer(cfg.train)
             self.optimizer.build(self.model.trainable_variables)
             self.checkpoint = checkpoint_for(self.model, self.optimizer)

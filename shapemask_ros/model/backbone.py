@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from keras import layers, ops
 
 from shapemask_ros.config import BackboneConfig
 from shapemask_ros.model.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
+from shapemask_ros.model.roi_sampling import same_padding_centres
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +79,100 @@ def preprocess_images(name: str, images):
     return x[..., ::-1] - ops.convert_to_tensor(_BGR_MEAN)
 
 
-def _efficientnet_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
+def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool) -> keras.Model:
     base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name)
-    if cfg.weights_path:
+    if pretrained and cfg.weights_path:
         n = load_npz_weights(base, cfg.weights_path)
         log.info("loaded %d backbone arrays from %s", n, cfg.weights_path)
     if cfg.freeze_all:
         base.trainable = False
     elif cfg.freeze_stem_and_stage1:
         for layer in base.layers:
-            if layer.name in ("conv_stem", "bn0") or layer.name.startswith("blocks.0."):
+            if layer.name.startswith(_FROZEN_PREFIXES[cfg.name]):
                 layer.trainable = False
     return base
 
 
-def build_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
-    """Functional model image (preprocessed, see `preprocess_images`) -> [C3, C4, C5]."""
+# Layers frozen by `freeze_stem_and_stage1`, per backbone (name prefixes). A backbone listed here must start
+# from pretrained weights when they are frozen (`check_backbone_init`).
+_FROZEN_PREFIXES = {
+    "efficientnet_lite0": ("conv_stem", "bn0", "blocks.0."),
+    "resnet50": ("conv1_", "conv2_"),
+    "resnet101": ("conv1_", "conv2_"),
+}
+_WEIGHT_CHOICES = (None, "imagenet")
+
+
+def check_backbone_init(cfg: BackboneConfig) -> None:
+    """Refuse configurations that would train with frozen, randomly initialised layers (or are ambiguous)."""
+    if cfg.weights not in _WEIGHT_CHOICES:
+        raise ValueError(f"backbone.weights must be null or 'imagenet', got {cfg.weights!r}")
+    if cfg.weights and cfg.weights_path:
+        raise ValueError("set only one of backbone.weights ('imagenet') and backbone.weights_path (local file)")
+    if cfg.name == "tiny" and (cfg.weights or cfg.weights_path):
+        raise ValueError("the tiny backbone has no pretrained weights: set backbone.weights and weights_path to null")
+    if cfg.weights == "imagenet" and cfg.name.startswith("efficientnet_lite"):
+        raise ValueError("Keras has no EfficientNet-Lite weights to download: make the .npz with `shapemask "
+                         "convert-backbone` and set backbone.weights_path")
+    frozen = (cfg.freeze_stem_and_stage1 or cfg.freeze_all) and cfg.name in _FROZEN_PREFIXES
+    if frozen and not (cfg.weights or cfg.weights_path):
+        raise ValueError(
+            f"backbone {cfg.name!r} has no pretrained weights but freeze_stem_and_stage1 is true: training "
+            "would keep a random stem frozen. Set model.backbone.weights: imagenet (Keras downloads them; "
+            "needs internet), or model.backbone.weights_path: a local ImageNet weights file, or "
+            "model.backbone.freeze_stem_and_stage1: false to train from scratch."
+        )
+
+
+def _resnet_centres(image_size: int) -> dict[int, float]:
+    # explicit symmetric ZeroPadding + "valid" convs/pools, 1x1 stride-2 convs: cell i of C_l is centred on
+    # input pixel s * i, i.e. at coordinate s * i + 0.5, for any input size
+    return {3: 0.5, 4: 0.5, 5: 0.5}
+
+
+def _tiny_centres(image_size: int) -> dict[int, float]:
+    # five 3x3 stride-2 "same" convs (stem, stage0..3); C3..C5 come after the 3rd..5th
+    c = same_padding_centres(image_size, (3, 3, 3, 3, 3))
+    return {3: c[3], 4: c[4], 5: c[5]}
+
+
+def _efficientnet_lite_centres(image_size: int) -> dict[int, float]:
+    # five stride-2 TF-"same" convs: stem 3x3, then the first depthwise conv of stages 2, 3, 4, 6 (3, 5, 3, 5)
+    c = same_padding_centres(image_size, (3, 3, 5, 3, 5))
+    return {3: c[3], 4: c[4], 5: c[5]}
+
+
+# Where each backbone's C3..C5 cells sit in the input: FEATURE_CENTRES[name](image_size) = {level: c}, cell i
+# of C_level centred at input coordinate 2**level * i + c (pixel k covers [k, k + 1)). The ROI crop reads
+# features at these positions, so every backbone that `build_backbone` accepts needs an entry here;
+# test/test_feature_alignment.py measures the centres of every entry with impulse images.
+FEATURE_CENTRES: dict[str, Callable[[int], dict[int, float]]] = {
+    "efficientnet_lite0": _efficientnet_lite_centres,
+    "resnet50": _resnet_centres,
+    "resnet101": _resnet_centres,
+    "tiny": _tiny_centres,
+}
+
+
+def backbone_feature_centres(name: str, image_size: int) -> dict[int, float]:
+    """{3: c3, 4: c4, 5: c5}: input coordinate of the centre of cell 0 of C3..C5 (see FEATURE_CENTRES)."""
+    if name not in FEATURE_CENTRES:
+        raise ValueError(
+            f"backbone {name!r} has no entry in model/backbone.py FEATURE_CENTRES (where its feature cells "
+            "are centred in the input); add one, test/test_feature_alignment.py checks it"
+        )
+    return FEATURE_CENTRES[name](image_size)
+
+
+def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = False) -> keras.Model:
+    """Functional model image (preprocessed) -> [C3, C4, C5].
+
+    pretrained: load `cfg.weights` / `cfg.weights_path` (training); otherwise the weights stay random
+    until a checkpoint is restored, so evaluation and export never need the file or the internet.
+    """
+    backbone_feature_centres(cfg.name, image_size)  # every buildable backbone says where its cells are
     if cfg.name == "efficientnet_lite0":
-        return _efficientnet_backbone(cfg, image_size)
+        return _efficientnet_backbone(cfg, image_size, pretrained)
     if cfg.name == "tiny":
         if len(cfg.tiny_filters) != 4:
             raise ValueError("backbone.tiny_filters must have 4 entries")
@@ -102,9 +180,12 @@ def build_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
     if cfg.name not in _RESNET_OUTPUTS:
         raise ValueError(f"unknown backbone {cfg.name!r}; choose efficientnet_lite0, resnet50, resnet101 or tiny")
     ctor = keras.applications.ResNet50 if cfg.name == "resnet50" else keras.applications.ResNet101
-    # weights=None: nothing is ever downloaded. ImageNet weights come from a local file when given.
-    base = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
-    if cfg.weights_path:
+    download = pretrained and cfg.weights == "imagenet"
+    # weights="imagenet" makes Keras download its ImageNet weights (once, cached under ~/.keras).
+    base = ctor(include_top=False, weights="imagenet" if download else None, input_shape=(image_size, image_size, 3))
+    if download:
+        log.info("loaded Keras ImageNet weights for %s", cfg.name)
+    if pretrained and cfg.weights_path:
         if not os.path.exists(cfg.weights_path):
             raise FileNotFoundError(f"backbone.weights_path {cfg.weights_path!r} does not exist")
         base.load_weights(cfg.weights_path, skip_mismatch=False)
@@ -113,7 +194,7 @@ def build_backbone(cfg: BackboneConfig, image_size: int) -> keras.Model:
         base.trainable = False
     elif cfg.freeze_stem_and_stage1:
         for layer in base.layers:
-            if layer.name.startswith(("conv1_", "conv2_")):
+            if layer.name.startswith(_FROZEN_PREFIXES[cfg.name]):
                 layer.trainable = False
     outs = [base.get_layer(n).output for n in _RESNET_OUTPUTS[cfg.name]]
     return keras.Model(base.input, outs, name=cfg.name)

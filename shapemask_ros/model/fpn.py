@@ -5,6 +5,23 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from shapemask_ros.model.roi_sampling import strided_conv_centre
+
+
+def pyramid_centres(c_centres: dict[int, float], image_size: int, max_level: int) -> dict[int, float]:
+    """Cell-0 centres {level: c} of P3..P_max from the backbone's C3..C5 centres.
+
+    P3..P5 keep C3..C5's (1x1 laterals and 3x3 stride-1 "same" convs do not move cells; the added upsampled
+    coarser level is the FPN's own blur). P6, P7: 3x3 stride-2 "same" convs on P5, P6.
+    """
+    out = {l: float(c_centres[l]) for l in (3, 4, 5)}
+    size = image_size
+    for _ in range(5):
+        size = -(-size // 2)
+    for level in range(6, max_level + 1):
+        out[level], size = strided_conv_centre(out[level - 1], 2.0 ** (level - 1), size, 3, "same")
+    return out
+
 
 class FPN(layers.Layer):
     """[C3, C4, C5] -> {level: P_level} for levels min_level..max_level (3..7)."""

@@ -6,9 +6,29 @@ All per-instance tensors are [M = B*N, n, n, C] so every conv is a plain 2-D con
 
 from __future__ import annotations
 
-from keras import layers, ops
+import math
+
+from keras import initializers, layers, ops
 
 from shapemask_ros.model.roi_sampling import box_prior, resample_box_frame
+
+# Initialisers of the reference heads (tensorflow/tpu heads.py): N(0, 0.01) kernels, and a logits bias that
+# makes the initial foreground probability 0.01 (as for focal-loss heads).
+FOREGROUND_PRIOR = 0.01
+
+
+def _small_normal():
+    return initializers.RandomNormal(stddev=0.01)
+
+
+def _logits_bias():
+    return initializers.Constant(-math.log((1.0 - FOREGROUND_PRIOR) / FOREGROUND_PRIOR))
+
+
+def _mask_logits_conv(num_classes, name):
+    return layers.Conv2D(
+        num_classes, 1, kernel_initializer=_small_normal(), bias_initializer=_logits_bias(), name=name
+    )
 
 
 def _select_class(x, onehot):
@@ -29,7 +49,14 @@ class _ConvStack(layers.Layer):
     def __init__(self, num_convs, channels, prefix, **kwargs):
         super().__init__(**kwargs)
         self.convs = [
-            layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{prefix}_conv{i}")
+            layers.Conv2D(
+                channels,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=_small_normal(),
+                name=f"{prefix}_conv{i}",
+            )
             for i in range(num_convs)
         ]
         self.norms = [layers.BatchNormalization(name=f"{prefix}_bn{i}") for i in range(num_convs)]
@@ -47,7 +74,9 @@ class ShapePriorHead(layers.Layer):
         super().__init__(**kwargs)
         self.c, self.k, self.n = num_classes, num_priors, crop_size
         self.use_shape_prior = use_shape_prior
-        self.classifier = layers.Dense(num_classes * num_priors, name="prior_logits")
+        self.classifier = layers.Dense(
+            num_classes * num_priors, kernel_initializer=_small_normal(), name="prior_logits"
+        )
 
     def build(self, input_shape):
         # Fixed priors, stored as a non-trainable weight so they are saved with checkpoints and
@@ -79,7 +108,7 @@ class CoarseMaskHead(layers.Layer):
         super().__init__(**kwargs)
         self.embed_prior = layers.Conv2D(channels, 1, name="prior_embed")
         self.stack = _ConvStack(num_convs, channels, "coarse", name="coarse_stack")
-        self.predict = layers.Conv2D(num_classes, 1, name="coarse_logits")
+        self.predict = _mask_logits_conv(num_classes, "coarse_logits")
 
     def call(self, x, s, onehot, training=None):
         x = x + self.embed_prior(ops.cast(s, x.dtype)[..., None])
@@ -96,11 +125,20 @@ class FineMaskHead(layers.Layer):
         self.stack = _ConvStack(num_convs, channels, "fine", name="fine_stack")
         # x`upsample` transposed conv with kernel == stride, computed as a 1x1 conv to upsample^2 * channels +
         # depth-to-space: the same linear map (every output pixel sees one input pixel), but a plain matmul,
-        # several times faster than Conv2DTranspose on CPU.
+        # several times faster than Conv2DTranspose on CPU. As in the paper and the reference, no
+        # normalisation or activation follows it: the logits are a linear function of the upsampled
+        # features. Its initial scale is Glorot's for the transposed conv's fans (upsample^2 * (in + out)).
+        # No bias: a per-channel constant before the linear 1x1 logits conv is absorbed by that conv's bias.
         self.upsample = upsample
-        self.up = layers.Conv2D(channels * upsample * upsample, 1, use_bias=False, name="upsample")
-        self.up_norm = layers.BatchNormalization(name="upsample_bn")
-        self.predict = layers.Conv2D(num_classes, 1, name="fine_logits")
+        r2 = upsample * upsample
+        self.up = layers.Conv2D(
+            channels * r2,
+            1,
+            use_bias=False,
+            kernel_initializer=initializers.VarianceScaling((1.0 + r2) / (2.0 * r2), "fan_avg", "uniform"),
+            name="upsample",
+        )
+        self.predict = _mask_logits_conv(num_classes, "fine_logits")
 
     def call(self, x, coarse_logits, onehot, training=None):
         p = ops.sigmoid(coarse_logits)  # [M, n, n]
@@ -111,5 +149,5 @@ class FineMaskHead(layers.Layer):
             x = x - emb[:, None, None, :]
         x = x + self.embed_coarse(ops.cast(p, x.dtype)[..., None])
         x = self.stack(x, training=training)
-        x = ops.relu(self.up_norm(depth_to_space(self.up(x), self.upsample), training=training))
+        x = depth_to_space(self.up(x), self.upsample)
         return _select_class(ops.cast(self.predict(x), "float32"), onehot)

@@ -2,6 +2,11 @@
 
 Written with Gather/Floor/Mul only: `tf.image.crop_and_resize` exports to an ONNX Loop that TensorRT
 handles badly. Sampling follows shapemask_ros/ops/sampling.py (bin centres, clamped borders).
+
+Feature cells are not where a naive x / stride puts them: cell i of a level with stride s is centred at
+input coordinate s * i + c, where c (the centre of cell 0) depends on the backbone's padding (ResNet: 0.5,
+TF "same" stride-2 convs: s - 0.5). Each backbone registers c (model/backbone.py FEATURE_CENTRES) and the
+crop maps x to index (x - c) / s.
 """
 
 from __future__ import annotations
@@ -24,6 +29,32 @@ def assign_levels(boxes, min_level: int, max_level: int, canonical_size=224.0, c
     h = ops.maximum(boxes[..., 3] - boxes[..., 1], 1e-6)
     lvl = ops.floor(ops.log(ops.sqrt(w * h) / canonical_size) / math.log(2.0)) + canonical_level
     return ops.cast(ops.clip(lvl, min_level, max_level), "int32")
+
+
+def strided_conv_centre(centre: float, stride: float, size: int, kernel: int, padding: str = "same"):
+    """Centre of output cell 0 and output size of a stride-2 conv/pool on a map whose cell i is centred at
+    `centre + stride * i` and which has `size` cells.
+
+    padding "same": TensorFlow/Keras "same" (the extra pad goes after: cell j reads input 2j + 1 for k = 3 on
+    an even-sized input, 2j on an odd one); "symmetric": explicit symmetric zero padding of (k - 1) / 2 and a
+    "valid" conv (Keras ResNet), cell j centred on input 2j.
+    """
+    out = -(-size // 2)
+    if padding == "symmetric":
+        return centre, out
+    if padding != "same":
+        raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+    pad_before = max((out - 1) * 2 + kernel - size, 0) // 2
+    return centre + stride * ((kernel - 1) / 2.0 - pad_before), out
+
+
+def same_padding_centres(image_size: int, kernels: tuple[int, ...]) -> dict[int, float]:
+    """Cell-0 centres {level: c} after a chain of stride-2 "same" convs with these kernel sizes."""
+    centre, size, out = 0.5, image_size, {}
+    for level, k in enumerate(kernels, start=1):
+        centre, size = strided_conv_centre(centre, 2.0 ** (level - 1), size, k, "same")
+        out[level] = centre
+    return out
 
 
 def grid_coords(boxes, n: int):
@@ -68,10 +99,12 @@ def _bilinear_gather(table, base, width, height, fx, fy):
     return ops.reshape(top * (1 - wy_) + bot * wy_, (m, n, n, c))
 
 
-def multilevel_crop(features: dict, boxes, levels, n: int):
+def multilevel_crop(features: dict, boxes, levels, n: int, centres: dict | None = None):
     """Sample an n x n bin-centre grid of each box from its assigned FPN level.
 
     features: {level: [B, H_l, W_l, C]} (square input); boxes [B, N, 4] input pixels; levels [B, N] int32.
+    centres: {level: input coordinate of the centre of cell 0} (the backbone's, see FEATURE_CENTRES);
+    None = stride / 2 (cell i centred at stride * (i + 0.5)).
     Returns [B, N, n, n, C]. All levels are flattened into one table so the crop is a single set of gathers.
     """
     lv = sorted(features)
@@ -90,10 +123,12 @@ def multilevel_crop(features: dict, boxes, levels, n: int):
     widths = ops.take(ops.convert_to_tensor([s[1] for s in sizes], "int32"), li)
     offs = ops.take(ops.convert_to_tensor(offsets, "int32"), li)
     strides = ops.take(ops.convert_to_tensor([2.0**l for l in lv], boxes.dtype), li)
+    cell0 = [float(centres[l]) if centres is not None else 2.0**l / 2.0 for l in lv]
+    cell0 = ops.take(ops.convert_to_tensor(cell0, boxes.dtype), li)
     batch_base = ops.reshape(ops.repeat(ops.arange(b, dtype="int32")[:, None] * total, nb, axis=1), (-1,))
     xs, ys = grid_coords(ops.reshape(boxes, (-1, 4)), n)
-    fx = xs / strides[:, None] - 0.5
-    fy = ys / strides[:, None] - 0.5
+    fx = (xs - cell0[:, None]) / strides[:, None]
+    fy = (ys - cell0[:, None]) / strides[:, None]
     out = _bilinear_gather(table, batch_base + offs, widths, heights, fx, fy)
     return ops.reshape(out, (b, -1, n, n, ops.shape(table)[-1]))
 

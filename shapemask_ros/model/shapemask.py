@@ -14,8 +14,8 @@ from keras import layers, ops
 
 from shapemask_ros.config import ModelConfig
 from shapemask_ros.model.anchors import anchors_per_location, generate_anchors
-from shapemask_ros.model.backbone import build_backbone, preprocess_images
-from shapemask_ros.model.fpn import FPN
+from shapemask_ros.model.backbone import backbone_feature_centres, build_backbone, preprocess_images
+from shapemask_ros.model.fpn import FPN, pyramid_centres
 from shapemask_ros.model.mask_heads import CoarseMaskHead, FineMaskHead, ShapePriorHead
 from shapemask_ros.model.retinanet_head import RetinaNetHead
 from shapemask_ros.model.roi_sampling import assign_levels, multilevel_crop, outer_boxes
@@ -24,14 +24,18 @@ from shapemask_ros.model.roi_sampling import assign_levels, multilevel_crop, out
 class ShapeMask(keras.Model):
     """RetinaNet (ResNet-FPN) detector + ShapeMask mask branch."""
 
-    def __init__(self, cfg: ModelConfig, **kwargs):
+    def __init__(self, cfg: ModelConfig, pretrained_backbone: bool = False, **kwargs):
         super().__init__(name="shapemask", **kwargs)
         self.cfg = cfg
         a, m, d = cfg.anchors, cfg.mask, cfg.detector
         self.levels = list(range(a.min_level, a.max_level + 1))
         self.num_mask_classes = cfg.num_mask_classes
-        self.backbone = build_backbone(cfg.backbone, cfg.image_size)
+        self.backbone = build_backbone(cfg.backbone, cfg.image_size, pretrained=pretrained_backbone)
         self.fpn = FPN(d.fpn_channels, a.min_level, a.max_level, name="fpn")
+        # where cell 0 of each pyramid level sits in the input: the ROI crop samples features there
+        self.level_centres = pyramid_centres(
+            backbone_feature_centres(cfg.backbone.name, cfg.image_size), cfg.image_size, a.max_level
+        )
         self.head = RetinaNetHead(
             d.num_classes,
             anchors_per_location(a),
@@ -73,7 +77,7 @@ class ShapeMask(keras.Model):
         outer = outer_boxes(boxes, self.cfg.image_size, m.outer_box_scale)
         levels = assign_levels(outer, self.levels[0], self.levels[-1], m.canonical_size, m.canonical_level)
         proj = {l: self.mask_projection(feats[l]) for l in self.levels}
-        x = multilevel_crop(proj, outer, levels, m.crop_size)  # [B, N, n, n, Cm]
+        x = multilevel_crop(proj, outer, levels, m.crop_size, self.level_centres)  # [B, N, n, n, Cm]
         n, cm = m.crop_size, m.channels
         x = ops.reshape(x, (-1, n, n, cm))
         flat_boxes = ops.reshape(boxes, (-1, 4))
@@ -149,9 +153,15 @@ class ShapeMask(keras.Model):
         self.prior_head.priors.assign(priors)
 
 
-def build_model(cfg: ModelConfig, priors: np.ndarray | None = None) -> ShapeMask:
-    """Create the model and its weights (one dummy call), optionally loading shape priors."""
-    model = ShapeMask(cfg)
+def build_model(
+    cfg: ModelConfig, priors: np.ndarray | None = None, pretrained_backbone: bool = False
+) -> ShapeMask:
+    """Create the model and its weights (one dummy call), optionally loading shape priors.
+
+    pretrained_backbone: load the backbone's ImageNet weights (`backbone.weights` / `weights_path`); only
+    training needs them, everything else restores a checkpoint.
+    """
+    model = ShapeMask(cfg, pretrained_backbone=pretrained_backbone)
     s = cfg.image_size
     model(
         {
