@@ -107,6 +107,7 @@ class Trainer:
             "image": batch["image"],
             "mask_boxes": batch["mask_boxes"],
             "mask_classes": batch["mask_classes"],
+            "mask_valid": batch["mask_valid"],  # padded slots stay out of the mask heads' BN statistics
         }
         with tf.GradientTape() as tape:
             out = self.model(inputs, training=True)

@@ -61,9 +61,18 @@ class _ConvStack(layers.Layer):
         ]
         self.norms = [layers.BatchNormalization(name=f"{prefix}_bn{i}") for i in range(num_convs)]
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, slot_mask=None):
+        """slot_mask: [M] bool, the instance slots whose pixels make the batch-norm statistics in training
+        (padded slots are excluded so the statistics do not depend on how many objects an image has);
+        None = all slots."""
+        mask = None
+        if slot_mask is not None and training:
+            slot_mask = ops.cast(slot_mask, "bool")
+            # a batch without any valid slot falls back to all slots (the moments need some pixels)
+            slot_mask = ops.logical_or(slot_mask, ops.logical_not(ops.any(slot_mask)))
+            mask = slot_mask[:, None, None]  # broadcast by BatchNormalization over [M, n, n]
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = ops.relu(norm(conv(x), training=training))
+            x = ops.relu(norm(conv(x), training=training, mask=mask))
         return x
 
 
@@ -110,9 +119,10 @@ class CoarseMaskHead(layers.Layer):
         self.stack = _ConvStack(num_convs, channels, "coarse", name="coarse_stack")
         self.predict = _mask_logits_conv(num_classes, "coarse_logits")
 
-    def call(self, x, s, onehot, training=None):
+    def call(self, x, s, onehot, training=None, slot_mask=None):
         x = x + self.embed_prior(ops.cast(s, x.dtype)[..., None])
-        return _select_class(ops.cast(self.predict(self.stack(x, training=training)), "float32"), onehot)
+        x = self.stack(x, training=training, slot_mask=slot_mask)
+        return _select_class(ops.cast(self.predict(x), "float32"), onehot)
 
 
 class FineMaskHead(layers.Layer):
@@ -140,7 +150,7 @@ class FineMaskHead(layers.Layer):
         )
         self.predict = _mask_logits_conv(num_classes, "fine_logits")
 
-    def call(self, x, coarse_logits, onehot, training=None):
+    def call(self, x, coarse_logits, onehot, training=None, slot_mask=None):
         p = ops.sigmoid(coarse_logits)  # [M, n, n]
         if self.use_instance_embedding:
             # hard 0.5 threshold, no gradient through the mask (as in the reference implementation)
@@ -148,6 +158,6 @@ class FineMaskHead(layers.Layer):
             emb = ops.sum(x * m, axis=(1, 2)) / (ops.sum(m, axis=(1, 2)) + 1e-6)
             x = x - emb[:, None, None, :]
         x = x + self.embed_coarse(ops.cast(p, x.dtype)[..., None])
-        x = self.stack(x, training=training)
+        x = self.stack(x, training=training, slot_mask=slot_mask)
         x = depth_to_space(self.up(x), self.upsample)
         return _select_class(ops.cast(self.predict(x), "float32"), onehot)

@@ -1,6 +1,7 @@
 """The assembled ShapeMask model and its two inference modes.
 
-- `call({"image", "mask_boxes", "mask_classes"}, training)`: everything training needs.
+- `call({"image", "mask_boxes", "mask_classes"[, "mask_valid"]}, training)`: everything training needs
+  (`mask_valid` [B, N]: the slots whose features make the mask heads' batch-norm statistics).
 - `detect_and_segment(image)`: RetinaNet boxes -> masks.
 - `segment_boxes(image, boxes, classes)`: given boxes (an external detector / ground truth) -> masks.
 Images are float32 RGB in 0..255, already resized + padded to the square input size.
@@ -69,8 +70,12 @@ class ShapeMask(keras.Model):
         c3, c4, c5 = self.backbone(self.preprocess(images), training=training)
         return self.fpn([c3, c4, c5], training=training)
 
-    def mask_branch(self, feats, boxes, classes, training=False):
-        """boxes [B, N, 4] tight boxes (input pixels), classes [B, N] int -> dict of [B, N, ...] tensors."""
+    def mask_branch(self, feats, boxes, classes, training=False, valid=None):
+        """boxes [B, N, 4] tight boxes (input pixels), classes [B, N] int -> dict of [B, N, ...] tensors.
+
+        valid [B, N] (training): only these slots feed the mask heads' batch-norm statistics, so padded
+        slots (constant patches) do not change them; None = all slots (inference uses moving statistics).
+        """
         m = self.cfg.mask
         boxes = ops.cast(boxes, "float32")
         b = ops.shape(boxes)[0]
@@ -93,9 +98,10 @@ class ShapeMask(keras.Model):
             ),
             "float32",
         )
+        slots = None if valid is None else ops.reshape(ops.cast(valid, "float32") > 0.5, (-1,))
         prior, _ = self.prior_head(x, flat_boxes, flat_outer, onehot)
-        coarse = self.coarse_head(x, prior, onehot, training=training)
-        fine = self.fine_head(x, coarse, onehot, training=training)
+        coarse = self.coarse_head(x, prior, onehot, training=training, slot_mask=slots)
+        fine = self.fine_head(x, coarse, onehot, training=training, slot_mask=slots)
         fs = n * m.upsample_factor
         # -1 (not the computed box count) keeps the reshape valid for zero boxes in exported graphs
         return {
@@ -111,7 +117,11 @@ class ShapeMask(keras.Model):
         cls, box = self.head(feats, training=training)
         out = {"cls_outputs": cls, "box_outputs": box}
         if "mask_boxes" in inputs:
-            out.update(self.mask_branch(feats, inputs["mask_boxes"], inputs["mask_classes"], training))
+            out.update(
+                self.mask_branch(
+                    feats, inputs["mask_boxes"], inputs["mask_classes"], training, inputs.get("mask_valid")
+                )
+            )
         return out
 
     def segment_boxes(self, images, boxes, classes):
