@@ -90,6 +90,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None, help="write COCO results JSON here")
     p.add_argument("--metrics", default=None, help="write metrics JSON here")
     p.add_argument("--seed", type=int, default=0, help="seed of the shrunk-box perturbation")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint path (default: latest in model_dir); e.g. to select one on held-out data")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -104,8 +106,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
         cats = dataset_category_ids(replace(cfg, data=replace(cfg.data, eval_annotations=args.annotations)))
         splits = named_splits([s for s in args.splits.split(",") if s], cats)
+    model = None
+    if args.checkpoint:
+        from training.run import load_trained_model
+
+        model = load_trained_model(cfg, args.checkpoint)
     metrics = evaluate_experiment(cfg, args.annotations, args.images, args.box_source, args.max_images,
-                                  splits=splits, results_path=args.results, seed=args.seed)
+                                  model=model, splits=splits, results_path=args.results, seed=args.seed)
     print(format_metrics_table(metrics))
     if args.metrics:
         atomic_write_text(args.metrics, json.dumps(metrics, indent=1, default=str))

@@ -110,6 +110,23 @@ def add_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--official-json", default="build/official_reference/timing.json",
                    help="timing of the official ShapeMask (benchmarks/official_reference); skipped if absent")
     r.set_defaults(_parser=r)
+    b = sub.add_parser(
+        "bundles", formatter_class=fmt,
+        help="frames/s of shipped bundles on a 640x480 frame with N boxes (ONNX Runtime), vs the official",
+        description="Times Predictor.predict on 640x480 frames with N given boxes for each --model bundle on "
+                    "ONNX Runtime, interleaved in one run, optionally with a random-weight ResNet-50 640 bundle "
+                    "and the official TF2 ShapeMask timing JSON. Targets: the first bundle >= 20 frames/s and "
+                    ">= 50x faster per frame than the official model.",
+    )
+    from shapemask_ros.bench import bundle_bench
+
+    bundle_bench.add_args(b)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="build/bench/bundles.json", help="JSON result file (written atomically)")
+    b.add_argument("--write-docs", action="store_true", help=f"append the table to --docs ({DEFAULT_DOCS})")
+    b.add_argument("--docs", default=DEFAULT_DOCS)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(_parser=b)
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
@@ -200,6 +217,21 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from shapemask_ros.bench import model_bench, runtime_bench
 
+    if args.bench == "bundles":
+        from shapemask_ros.bench import bundle_bench
+
+        if not args.model:
+            from shapemask_ros.runtime.bundle import default_model_dir
+
+            args.model = [f"default={default_model_dir()}"]
+        model_bench.configure_threads(args.threads)
+        result = bundle_bench.run_bundle_bench(
+            bundle_bench.labelled(args.model), num_boxes=args.boxes, iters=args.iters, warmup=args.warmup,
+            resnet50_cache=args.cache_dir if args.resnet50 else None, official_json=args.official_json,
+            threads=args.threads, seed=args.seed, progress=not args.no_progress,
+        )
+        _finish(args, result, bundle_bench.bundles_table(result), "bench bundles")
+        return 0
     if args.bench == "model":
         threads = model_bench.configure_threads(args.threads)  # before TensorFlow starts its pools
         result = model_bench.run_model_bench(

@@ -28,6 +28,27 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "shapemask_ros.bundle/1"
 MODEL_JSON = "model.json"
 SIGNATURES: tuple[str, ...] = ("segment_boxes", "detect_and_segment")
+# The shipped default model (models/<name>, installed to share/shapemask_ros/models/<name>): the node,
+# the launch file, bag-eval, predict and the demo use it when no model is given.
+DEFAULT_MODEL = "real_lite0"
+
+
+def default_model_dir(name: str = DEFAULT_MODEL) -> str:
+    """The shipped bundle `name`: <share>/shapemask_ros/models/<name> in a ROS install, else the source
+    tree's models/<name> (pip -e / a checkout)."""
+    import os
+    from pathlib import Path
+
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return os.path.join(get_package_share_directory("shapemask_ros"), "models", name)
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return str(Path(__file__).resolve().parents[2] / "models" / name)
 
 
 def _join(root: str, name: str) -> str:
