@@ -36,8 +36,10 @@ def restore_model(model, path: str) -> None:
     status.expect_partial()  # optimizer slots in a training checkpoint are not needed here
     reader = tf.train.load_checkpoint(path)
     saved = {k.split("/.ATTRIBUTES")[0] for k in reader.get_variable_to_shape_map()}
+    # the object graph escapes "." as ".." and "/" as ".S" in its keys (layer names may contain dots,
+    # e.g. the EfficientNet "blocks.3.depthwise_conv")
     missing = [p for p in (v.path for v in model.variables)
-               if "model_variables/" + p.replace("/", ".S") not in saved]
+               if "model_variables/" + p.replace(".", "..").replace("/", ".S") not in saved]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {len(missing)} model variables, e.g. {missing[:3]} "
                          "(different model config, or a checkpoint from an older version)")
