@@ -439,6 +439,24 @@ def test_rclpy_factory_u8_is_a_compact_byte_array(ros):
     assert out.tobytes() == np.ascontiguousarray(img).tobytes()
 
 
+def test_main_autostarts_spins_and_cleans_up(ros, monkeypatch):
+    made: list[Any] = []
+
+    class Executor(standin.SimExecutor):
+        def spin(self) -> None:  # Ctrl-C right away
+            (node,) = self._nodes
+            made.append((node, _state(node)))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ros.node_mod, "MultiThreadedExecutor", Executor)
+    monkeypatch.setattr(ros.node_mod.ShapeMaskNode, "destroy_node", lambda self: made.append("destroyed"))
+    argv = ["shapemask_node", "--autostart", "--ros-args", "-p", "model_path:=/x"]
+    assert ros.node_mod.main(argv) == 0
+    (node, state), destroyed = made
+    assert state == "active" and destroyed == "destroyed"
+    node._detach_logging()
+
+
 # ---- the stand-in itself: where it must be as strict as rclpy -------------------------------------------------
 def test_standin_is_as_strict_as_rclpy(ros):
     with pytest.raises(AssertionError, match="Invalid arguments passed to constructor: statuses"):
