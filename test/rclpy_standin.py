@@ -12,7 +12,8 @@ classes and diagnostic_updater's Python Updater -- written from reading them, no
 - Lifecycle: rcl_lifecycle's state machine; an invalid transition raises RCLError; callbacks get the
   previous `LifecycleState`; an exception in a callback becomes ERROR (unlogged, like rclpy) and then
   `on_error`; lifecycle publishers drop messages silently while inactive.
-- Messages built here reject unknown constructor fields (Humble's generated `__init__` asserts).
+- Messages built here reject unknown constructor fields as Humble's generated `__init__` does (Jazzy's
+  ignores them unless ROS_PYTHON_CHECK_FIELDS=1).
 - Loggers refuse to change a call site's severity or filters; throttling is per call site.
 - `SimExecutor`: a multi-threaded executor on simulated time. Timers and subscriptions run on a thread
   pool, gated by their callback groups (a mutually exclusive group runs one callback at a time);
@@ -111,7 +112,9 @@ def msg_class(full_name: str, fields: dict[str, Callable[[], Any]], **constants:
 
     def __init__(self: Any, **kwargs: Any) -> None:
         unknown = sorted(k for k in kwargs if k not in fields)
-        assert not unknown, "Invalid arguments passed to constructor: " + ", ".join(unknown)
+        # Humble asserts; Jazzy ignores unknown keywords unless ROS_PYTHON_CHECK_FIELDS=1
+        if DISTRO == "humble" or os.environ.get("ROS_PYTHON_CHECK_FIELDS", "") == "1":
+            assert not unknown, "Invalid arguments passed to constructor: " + ", ".join(unknown)
         for name, factory in fields.items():
             object.__setattr__(self, name, kwargs[name] if name in kwargs else factory())
 
@@ -585,7 +588,7 @@ class Timer:
 
 
 # ---- Node (rclpy/node.py) ----
-DISTRO = "jazzy"  # set by install(); Humble and Jazzy differ in the callbacks list's attribute name
+DISTRO = "jazzy"  # set by install(): callbacks attribute names, Updater parameters, message field checks
 
 
 class Node:

@@ -76,6 +76,7 @@ def forward_logging(ros_logger: Any, package: str = "shapemask_ros", level: int 
 
     def detach() -> None:
         logger.removeHandler(handler)
-        logger.setLevel(old_level)
+        if not any(isinstance(h, RosLogHandler) for h in logger.handlers):  # another node may still listen
+            logger.setLevel(old_level)
 
     return detach
