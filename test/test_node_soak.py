@@ -12,6 +12,7 @@ newest frame: no queue builds up), and traced memory grows < 5 % after warm-up. 
 from __future__ import annotations
 
 import collections
+import gc
 import time
 import tracemalloc
 from typing import Any
@@ -29,7 +30,9 @@ except ImportError:
     from test.test_ros_helpers import FakePredictor, detection, detection_array, header, random_rgb, rgb_image_msg
 
 FRAMES, RATE_HZ, MODEL_S, DETECTOR_S = 10_000, 30.0, 0.25, 0.005
-WARMUP = 3_000
+# memory is compared at two chunk boundaries (same in-flight state): after warm-up -- once the bounded
+# windows (500 latency samples, log ring) are full, ~600 processed frames -- and after the last full chunk
+WARMUP, MEM_END = 4_500, FRAMES - FRAMES % 30
 H, W = 48, 64
 KINDS = ("bad_encoding", "truncated", "nan_box", "stamp_back")
 # the drop reason each kind must show up under
@@ -98,7 +101,8 @@ def test_soak_10000_frames_slow_model_malformed_inputs(monkeypatch, tmp_path):
 
         masks_pub.publish = timed_publish
         # what the stand-in keeps for inspection must not count as the node's memory growth
-        node.get_logger().records = collections.deque([("info", "x" * 120)] * 100, maxlen=100)
+        filler = [("info", f"{k:04d}" + "x" * 150) for k in range(100)]  # distinct, like real log lines
+        node.get_logger().records = collections.deque(filler, maxlen=100)
         for pub in node.publishers:
             pub.sent, pub.sent_times = collections.deque(maxlen=1), collections.deque(maxlen=1)
         rng = np.random.default_rng(0)
@@ -108,7 +112,7 @@ def test_soak_10000_frames_slow_model_malformed_inputs(monkeypatch, tmp_path):
         images = [random_rgb(H, W, s) for s in range(8)]
         injected = collections.Counter()
         t0 = clock.now() + 0.1
-        mem_warm = None
+        mem: dict[int, int] = {}
         for i in range(FRAMES):
             t = t0 + i / RATE_HZ + rng.uniform(-0.002, 0.002)  # camera jitter (and no phase lock with the model)
             kind = kinds.get(i)
@@ -118,11 +122,12 @@ def test_soak_10000_frames_slow_model_malformed_inputs(monkeypatch, tmp_path):
             injected[kind] += 1
             if i % 30 == 29:  # one simulated second at a time, so messages are created as they are sent
                 ex.spin_until(t0 + (i + 1) / RATE_HZ - 0.003)
-            if i == WARMUP:
-                mem_warm = tracemalloc.get_traced_memory()[0]
+                if i + 1 in (WARMUP, MEM_END):
+                    gc.collect()
+                    mem[i + 1] = tracemalloc.get_traced_memory()[0]
+        mem_warm, mem_end = mem[WARMUP], mem[MEM_END]
         t_last = clock.now()
         ex.spin_for(1.0)
-        mem_end = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
         ex.shutdown()
