@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench ros-idl-parser
 
 venv: $(STAMP)
 
@@ -17,7 +17,18 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# ROS 2's IDL parser (Debian packages; empy is what rosidl_adapter's templates need) for test/test_msg_idl.py.
+# Quick no-op when present; installs with apt-get (as root, or via sudo) otherwise.
+ROSIDL_PROBE := import rosidl_adapter.parser, rosidl_adapter.msg, rosidl_parser.parser
+ros-idl-parser:
+	@if /usr/bin/python3 -c "$(ROSIDL_PROBE)" 2>/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing python3-rosidl python3-empy (ROS 2 IDL parser, for test/test_msg_idl.py)"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-rosidl python3-empy >/dev/null; \
+	else echo "warning: no apt-get; test/test_msg_idl.py needs python3-rosidl (it fails when CI=true)"; fi
+
+test: $(STAMP) ros-idl-parser
 	$(BIN)/ruff check shapemask_ros training test launch
 	$(BIN)/python -m pytest -q -ra --durations=15 test
 

@@ -1,38 +1,33 @@
-"""The rclpy node class driven through its lifecycle against a stand-in for rclpy (ROS is not installed).
+"""The rclpy node driven through its lifecycle on the rclpy stand-in (test/rclpy_standin.py; no ROS here).
 
-The stand-in implements only the rclpy API the node uses, with the behaviour read from rclpy's Humble and
-Jazzy sources: statically typed parameters (`Parameter.Type` as the declared value = uninitialised),
-`get_parameter_or` giving None for those, lifecycle `trigger_*` calling `on_*` synchronously, lifecycle
-publishers that are inactive until the base `on_activate` runs, and loggers that refuse to change the
-severity or filters of one call site. Messages are rosbags typestore classes (same field names as
-rclpy's), the FrameProcessor is the real one and the predictor is the shared fake.
+Every test runs against the Humble and the Jazzy flavour of the stand-in. Timers and subscriptions run on
+the stand-in's multi-threaded executor on simulated time, so what is tested is what rclpy would execute
+(e.g. a node that replaces rclpy's own timer list loses its diagnostics). Messages are rosbags typestore
+classes (same field names as rclpy's), the FrameProcessor is the real one and the predictor the shared fake.
 """
 
 from __future__ import annotations
 
-import enum
-import sys
+import ast
+import logging
 import types
+from array import array
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from shapemask_ros import node as node_mod
 from shapemask_ros.geometry.pointcloud import pointcloud_to_arrays
 from shapemask_ros.ros_bridge.typestore import normalize_type_name
 
 try:
-    from test_ros_helpers import (
-        TS,
-        FakePredictor,
-        detection,
-        detection_array,
-        header,
-        random_rgb,
-        rgb_image_msg,
-    )
+    import rclpy_standin as standin
+    from test_ros_frame_processor_depth import camera_info, depth_msg
+    from test_ros_helpers import TS, FakePredictor, detection, detection_array, header, random_rgb, rgb_image_msg
 except ImportError:
+    from test import rclpy_standin as standin
+    from test.test_ros_frame_processor_depth import camera_info, depth_msg
     from test.test_ros_helpers import (
         TS,
         FakePredictor,
@@ -42,316 +37,46 @@ except ImportError:
         random_rgb,
         rgb_image_msg,
     )
-try:
-    from test_ros_frame_processor_depth import camera_info, depth_msg
-except ImportError:
-    from test.test_ros_frame_processor_depth import camera_info, depth_msg
+
+Parameter, TCR = standin.Parameter, standin.TransitionCallbackReturn
+OK, WARN = standin.DiagnosticStatus.OK, standin.DiagnosticStatus.WARN
+H, W = 48, 64
+ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---- the rclpy stand-in ----------------------------------------------------------------------------------
-class ParamType(enum.Enum):
-    NOT_SET = 0
-    BOOL = 1
-    INTEGER = 2
-    DOUBLE = 3
-    STRING = 4
-    BYTE_ARRAY = 5
-    BOOL_ARRAY = 6
-    INTEGER_ARRAY = 7
-    DOUBLE_ARRAY = 8
-    STRING_ARRAY = 9
-
-    @classmethod
-    def of(cls, v: Any) -> ParamType:
-        if v is None:
-            return cls.NOT_SET
-        for t, name in ((bool, "BOOL"), (int, "INTEGER"), (float, "DOUBLE"), (str, "STRING")):
-            if isinstance(v, t):
-                return cls[name]
-        if isinstance(v, (list, tuple)):
-            if all(isinstance(x, bytes) for x in v):  # rclpy: an empty list is a BYTE_ARRAY
-                return cls.BYTE_ARRAY
-            if all(isinstance(x, str) for x in v):
-                return cls.STRING_ARRAY
-        raise TypeError(v)
+def get_message(type_name: str) -> Any:
+    return TS.types[normalize_type_name(type_name)]
 
 
-class Parameter:
-    Type = ParamType
+class Harness(types.SimpleNamespace):
+    """node_mod (shapemask_ros.node imported on the stand-in), predictor, clock; makes nodes + executors."""
 
-    def __init__(self, name: str, type_: ParamType | None = None, value: Any = None) -> None:
-        self.name, self.value = name, value
-        self.type_ = type_ if type_ is not None else ParamType.of(value)
+    def node(self, **overrides: Any) -> Any:
+        params = [Parameter(k, value=v) for k, v in {"model_path": str(self.tmp_path), **overrides}.items()]
+        node = self.node_mod.ShapeMaskNode(parameter_overrides=params, steady_clock=self.clock.now)
+        self.nodes.append(node)
+        return node
 
-
-class SetParametersResult:
-    def __init__(self, successful: bool = False, reason: str = "") -> None:
-        self.successful, self.reason = successful, reason
-
-
-class Msg:
-    """Plain message stand-in (ParameterDescriptor, DiagnosticStatus, ...)."""
-
-    OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"
-
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    def executor(self, node: Any) -> standin.SimExecutor:
+        ex = standin.SimExecutor()
+        ex.add_node(node)
+        self.executors.append(ex)
+        return ex
 
 
-Reliability = enum.IntEnum("Reliability", "SYSTEM_DEFAULT RELIABLE BEST_EFFORT")
-History = enum.IntEnum("History", "SYSTEM_DEFAULT KEEP_LAST KEEP_ALL")
-Durability = enum.IntEnum("Durability", "SYSTEM_DEFAULT TRANSIENT_LOCAL VOLATILE")
-
-
-class QoSProfile:
-    """rclpy.qos.QoSProfile: unspecified policies keep their defaults (durability volatile)."""
-
-    def __init__(
-        self, *, history: History, depth: int, reliability: Reliability = Reliability.RELIABLE
-    ) -> None:
-        self.history, self.depth, self.reliability = history, depth, reliability
-        self.durability = Durability.VOLATILE
-
-
-class TCR(enum.Enum):
-    SUCCESS = 97
-    FAILURE = 98
-    ERROR = 99
-
-
-class Logger:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str]] = []
-        self._sites: dict[tuple[str, int], tuple[str, dict]] = {}
-
-    def _log(self, severity: str, msg: str, **kw: Any) -> None:
-        frame = sys._getframe(2)
-        site = (frame.f_code.co_filename, frame.f_lineno)
-        if site in self._sites and self._sites[site] != (severity, kw):
-            raise ValueError("Logger severity cannot be changed between calls.")  # as rclpy does
-        self._sites[site] = (severity, kw)
-        self.records.append((severity, msg))
-
-    def info(self, msg: str, **kw: Any) -> None:
-        self._log("info", msg, **kw)
-
-    def warning(self, msg: str, **kw: Any) -> None:
-        self._log("warning", msg, **kw)
-
-    def error(self, msg: str, **kw: Any) -> None:
-        self._log("error", msg, **kw)
-
-    def text(self, severity: str) -> str:
-        return "\n".join(m for s, m in self.records if s == severity)
-
-
-class Publisher:
-    def __init__(self, msg_type: Any, topic: str, qos: Any, lifecycle: bool) -> None:
-        self.msg_type, self.topic_name, self.qos = msg_type, topic, qos
-        self.enabled = not lifecycle
-        self.sent: list[Any] = []
-        self.subscribers = 0
-        self.destroyed = False
-
-    def publish(self, msg: Any) -> None:
-        if self.destroyed:
-            raise RuntimeError("publisher destroyed")
-        if self.enabled:  # rclpy's LifecyclePublisher drops (and warns) while inactive
-            self.sent.append(msg)
-
-    def get_subscription_count(self) -> int:
-        return self.subscribers
-
-
-class LifecycleNode:
-    def __init__(
-        self, node_name: str, *, parameter_overrides: list[Parameter] | None = None, **_: Any
-    ) -> None:
-        self._name = node_name
-        self._overrides = {p.name: p for p in parameter_overrides or []}
-        self._params: dict[str, Parameter] = {}
-        self._callbacks: list[Any] = []
-        self._logger = Logger()
-        self.pubs: list[Publisher] = []
-        self.subs: list[Any] = []
-        self.timers: list[Any] = []
-        self.publishers_on: dict[str, list[Any]] = {}
-
-    # parameters
-    def declare_parameter(self, name: str, value: Any = None, descriptor: Any = None) -> Parameter:
-        declared = value if isinstance(value, ParamType) else ParamType.of(value)
-        if isinstance(value, ParamType):
-            value = None
-        if name in self._overrides:
-            value = self._overrides[name].value
-        if value is not None and ParamType.of(value) != declared:
-            raise TypeError(f"Wrong parameter type, expected '{declared}' got '{ParamType.of(value)}'")
-        self._params[name] = Parameter(name, declared if value is None else None, value)
-        return self._params[name]
-
-    def get_parameter_or(self, name: str, alternative: Parameter | None = None) -> Parameter:
-        p = self._params.get(name)
-        if p is None or p.type_ == ParamType.NOT_SET:
-            return alternative or Parameter(name, ParamType.NOT_SET)
-        return p
-
-    def add_on_set_parameters_callback(self, cb: Any) -> None:
-        self._callbacks.append(cb)
-
-    def set_parameters(self, params: list[Parameter]) -> list[SetParametersResult]:
-        results = []
-        for p in params:
-            result = SetParametersResult(successful=True)
-            for cb in self._callbacks:
-                result = cb([p])
-                if not result.successful:
-                    break
-            if result.successful:
-                self._params[p.name] = p
-            results.append(result)
-        return results
-
-    # entities
-    def get_logger(self) -> Logger:
-        return self._logger
-
-    def get_name(self) -> str:
-        return self._name
-
-    def get_clock(self) -> Any:
-        return types.SimpleNamespace(now=lambda: types.SimpleNamespace(to_msg=lambda: "stamp"))
-
-    def create_lifecycle_publisher(self, msg_type: Any, topic: str, qos: Any) -> Publisher:
-        pub = Publisher(msg_type, topic, qos, lifecycle=True)
-        self.pubs.append(pub)
-        return pub
-
-    def create_publisher(self, msg_type: Any, topic: str, qos: Any) -> Publisher:
-        pub = Publisher(msg_type, topic, qos, lifecycle=False)
-        self.pubs.append(pub)
-        return pub
-
-    def destroy_lifecycle_publisher(self, pub: Publisher) -> None:
-        self.destroy_publisher(pub)
-
-    def destroy_publisher(self, pub: Publisher) -> None:
-        pub.destroyed = True
-        self.pubs.remove(pub)
-
-    def create_subscription(
-        self, msg_type: Any, topic: str, cb: Any, qos: Any, callback_group: Any = None
-    ) -> Any:
-        sub = types.SimpleNamespace(msg_type=msg_type, topic_name=topic, callback=cb, qos=qos)
-        self.subs.append(sub)
-        return sub
-
-    def destroy_subscription(self, sub: Any) -> None:
-        self.subs.remove(sub)
-
-    def create_timer(self, period: float, cb: Any, callback_group: Any = None) -> Any:
-        timer = types.SimpleNamespace(period=period, callback=cb)
-        self.timers.append(timer)
-        return timer
-
-    def destroy_timer(self, timer: Any) -> None:
-        self.timers.remove(timer)
-
-    def count_publishers(self, topic: str) -> int:
-        return len(self.publishers_on.get(topic, []))
-
-    def get_publishers_info_by_topic(self, topic: str) -> list[Any]:
-        return self.publishers_on.get(topic, [])
-
-    # lifecycle
-    def _transition(self, name: str) -> TCR:
-        return getattr(self, f"on_{name}")(Msg(label=name))
-
-    def trigger_configure(self) -> TCR:
-        return self._transition("configure")
-
-    def trigger_activate(self) -> TCR:
-        return self._transition("activate")
-
-    def trigger_deactivate(self) -> TCR:
-        return self._transition("deactivate")
-
-    def trigger_cleanup(self) -> TCR:
-        return self._transition("cleanup")
-
-    def on_configure(self, state: Any) -> TCR:
-        return TCR.SUCCESS
-
-    def on_activate(self, state: Any) -> TCR:
-        for pub in self.pubs:
-            pub.enabled = True
-        return TCR.SUCCESS
-
-    def on_deactivate(self, state: Any) -> TCR:
-        for pub in self.pubs:
-            if pub.topic_name != "/diagnostics":
-                pub.enabled = False
-        return TCR.SUCCESS
-
-    def destroy_node(self) -> None:
-        pass
-
-
-def _module(name: str, **attrs: Any) -> types.ModuleType:
-    mod = types.ModuleType(name)
-    mod.__dict__.update(attrs)
-    return mod
-
-
-@pytest.fixture()
-def ros(monkeypatch):
-    def get_message(type_name: str) -> Any:
-        return TS.types[normalize_type_name(type_name)]
-
-    qos = _module("rclpy.qos", QoSProfile=QoSProfile, HistoryPolicy=History, ReliabilityPolicy=Reliability)
-    mods = {
-        "rclpy": _module("rclpy"),
-        "rclpy.lifecycle": _module(
-            "rclpy.lifecycle", Node=LifecycleNode, State=Msg, TransitionCallbackReturn=TCR
-        ),
-        "rclpy.parameter": _module("rclpy.parameter", Parameter=Parameter),
-        "rclpy.qos": qos,
-        "rclpy.callback_groups": _module(
-            "rclpy.callback_groups", MutuallyExclusiveCallbackGroup=object, ReentrantCallbackGroup=object
-        ),
-        "rcl_interfaces": _module("rcl_interfaces"),
-        "rcl_interfaces.msg": _module(
-            "rcl_interfaces.msg", ParameterDescriptor=Msg, SetParametersResult=SetParametersResult
-        ),
-        "diagnostic_msgs": _module("diagnostic_msgs"),
-        "diagnostic_msgs.msg": _module(
-            "diagnostic_msgs.msg",
-            DiagnosticArray=lambda **kw: Msg(header=Msg(stamp=None), **kw),
-            DiagnosticStatus=Msg,
-            KeyValue=Msg,
-        ),
-        "rosidl_runtime_py": _module("rosidl_runtime_py"),
-        "rosidl_runtime_py.utilities": _module("rosidl_runtime_py.utilities", get_message=get_message),
-    }
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr(node_mod, "_NODE_CLASS", None)
+@pytest.fixture(params=["humble", "jazzy"])
+def ros(request, monkeypatch, tmp_path):
+    node_mod = standin.install(monkeypatch, get_message, distro=request.param)
     predictor = FakePredictor(class_names=["person", "cup"])
     predictor.mask_threshold = 0.5  # like the real Predictor, so updates are range-checked
-    monkeypatch.setattr(
-        "shapemask_ros.runtime.predictor.Predictor.load", staticmethod(lambda path, **kw: predictor)
-    )
-    return predictor
-
-
-H, W = 48, 64
-
-
-def _node(tmp_path, **overrides: Any) -> Any:
-    params = [
-        Parameter("model_path", value=str(tmp_path)),
-        *(Parameter(k, value=v) for k, v in overrides.items()),
-    ]
-    return node_mod.node_class()(parameter_overrides=params)
+    monkeypatch.setattr("shapemask_ros.runtime.predictor.Predictor.load", staticmethod(lambda path, **kw: predictor))
+    h = Harness(node_mod=node_mod, predictor=predictor, tmp_path=tmp_path, clock=standin._DEFAULT_CONTEXT.clock,
+                nodes=[], executors=[])  # fmt: skip
+    yield h
+    for ex in h.executors:
+        ex.shutdown()
+    for node in h.nodes:
+        node._detach_logging()  # the logging bridge must not outlive the test
 
 
 def _frame(sec: int) -> tuple[Any, Any]:
@@ -360,191 +85,319 @@ def _frame(sec: int) -> tuple[Any, Any]:
     return img, detection_array([detection((8, 6, 30, 26), "cup", 0.9, det_id="a", hdr=hdr)], hdr)
 
 
-def _topics(node: Any) -> dict[str, Publisher]:
-    return {p.topic_name: p for p in node.pubs}
+def _topics(node: Any) -> dict[str, Any]:
+    return {p.topic_name: p for p in node.publishers}
 
 
-def _process(node: Any) -> None:
-    (timer,) = [t for t in node.timers if t.period < 0.1]
-    timer.callback()
+def _state(node: Any) -> str:
+    return node._state_machine.current_state[1]
 
 
-# ---- tests ----------------------------------------------------------------------------------------------
-def test_parameters_declared_from_nodeconfig_with_overrides(ros, tmp_path):
-    node = _node(tmp_path, image_qos_depth=3, class_filter=["cup"])
+def _send(ex: standin.SimExecutor, sec: int, spin: float = 0.05) -> None:
+    img, dets = _frame(sec)
+    ex.deliver("/camera/image_raw", img)
+    ex.deliver("/detections", dets)
+    ex.spin_for(spin)
+
+
+def _diag_values(array: Any) -> tuple[Any, dict[str, str]]:
+    (status,) = array.status
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+# ---- parameters ---------------------------------------------------------------------------------------
+def test_parameters_declared_from_nodeconfig_with_overrides(ros):
+    node = ros.node(image_qos_depth=3, class_filter=["cup"])
     assert node._cfg.image_qos_depth == 3 and node._cfg.class_filter == ("cup",)
-    assert node_mod.config_from_parameters(node._parameter_values()).model_path == str(tmp_path)
     # the empty-list default is declared as a typed, unset string array (not rclpy's byte-array guess)
-    fresh = _node(tmp_path)
-    assert fresh._params["class_filter"].type_ == ParamType.STRING_ARRAY and fresh._cfg.class_filter == ()
+    fresh = ros.node()
+    assert fresh.describe_parameter("class_filter").type == Parameter.Type.STRING_ARRAY.value
+    assert fresh.get_parameter_or("class_filter").type_ == Parameter.Type.NOT_SET and fresh._cfg.class_filter == ()
     with pytest.raises(RuntimeError, match="parameter 'expected_rate_hz' .*double"):
-        _node(tmp_path, expected_rate_hz=30)  # an int in a params file for a double parameter
+        ros.node(expected_rate_hz=30)  # an int in a params file for a double parameter
 
 
-def test_configure_activate_process_publish(ros, tmp_path):
-    node = _node(tmp_path)
-    assert node.trigger_configure() == TCR.SUCCESS
-    topics = _topics(node)
-    assert set(topics) == {"/shapemask/masks", "/shapemask/labels", "/shapemask/detections",
-                           "/shapemask/overlay", "/diagnostics"}  # fmt: skip
-    assert "inference backend in use: fake" in node.get_logger().text("info")
-    assert node.trigger_activate() == TCR.SUCCESS
-    subs = {s.topic_name: s for s in node.subs}
-    assert set(subs) == {"/camera/image_raw", "/detections"}
-    assert subs["/camera/image_raw"].qos.reliability == Reliability.BEST_EFFORT
-    assert (
-        subs["/camera/image_raw"].qos.depth == 2
-        and subs["/detections"].qos.reliability == Reliability.RELIABLE
-    )
-
-    img, dets = _frame(1)
-    subs["/camera/image_raw"].callback(img)
-    subs["/detections"].callback(dets)
-    _process(node)
-    (masks,) = topics["/shapemask/masks"].sent
-    assert len(masks.instances) == 1 and masks.header.stamp.sec == 1
-    assert len(topics["/shapemask/labels"].sent) == 1 and len(topics["/shapemask/detections"].sent) == 1
-    assert topics["/shapemask/overlay"].sent == [], "overlay only built when someone subscribes"
-
-    topics["/shapemask/overlay"].subscribers = 1
-    img, dets = _frame(2)
-    subs["/camera/image_raw"].callback(img)
-    subs["/detections"].callback(dets)
-    _process(node)
-    assert (
-        len(topics["/shapemask/overlay"].sent) == 1
-        and topics["/shapemask/overlay"].sent[0].encoding == "rgb8"
-    )
-
-
-def test_bad_messages_are_counted_and_the_node_keeps_working(ros, tmp_path):
-    node = _node(tmp_path, detections_topic="")
+def test_parameters_of_others_are_accepted(ros):
+    """rclpy hands every parameter set on the node (use_sim_time, diagnostic_updater.*) to every callback."""
+    node = ros.node()
+    (res,) = node.set_parameters([Parameter("use_sim_time", value=True)])
+    assert res.successful, res.reason
+    assert node.get_parameter("use_sim_time").value is True and node._time_source.ros_time_is_active
+    (res,) = node.set_parameters([Parameter("diagnostic_updater.period", value=2.0)])
+    assert res.successful, res.reason
     node.trigger_configure()
-    node.trigger_activate()
-    (sub,) = node.subs
-    assert sub.msg_type is TS.types["sensor_msgs/msg/Image"]
-    sub.callback(object())  # no header at all
-    _process(node)
-    broken, _ = _frame(3)
-    broken.data = np.zeros(5, np.uint8)  # too short for 48x64 rgb8
-    sub.callback(broken)
-    _process(node)
-    assert _topics(node)["/shapemask/masks"].sent == []
-    good, _ = _frame(4)
-    sub.callback(good)
-    _process(node)
-    assert len(_topics(node)["/shapemask/masks"].sent) == 1
-    dropped = node._processor.stats.dropped
-    assert dropped["bad_header"] == 1 and sum(dropped.values()) >= 2
+    (res,) = node.set_parameters([Parameter("use_sim_time", value=False)])
+    assert res.successful, "also while configured"
+    # types are checked against the descriptor before any callback runs
+    (res,) = node.set_parameters([Parameter("use_sim_time", value="yes")])
+    assert not res.successful and res.reason.startswith("Wrong parameter type")
+    (res,) = node.set_parameters([Parameter("score_threshold", value=1)])
+    assert not res.successful and "Wrong parameter type" in res.reason and node._cfg.score_threshold != 1
 
 
-def test_runtime_parameters_applied_or_rejected(ros, tmp_path):
-    node = _node(tmp_path)
+def test_runtime_parameters_applied_or_rejected(ros):
+    node = ros.node()
     (ok,) = node.set_parameters([Parameter("image_topic", value="/other")])  # unconfigured: accepted
     assert ok.successful and node._cfg.image_topic == "/other"
-    node.trigger_configure()
-    node.trigger_activate()
+    assert node.trigger_configure() == TCR.SUCCESS and node.trigger_activate() == TCR.SUCCESS
     (res,) = node.set_parameters([Parameter("score_threshold", value=0.7)])
     assert res.successful and node._processor.cfg.score_threshold == 0.7 and node._cfg.score_threshold == 0.7
     (res,) = node.set_parameters([Parameter("image_topic", value="/cam2")])
     assert not res.successful and "requires reconfigure (deactivate, cleanup, configure)" in res.reason
+    assert node.get_parameter("image_topic").value == "/other", "a rejected value is not stored"
     (res,) = node.set_parameters([Parameter("mask_threshold", value=5.0)])
     assert not res.successful and "mask_threshold" in res.reason and node._processor.cfg.mask_threshold == 0.5
-    assert node.trigger_deactivate() == TCR.SUCCESS and node.subs == []
+    assert node.trigger_deactivate() == TCR.SUCCESS and list(node.subscriptions) == []
     assert node.trigger_cleanup() == TCR.SUCCESS
-    assert node._processor is None and node.pubs == [] and node.timers == []
+    assert node._processor is None and {p.topic_name for p in node.publishers} == {"/parameter_events", "/diagnostics"}
     (res,) = node.set_parameters([Parameter("image_topic", value="/cam2/compressed")])
     assert res.successful
     node.trigger_configure()
     node.trigger_activate()
-    assert {s.topic_name: s.msg_type for s in node.subs}["/cam2/compressed"] is TS.types[
+    assert {s.topic_name: s.msg_type for s in node.subscriptions}["/cam2/compressed"] is TS.types[
         "sensor_msgs/msg/CompressedImage"
     ]
 
 
-def test_configure_fails_cleanly_without_a_model(ros, tmp_path):
-    node = _node(tmp_path, model_path=str(tmp_path / "missing"))
-    assert node.trigger_configure() == TCR.FAILURE
-    assert "model bundle not found" in node.get_logger().text("error")
-    assert node.pubs == [] and node._processor is None
+# ---- lifecycle ----------------------------------------------------------------------------------------
+def test_configure_activate_process_publish(ros):
+    node = ros.node()
+    ex = ros.executor(node)
+    assert node.trigger_configure() == TCR.SUCCESS and _state(node) == "inactive"
+    topics = _topics(node)
+    assert set(topics) >= {"/shapemask/masks", "/shapemask/labels", "/shapemask/detections", "/shapemask/overlay"}
+    assert "inference backend in use: fake" in node.get_logger().text("info")
+    _send(ex, 1)  # not subscribed yet
+    assert topics["/shapemask/masks"].count == 0
+    assert node.trigger_activate() == TCR.SUCCESS and _state(node) == "active"
+    subs = {s.topic_name: s for s in node.subscriptions}
+    assert set(subs) == {"/camera/image_raw", "/detections"}
+    assert subs["/camera/image_raw"].qos_profile.reliability == standin.ReliabilityPolicy.BEST_EFFORT
+    assert subs["/camera/image_raw"].qos_profile.depth == 2
+    assert subs["/detections"].qos_profile.reliability == standin.ReliabilityPolicy.RELIABLE
+
+    _send(ex, 2)
+    (masks,) = topics["/shapemask/masks"].sent
+    assert len(masks.instances) == 1 and masks.header.stamp.sec == 2
+    assert topics["/shapemask/labels"].count == 1 and topics["/shapemask/detections"].count == 1
+    assert topics["/shapemask/overlay"].count == 0, "overlay only built when someone subscribes"
+    topics["/shapemask/overlay"].subscribers = 1
+    _send(ex, 3)
+    assert topics["/shapemask/overlay"].count == 1 and topics["/shapemask/overlay"].sent[0].encoding == "rgb8"
+
+    # inactive lifecycle publishers drop silently: nothing goes out after deactivate
+    assert node.trigger_deactivate() == TCR.SUCCESS
+    topics["/shapemask/masks"].publish(masks)
+    assert topics["/shapemask/masks"].count == 2
 
 
-def test_watchdog_names_qos_and_diagnostics_report(ros, tmp_path, monkeypatch):
-    clock = [1000.0]
-    monkeypatch.setattr(node_mod.time, "monotonic", lambda: clock[0])
-    node = _node(tmp_path, no_input_warn_s=2.0)
+def test_transitions_follow_the_state_machine_and_exceptions_are_logged(ros):
+    node = ros.node(image_topic="/camera/image raw")  # a space: rclpy raises InvalidTopicNameException
+    with pytest.raises(standin.RCLError):
+        node.trigger_activate()  # not from unconfigured
+    assert node.trigger_configure() == TCR.SUCCESS
+    assert node.trigger_activate() == TCR.FAILURE and _state(node) == "inactive"
+    error = node.get_logger().text("error")
+    assert "InvalidTopicNameException" in error and "/camera/image raw" in error
+    assert list(node.subscriptions) == [] and len(list(node.timers)) == 1, "nothing half-activated is left"
+
+    # an unexpected exception in a transition: logged with its traceback, ERROR, then on_error -> unconfigured
+    node.trigger_cleanup()
+    node.set_parameters([Parameter("image_topic", value="/camera/image_raw")])
     node.trigger_configure()
     node.trigger_activate()
-    qos = QoSProfile(history=History.KEEP_LAST, depth=1, reliability=Reliability.BEST_EFFORT)
-    info = {
-        "node_name": "yolo",
-        "node_namespace": "/",
-        "topic_type": node_mod.DETECTIONS_TYPE,
-        "qos_profile": qos,
+
+    stop_inputs, calls = node._stop_inputs, []
+
+    def broken_once() -> None:  # fails in on_deactivate, works again for on_error's cleanup
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("subscription vanished")
+        stop_inputs()
+
+    node._stop_inputs = broken_once
+    assert node.trigger_deactivate() == TCR.ERROR and _state(node) == "unconfigured"
+    error = node.get_logger().text("error")
+    assert "on_deactivate (from state active) raised RuntimeError: subscription vanished" in error
+    assert "Traceback" in error and "error in a transition from state active" in error
+
+
+def test_configure_fails_cleanly_without_a_model(ros):
+    node = ros.node(model_path=str(ros.tmp_path / "missing"))
+    assert node.trigger_configure() == TCR.FAILURE and _state(node) == "unconfigured"
+    assert "model bundle not found" in node.get_logger().text("error")
+    assert {p.topic_name for p in node.publishers} == {"/parameter_events", "/diagnostics"}
+    assert node._processor is None
+
+
+def test_node_keeps_clear_of_rclpy_private_attributes():
+    """rclpy.node.Node keeps its timers, parameters, callbacks ... in private attributes that the executor
+    and destroy_* use; the node must not assign any of them (statically: also code paths tests miss)."""
+    source = (ROOT / "shapemask_ros" / "node.py").read_text()
+    assigned = {
+        target.attr
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        for target in ([*t.elts] if isinstance(t, ast.Tuple) else [t])
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"
     }
-    node.publishers_on["/detections"] = [types.SimpleNamespace(**info)]
-    watchdog = next(t for t in node.timers if t.callback == node._watchdog)
-    clock[0] += 1.0
-    watchdog.callback()
+    assert assigned, "no attribute assignments parsed"
+    assert not assigned & standin.RCLPY_PRIVATE_ATTRS
+
+
+# ---- the data path ------------------------------------------------------------------------------------
+def test_bad_messages_are_counted_and_the_node_keeps_working(ros):
+    node = ros.node(detections_topic="")
+    ex = ros.executor(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    (sub,) = node.subscriptions
+    assert sub.msg_type is TS.types["sensor_msgs/msg/Image"]
+    ex.deliver("/camera/image_raw", object())  # no header at all
+    broken, _ = _frame(3)
+    broken.data = np.zeros(5, np.uint8)  # too short for 48x64 rgb8
+    ex.deliver("/camera/image_raw", broken, at=ros.clock.now() + 0.02)
+    ex.spin_for(0.05)
+    assert _topics(node)["/shapemask/masks"].count == 0
+    good, _ = _frame(4)
+    ex.deliver("/camera/image_raw", good)
+    ex.spin_for(0.05)
+    assert _topics(node)["/shapemask/masks"].count == 1
+    dropped = node._processor.stats.dropped
+    assert dropped["bad_header"] == 1 and sum(dropped.values()) >= 2
+
+
+def test_processing_errors_are_throttled_per_kind(ros):
+    """Two different failures in the same second are both logged (rclpy throttles per call site)."""
+    node = ros.node()
+    ex = ros.executor(node)
+    node.trigger_configure()
+    node.trigger_activate()
+
+    def fail(kind: type[Exception], text: str) -> Any:
+        def raiser(*args: Any, **kwargs: Any) -> None:
+            raise kind(text)
+
+        return raiser
+
+    node._processor.add_image = fail(RuntimeError, "image path broke")
+    node._processor.add_detections = fail(ValueError, "detections path broke")
+    for sec in (1, 2, 3):
+        _send(ex, sec, spin=0.1)
+    errors = node.get_logger().text("error").splitlines()
+    assert len([e for e in errors if "add_image failed: RuntimeError: image path broke" in e]) == 1
+    assert len([e for e in errors if "add_detections failed: ValueError: detections path broke" in e]) == 1
+    assert node._stats.total("error.add_image") == 3 and node._stats.total("error.add_detections") == 3
+    ex.spin_for(5.0)
+    _send(ex, 4)
+    assert "add_image failed: RuntimeError: image path broke [error.add_image total 4]" in node.get_logger().text(
+        "error"
+    ), "logged again after the throttle period, with the running total"
+
+
+def test_core_logging_reaches_the_ros_logger(ros):
+    node = ros.node()
+    logging.getLogger("shapemask_ros.geometry.pointcloud").warning("dropped %d non-finite points", 3)
+    logging.getLogger("shapemask_ros.runtime.engine_cache").info("building engine")
+    assert "[shapemask_ros.geometry.pointcloud] dropped 3 non-finite points" in node.get_logger().text("warning")
+    assert "[shapemask_ros.runtime.engine_cache] building engine" in node.get_logger().text("info")
+    node.destroy_node()
+    logging.getLogger("shapemask_ros.geometry.pointcloud").warning("after destroy")
+    assert "after destroy" not in node.get_logger().text("warning")
+
+
+# ---- health -------------------------------------------------------------------------------------------
+def test_diagnostics_come_from_the_executor_every_period(ros):
+    """/diagnostics is published by diagnostic_updater's timer, which only runs if rclpy's timer list is
+    intact; its content: backend, rates, latency and drops by reason."""
+    node = ros.node()
+    ex = ros.executor(node)
+    diag = _topics(node)["/diagnostics"]
+    ex.spin_for(1.01)
+    status, values = _diag_values(diag.sent[-1])
+    assert status.name == "shapemask_node: segmentation" and "unconfigured" in status.message
+    node.trigger_configure()
+    node.trigger_activate()
+    start = diag.count
+    for sec in range(1, 4):
+        _send(ex, sec, spin=1.0)
+    assert diag.count - start == 3, "one DiagnosticArray per second"
+    status, values = _diag_values(diag.sent[-1])
+    assert status.hardware_id == "fake" and values["backend"] == "fake" and status.level == OK
+    assert values["image_total"] == "3" and values["processed_total"] == "3" and float(values["processed_rate_hz"]) > 0
+    assert "latency_p50_ms" in values and values["processor.dropped.bad_header"] == "0"
+    # deactivate destroys the processing and watchdog timers, and only those
+    node.trigger_deactivate()
+    assert list(node.timers) == [node._updater.timer]
+    node.trigger_cleanup()
+    before = diag.count
+    ex.spin_for(2.0)
+    assert diag.count - before == 2 and "unconfigured" in diag.sent[-1].status[0].message
+
+
+def test_watchdog_names_qos_and_diagnostics_report(ros):
+    node = ros.node(no_input_warn_s=2.0)
+    ex = ros.executor(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    qos = standin.QoSProfile(depth=1, reliability=standin.ReliabilityPolicy.BEST_EFFORT)
+    info = types.SimpleNamespace(node_name="yolo", node_namespace="/", topic_type="vision_msgs/msg/Detection2DArray",
+                                 qos_profile=qos)  # fmt: skip
+    node.context.graph_publishers["/detections"] = [info]
+    ex.spin_for(1.5)
     assert node.get_logger().text("warning") == ""
-    clock[0] += 2.0
-    watchdog.callback()
+    ex.spin_for(1.0)
     warning = node.get_logger().text("warning")
     assert "/detections" in warning and "reliability=best_effort" in warning and "/yolo" in warning
     assert "/camera/image_raw" not in warning, "no publisher there: not a QoS problem"
-    watchdog.callback()  # throttled: no second warning right away
+    ex.spin_for(2.0)  # throttled: no second warning right away
     assert node.get_logger().text("warning").count("publisher(s) on /detections") == 1
 
-    node._subs[0][0].callback(object())  # one bad image
-    _process(node)
-    diag_timer = next(t for t in node.timers if t.callback == node._publish_diagnostics)
-    diag_timer.callback()
-    (array,) = _topics(node)["/diagnostics"].sent
-    (status,) = array.statuses
-    values = {kv.key: kv.value for kv in status.values}
+    ex.deliver("/camera/image_raw", object())  # one bad image
+    ex.spin_for(1.0)
+    status, values = _diag_values(_topics(node)["/diagnostics"].sent[-1])
     assert values["backend"] == "fake" and status.hardware_id == "fake"
     assert values["image_total"] == "1" and values["processor.dropped.bad_header"] == "1"
-    assert status.level == Msg.WARN and "no input on /camera/image_raw, /detections" in status.message
+    assert status.level == WARN and "no input on" in status.message and "/detections" in status.message
 
 
-# ---- 3D: depth + CameraInfo in, objects3d + points out ---------------------------------------------------
+# ---- 3D: depth + CameraInfo in, objects3d + points out ------------------------------------------------
 def _depth(sec: int, shape: tuple[int, int] = (H, W)) -> Any:
     return depth_msg(np.full(shape, 800, np.uint16), sec, frame="cam")
 
 
-def test_depth_inputs_and_3d_outputs(ros, tmp_path):
-    node = _node(tmp_path, depth_topic="/cam/aligned_depth_to_color/image_raw", depth_qos_depth=3)
+def test_depth_inputs_and_3d_outputs(ros):
+    node = ros.node(depth_topic="/cam/aligned_depth_to_color/image_raw", depth_qos_depth=3)
+    ex = ros.executor(node)
     assert node.trigger_configure() == TCR.SUCCESS
     topics = _topics(node)
     assert topics["/shapemask/objects3d"].msg_type is TS.types["shapemask_ros/msg/ObjectGeometryArray"]
     assert topics["/shapemask/points"].msg_type is TS.types["sensor_msgs/msg/PointCloud2"]
     node.trigger_activate()
-    subs = {s.topic_name: s for s in node.subs}
+    subs = {s.topic_name: s for s in node.subscriptions}
     depth_sub = subs["/cam/aligned_depth_to_color/image_raw"]
     info_sub = subs["/cam/aligned_depth_to_color/camera_info"]  # image_transport convention
-    assert depth_sub.msg_type is TS.types["sensor_msgs/msg/Image"] and depth_sub.qos.depth == 3
-    assert depth_sub.qos.reliability == Reliability.BEST_EFFORT
+    assert depth_sub.msg_type is TS.types["sensor_msgs/msg/Image"] and depth_sub.qos_profile.depth == 3
+    assert depth_sub.qos_profile.reliability == standin.ReliabilityPolicy.BEST_EFFORT
     assert info_sub.msg_type is TS.types["sensor_msgs/msg/CameraInfo"]
     assert "3D from /cam/aligned_depth_to_color/image_raw" in node.get_logger().text("info")
 
-    info_sub.callback(camera_info(frame="cam"))
+    def send(sec: int, depth: Any) -> None:
+        ex.deliver(info_sub.topic_name, camera_info(frame="cam"))
+        ex.deliver(depth_sub.topic_name, depth)
+        _send(ex, sec)
+
     depth1 = _depth(1)
-    depth_sub.callback(depth1)
-    img, dets = _frame(1)
-    subs["/camera/image_raw"].callback(img)
-    subs["/detections"].callback(dets)
-    _process(node)
+    send(1, depth1)
     (masks,) = topics["/shapemask/masks"].sent
     (objects,) = topics["/shapemask/objects3d"].sent
     assert objects.header is depth1.header and len(objects.objects) == len(masks.instances) == 1
     assert objects.objects[0].centroid.z == pytest.approx(0.8, abs=1e-3) and objects.objects[0].status == "ok"
-    assert topics["/shapemask/points"].sent == [], "the cloud is built only when someone subscribes"
+    assert topics["/shapemask/points"].count == 0, "the cloud is built only when someone subscribes"
 
     topics["/shapemask/points"].subscribers = 1
-    img, dets = _frame(2)
-    for sub, msg in ((depth_sub, _depth(2)), (subs["/camera/image_raw"], img), (subs["/detections"], dets)):
-        sub.callback(msg)
-    _process(node)
+    send(2, _depth(2))
     (cloud,) = topics["/shapemask/points"].sent
     points = pointcloud_to_arrays(cloud)
     assert cloud.header.stamp.sec == 2 and len(points["z"]) == objects.objects[0].num_inliers
@@ -552,18 +405,12 @@ def test_depth_inputs_and_3d_outputs(ros, tmp_path):
     assert set(points["instance_id"].tolist()) == {0}
 
     # depth of another size: masks still go out, the reason shows on /diagnostics
-    img, dets = _frame(3)
-    small = _depth(3, (24, 32))
-    for sub, msg in ((depth_sub, small), (subs["/camera/image_raw"], img), (subs["/detections"], dets)):
-        sub.callback(msg)
-    _process(node)
-    assert len(topics["/shapemask/masks"].sent) == 3 and len(topics["/shapemask/objects3d"].sent) == 2
-    diag_timer = next(t for t in node.timers if t.callback == node._publish_diagnostics)
-    diag_timer.callback()
-    (status,) = topics["/diagnostics"].sent[-1].statuses
-    values = {kv.key: kv.value for kv in status.values}
+    send(3, _depth(3, (24, 32)))
+    assert topics["/shapemask/masks"].count == 3 and topics["/shapemask/objects3d"].count == 2
+    ex.spin_for(1.0)
+    status, values = _diag_values(topics["/diagnostics"].sent[-1])
     assert values["processor.dropped_3d.size_mismatch"] == "1" and values["depth_total"] == "3"
-    assert status.level == Msg.WARN and "no 3D output: size_mismatch" in status.message
+    assert status.level == WARN and "no 3D output: size_mismatch" in status.message
 
     # 3D knobs apply live; topics, QoS and output switches need a reconfigure
     (res,) = node.set_parameters([Parameter("geometry_min_points", value=5000)])
@@ -572,16 +419,72 @@ def test_depth_inputs_and_3d_outputs(ros, tmp_path):
         (res,) = node.set_parameters([Parameter(name, value=value)])
         assert not res.successful and "requires reconfigure" in res.reason, name
     node.trigger_deactivate()
-    assert node.subs == []
+    assert list(node.subscriptions) == []
     node.trigger_cleanup()
-    assert node.pubs == []
+    assert "/shapemask/masks" not in _topics(node)
 
 
-def test_no_3d_outputs_when_switched_off(ros, tmp_path):
-    node = _node(
-        tmp_path, depth_topic="/depth/image_rect", camera_info_topic="/depth/info", publish_points=False
-    )
+def test_no_3d_outputs_when_switched_off(ros):
+    node = ros.node(depth_topic="/depth/image_rect", camera_info_topic="/depth/info", publish_points=False)
     node.trigger_configure()
     assert "/shapemask/objects3d" in _topics(node) and "/shapemask/points" not in _topics(node)
     node.trigger_activate()
-    assert {"/depth/image_rect", "/depth/info"} <= {s.topic_name for s in node.subs}
+    assert {"/depth/image_rect", "/depth/info"} <= {s.topic_name for s in node.subscriptions}
+
+
+def test_rclpy_factory_u8_is_a_compact_byte_array(ros):
+    img = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)[:, ::2]  # non-contiguous view
+    out = ros.node_mod.RclpyFactory.u8(img)
+    assert isinstance(out, array) and out.typecode == "B"
+    assert out.tobytes() == np.ascontiguousarray(img).tobytes()
+
+
+def test_main_autostarts_spins_and_cleans_up(ros, monkeypatch):
+    made: list[Any] = []
+
+    class Executor(standin.SimExecutor):
+        def spin(self) -> None:  # Ctrl-C right away
+            (node,) = self._nodes
+            made.append((node, _state(node)))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ros.node_mod, "MultiThreadedExecutor", Executor)
+    monkeypatch.setattr(ros.node_mod.ShapeMaskNode, "destroy_node", lambda self: made.append("destroyed"))
+    argv = ["shapemask_node", "--autostart", "--ros-args", "-p", "model_path:=/x"]
+    assert ros.node_mod.main(argv) == 0
+    (node, state), destroyed = made
+    assert state == "active" and destroyed == "destroyed"
+    node._detach_logging()
+
+
+# ---- the stand-in itself: where it must be as strict as rclpy -------------------------------------------------
+def test_standin_is_as_strict_as_rclpy(ros):
+    if standin.DISTRO == "humble":
+        with pytest.raises(AssertionError, match="Invalid arguments passed to constructor: statuses"):
+            standin.DiagnosticArray(statuses=[])  # Humble's generated constructor
+    else:
+        assert standin.DiagnosticArray(statuses=[1]).status == [], "Jazzy: ignored, an empty array goes out"
+    node = ros.node()
+    seen: list[str] = []
+    node.add_on_set_parameters_callback(lambda ps: seen.extend(p.name for p in ps) or standin.SetParametersResult(
+        successful=True))  # fmt: skip
+    (res,) = node.set_parameters([Parameter("max_objects", value=2.5)])
+    assert not res.successful and seen == [], "type checked before any callback"
+    with pytest.raises(standin.ParameterNotDeclaredException):
+        node.set_parameters([Parameter("no_such_parameter", value=1)])
+    # mutually exclusive groups never run two callbacks at once, even with sleeping callbacks
+    group, running, overlap = standin.MutuallyExclusiveCallbackGroup(), [0], []
+
+    def slow() -> None:
+        running[0] += 1
+        overlap.append(running[0])
+        ros.clock.sleep(0.25)
+        running[0] -= 1
+
+    node.create_timer(0.1, slow, callback_group=group)
+    node.create_timer(0.1, slow, callback_group=group)
+    ex = ros.executor(node)
+    ex.spin_for(1.0)
+    assert len(overlap) >= 3 and max(overlap) == 1
+    with pytest.raises(standin.InvalidTopicNameException):
+        node.create_subscription(object, "/a//b", lambda m: None, 1)

@@ -1,4 +1,5 @@
-"""The node's parameters, params file and ROS-free helpers (no rclpy here; the node class needs ROS)."""
+"""The node's parameters, params file and ROS-free helpers in ros_bridge/ (no rclpy here; the node class is
+tested on the rclpy stand-in in test_node_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import dataclasses
 import re
 import subprocess
 import sys
-from array import array
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from shapemask_ros import node as node_mod
 from shapemask_ros.config import NodeConfig
+from shapemask_ros.ros_bridge import inbox as inbox_mod
+from shapemask_ros.ros_bridge import node_health
+from shapemask_ros.ros_bridge import node_params as node_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "config" / "segment_params.yaml"
@@ -175,7 +177,7 @@ def test_silent_input_message_names_both_qos_profiles_and_mismatches():
         SimpleNamespace(node_name="other", node_namespace="/x", topic_type="sensor_msgs/msg/CompressedImage",
                         qos_profile=_qos("reliable")),
     ]  # fmt: skip
-    text = node_mod.silent_input_message("/cam/image", "sensor_msgs/msg/Image", _qos("reliable"), pubs, 6.0)
+    text = node_health.silent_input_message("/cam/image", "sensor_msgs/msg/Image", _qos("reliable"), pubs, 6.0)
     assert "2 publisher(s) on /cam/image" in text and "6.0 s" in text
     assert "Subscriber (sensor_msgs/msg/Image): reliability=reliable" in text
     cam_line = next(line for line in text.splitlines() if "/cam (" in line)
@@ -186,7 +188,7 @@ def test_silent_input_message_names_both_qos_profiles_and_mismatches():
 
 def test_node_stats_rates_and_latency_percentiles():
     now = [100.0]
-    stats = node_mod.NodeStats(clock=lambda: now[0])
+    stats = node_health.NodeStats(clock=lambda: now[0])
     for _ in range(30):
         stats.count("image")
     for latency in np.linspace(0.01, 0.10, 10):
@@ -214,25 +216,18 @@ def test_processor_counters_flatten_any_stats_shape():
         backend: str = "onnxruntime"
         busy: bool = True
 
-    assert node_mod.processor_counters(Stats()) == {
+    assert node_health.processor_counters(Stats()) == {
         "processed": 4.0,
         "dropped.superseded": 2.0,
         "dropped.decode_error": 1.0,
     }
-    assert node_mod.processor_counters({"stale": np.int64(3)}) == {"stale": 3.0}
-    assert node_mod.processor_counters(None) == {}
+    assert node_health.processor_counters({"stale": np.int64(3)}) == {"stale": 3.0}
+    assert node_health.processor_counters(None) == {}
 
 
-# ---- message factory and inbox ---------------------------------------------------------------------------
-def test_rclpy_factory_u8_is_a_compact_byte_array():
-    img = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)[:, ::2]  # non-contiguous view
-    out = node_mod.RclpyFactory.u8(img)
-    assert isinstance(out, array) and out.typecode == "B"
-    assert out.tobytes() == np.ascontiguousarray(img).tobytes()
-
-
+# ---- inbox ---------------------------------------------------------------------------
 def test_inbox_keeps_newest_and_reports_overflow():
-    inbox = node_mod._Inbox(image_capacity=2)
+    inbox = inbox_mod.Inbox(image_capacity=2)
     assert not inbox.put(inbox.images, ("a", "t"))
     assert not inbox.put(inbox.images, ("b", "t"))
     assert inbox.put(inbox.images, ("c", "t")), "oldest pushed out must be reported (counted as a drop)"
@@ -247,31 +242,56 @@ def test_inbox_keeps_newest_and_reports_overflow():
 
 # ---- entry point without ROS -----------------------------------------------------------------------------
 def test_parse_args_autostart_forms():
-    assert node_mod.parse_args([]).autostart is False
-    assert node_mod.parse_args(["--autostart"]).autostart is True
-    assert node_mod.parse_args(["--autostart", "false"]).autostart is False
-    assert node_mod.parse_args(["--autostart", "TRUE"]).autostart is True
+    assert node_mod.parse_node_args([]).autostart is False
+    assert node_mod.parse_node_args(["--autostart"]).autostart is True
+    assert node_mod.parse_node_args(["--autostart", "false"]).autostart is False
+    assert node_mod.parse_node_args(["--autostart", "TRUE"]).autostart is True
     with pytest.raises(SystemExit):
-        node_mod.parse_args(["--autostart", "maybe"])
+        node_mod.parse_node_args(["--autostart", "maybe"])
 
 
-def test_import_without_rclpy_and_main_exits_with_a_clear_message():
+def test_node_script_without_ros_exits_with_a_clear_message():
     # a fresh interpreter where rclpy is unimportable even if a ROS installation is sourced
     code = (
-        "import sys; sys.modules['rclpy'] = None\n"
-        "import shapemask_ros.node as n\n"
-        "assert 'rclpy' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
-        "n.main(['shapemask_node', '--autostart'])\n"
+        "import runpy, sys; sys.modules['rclpy'] = None; sys.argv = ['shapemask_node', '--autostart']\n"
+        f"runpy.run_path({str(ROOT / 'scripts' / 'shapemask_node')!r}, run_name='__main__')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 1, r.stderr
-    assert "needs ROS 2 (rclpy)" in r.stderr and "source /opt/ros/" in r.stderr
+    assert "needs ROS 2" in r.stderr and "source /opt/ros/" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_node_class_requires_rclpy(monkeypatch):
-    monkeypatch.setitem(sys.modules, "rclpy", None)
-    monkeypatch.setitem(sys.modules, "rclpy.lifecycle", None)
-    monkeypatch.setattr(node_mod, "_NODE_CLASS", None)
-    with pytest.raises(ImportError):
-        node_mod.node_class()
+def test_split_changes_ignores_parameters_that_are_not_ours():
+    """rclpy passes use_sim_time, diagnostic_updater.period, ... to the node's on-set callback too."""
+    apply, rejected = node_mod.split_changes(
+        NodeConfig(), {"use_sim_time": True, "diagnostic_updater.period": 2.0, "score_threshold": 0.6}, True
+    )
+    assert apply == {"score_threshold": 0.6} and rejected == {}
+
+
+def test_keyed_throttle_is_per_key():
+    now = [0.0]
+    throttle = node_health.KeyedThrottle(5.0, clock=lambda: now[0])
+    assert throttle.ready("a") and throttle.ready("b"), "another key is not held back by the first"
+    assert not throttle.ready("a")
+    now[0] = 5.0
+    assert throttle.ready("a") and not throttle.ready("a")
+
+
+def test_diagnostic_summary_levels_and_values():
+    @dataclasses.dataclass
+    class PStats:
+        dropped: dict = dataclasses.field(default_factory=lambda: {"bad_box": 2})
+        geometry_error: str = ""
+
+    ok = node_health.diagnostic_summary("active", "onnxruntime", {"image_total": 3.0}, PStats())
+    assert ok.level == "OK" and ok.message == "active, backend onnxruntime"
+    assert ok.values == [("backend", "onnxruntime"), ("image_total", "3"), ("processor.dropped.bad_box", "2")]
+    warn = node_health.diagnostic_summary(
+        "active", "x", {"error.step_rate_hz": 0.5}, PStats(geometry_error="size_mismatch"), {"/b", "/a"}
+    )
+    assert warn.level == "WARN"
+    assert warn.message == (
+        "active, backend x; errors in the last second; no input on /a, /b; no 3D output: size_mismatch"
+    )

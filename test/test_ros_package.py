@@ -25,6 +25,11 @@ from catkin_pkg.package import parse_package
 ROOT = Path(__file__).resolve().parents[1]
 CMAKE = (ROOT / "CMakeLists.txt").read_text()
 MSG_PACKAGES_USED_BY_NODE = {"std_msgs", "sensor_msgs", "vision_msgs", "diagnostic_msgs", "lifecycle_msgs"}
+# ROS 2 Python packages (rosdep keys of the same name) that only the node may import
+ROS_PYTHON_PACKAGES = {
+    "rclpy", "rcl_interfaces", "diagnostic_msgs", "diagnostic_updater", "rosidl_runtime_py", "lifecycle_msgs",
+    "launch", "launch_ros", "sensor_msgs", "std_msgs", "vision_msgs", "builtin_interfaces",
+}  # fmt: skip
 
 
 def _cmake_code(text: str) -> str:
@@ -109,8 +114,13 @@ def test_messages_are_generated_with_their_dependencies(pkg):
 def test_python_package_is_installed_after_rosidl_without_ament_python_install_package():
     assert "ament_python_install_package" not in CODE, "duplicate target with rosidl (ros2/rosidl_python#141)"
     rosidl = CODE.index("rosidl_generate_interfaces(")
-    py_install = re.search(r"install\(\s*DIRECTORY\s+shapemask_ros/\s+DESTINATION\s+\$\{PYTHON_INSTALL_DIR\}", CODE)
+    py_dir = re.search(r"ament_get_python_install_dir\((\w+)\)", CODE)
+    assert py_dir, "the site-packages directory comes from ament_cmake_python's public API"
+    py_install = re.search(
+        rf"install\(\s*DIRECTORY\s+shapemask_ros/\s+DESTINATION\s+\$\{{{py_dir.group(1)}\}}", CODE
+    )
     assert py_install and py_install.start() > rosidl
+    assert not re.search(r"\b_ament_\w+\(", CODE), "private ament macros (leading underscore) are not API"
     assert "__pycache__ EXCLUDE" in CODE
     assert re.search(r"install\(\s*PROGRAMS\s+scripts/shapemask_node\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}", CODE)
     assert CODE.rstrip().endswith("ament_package()")
@@ -141,18 +151,27 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return out
 
 
-def test_only_node_module_imports_rclpy_and_only_inside_functions():
+def test_only_node_module_imports_rclpy():
     sources = [*(ROOT / "shapemask_ros").rglob("*.py"), *(ROOT / "training").rglob("*.py")]
     offenders = [
         str(p.relative_to(ROOT))
         for p in sources
         if p.name != "node.py" or p.parent.name != "shapemask_ros"
-        if any(m == "rclpy" for m, _ in _imports(p))
+        if any(m in ROS_PYTHON_PACKAGES for m, _ in _imports(p))
     ]
-    assert not offenders, f"rclpy imported outside shapemask_ros/node.py: {offenders}"
+    assert not offenders, f"ROS imported outside shapemask_ros/node.py: {offenders}"
+    # node.py is a module-level rclpy node (like yolo_ros's): ROS imports at the top, nothing hidden
     node_imports = _imports(ROOT / "shapemask_ros" / "node.py")
-    assert ("rclpy", False) in node_imports
-    assert not [m for m, top in node_imports if top and m in {"rclpy", "rosidl_runtime_py", "diagnostic_msgs"}]
+    assert ("rclpy", True) in node_imports
+    assert not [m for m, top in node_imports if not top and m in ROS_PYTHON_PACKAGES]
+
+
+def test_every_ros_package_the_node_imports_is_an_exec_depend(pkg):
+    """package.xml must list what node.py imports from ROS (rcl_interfaces was missing once)."""
+    imported = {m for m, _ in _imports(ROOT / "shapemask_ros" / "node.py")} & ROS_PYTHON_PACKAGES
+    assert {"rclpy", "rcl_interfaces", "diagnostic_msgs", "diagnostic_updater", "rosidl_runtime_py"} <= imported
+    missing = imported - _names(pkg.exec_depends)
+    assert not missing, f"node.py imports {sorted(missing)} without <exec_depend>/<depend> in package.xml"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,11 +180,19 @@ def test_only_node_module_imports_rclpy_and_only_inside_functions():
 STUBS = {
     "ament_cmake": "macro(ament_package)\n  set(STUB_AMENT_PACKAGE_CALLED TRUE)\nendmacro()\n",
     "ament_cmake_python": """
-macro(_ament_cmake_python_register_environment_hook)
+macro(_ament_cmake_python_get_python_install_dir)
   if(NOT DEFINED PYTHON_INSTALL_DIR)
     set(PYTHON_INSTALL_DIR "lib/python3/site-packages" CACHE INTERNAL "")
   endif()
 endmacro()
+macro(_ament_cmake_python_register_environment_hook)
+  _ament_cmake_python_get_python_install_dir()
+endmacro()
+# the public API (ament_cmake_python, Humble and Jazzy)
+function(ament_get_python_install_dir python_install_dir_out)
+  _ament_cmake_python_get_python_install_dir()
+  set(${python_install_dir_out} ${PYTHON_INSTALL_DIR} PARENT_SCOPE)
+endfunction()
 # like the real macro: one copy target per package name, so a second call is a duplicate target
 macro(ament_python_install_package name)
   cmake_parse_arguments(_ARG "" "PACKAGE_DIR" "" ${ARGN})
@@ -234,6 +261,11 @@ def test_cmake_installs_the_ros_layout(tmp_path):
                 "msg/InstanceMaskArray.msg"]:  # fmt: skip
         assert (share / rel).is_file(), rel
     assert not [p for p in prefix.rglob("training") if p.is_dir()], "training/ must not be installed"
+    # the demo model is tracked in git and is the node's default model_path: always installed
+    demo = [p.relative_to(ROOT) for p in (ROOT / "models" / "demo").iterdir() if p.is_file()]
+    assert len(demo) >= 4
+    for rel in demo:
+        assert (share / rel).is_file(), rel
 
 
 def test_cmake_stub_rejects_a_second_python_install(tmp_path):

@@ -312,7 +312,7 @@ def _best_label(inst: Any) -> tuple[str, float]:
 
 def load_predictor(model: str, backend: str) -> Any:
     """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise."""
-    from shapemask_ros.node import resolve_model_path
+    from shapemask_ros.ros_bridge.node_params import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
     path = resolve_model_path(model)

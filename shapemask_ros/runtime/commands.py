@@ -39,7 +39,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_model(path: str) -> str:
-    from shapemask_ros.node import resolve_model_path  # ROS-free helper (rclpy is imported lazily there)
+    from shapemask_ros.ros_bridge.node_params import resolve_model_path  # ROS-free
 
     return resolve_model_path(path)
 

@@ -1,0 +1,256 @@
+"""The node's parameters and topic wiring, without rclpy: NodeConfig fields -> ROS parameter specs,
+parameter values -> NodeConfig, live vs restart-only updates, topic names and the command line.
+
+`shapemask_ros.node` (the only rclpy module) is a thin shell over this module, `node_health` and `inbox`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import math
+import os
+import tokenize
+import typing
+from array import array as PyArray
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.config import NodeConfig, merge
+
+NODE_NAME = "shapemask_node"
+NODE_CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig))
+# Parameters that define ROS entities or the loaded model: applying them needs a new configure.
+RESTART_PARAMS: frozenset[str] = frozenset(
+    {
+        "model_path",
+        "backend",
+        "engine_cache_dir",
+        "image_topic",
+        "detections_topic",
+        "self_detect",
+        "image_qos_reliability",
+        "image_qos_depth",
+        "detections_qos_reliability",
+        "detections_qos_depth",
+        "publish_label_image",
+        "publish_refined_detections",
+        "publish_overlay",
+        "output_namespace",
+        "depth_topic",
+        "camera_info_topic",
+        "depth_qos_reliability",
+        "depth_qos_depth",
+        "camera_info_qos_reliability",
+        "camera_info_qos_depth",
+        "publish_objects3d",
+        "publish_points",
+    }
+)
+RESTART_REASON = "requires reconfigure (deactivate, cleanup, configure)"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
+MASKS_TYPE = "shapemask_ros/msg/InstanceMaskArray"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+OBJECTS3D_TYPE = "shapemask_ros/msg/ObjectGeometryArray"
+POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
+# result field -> publisher key (= topic name under output_namespace)
+OUTPUTS = ("masks", "labels", "detections", "overlay", "objects3d", "points")
+_SCALAR_ROS_TYPES = {bool: "BOOL", int: "INTEGER", float: "DOUBLE", str: "STRING"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter derived from a NodeConfig field."""
+
+    name: str
+    default: Any  # the dataclass default (tuples stay tuples)
+    ros_type: str  # rclpy.Parameter.Type member name: BOOL, INTEGER, DOUBLE, STRING, STRING_ARRAY, ...
+    description: str
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Trailing `# comment` of each field line in `cls`'s source ({} when the source is unavailable)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    line_tokens: list[tokenize.TokenInfo] = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            significant = [t for t in line_tokens if t.type not in (tokenize.INDENT, tokenize.DEDENT)]
+            comments = [t.string for t in significant if t.type == tokenize.COMMENT]
+            if (
+                len(significant) >= 3
+                and significant[0].type == tokenize.NAME
+                and significant[1].string == ":"
+                and comments
+            ):
+                out[significant[0].string] = comments[-1].lstrip("#").strip()
+            line_tokens = []
+        else:
+            line_tokens.append(tok)
+    return out
+
+
+def _ros_type(tp: Any, name: str) -> str:
+    if tp in _SCALAR_ROS_TYPES:
+        return _SCALAR_ROS_TYPES[tp]
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        if inner in _SCALAR_ROS_TYPES:
+            return f"{_SCALAR_ROS_TYPES[inner]}_ARRAY"
+    raise TypeError(f"NodeConfig.{name}: type {tp!r} has no ROS parameter equivalent")
+
+
+def parameter_specs(cls: type = NodeConfig) -> list[ParamSpec]:
+    """One ParamSpec per dataclass field: names, defaults and types come from the dataclass only."""
+    hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        restart = " [requires reconfigure]" if f.name in RESTART_PARAMS else ""
+        desc = (comments.get(f.name) or f.name.replace("_", " ")) + restart
+        specs.append(ParamSpec(f.name, default, _ros_type(hints[f.name], f.name), desc))
+    return specs
+
+
+def config_from_parameters(values: Mapping[str, Any], base: NodeConfig | None = None) -> NodeConfig:
+    """NodeConfig from ROS parameter values (None = not set -> default); ValueError on bad types/keys.
+
+    Arrays arrive as list or array.array; string arrays drop "" entries, because `[""]` is the only
+    way to clear a string array from YAML or `ros2 param set` (an empty list has no ROS type).
+    """
+    hints = typing.get_type_hints(NodeConfig)
+    overrides: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple, PyArray, np.ndarray)):
+            value = [v for v in list(value) if not (isinstance(v, str) and v == "")]
+        elif (
+            name in hints and hints[name] is float and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            value = float(value)
+        overrides[name] = value
+    return merge(base or NodeConfig(), overrides)
+
+
+def split_changes(
+    current: NodeConfig, changes: Mapping[str, Any], configured: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split a parameter update into (values to apply, name -> rejection reason).
+
+    Values are converted to NodeConfig types; unchanged values are dropped (so `ros2 param load` of a
+    whole file does not fail on restart-only parameters that it leaves as they are). Names that are not
+    NodeConfig fields are not ours to judge and are ignored: rclpy passes every parameter set on the node
+    (`use_sim_time`, `diagnostic_updater.period`, ...) to every on-set-parameters callback.
+    """
+    changes = {name: value for name, value in changes.items() if name in NODE_CONFIG_FIELDS}
+    try:
+        new = config_from_parameters(changes, base=current)
+    except ValueError as e:
+        return {}, {name: str(e) for name in changes}
+    apply: dict[str, Any] = {}
+    rejected: dict[str, str] = {}
+    for name in changes:
+        value = getattr(new, name)
+        if value == getattr(current, name):
+            continue
+        if configured and name in RESTART_PARAMS:
+            rejected[name] = RESTART_REASON
+        else:
+            apply[name] = value
+    return apply, rejected
+
+
+def image_type_for_topic(topic: str) -> str:
+    """Message type of the image subscription: `.../compressed` topics carry CompressedImage."""
+    return COMPRESSED_TYPE if topic.rstrip("/").endswith("/compressed") else IMAGE_TYPE
+
+
+def uses_detector(cfg: NodeConfig) -> bool:
+    """True when boxes come from an external detector topic (False = self-detection mode)."""
+    return bool(cfg.detections_topic.strip()) and not cfg.self_detect
+
+
+def uses_depth(cfg: NodeConfig) -> bool:
+    """True when the 3D outputs are on (a depth topic is set)."""
+    return bool(cfg.depth_topic.strip())
+
+
+def camera_info_topic_for(cfg: NodeConfig) -> str:
+    """`camera_info_topic`, or the image_transport convention: `camera_info` next to the depth topic
+    (/camera/aligned_depth_to_color/image_raw -> /camera/aligned_depth_to_color/camera_info)."""
+    if cfg.camera_info_topic.strip():
+        return cfg.camera_info_topic.strip()
+    head, sep, _ = cfg.depth_topic.strip().rstrip("/").rpartition("/")
+    return f"{head}{sep}camera_info"
+
+
+def output_topic(namespace: str, name: str) -> str:
+    """`<namespace>/<name>`; an empty namespace leaves the topic relative to the node's namespace."""
+    ns = namespace.strip().rstrip("/")
+    return f"{ns}/{name}" if ns else name
+
+
+def reliability_name(value: str) -> str:
+    """Normalise a QoS reliability parameter to 'reliable' | 'best_effort' (ValueError otherwise)."""
+    v = value.strip().lower().replace("-", "_")
+    if v not in ("reliable", "best_effort"):
+        raise ValueError(f"QoS reliability must be 'reliable' or 'best_effort', got {value!r}")
+    return v
+
+
+def image_cache_size(cfg: NodeConfig) -> int:
+    """Images kept while waiting for their detections: ceil(rate * latency) + 2 (1 in self-detection)."""
+    if not uses_detector(cfg):
+        return 1
+    return int(math.ceil(max(cfg.expected_rate_hz, 0.0) * max(cfg.detector_latency_s, 0.0))) + 2
+
+
+def resolve_model_path(model_path: str) -> str:
+    """`model_path`, or the demo bundle: <share>/shapemask_ros/models/demo, else ./models/demo (source)."""
+    if model_path:
+        return os.path.expanduser(model_path)
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return os.path.join(get_package_share_directory("shapemask_ros"), "models", "demo")
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return str(Path(__file__).resolve().parents[2] / "models" / "demo")
+
+
+def _truthy(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def parse_node_args(argv: list[str]) -> argparse.Namespace:
+    """Node arguments (ROS arguments already removed): `--autostart [true|false]`."""
+    parser = argparse.ArgumentParser(prog=NODE_NAME, description="ShapeMask instance segmentation node")
+    parser.add_argument(
+        "--autostart",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_truthy,
+        help="configure and activate on start (default: wait for lifecycle transitions)",
+    )
+    return parser.parse_args(argv)
