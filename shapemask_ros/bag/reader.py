@@ -152,8 +152,8 @@ class BagReader:
     def _recovery_file(self, target: Path) -> Path | None:
         """The single uncompressed storage file a recovery reader can read, else None."""
         files = self._storage_files(target)
-        if len(files) != 1 or not files[0].is_file():
-            return None
+        if len(files) != 1 or not files[0].is_file() or files[0].suffix not in _STORAGE_SUFFIXES:
+            return None  # split bags and rosbag2 file compression (.mcap.zstd) are not recovered
         if target.is_dir() and self.storage_id not in ("mcap", "sqlite3", "unknown"):
             return None
         return files[0]
