@@ -308,7 +308,19 @@ class BagReader:
             try:
                 conn, log_time, raw = next(it)
             except StopIteration:
-                return
+                expected = sum(c.msgcount for c in conns)
+                got = sum(yielded.values())
+                if self.recovered or got >= expected:
+                    return
+                # the index (MCAP summary, metadata) promised more: a damaged index silently skips messages
+                e: Exception = BagError(f"only {got} of the {expected} messages the bag's index counts were readable")
+                n = got
+                target = _resolve_bag_path(self.path)
+                storage_file = self._recovery_file(target)
+                if self.strict or storage_file is None:
+                    raise BagError(f"reading {self.path}: {e} (truncated or corrupt? {_REPAIR_HINT})") from None
+                it = self._switch_to_recovery(storage_file, wanted, yielded, n, e)
+                continue
             except Exception as e:  # storage-level failure part-way
                 n = sum(self.read_counts.values())
                 target = _resolve_bag_path(self.path)
