@@ -33,7 +33,7 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
-from shapemask_ros.bag.recover import Damage, McapRecovery, Sqlite3Recovery, open_recovery
+from shapemask_ros.bag.recover import Damage, McapRecovery, Sqlite3Recovery, mcap_summary_crc_ok, open_recovery
 from shapemask_ros.ros_bridge.typestore import get_typestore, normalize_type_name
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,45 @@ class BagReader:
             self._open_recovery(storage_file, str(e))
             return self
         self._reader = reader
+        if storage_file is not None and storage_file.suffix == ".mcap":
+            self._check_mcap_summary(storage_file)
         return self
+
+    def _check_mcap_summary(self, storage_file: Path) -> None:
+        """rosbags reads an MCAP file through its summary (index) section and trusts it: a damaged summary
+        silently drops or mislabels messages (found by `make fuzz`). Check it: by the footer's CRC when the
+        writer stored one (ros2 bag does), else by streaming the data section once and comparing topics,
+        types and counts. A mismatch is damage: read with the streaming reader, or a BagError when strict."""
+        ok = mcap_summary_crc_ok(storage_file)
+        scanned = None
+        if ok is None:
+            scanned = McapRecovery(storage_file, None).open()
+            index = Counter({(c.topic, c.msgtype): c.msgcount for c in self.reader.connections})
+            data = Counter()
+            for c in scanned.connections:
+                data[(c.topic, c.msgtype)] += c.msgcount
+            ok = scanned.damage is None and +index == +data
+        if ok:
+            return
+        why = "the MCAP summary (index) does not match the data"
+        if self.strict:
+            self.close()
+            raise BagError(f"cannot read bag {self.path}: {why} (truncated or corrupt? {_REPAIR_HINT})")
+        log.warning("%s: %s; reading the data section directly", self.path, why)
+        self.close()
+        if scanned is None:
+            scanned = McapRecovery(storage_file, self._expected_count()).open()
+        if scanned.damage is None:
+            scanned.damage = Damage(
+                "mcap",
+                str(storage_file),
+                why,
+                file_bytes=storage_file.stat().st_size,
+                messages_read=sum(c.msgcount for c in scanned.connections),
+                messages_expected=self._expected_count(),
+            )
+        self._reader = scanned
+        self._note_damage(scanned.damage)
 
     def _open_recovery(self, storage_file: Path, why: str, expected: int | None = None) -> None:
         log.warning("%s: %s; reading what is readable with the recovery reader", self.path, why)

@@ -197,7 +197,7 @@ class McapRecovery(_RecoveryBase):
 
     def _stream(self, scan: bool) -> Iterator[tuple[int, int, bytes]]:
         """(channel id, log time, data) in file order; during the scan the damage is recorded."""
-        from mcap.records import Channel, Chunk, Message, Schema, Statistics
+        from mcap.records import Channel, Chunk, DataEnd, Message, Schema, Statistics
         from mcap.stream_reader import StreamReader, breakup_chunk
 
         d = self.damage if scan and self.damage is not None else Damage("mcap", str(self.path), "")
@@ -205,6 +205,7 @@ class McapRecovery(_RecoveryBase):
         with open(self.path, "rb") as f:
             reader = StreamReader(f, emit_chunks=True, record_size_limit=max(size, 1))
             good_end = 0
+            summary = False  # after DataEnd: the summary's copies of schemas/channels are not trusted
             it = iter(reader.records)
             while True:
                 try:
@@ -236,7 +237,11 @@ class McapRecovery(_RecoveryBase):
                         good_end = end
                         continue
                 good_end = end
+                if isinstance(rec, DataEnd):
+                    summary = True
                 for r in records:
+                    if summary and not isinstance(r, Statistics):
+                        continue
                     if isinstance(r, Message):
                         if r.channel_id in self._channels:
                             yield r.channel_id, r.log_time, r.data
@@ -445,6 +450,29 @@ class Sqlite3Recovery(_RecoveryBase):
             self.damage.unreadable_rows += missing
             self.damage.messages_read -= missing
             log.warning("%s: %d rows with unreadable data skipped", self.path, missing)
+
+
+def mcap_summary_crc_ok(path: Path) -> bool | None:
+    """True/False: the summary section of a complete MCAP file matches/does not match the CRC in its footer;
+    None when there is nothing to check (no summary, or a writer that stores no CRC, as rosbags')."""
+    import zlib
+
+    from mcap.data_stream import ReadDataStream
+    from mcap.records import Footer
+
+    footer_len = 1 + 8 + 8 + 8 + 4  # opcode, record length, summary_start, summary_offset_start, summary_crc
+    size = path.stat().st_size
+    if size < 8 + footer_len + 8:
+        return None
+    with open(path, "rb") as f:
+        f.seek(size - 8 - footer_len + 9)
+        footer = Footer.read(ReadDataStream(f))
+        if not footer.summary_start or not footer.summary_crc or footer.summary_start >= size - 8 - footer_len:
+            return None
+        f.seek(footer.summary_start)
+        # the CRC covers the summary section and the footer record up to (not including) the CRC itself
+        data = f.read(size - 8 - 4 - footer.summary_start)
+    return zlib.crc32(data) == footer.summary_crc
 
 
 def open_recovery(path: Path, expected: int | None) -> McapRecovery | Sqlite3Recovery:
