@@ -46,6 +46,10 @@ _REPAIR_HINT = "a recording that was killed can be repaired with `ros2 bag reind
 class BagError(Exception):
     """A problem with the user's bag or arguments: shown as one line, exit code 2, no traceback."""
 
+    def __init__(self, message: object = "") -> None:
+        # one line: storage errors may quote multi-line text (SQLite quotes a damaged schema; found by fuzz)
+        super().__init__(" ".join(str(message).split()))
+
 
 class MessageDecodeError(ValueError):
     """Raw bytes that do not deserialise as their connection's type."""
