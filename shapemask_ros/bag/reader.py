@@ -33,7 +33,14 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
-from shapemask_ros.bag.recover import Damage, McapRecovery, Sqlite3Recovery, mcap_summary_crc_ok, open_recovery
+from shapemask_ros.bag.recover import (
+    Damage,
+    McapRecovery,
+    Sqlite3Recovery,
+    mcap_summary_crc_ok,
+    open_recovery,
+    sqlite_quick_check,
+)
 from shapemask_ros.ros_bridge.typestore import get_typestore, normalize_type_name
 
 log = logging.getLogger(__name__)
@@ -197,6 +204,24 @@ class BagReader:
         self._reader = reader
         if storage_file is not None and storage_file.suffix == ".mcap":
             self._check_mcap_summary(storage_file)
+        elif storage_file is not None and storage_file.suffix == ".db3":
+            problem = sqlite_quick_check(storage_file)
+            if problem is not None:  # pages SQLite reads without error may still hide rows
+                self.close()
+                if self.strict:
+                    raise BagError(f"cannot read bag {self.path}: {problem} (truncated or corrupt? {_REPAIR_HINT})")
+                self._open_recovery(storage_file, f"integrity check: {problem}")
+                if self.damage is None:
+                    rec = self._reader
+                    rec.damage = Damage(
+                        "sqlite3",
+                        str(storage_file),
+                        f"integrity check: {problem}",
+                        file_bytes=storage_file.stat().st_size,
+                        messages_read=sum(c.msgcount for c in rec.connections),
+                        messages_expected=self._expected_count(),
+                    )
+                    self._note_damage(rec.damage)
         return self
 
     def _check_mcap_summary(self, storage_file: Path) -> None:

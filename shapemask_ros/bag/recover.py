@@ -452,6 +452,29 @@ class Sqlite3Recovery(_RecoveryBase):
             log.warning("%s: %d rows with unreadable data skipped", self.path, missing)
 
 
+def sqlite_quick_check(path: Path) -> str | None:
+    """None when SQLite's `PRAGMA quick_check` finds the database consistent, else its first complaint.
+
+    A damaged b-tree page can hide rows without any error on reading (found by `make fuzz`: three zero
+    bytes in a leaf page); the check reads every page once, like reading the bag does."""
+    try:
+        con = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            rows = con.execute("PRAGMA quick_check(1)").fetchall()
+            first = str(rows[0][0]) if rows else "no result"
+            if first != "ok":
+                return " ".join(first.split())
+            # a row whose topic id was garbled is consistent for SQLite but dropped by rosbags' JOIN
+            orphans = con.execute(
+                "SELECT count(*) FROM messages WHERE topic_id NOT IN (SELECT id FROM topics)"
+            ).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        return _one_line(e)
+    return f"{orphans} messages with a topic id not in the topics table (garbled rows)" if orphans else None
+
+
 def mcap_summary_crc_ok(path: Path) -> bool | None:
     """True/False: the summary section of a complete MCAP file matches/does not match the CRC in its footer;
     None when there is nothing to check (no summary, or a writer that stores no CRC, as rosbags')."""
