@@ -20,10 +20,10 @@ from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_to_arra
 from shapemask_ros.ros_bridge.sync import Synchronizer
 
 try:
-    from test_bag_helpers import DETS, IMAGE, scene_bag_messages, write_bag
+    from test_bag_helpers import scene_bag_messages, write_bag
     from test_geometry_depth import TS, camera_info
 except ImportError:  # pragma: no cover
-    from test.test_bag_helpers import DETS, IMAGE, scene_bag_messages, write_bag
+    from test.test_bag_helpers import scene_bag_messages, write_bag
     from test.test_geometry_depth import TS, camera_info
 
 FLOATS = st.one_of(
@@ -202,7 +202,9 @@ def test_corrupted_bag_is_read_or_refused_never_crashes_never_silently_short(sto
                 n = decoded = 0
                 for m in r.messages():
                     n += 1
-                    assert m.topic in (IMAGE, DETS)
+                    # a garbled topic name in a bag without metadata.yaml is what the bag says (bag-eval then
+                    # lists it among the available topics): allowed; messages are still never lost silently
+                    assert isinstance(m.topic, str)
                     if r.decode_or_none(m) is not None:
                         decoded += 1
                 assert decoded + sum(r.dropped.values()) == n  # every message decoded or counted
