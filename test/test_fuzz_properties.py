@@ -5,6 +5,7 @@ synchroniser, and reading corrupted bags. CI runs small counts; `make fuzz` runs
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -157,6 +158,7 @@ def _pristine(storage: str) -> tuple[Path, int]:
     """A small valid bag of `storage` (built once per process) and its message count."""
     if storage not in _BAGS:
         root = Path(tempfile.mkdtemp(prefix="fuzzbag-"))
+        atexit.register(shutil.rmtree, root, True)  # a module-level cache: removed when the process ends
         msgs = scene_bag_messages(frames=4)
         _BAGS[storage] = (write_bag(root / storage, msgs, storage), len(msgs))
     return _BAGS[storage]
