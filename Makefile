@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: demo test lint venv clean bench ros-idl-parser
+.PHONY: demo test lint venv clean bench fuzz ros-idl-parser
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shapemask_ros training test launch
+
+# Every hypothesis property with >= 10,000 examples (SHAPEMASK_FUZZ_EXAMPLES) and a table at the end; long
+# (tens of minutes to hours on 2 cores). `make test` keeps each property's small CI count.
+fuzz: $(STAMP)
+	PYTHONPATH=test SHAPEMASK_FUZZ_EXAMPLES=$${SHAPEMASK_FUZZ_EXAMPLES:-10000} \
+		$(BIN)/python -m pytest -q -p fuzz_plugin -p no:cacheprovider test
 
 bench: $(STAMP)
 	$(BIN)/shapemask bench model

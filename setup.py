@@ -12,6 +12,7 @@ RUNTIME = [
     "opencv-python-headless>=4.9",
     "PyYAML>=6.0",
     "rosbags>=0.11",
+    "mcap>=1.2",  # reading MCAP files cut by a killed recorder (bag/recover.py)
     "onnxruntime>=1.20",
     "filelock>=3.13",
     "tqdm>=4.66",

@@ -64,7 +64,11 @@ def test_truncated_bag_is_a_clear_error(tmp_path, storage):
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     with pytest.raises(BagError, match="truncated or corrupt"):
-        BagReader(path).open()
+        BagReader(path, strict=True).open()
+    # by default what is readable is read (here nothing: one chunk/few pages, cut) and the loss is stated
+    with BagReader(path) as r:
+        assert r.damage is not None and r.damage.messages_lost == 6
+        assert sum(1 for _ in r.messages()) == r.damage.messages_read
 
 
 def test_missing_bag_and_directory_without_metadata(tmp_path):

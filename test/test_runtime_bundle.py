@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from shapemask_ros.runtime.bundle import BUNDLE_FORMAT, Bundle
@@ -29,8 +30,9 @@ def write_bundle(root, **over) -> str:
     meta.update(over)
     meta = {k: v for k, v in meta.items() if v is not ...}
     os.makedirs(root, exist_ok=True)
-    for name in ("segment_boxes.onnx", "detect_and_segment.onnx", "priors.npy"):
+    for name in ("segment_boxes.onnx", "detect_and_segment.onnx"):
         open(os.path.join(root, name), "wb").close()
+    np.save(os.path.join(root, "priors.npy"), np.full((1, 4, 8, 8), 0.5, np.float32))
     os.makedirs(os.path.join(root, "saved_model"), exist_ok=True)
     with open(os.path.join(root, "model.json"), "w") as f:
         json.dump(meta, f)

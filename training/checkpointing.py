@@ -8,7 +8,12 @@ completeness.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 def _by_path(variables, what: str, drop_root: bool = False) -> dict[str, tf.Variable]:
@@ -43,3 +48,65 @@ def restore_model(model, path: str) -> None:
     if missing:
         raise ValueError(f"checkpoint {path} lacks {len(missing)} model variables, e.g. {missing[:3]} "
                          "(different model config, or a checkpoint from an older version)")
+
+
+def _has_iterator_state(path: str) -> bool:
+    """True when the checkpoint at `path` holds an input-pipeline iterator."""
+    try:
+        keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return False
+    return any(k.startswith("iterator/") for k in keys)
+
+
+def restore_training(checkpoint: tf.train.Checkpoint, latest: str | None, iterator=None) -> None:
+    """Restore `latest` (if any) into `checkpoint`; with `iterator`, also the input pipeline's position.
+
+    The iterator is tracked by the checkpoint from now on (tf.data iterator checkpointing): every later
+    save holds its state -- shuffle buffers, the per-example augmentation seeds, the position in the
+    repeated data -- so a resumed run reads exactly the batches an uninterrupted one would. A checkpoint
+    written before this existed has no iterator state: the model and optimizer still restore, the data
+    order restarts, and a warning says so.
+    """
+    legacy = iterator is not None and latest is not None and not _has_iterator_state(latest)
+    if iterator is not None and not legacy:
+        checkpoint.iterator = iterator
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    if legacy:
+        log.warning("%s has no input-pipeline state (an older checkpoint): the data order restarts", latest)
+        checkpoint.iterator = iterator
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
+    """`manager.save(step)`; when the input iterator cannot be saved (e.g. TPUStrategy's), it is dropped from
+    the checkpoint with a warning and the save is repeated without it."""
+    checkpoint = manager.checkpoint
+    try:
+        return manager.save(checkpoint_number=step)
+    except (ValueError, TypeError, tf.errors.UnimplementedError, tf.errors.FailedPreconditionError) as e:
+        if not hasattr(checkpoint, "iterator"):
+            raise
+        log.warning("the input iterator cannot be checkpointed (%s): a resumed run sees a different data "
+                    "order", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        delattr(checkpoint, "iterator")
+        return manager.save(checkpoint_number=step)
+
+
+_PARTIAL = re.compile(r"^ckpt-\d+_temp.*$")
+
+
+def remove_partial_checkpoints(directory: str) -> list[str]:
+    """Delete what a save killed part-way left (`ckpt-N_temp*` directories: TensorFlow writes a checkpoint
+    there and renames it into place at the end). One trainer per model_dir is assumed."""
+    removed = []
+    if not tf.io.gfile.isdir(directory):
+        return removed
+    for name in tf.io.gfile.listdir(directory):
+        name = name.rstrip("/")
+        if _PARTIAL.match(name):
+            tf.io.gfile.rmtree(f"{directory}/{name}")
+            removed.append(name)
+    if removed:
+        log.warning("removed partial checkpoints of an interrupted save: %s", removed)
+    return removed

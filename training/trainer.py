@@ -1,6 +1,11 @@
 """Training loop: momentum SGD, warm-up + step LR, tf.distribute, checkpoints with resume, TensorBoard.
 
 Paths (model_dir) go through TensorFlow's file system layer, so gs:// works on Cloud TPU.
+
+Exact resume: the input pipeline's iterator is checkpointed with the model and optimizer
+(`training.checkpointing.restore_training`), so a run killed at any moment and resumed sees the same batches
+in the same order as an uninterrupted one (shuffle buffers, the per-example augmentation seeds and the
+position in the repeated data included); with deterministic ops its per-step losses are identical.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import tensorflow as tf
 from shapemask_ros.config import ExperimentConfig, TrainConfig
 from shapemask_ros.model.backbone import check_backbone_init
 from shapemask_ros.model.shapemask import ShapeMask, build_model
-from training.checkpointing import checkpoint_for
+from training.checkpointing import checkpoint_for, remove_partial_checkpoints, restore_training, save_checkpoint
 from training.distribute import get_strategy, set_precision
 from training.losses import total_loss
 
@@ -94,11 +99,16 @@ class Trainer:
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
-    def restore(self) -> int:
-        """Restore the latest checkpoint if there is one; returns the step training resumes from."""
+    def restore(self, iterator=None) -> int:
+        """Restore the latest checkpoint if there is one; returns the step training resumes from.
+
+        `iterator`: the training input iterator, saved with every checkpoint from now on and restored from
+        the latest one when it holds the pipeline's state (see checkpointing.restore_training).
+        """
+        remove_partial_checkpoints(self.manager.directory)  # a kill during a save leaves a temp directory
         latest = self.manager.latest_checkpoint
+        restore_training(self.checkpoint, latest, iterator)
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
             log.info("resumed from %s at step %d", latest, self.step)
         return self.step
 
@@ -149,12 +159,11 @@ class Trainer:
     ) -> dict[str, float]:
         """Train until `steps` (default cfg.train.steps), resuming from the latest checkpoint."""
         total = int(steps or self.cfg.train.steps)
-        start = self.restore()
+        it = iter(self.strategy.experimental_distribute_dataset(dataset))
+        start = self.restore(iterator=it)
         if start >= total:
             log.info("already trained to step %d (>= %d)", start, total)
             return {}
-        dist = self.strategy.experimental_distribute_dataset(dataset)
-        it = iter(dist)
         writer = tf.summary.create_file_writer(f"{self.cfg.model_dir}/tensorboard")
         from tqdm.auto import tqdm
 
@@ -175,7 +184,7 @@ class Trainer:
                         tf.summary.scalar("train/learning_rate", float(self.optimizer.learning_rate))
                         tf.summary.scalar("train/steps_per_sec", (step - start) / max(time.time() - t0, 1e-9))
                 if step % self.cfg.train.checkpoint_every == 0:
-                    self.manager.save(checkpoint_number=step)
+                    save_checkpoint(self.manager, step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total']:.3f}")
                 if on_step is not None:
@@ -184,5 +193,5 @@ class Trainer:
             bar.close()
             writer.flush()
         if self.manager.latest_checkpoint != f"{self.manager.directory}/ckpt-{self.step}":
-            self.manager.save(checkpoint_number=self.step)
+            save_checkpoint(self.manager, self.step)
         return last

@@ -97,6 +97,7 @@ class BagEvalOptions:
     compress: bool = False  # zstd costs ~30 ms per 1 MB chunk here: opt-in
     copy_inputs: bool = True  # copy every input topic into the output bag
     distro: str = "humble"
+    strict: bool = False  # a damaged bag is an error instead of being read up to the damage
     node: NodeConfig = field(default_factory=NodeConfig)  # thresholds, slop, latency, outputs
 
     def validate(self) -> None:
@@ -566,7 +567,7 @@ def evaluate_bag(
             raise BagError(
                 f"mask AP needs the training package (pip install shapemask_ros[training]): {e}"
             ) from None
-    with BagReader(opts.bag, distro=opts.distro) as reader:
+    with BagReader(opts.bag, distro=opts.distro, strict=opts.strict) as reader:
         reader.require_topic(opts.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
         if opts.detections_topic:
             reader.require_topic(opts.detections_topic, (DETECTION_ARRAY_TYPE,), "detections")
@@ -607,6 +608,8 @@ def evaluate_bag(
             if opts.gt_topic:
                 gt = GroundTruth.from_messages(ev.gt_msgs, f"topic {opts.gt_topic}")
             report = _report(ev, reader, gt, wall)
+            if reader.damage is not None:
+                say(f"damaged input: {reader.damage.describe()}")
             json_path, md_path = write_report(out.path, report)
             final = out.commit()
     return BagEvalResult(final, final / "bag", final / json_path.name, final / md_path.name, report)
@@ -641,6 +644,8 @@ def _report(ev: _Evaluation, reader: BagReader, gt: GroundTruth | None, wall: fl
             "depth_topic": o.depth_topic or None,
             "camera_info_topic": o.camera_info_topic or None,
             "max_frames": o.max_frames,
+            # a damaged recording read up to the damage: what was lost (None: the bag is intact)
+            "damage": reader.damage.to_dict() if reader.damage is not None else None,
         },
         "model": {
             # the bundle actually loaded (resolved path), else what was asked for
@@ -740,6 +745,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--distro", default="humble", choices=["humble", "jazzy"], help="message definitions")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a damaged bag (cut by a killed recorder, corrupt chunks/pages, a leftover sqlite WAL) "
+        "instead of reading it up to the damage",
+    )
+    parser.add_argument(
         "--params",
         default="",
         help="the node's parameters YAML (config/segment_params.yaml format) to run with the live node's "
@@ -824,6 +835,7 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
         compress=args.compress,
         copy_inputs=not args.no_copy,
         distro=args.distro,
+        strict=args.strict,
         node=node,
     )
 

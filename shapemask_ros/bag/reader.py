@@ -8,9 +8,12 @@
 - messages decode with our typestore (stock Humble/Jazzy + vision_msgs 4.x + msg/*.msg); a type we do
   not know, or whose hash in the bag differs from ours (another layout), decodes with the definition
   embedded in the bag when there is one;
-- every user-facing problem is a `BagError` with one clear line (missing or truncated file, topic not in
-  the bag -- listing the topics that are), never a traceback; a message that does not decode is counted
-  and logged (throttled) by `decode_or_none`, and the run goes on.
+- every user-facing problem is a `BagError` with one clear line (missing file, topic not in the bag --
+  listing the topics that are), never a traceback; a message that does not decode is counted and logged
+  (throttled) by `decode_or_none`, and the run goes on;
+- a damaged recording (an MCAP cut by a killed recorder, a corrupt chunk, an sqlite3 database with a
+  write-ahead log or unreadable pages) is read up to -- and where possible past -- the damage by
+  `recover.py`; what was lost is in `BagReader.damage` and logged. `strict=True` makes damage a BagError.
 """
 
 from __future__ import annotations
@@ -30,16 +33,29 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
+from shapemask_ros.bag.recover import (
+    Damage,
+    McapRecovery,
+    Sqlite3Recovery,
+    mcap_summary_crc_ok,
+    open_recovery,
+    sqlite_quick_check,
+)
 from shapemask_ros.ros_bridge.typestore import get_typestore, normalize_type_name
 
 log = logging.getLogger(__name__)
 
 _STORAGE_SUFFIXES = (".mcap", ".db3")
 _LOG_EVERY_S = 5.0
+_REPAIR_HINT = "a recording that was killed can be repaired with `ros2 bag reindex` or `mcap recover`"
 
 
 class BagError(Exception):
     """A problem with the user's bag or arguments: shown as one line, exit code 2, no traceback."""
+
+    def __init__(self, message: object = "") -> None:
+        # one line: storage errors may quote multi-line text (SQLite quotes a damaged schema; found by fuzz)
+        super().__init__(" ".join(str(message).split()))
 
 
 class MessageDecodeError(ValueError):
@@ -80,6 +96,11 @@ def _normalise(name: str) -> str:
         return ""
 
 
+def _has_wal(db: Path) -> bool:
+    wal = Path(f"{db}-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
 def _resolve_bag_path(path: Path) -> Path:
     """The bag directory, or a lone .mcap/.db3 inside a directory whose metadata.yaml is missing (a
     recorder that was killed never writes it)."""
@@ -100,34 +121,154 @@ def _resolve_bag_path(path: Path) -> Path:
 
 
 class BagReader:
-    """A rosbag2 bag opened for reading (use as a context manager)."""
+    """A rosbag2 bag opened for reading (use as a context manager).
 
-    def __init__(self, path: str | Path, distro: str = "humble", typestore: Typestore | None = None) -> None:
+    `strict=False` (default) reads damaged recordings up to the damage and records what was lost in
+    `damage`; `strict=True` refuses them with a BagError.
+    """
+
+    def __init__(
+        self, path: str | Path, distro: str = "humble", typestore: Typestore | None = None, strict: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.strict = strict
         self.typestore = typestore or get_typestore(distro)
-        self._reader: Reader | None = None
+        self._reader: Any = None  # rosbags Reader, or a recovery reader with the same interface
         self._decoders: dict[tuple[str, str], tuple[Typestore, str] | None] = {}
         self._private: Typestore | None = None  # types taken from the bag's own definitions
         self.dropped: Counter = Counter()  # undecodable messages by topic ("undecodable:/topic")
         self.read_counts: Counter = Counter()  # messages read by topic
         self._last_logged: dict[str, float] = {}
+        self.damage: Damage | None = None  # set when the bag is damaged (read as far as possible)
 
     # ----------------------------------------------------------------------------------------- open
+    def _storage_files(self, target: Path) -> list[Path]:
+        """The storage files of the bag (the one file of a lone .mcap/.db3)."""
+        if target.is_file():
+            return [target]
+        try:
+            meta = yaml.safe_load((target / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            return [target / Path(p).name for p in meta["relative_file_paths"]]
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            return sorted(p for p in target.iterdir() if p.suffix in _STORAGE_SUFFIXES)
+
+    def _expected_count(self) -> int | None:
+        """Total message count from metadata.yaml, when there is one."""
+        try:
+            meta = yaml.safe_load((self.path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            return int(meta["message_count"])
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            return None
+
+    def _recovery_file(self, target: Path) -> Path | None:
+        """The single uncompressed storage file a recovery reader can read, else None."""
+        files = self._storage_files(target)
+        if len(files) != 1 or not files[0].is_file() or files[0].suffix not in _STORAGE_SUFFIXES:
+            return None  # split bags and rosbag2 file compression (.mcap.zstd) are not recovered
+        if target.is_dir() and self.storage_id not in ("mcap", "sqlite3", "unknown"):
+            return None
+        return files[0]
+
+    def _note_damage(self, damage: Damage) -> None:
+        self.damage = damage
+        log.warning("%s", damage.describe())
+
     def open(self) -> BagReader:
-        """Open the bag; BagError when it is missing, truncated, corrupt or of an unsupported kind."""
+        """Open the bag; BagError when it is missing, of an unsupported kind, or damaged and strict."""
         target = _resolve_bag_path(self.path)
+        storage_file = self._recovery_file(target)
+        wal = storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file)
+        if wal:
+            # rosbags opens databases immutable, which ignores the log: its rows would be silently lost
+            if self.strict:
+                raise BagError(
+                    f"cannot read bag {self.path}: {storage_file.name} has a write-ahead log "
+                    f"(the recorder did not finish; without --strict its rows are read). {_REPAIR_HINT}"
+                )
+            self._open_recovery(storage_file, "a write-ahead log")
+            return self
         try:
             reader = Reader(target)
             reader.open()
         except FileNotFoundError as e:
             raise BagError(f"cannot open bag {self.path}: {e}") from None
         except Exception as e:  # rosbags ReaderError, sqlite3/yaml errors, ...: one line for the user
-            raise BagError(
-                f"cannot read bag {self.path}: {e} (truncated or corrupt? a recording that was killed "
-                "can be repaired with `ros2 bag reindex` or `mcap recover`)"
-            ) from None
+            if self.strict or storage_file is None:
+                raise BagError(
+                    f"cannot read bag {self.path}: {e} (truncated or corrupt? {_REPAIR_HINT}"
+                    + ("" if self.strict else "; only single-file bags are recovered")
+                    + ")"
+                ) from None
+            self._open_recovery(storage_file, str(e))
+            return self
         self._reader = reader
+        if storage_file is not None and storage_file.suffix == ".mcap":
+            self._check_mcap_summary(storage_file)
+        elif storage_file is not None and storage_file.suffix == ".db3":
+            problem = sqlite_quick_check(storage_file)
+            if problem is not None:  # pages SQLite reads without error may still hide rows
+                self.close()
+                if self.strict:
+                    raise BagError(f"cannot read bag {self.path}: {problem} (truncated or corrupt? {_REPAIR_HINT})")
+                self._open_recovery(storage_file, f"integrity check: {problem}")
+                if self.damage is None:
+                    rec = self._reader
+                    rec.damage = Damage(
+                        "sqlite3",
+                        str(storage_file),
+                        f"integrity check: {problem}",
+                        file_bytes=storage_file.stat().st_size,
+                        messages_read=sum(c.msgcount for c in rec.connections),
+                        messages_expected=self._expected_count(),
+                    )
+                    self._note_damage(rec.damage)
         return self
+
+    def _check_mcap_summary(self, storage_file: Path) -> None:
+        """rosbags reads an MCAP file through its summary (index) section and trusts it: a damaged summary
+        silently drops or mislabels messages (found by `make fuzz`). Check it: by the footer's CRC when the
+        writer stored one (ros2 bag does), else by streaming the data section once and comparing topics,
+        types and counts. A mismatch is damage: read with the streaming reader, or a BagError when strict."""
+        ok = mcap_summary_crc_ok(storage_file)
+        scanned = None
+        if ok is None:
+            scanned = McapRecovery(storage_file, None).open()
+            index = Counter({(c.topic, c.msgtype): c.msgcount for c in self.reader.connections})
+            data = Counter()
+            for c in scanned.connections:
+                data[(c.topic, c.msgtype)] += c.msgcount
+            ok = scanned.damage is None and +index == +data
+        if ok:
+            return
+        why = "the MCAP summary (index) does not match the data"
+        if self.strict:
+            self.close()
+            raise BagError(f"cannot read bag {self.path}: {why} (truncated or corrupt? {_REPAIR_HINT})")
+        log.warning("%s: %s; reading the data section directly", self.path, why)
+        self.close()
+        if scanned is None:
+            scanned = McapRecovery(storage_file, self._expected_count()).open()
+        if scanned.damage is None:
+            scanned.damage = Damage(
+                "mcap",
+                str(storage_file),
+                why,
+                file_bytes=storage_file.stat().st_size,
+                messages_read=sum(c.msgcount for c in scanned.connections),
+                messages_expected=self._expected_count(),
+            )
+        self._reader = scanned
+        self._note_damage(scanned.damage)
+
+    def _open_recovery(self, storage_file: Path, why: str, expected: int | None = None) -> None:
+        log.warning("%s: %s; reading what is readable with the recovery reader", self.path, why)
+        try:
+            rec = open_recovery(storage_file, self._expected_count() if expected is None else expected)
+        except Exception as e:  # nothing readable at all (no header, no topics table)
+            raise BagError(f"cannot read bag {self.path}: {e} (truncated or corrupt? {_REPAIR_HINT})") from None
+        self._reader = rec
+        if rec.damage is not None:
+            self._note_damage(rec.damage)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -135,6 +276,8 @@ class BagReader:
                 self._reader.close()
             finally:
                 self._reader = None
+                if self.damage is not None:  # the data pass can find more (sqlite3 overflow pages)
+                    self.damage.messages_read = max(self.damage.messages_read, sum(self.read_counts.values()))
 
     def __enter__(self) -> BagReader:
         return self.open()
@@ -143,7 +286,12 @@ class BagReader:
         self.close()
 
     @property
-    def reader(self) -> Reader:
+    def recovered(self) -> bool:
+        """True when the bag is read by a recovery reader (see recover.py)."""
+        return isinstance(self._reader, McapRecovery | Sqlite3Recovery)
+
+    @property
+    def reader(self) -> Any:
         if self._reader is None:
             raise RuntimeError("BagReader is not open")
         return self._reader
@@ -212,24 +360,46 @@ class BagReader:
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
         """Raw messages of `topics` (None = all) in the order rosbags reads them (bag time per file).
 
-        A storage error part-way (corrupt chunk, truncated database page) is a BagError.
+        A storage error part-way (corrupt chunk, unreadable database page) is a BagError when strict;
+        otherwise reading goes on with the recovery reader (file order), skipping what was already
+        yielded, and the loss is recorded in `damage`.
         """
         wanted = None if topics is None else set(topics)
         conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
         if wanted is not None and not conns:
             return
+        yielded: Counter = Counter()  # (topic, log time) already given out, to skip after a switch
         it = iter(self.reader.messages(connections=conns))
         while True:
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 conn, log_time, raw = next(it)
             except StopIteration:
-                return
-            except Exception as e:  # storage-level failure: the rest of the bag is unreadable
+                expected = sum(c.msgcount for c in conns)
+                got = sum(yielded.values())
+                if self.recovered or got >= expected:
+                    return
+                # the index (MCAP summary, metadata) promised more: a damaged index silently skips messages
+                e: Exception = BagError(f"only {got} of the {expected} messages the bag's index counts were readable")
+                n = got
+                target = _resolve_bag_path(self.path)
+                storage_file = self._recovery_file(target)
+                if self.strict or storage_file is None:
+                    raise BagError(f"reading {self.path}: {e} (truncated or corrupt? {_REPAIR_HINT})") from None
+                it = self._switch_to_recovery(storage_file, wanted, yielded, n, e)
+                continue
+            except Exception as e:  # storage-level failure part-way
                 n = sum(self.read_counts.values())
-                raise BagError(
-                    f"reading {self.path} failed after {n} messages: {e} (truncated or corrupt?)"
-                ) from None
+                target = _resolve_bag_path(self.path)
+                storage_file = None if self.recovered else self._recovery_file(target)
+                if self.strict or storage_file is None:
+                    raise BagError(
+                        f"reading {self.path} failed after {n} messages: {e} (truncated or corrupt? {_REPAIR_HINT})"
+                    ) from None
+                it = self._switch_to_recovery(storage_file, wanted, yielded, n, e)
+                continue
+            if not self.recovered:
+                yielded[(conn.topic, int(log_time))] += 1
             self.read_counts[conn.topic] += 1
             yield BagMessage(
                 conn.topic,
@@ -240,6 +410,52 @@ class BagReader:
                 time.perf_counter() - t0,
                 time.thread_time() - c0,
             )
+
+    def _switch_to_recovery(
+        self, storage_file: Path, wanted: set[str] | None, yielded: Counter, n: int, error: Exception
+    ) -> Iterator[tuple[Connection, int, Any]]:
+        """After a failure part-way: the recovery reader's messages not yielded yet."""
+        log.warning(
+            "reading %s failed after %d messages (%s); continuing with the recovery reader", self.path, n, error
+        )
+        old = self._reader
+        # how many messages the bag had: metadata.yaml, else what rosbags counted from the index
+        expected = self._expected_count()
+        if expected is None:
+            expected = sum(c.msgcount for c in old.connections) or None
+        try:
+            self._open_recovery(storage_file, f"failed after {n} messages: {error}", expected)
+        except BagError:
+            self._reader = old
+            raise
+        try:
+            old.close()
+        except Exception as e:  # the broken reader: nothing more to do with it
+            log.debug("closing the failed reader: %s", e)
+        rec = self._reader
+        if rec.damage is None:  # the recovery scan found nothing wrong, yet rosbags failed: say so
+            rec.damage = Damage(
+                self.storage_id,
+                str(storage_file),
+                f"{type(error).__name__}: {error}",
+                file_bytes=storage_file.stat().st_size,
+                messages_read=sum(c.msgcount for c in rec.connections),
+                messages_expected=expected,
+            )
+            self._note_damage(rec.damage)
+        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+
+        def rest() -> Iterator[tuple[Connection, int, Any]]:
+            if not conns:
+                return
+            for conn, t, raw in self._reader.messages(connections=conns):
+                key = (conn.topic, int(t))
+                if yielded[key] > 0:
+                    yielded[key] -= 1
+                    continue
+                yield conn, t, raw
+
+        return rest()
 
     def _decoder(self, conn: Connection) -> tuple[Typestore, str] | None:
         """(typestore, type name) to deserialise `conn`'s messages; None when the type is unknown."""

@@ -418,6 +418,24 @@ def _lat_row(name: str, s: Mapping[str, Any]) -> str:
     )
 
 
+def _damage_line(d: Mapping[str, Any]) -> str:
+    """The report's one line on a damaged input bag (see bag/recover.py)."""
+    lost = d.get("messages_lost")
+    parts = [
+        f"{d.get('messages_read')} messages read",
+        f"{lost} lost" if lost is not None else "messages lost after the damage: unknown (no summary)",
+    ]
+    if d.get("unreadable_bytes") is not None:
+        parts.append(f"{d['unreadable_bytes']} bytes unreadable")
+    if d.get("corrupt_chunks"):
+        parts.append(f"{d['corrupt_chunks']} corrupt chunks skipped")
+    if d.get("unreadable_rows"):
+        parts.append(f"{d['unreadable_rows']} unreadable rows skipped")
+    if d.get("tail_lost") and d.get("last_good_ns") is not None:
+        parts.append(f"nothing after t = {d['last_good_ns'] / 1e9:.3f} s")
+    return f"{d.get('reason')}: " + ", ".join(parts)
+
+
 def render_markdown(r: Mapping[str, Any]) -> str:
     """Human-readable report (the JSON holds the same numbers and more)."""
     inp, frames, timing = r["input"], r["frames"], r["timing"]
@@ -433,6 +451,11 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         ),
         f"- depth: `{inp.get('depth_topic') or '–'}`, camera info: `{inp.get('camera_info_topic') or '–'}`",
         f"- model: `{r['model']['path']}`, backend **{r['model']['backend']}**",
+        *(
+            [f"- **damaged input, read up to the damage**: {_damage_line(inp['damage'])}"]
+            if inp.get("damage")
+            else []
+        ),
         f"- output bag: `{r['output']['bag']}`",
         "",
         "## Frames",

@@ -15,9 +15,6 @@ per-message compression.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,59 +26,15 @@ from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
 from shapemask_ros.ros_bridge.typestore import message_definition, normalize_type_name
+from shapemask_ros.utils.io import AtomicDir
 
 log = logging.getLogger(__name__)
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
-class AtomicOutputDir:
-    """A directory that appears at `final` complete or not at all.
-
-    Use as a context manager: write under `.path`, call `commit()` at the end. Leaving the block without
-    commit (an exception, Ctrl-C) deletes the temporary directory. `overwrite=False` refuses an existing
-    `final` up front, so no work is wasted. `.path` lives in a hidden sibling `.NAME.tmp-*` of `final`
-    (same filesystem, so the final rename is atomic); with create=False it does not exist yet (for
-    writers such as rosbags' that insist on creating their directory themselves).
-    """
-
-    def __init__(self, final: str | Path, overwrite: bool = False, create: bool = True) -> None:
-        self.final = Path(final).absolute()
-        self.overwrite = overwrite
-        if self.final.exists() and not overwrite:
-            raise FileExistsError(f"{self.final} exists (use --overwrite to replace it)")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._holder = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-", dir=self.final.parent))
-        self.path = self._holder / self.final.name
-        if create:
-            self.path.mkdir()
-        self.committed = False
-
-    def commit(self) -> Path:
-        """Move the finished directory into place (replacing an old one when overwrite=True)."""
-        if not self.path.is_dir():
-            raise FileNotFoundError(f"nothing to commit: {self.path} was not created")
-        old = None
-        if self.final.exists():
-            if not self.overwrite:
-                raise FileExistsError(f"{self.final} appeared while writing; not replacing it")
-            old = self._holder / ".old"
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
-        self.committed = True
-        shutil.rmtree(self._holder, ignore_errors=True)  # and the old output, if any
-        return self.final
-
-    def discard(self) -> None:
-        """Delete the temporary directory (no-op after commit)."""
-        if not self.committed:
-            shutil.rmtree(self._holder, ignore_errors=True)
-
-    def __enter__(self) -> AtomicOutputDir:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
+# Assembled in a hidden sibling and renamed into place; stale ones of killed runs are removed (utils/io.py).
+AtomicOutputDir = AtomicDir
 
 
 def _hash_from_definition(msgdef: str, name: str) -> str:

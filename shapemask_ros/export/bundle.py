@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -18,7 +16,7 @@ import tensorflow as tf
 
 from shapemask_ros.config import ModelConfig, to_dict
 from shapemask_ros.model.shapemask import ShapeMask
-from shapemask_ros.utils.io import save_npy
+from shapemask_ros.utils.io import AtomicDir, save_npy
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +80,11 @@ def export_bundle(
     if len(class_names) != cfg.detector.num_classes:
         raise ValueError(f"{len(class_names)} class names for {cfg.detector.num_classes} detector classes")
     out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    # assembled in a hidden sibling, renamed into place; a killed export's leftovers go on the next run
+    atomic = AtomicDir(out_dir, overwrite=True)
+    tmp = str(atomic.path)
     t0 = time.time()
-    try:
+    with atomic:
         fns = serving_functions(model)
         files: dict = {"priors": "priors.npy"}
         save_npy(os.path.join(tmp, "priors.npy"), model.prior_head.priors.numpy())
@@ -121,16 +119,7 @@ def export_bundle(
         }
         with open(os.path.join(tmp, "model.json"), "w") as f:
             json.dump(meta, f, indent=2)
-        backup = None
-        if os.path.exists(out_dir):
-            backup = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.rename(out_dir, os.path.join(backup, "b"))
-        os.rename(tmp, out_dir)
-        if backup:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic.commit()
     log.info("exported bundle to %s in %.1f s", out_dir, time.time() - t0)
     return out_dir
 

@@ -157,6 +157,9 @@ class Bundle:
         agnostic = get("mask_class_agnostic", bool)
         score_threshold = float(get("score_threshold", (int, float), 0.05))
 
+        _check_model_config(
+            meta_path, meta.get("model_config"), image_size, num_classes, agnostic, get("mask_size", int, 128)
+        )
         onnx_meta = get("onnx", (dict, type(None)), None) or {}
         onnx: dict[str, str] = {}
         for sig, name in onnx_meta.items():
@@ -175,6 +178,8 @@ class Bundle:
             raise FileNotFoundError(f"model bundle {path}: files named in model.json are missing: {missing}")
         if priors and not io.exists(priors):
             log.warning("model bundle %s: priors file %s is missing (not needed for inference)", path, priors)
+        elif priors:
+            check_priors_file(priors, 1 if agnostic else num_classes)
         if onnx and not all(s in onnx for s in SIGNATURES):
             raise ValueError(f"{meta_path}: 'onnx' must name both {SIGNATURES}, got {sorted(onnx)}")
         if not onnx and saved_model is None:
@@ -195,6 +200,61 @@ class Bundle:
             preprocessing=str(meta.get("preprocessing", "")),
             created_by=meta.get("created_by"),
         )
+
+
+def _check_model_config(
+    meta_path: str, cfg: Any, image_size: int, num_classes: int, agnostic: bool, mask_size: int
+) -> None:
+    """The top-level fields must agree with the `model_config` the graphs were exported from (a hand-edited
+    or mixed-up model.json otherwise fails later, deep inside a backend, or silently mislabels classes)."""
+    if not isinstance(cfg, dict):
+        return  # older bundles: nothing to compare with
+    try:
+        truth = {
+            "image_size": cfg["image_size"],
+            "num_classes": cfg["detector"]["num_classes"],
+            "mask_class_agnostic": cfg["mask"]["class_agnostic"],
+            "mask_size": cfg["mask"]["crop_size"] * cfg["mask"]["upsample_factor"],
+        }
+    except (KeyError, TypeError):
+        return
+    given = {
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "mask_class_agnostic": agnostic,
+        "mask_size": mask_size,
+    }
+    bad = [f"{k} = {given[k]!r} but the exported model has {v!r}" for k, v in truth.items() if given[k] != v]
+    if bad:
+        raise ValueError(
+            f"{meta_path} does not match the graphs it ships ({'; '.join(bad)}): copy the bundle again or "
+            "re-export it (`shapemask export`)"
+        )
+
+
+def check_priors_file(path: str, rows: int) -> None:
+    """ValueError (one line: the file, what is wrong, the fix) unless `path` holds float priors
+    [rows, K, S, S] in [0, 1]. The graphs carry the priors as weights, so a bad file means a damaged or
+    mixed-up bundle (another model's priors, a truncated copy) rather than a runtime problem."""
+    import numpy as np
+
+    fix = (
+        f"copy the bundle again or re-export it (`shapemask export`); priors must be float [{rows}, K, S, S] "
+        "in [0, 1] (`shapemask priors`)"
+    )
+    try:
+        arr = io.load_npy(path)
+    except Exception as e:  # truncated/garbage (ValueError, EOFError, OSError), pickled object arrays
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a readable .npy ({type(e).__name__}: {first}); {fix}") from None
+    if arr.ndim != 4 or arr.shape[0] != rows or arr.shape[2] != arr.shape[3] or 0 in arr.shape:
+        raise ValueError(f"{path}: priors of shape {list(arr.shape)} do not match model.json; {fix}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{path}: priors of dtype {arr.dtype}; {fix}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: priors contain {int((~np.isfinite(arr)).sum())} NaN/inf values; {fix}")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{path}: priors outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); {fix}")
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -71,6 +71,11 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=list)
 
@@ -171,9 +176,9 @@ class EngineCache:
         # Fast path without the lock: engines are replaced atomically, so a visible file is complete.
         if os.path.exists(path):
             try:
-                return self._load(path, deserialize_fn, build_only)
+                return self._load(path, deserialize_fn, build_only, payload)
             except Exception as e:  # any load failure means: rebuild under the lock
-                log.warning("cached TensorRT engine %s failed to load (%s); rebuilding it", path, e)
+                log.warning("cached TensorRT engine failed to load, rebuilding it: %s", _one_line(e))
 
         lock = filelock.FileLock(self.lock_path(key), timeout=self.lock_timeout_s)
         try:
@@ -185,11 +190,37 @@ class EngineCache:
                 f"(lock {self.lock_path(key)}); if no such process runs, delete the lock file"
             ) from e
 
-    def _load(self, path: str, deserialize_fn: Callable[[bytes], T], build_only: bool) -> T | None:
+    def _verify(self, path: str, payload: Mapping[str, Any], data: bytes) -> None:
+        """EngineCacheError (one line) when the cached entry is not what its key promises: built by another
+        TensorRT version (a copied or shared cache), truncated or modified. Checked *before* TensorRT sees
+        the bytes: deserialising a foreign engine can abort the process instead of raising."""
+        meta_path = path[: -len(".engine")] + ".json"
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise EngineCacheError(f"{path}: its record {meta_path} is missing or unreadable ({e})") from None
+        built_by, here = str(meta.get("trt_version")), str(payload.get("trt_version"))
+        if built_by != here:
+            raise EngineCacheError(f"{path} was built by TensorRT {built_by}, this is TensorRT {here}")
+        if meta.get("engine_sha256") != hashlib.sha256(data).hexdigest():
+            raise EngineCacheError(f"{path} is truncated or modified (sha256 differs from {meta_path})")
+
+    def _load(
+        self,
+        path: str,
+        deserialize_fn: Callable[[bytes], T],
+        build_only: bool,
+        payload: Mapping[str, Any] | None = None,
+    ) -> T | None:
         with open(path, "rb") as f:
             data = f.read()
         if not data:
             raise EngineCacheError(f"{path} is empty")
+        if payload is not None:
+            self._verify(path, payload, data)
         obj = deserialize_fn(data)
         log.info("loaded cached TensorRT engine %s", path)
         return None if build_only else obj
@@ -205,9 +236,9 @@ class EngineCache:
         path = self.engine_path(key)
         if os.path.exists(path):  # another process may have built it while we waited for the lock
             try:
-                return self._load(path, deserialize_fn, build_only)
+                return self._load(path, deserialize_fn, build_only, payload)
             except Exception as e:  # stale (TensorRT upgrade) or truncated
-                log.warning("deleting unloadable cached TensorRT engine %s (%s)", path, e)
+                log.warning("deleting unloadable cached TensorRT engine: %s", _one_line(e))
                 self._remove(key)
 
         log.warning(
@@ -218,7 +249,16 @@ class EngineCache:
             path,
         )
         start = time.monotonic()
-        data = build_fn()
+        try:
+            data = build_fn()
+        except EngineCacheError:
+            raise
+        except Exception as e:  # the builder's own exception, possibly many lines: one line + the fix
+            raise EngineCacheError(
+                f"building the TensorRT engine {path} failed ({_one_line(e)}); on a machine without a working "
+                f"TensorRT builder copy a cache built by `shapemask build-engine` with TensorRT "
+                f"{payload.get('trt_version')} on the same GPU model, or use backend onnxruntime"
+            ) from e
         seconds = time.monotonic() - start
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
             raise EngineCacheError(f"TensorRT engine build for {path} returned no engine data")

@@ -89,7 +89,13 @@ class OnnxRuntimeBackend:
         try:
             session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
         except Exception as e:  # ONNX Runtime raises its own exception types (Fail, InvalidGraph, ...)
-            raise RuntimeError(f"onnxruntime could not load {path}: {e}") from e
+            # one line: ONNX Runtime's first line without its "[ONNXRuntimeError] : 7 :" noise, and the fix
+            first = (str(e).strip().splitlines() or [""])[0]
+            first = first.split("] : ", 1)[-1][:200]
+            raise RuntimeError(
+                f"onnxruntime could not load {path} ({first}): the file is truncated, corrupt or not an ONNX "
+                "graph; copy the bundle again or re-export it (`shapemask export`)"
+            ) from None
         wanted = [_provider_name(p) for p in self.providers]
         got = session.get_providers()
         if wanted and wanted[0] not in got:
@@ -108,12 +114,26 @@ class OnnxRuntimeBackend:
         expected = ("image", "boxes", "classes") if signature == "segment_boxes" else ("image",)
         missing = [n for n in expected if n not in names]
         if missing:
-            raise RuntimeError(f"{path}: inputs {sorted(names)} lack {missing}; the bundle does not match")
+            raise RuntimeError(
+                f"{path}: inputs {sorted(names)} lack {missing}: not the '{signature}' graph; copy the bundle "
+                "again or re-export it (`shapemask export`)"
+            )
         shape = names["image"].shape
         s = self.bundle.image_size
         fixed = [(d, want) for d, want in zip(shape[1:], (s, s, 3), strict=False) if isinstance(d, int)]
         if len(shape) != 4 or any(d != want for d, want in fixed):
-            raise RuntimeError(f"{path}: input 'image' has shape {shape}, model.json says [1, {s}, {s}, 3]")
+            raise RuntimeError(
+                f"{path}: input 'image' has shape {shape}, model.json says [1, {s}, {s}, 3]; model.json does "
+                "not belong to these graphs: copy the bundle again or re-export it (`shapemask export`)"
+            )
+        outs = {o.name: o.shape for o in session.get_outputs()}
+        m = self.bundle.mask_size
+        mask_dims = [d for d in (outs.get("masks") or [])[-2:] if isinstance(d, int)]
+        if any(d != m for d in mask_dims):
+            raise RuntimeError(
+                f"{path}: output 'masks' has shape {outs.get('masks')}, model.json says mask_size {m}; "
+                "model.json does not belong to these graphs: copy the bundle again or re-export it"
+            )
 
     def _run(
         self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]
