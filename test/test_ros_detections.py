@@ -118,6 +118,14 @@ def test_fuzz_detections_never_raise_and_account_for_every_input(boxes, scores, 
     )
 
 
+def test_box_that_collapses_in_float32_is_dropped_not_passed_on():
+    d = detection([0, 0, 1, 1], "cup", 0.9)
+    d.bbox.center.position.x, d.bbox.center.position.y = 10.0, 10.0
+    d.bbox.size_x, d.bbox.size_y, d.bbox.center.theta = 0.0, 1.0, 3.3e-306  # width ~1e-306 in float64
+    p = detections_to_arrays(detection_array([d]), IMG, NodeConfig(score_threshold=0.0))
+    assert len(p) == 0 and p.dropped["bad_box"] == 1
+
+
 @pytest.mark.parametrize("given_dets", [True, False])
 def test_instances_to_detections_keeps_source_labels(given_dets):
     pred = FakePredictor(

@@ -140,7 +140,10 @@ def detections_to_arrays(msg: Any, image_size: tuple[int, int], cfg: NodeConfig)
             min(max(x2, 0.0), w),
             min(max(y2, 0.0), h),
         )
-        if cx2 <= cx1 or cy2 <= cy1:
+        # the boxes go on as float32: a sliver that is positive in float64 (e.g. width 1e-300 from a rotated
+        # box) collapses to zero width there, so check the extent after rounding (found by `make fuzz`)
+        f1, g1, f2, g2 = (float(np.float32(v)) for v in (cx1, cy1, cx2, cy2))
+        if f2 <= f1 or g2 <= g1:
             dropped["bad_box"] += 1
             continue
         if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
