@@ -258,7 +258,7 @@ class NodeConfig:
     Every field is a ROS parameter of the same name; `config/segment_params.yaml` documents them.
     """
 
-    model_path: str = ""  # model bundle directory; "" = the shipped demo model (models/demo)
+    model_path: str = ""  # model bundle directory; "" = the shipped default model (models/real_lite0)
     backend: str = "auto"  # auto | tensorrt | onnxruntime | tensorflow
     engine_cache_dir: str = ""  # "" = $XDG_CACHE_HOME/shapemask_ros/engines
     image_topic: str = "/camera/image_raw"  # sensor_msgs/Image, or .../compressed for CompressedImage

@@ -227,7 +227,9 @@ class ShapeMaskNode(LifecycleNode):
         masks_cls = factory.message_class(MASKS_TYPE)  # fails clearly if msgs were not built
         model = resolve_model_path(cfg.model_path)
         if not os.path.exists(model) and "://" not in model:
-            raise FileNotFoundError(f"model bundle not found: {model} (set model_path, or build/install models/demo)")
+            raise FileNotFoundError(
+                f"model bundle not found: {model} (set model_path, or build/install models/real_lite0)"
+            )
         self.get_logger().info(f"loading model {model} (backend requested: {cfg.backend})")
         predictor = Predictor.load(model, backend=cfg.backend, engine_cache_dir=cfg.engine_cache_dir or None)
         self._backend = str(getattr(predictor, "backend", "unknown"))

@@ -160,7 +160,7 @@ def test_topic_and_mode_helpers():
 
 def test_resolve_model_path(tmp_path):
     assert node_mod.resolve_model_path(str(tmp_path)) == str(tmp_path)
-    assert Path(node_mod.resolve_model_path("")).parts[-2:] == ("models", "demo")
+    assert Path(node_mod.resolve_model_path("")).parts[-2:] == ("models", "real_lite0")
 
 
 # ---- health reporting ------------------------------------------------------------------------------------

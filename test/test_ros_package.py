@@ -261,11 +261,12 @@ def test_cmake_installs_the_ros_layout(tmp_path):
                 "msg/InstanceMaskArray.msg"]:  # fmt: skip
         assert (share / rel).is_file(), rel
     assert not [p for p in prefix.rglob("training") if p.is_dir()], "training/ must not be installed"
-    # the demo model is tracked in git and is the node's default model_path: always installed
-    demo = [p.relative_to(ROOT) for p in (ROOT / "models" / "demo").iterdir() if p.is_file()]
-    assert len(demo) >= 4
-    for rel in demo:
-        assert (share / rel).is_file(), rel
+    # the shipped bundles are tracked in git; real_lite0 is the node's default model_path: always installed
+    for name in ("real_lite0", "demo"):
+        files = [p.relative_to(ROOT) for p in (ROOT / "models" / name).iterdir() if p.is_file()]
+        assert len(files) >= 4, name
+        for rel in files:
+            assert (share / rel).is_file(), rel
 
 
 def test_cmake_stub_rejects_a_second_python_install(tmp_path):

@@ -725,7 +725,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     gt.add_argument("--gt", default="", help="COCO JSON ground truth whose images carry stamp_ns")
     gt.add_argument("--gt-topic", default="", help="shapemask_ros/InstanceMaskArray ground-truth topic")
     parser.add_argument(
-        "--model", default="", help="model bundle directory (default: the shipped models/demo)"
+        "--model", default="", help="model bundle directory (default: the shipped models/real_lite0)"
     )
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "tensorflow"]

@@ -156,6 +156,9 @@ def command_line(args: argparse.Namespace) -> str:
         flag = action.option_strings[-1]
         if action.nargs == 0:
             parts.append(flag)
+        elif isinstance(value, list) and action.__class__.__name__ == "_AppendAction":
+            for v in value:  # repeatable flags (bench bundles --model) are repeated, not joined
+                parts += [flag, shlex.quote(str(v))]
         elif isinstance(value, list):
             parts += [flag, ",".join(str(v) for v in value)]
         else:

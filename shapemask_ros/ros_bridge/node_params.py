@@ -16,7 +16,6 @@ import tokenize
 import typing
 from array import array as PyArray
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,19 +217,13 @@ def image_cache_size(cfg: NodeConfig) -> int:
 
 
 def resolve_model_path(model_path: str) -> str:
-    """`model_path`, or the demo bundle: <share>/shapemask_ros/models/demo, else ./models/demo (source)."""
+    """`model_path`, or the shipped default bundle (models/real_lite0: <share>/shapemask_ros/models/...
+    in a ROS install, else the source tree's models/...)."""
     if model_path:
         return os.path.expanduser(model_path)
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from shapemask_ros.runtime.bundle import default_model_dir
 
-        try:
-            return os.path.join(get_package_share_directory("shapemask_ros"), "models", "demo")
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return str(Path(__file__).resolve().parents[2] / "models" / "demo")
+    return default_model_dir()
 
 
 def _truthy(value: str) -> bool:
