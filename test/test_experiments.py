@@ -247,8 +247,7 @@ def test_mask_branch_parameter_count_covers_every_head():
         + 2 * (cm + cm)  # prior embedding and coarse embedding 1x1 (1 -> cm, with bias)
         + 2 * m.num_convs * (9 * cm * cm + 2 * cm)  # coarse + fine 3x3 stacks (no bias) with BN gamma/beta
         + 2 * (cm * c_ + c_)  # coarse and fine logits
-        + u * u * cm * cm
-        + 2 * cm  # upsampling transposed conv (no bias) + BN
+        + u * u * cm * cm  # upsampling transposed conv (no bias; no BN after it, as in the reference)
     )
     params = mask_width.mask_branch_params(build_model(cfg))
     assert params["trainable"] == expected
