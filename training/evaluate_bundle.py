@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -61,9 +62,6 @@ def evaluate_bundles(
     from shapemask_ros.runtime.predictor import Predictor
 
     data = agnostic_coco(json.loads(read_text(annotations)))
-    tmp_json = None
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
         tmp_json = f.name
@@ -74,11 +72,7 @@ def evaluate_bundles(
             rows[label] = {}
             for source in sources:
                 t0 = time.perf_counter()
-
-                def fn(image, boxes, classes, _p=predictor):
-                    return _p.predict(image, boxes, classes)
-
-                m, _ = evaluate_predictor(fn, tmp_json, image_dir, source, [1], max_images=max_images,
+                m, _ = evaluate_predictor(predictor.predict, tmp_json, image_dir, source, [1], max_images=max_images,
                                           seed=SHRINK_SEED, progress=progress)
                 rows[label][source] = {**_summary(m), "eval_s": round(time.perf_counter() - t0, 1)}
                 log.info("%s %s: mask AP %.1f", label, source, m["segm"]["AP"])
@@ -134,10 +128,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bundles = []
-    for spec in args.model:
-        label, _, path = spec.rpartition("=")
-        bundles.append((label or os.path.basename(os.path.normpath(path)), path))
+    from shapemask_ros.bench.bundle_bench import labelled
+
+    bundles = labelled(args.model)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     bad = set(sources) - set(SOURCES)
     if bad:

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.bench.model_bench import fmt_ms, fmt_x, host_info, ratio, target, targets_table, time_interleaved
-from shapemask_ros.bench.runtime_bench import bench_boxes, bench_config, bundle_dir_for, ensure_bundle, read_official
+from shapemask_ros.bench.runtime_bench import (
+    bench_boxes,
+    bench_config,
+    bench_images,
+    bundle_dir_for,
+    ensure_bundle,
+    read_official,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +37,7 @@ FRAME_HW = (480, 640)
 
 def camera_frames(count: int, seed: int = 0) -> list[np.ndarray]:
     """Deterministic 640 x 480 uint8 RGB frames (blobs + noise; content does not change the graph's cost)."""
-    from shapemask_ros.bench.runtime_bench import bench_images
-
     return [np.ascontiguousarray(img[: FRAME_HW[0], : FRAME_HW[1]]) for img in bench_images(FRAME_HW[1], count, seed)]
-
-
-def frame_boxes(count: int, seed: int = 0) -> np.ndarray:
-    boxes = bench_boxes(FRAME_HW[0], count, seed)  # inside a 480 x 480 square: inside the frame too
-    return boxes
 
 
 def run_bundle_bench(
@@ -63,7 +63,7 @@ def run_bundle_bench(
         path, _ = ensure_bundle(cfg, bundle_dir_for(cfg, resnet50_cache))
         entries.append(("resnet50-640 (paper config, random weights)", path))
     frames = camera_frames(num_images, seed)
-    boxes = frame_boxes(num_boxes, seed)
+    boxes = bench_boxes(FRAME_HW[0], num_boxes, seed)  # inside a 480 x 480 square: inside the frame too
     predictors = {label: Predictor.load(path, backend="onnxruntime", intra_op_num_threads=threads,
                                         signatures=["segment_boxes"]) for label, path in entries}
 
@@ -81,8 +81,8 @@ def run_bundle_bench(
     default = entries[0][0]
     targets = {"fps": target(rows[default]["fps"], TARGET_FPS, True)}
     if official:
-        rows_off = ratio(official["median_s"], rows[default]["median_s"])
-        targets["official_over_ours"] = target(rows_off, TARGET_OFFICIAL_OVER_OURS, True)
+        speedup = ratio(official["median_s"], rows[default]["median_s"])
+        targets["official_over_ours"] = target(speedup, TARGET_OFFICIAL_OVER_OURS, True)
     return {"frame": list(FRAME_HW), "boxes": num_boxes, "iters": iters, "warmup": warmup, "threads": threads,
             "rows": rows, "official": official, "default": default, "targets": targets, "host": host_info()}
 

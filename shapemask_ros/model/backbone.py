@@ -79,17 +79,22 @@ def preprocess_images(name: str, images):
     return x[..., ::-1] - ops.convert_to_tensor(_BGR_MEAN)
 
 
-def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool) -> keras.Model:
-    base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name)
-    if pretrained and cfg.weights_path:
-        n = load_npz_weights(base, cfg.weights_path)
-        log.info("loaded %d backbone arrays from %s", n, cfg.weights_path)
+def _freeze(base: keras.Model, cfg: BackboneConfig) -> None:
+    """`freeze_all`: the whole backbone (weights and BN statistics); else `freeze_stem_and_stage1`."""
     if cfg.freeze_all:
         base.trainable = False
     elif cfg.freeze_stem_and_stage1:
         for layer in base.layers:
             if layer.name.startswith(_FROZEN_PREFIXES[cfg.name]):
                 layer.trainable = False
+
+
+def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool) -> keras.Model:
+    base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name)
+    if pretrained and cfg.weights_path:
+        n = load_npz_weights(base, cfg.weights_path)
+        log.info("loaded %d backbone arrays from %s", n, cfg.weights_path)
+    _freeze(base, cfg)
     return base
 
 
@@ -190,11 +195,6 @@ def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = Fals
             raise FileNotFoundError(f"backbone.weights_path {cfg.weights_path!r} does not exist")
         base.load_weights(cfg.weights_path, skip_mismatch=False)
         log.info("loaded backbone weights from %s", cfg.weights_path)
-    if cfg.freeze_all:
-        base.trainable = False
-    elif cfg.freeze_stem_and_stage1:
-        for layer in base.layers:
-            if layer.name.startswith(_FROZEN_PREFIXES[cfg.name]):
-                layer.trainable = False
+    _freeze(base, cfg)
     outs = [base.get_layer(n).output for n in _RESNET_OUTPUTS[cfg.name]]
     return keras.Model(base.input, outs, name=cfg.name)

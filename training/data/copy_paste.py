@@ -222,9 +222,10 @@ def _split_source(spec: str) -> tuple[str, str, float]:
     ann, _, rest = spec.partition("=")
     if not rest:
         raise SystemExit(f"expected ANN.json=IMAGE_DIR[:WEIGHT], got {spec!r}")
-    img_dir, _, weight = rest.rpartition(":") if rest.rsplit(":", 1)[-1].replace(".", "", 1).isdigit() else (
-        rest, "", "1")
-    return ann, img_dir, float(weight or 1)
+    img_dir, sep, weight = rest.rpartition(":")
+    if sep and weight.replace(".", "", 1).isdigit():  # a plain non-negative number after the last ':'
+        return ann, img_dir, float(weight)
+    return ann, rest, 1.0
 
 
 def run(args: argparse.Namespace) -> int:
