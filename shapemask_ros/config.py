@@ -83,6 +83,9 @@ class MaskConfig:
     canonical_level: int = 4
     use_shape_prior: bool = True  # ablation: False = uniform box prior
     use_instance_embedding: bool = True  # ablation: False = no centering in the fine head
+    # ablations of two fixes (issue 12), for measuring what each moved; keep the defaults otherwise
+    feature_alignment: str = "measured"  # "measured" = the backbone's cell centres; "naive" = stride*(i+0.5)
+    loss_normalisation: str = "foreground"  # "foreground" = reference; "mean" = per-pixel mean per instance
     prior_loss_weight: float = 0.1
     coarse_loss_weight: float = 1.0
     fine_loss_weight: float = 1.0

@@ -3,6 +3,7 @@ counts, report files, and every study end to end in its tiny (CI) budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -323,6 +324,28 @@ def test_a_partial_run_gives_no_verdict_on_claims_that_need_missing_variants():
         mask_width.run(c.get_budget("tiny"), "unused", "unused", only=["128"])
 
 
+def test_fix_ablations_run_only_when_named_and_undo_exactly_one_fix():
+    plan = novel_categories.PLAN
+    assert [v.name for v in c.plan_variants(plan, None)] == [v.name for v in novel_categories.variants()]
+    picked = c.select_variants(c.plan_variants(plan, ["full", "full_mean_loss"]), ["full", "full_mean_loss"])
+    assert [v.name for v in picked] == ["full", "full_mean_loss"]
+    budget = c.get_budget("short")
+    cfgs = {}
+    for v in c.plan_variants(plan, ["full"]):
+        priors = c.priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
+        cfgs[v.name] = c.variant_config(novel_categories.STUDY, budget, FAKE_DATA, "/w", v, priors)
+    full = cfgs["full"]
+    for name, field, value in (
+        ("full_mean_loss", "loss_normalisation", "mean"),
+        ("full_naive_alignment", "feature_alignment", "naive"),
+    ):
+        cfg = cfgs[name]
+        assert getattr(cfg.model.mask, field) == value != getattr(full.model.mask, field)
+        undone = dataclasses.replace(cfg.model.mask, **{field: getattr(full.model.mask, field)})
+        assert undone == full.model.mask and cfg.data == full.data and cfg.train == full.train
+        assert cfg.model_dir != full.model_dir
+
+
 def test_perturbed_box_claims_compare_the_losses():
     def rows(sm, nojit, crop):
         return [
@@ -440,10 +463,7 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
     assert p["study"] == study and p["budget"] == "tiny" and p["steps"] == budget.steps_for(study)
     assert [r["name"] for r in p["variants"]] == names
     assert f"training.experiments {study} --budget tiny" in p["provenance"]["command"]
-    assert (
-        p["provenance"]["seeds"]["model"] == c.MODEL_SEED
-        and p["provenance"]["budget"]["steps"] == budget.steps
-    )
+    assert p["provenance"]["seeds"]["model"] == c.MODEL_SEED and p["provenance"]["budget"]["steps"] == budget.steps
     for r in p["variants"]:
         assert r["train"]["steps"] == budget.steps_for(study) and r["train"]["seed"] == c.MODEL_SEED
         assert r["train"]["train_wall_s"] > 0
@@ -489,11 +509,7 @@ def test_tiny_width_study_measures_cost_falling_with_width(tiny_runs):
     assert all(r["timing"]["median_ms"] > 0 and r["timing"]["repeats"] >= 1 for r in rows)
     # the profiler agrees with the analytic count within the element-wise overhead
     for r in rows:
-        assert (
-            2 * r["macs"]["per_instance"]
-            <= r["profiler_flops"]["per_instance"]
-            < 2.5 * r["macs"]["per_instance"]
-        )
+        assert 2 * r["macs"]["per_instance"] <= r["profiler_flops"]["per_instance"] < 2.5 * r["macs"]["per_instance"]
 
 
 @pytest.mark.slow

@@ -157,10 +157,10 @@ def test_roi_sampler_reads_features_at_the_measured_centres(name):
             px, py = box[0] + t * (box[2] - box[0]), box[1] + t * (box[3] - box[1])
             inside = (px >= cx[level][0]) & (px <= cx[level][-1])
             insidey = (py >= cy[level][0]) & (py <= cy[level][-1])
-            np.testing.assert_allclose(got[i][:, inside, 0], np.broadcast_to(px[inside], (7, inside.sum())),
-                                       atol=1e-3)
-            np.testing.assert_allclose(got[i][insidey, :, 1],
-                                       np.broadcast_to(py[insidey, None], (insidey.sum(), 7)), atol=1e-3)
+            np.testing.assert_allclose(got[i][:, inside, 0], np.broadcast_to(px[inside], (7, inside.sum())), atol=1e-3)
+            np.testing.assert_allclose(
+                got[i][insidey, :, 1], np.broadcast_to(py[insidey, None], (insidey.sum(), 7)), atol=1e-3
+            )
             # the NumPy reference agrees with the same centre
             ref = crop_and_sample(np.asarray(feats[level][0]), box, 7, 2.0**level, centres[level])
             np.testing.assert_allclose(got[i], ref, atol=1e-3)
@@ -175,6 +175,21 @@ def test_the_model_crops_with_its_backbones_centres():
     model = ShapeMask(cfg)
     assert model.level_centres == pyramid_centres(backbone_feature_centres("tiny", 64), 64, 7)
     assert model.level_centres[3] == 7.5
+
+
+def test_naive_alignment_ablation_crops_at_stride_halves():
+    """mask.feature_alignment='naive' (the pre-fix sampling, kept to measure the fix) uses stride / 2."""
+    import dataclasses
+
+    from conftest import tiny_model_config
+
+    from shapemask_ros.model.shapemask import ShapeMask
+
+    cfg = tiny_model_config(image_size=64)
+    naive = ShapeMask(dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, feature_alignment="naive")))
+    assert naive.level_centres is None
+    with pytest.raises(ValueError, match="feature_alignment"):
+        ShapeMask(dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, feature_alignment="centred")))
 
 
 def test_unregistered_backbone_is_refused():

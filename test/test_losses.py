@@ -52,6 +52,31 @@ def test_mask_losses_equal_the_reference_formula_on_a_hand_made_target():
     assert coarse > 1.3 * old_coarse
 
 
+def test_mean_normalisation_ablation_is_the_per_instance_pixel_mean():
+    """The 'mean' switch (only for measuring what the fix moved) reproduces the pre-fix formula."""
+    import dataclasses
+
+    outputs, batch = _hand_batch()
+    cfg = tiny_model_config()
+    cfg = dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, loss_normalisation="mean"))
+    prior, coarse, fine = (float(x) for x in mask_losses(outputs, batch, cfg))
+    v = batch["mask_valid"].astype(np.float64)
+    t32, t128 = batch["mask_targets"], batch["fine_mask_targets"]
+
+    def per_instance(x):
+        return np.sum(x.mean(axis=(2, 3)) * v) / v.sum()
+
+    m = cfg.mask
+    assert prior == pytest.approx(m.prior_loss_weight * per_instance((outputs["prior"] - t32) ** 2), rel=1e-5)
+    want_coarse = per_instance(_sigmoid_ce(outputs["coarse_logits"].astype(np.float64), t32))
+    assert coarse == pytest.approx(m.coarse_loss_weight * want_coarse, rel=1e-5)
+    want_fine = per_instance(_sigmoid_ce(outputs["fine_logits"].astype(np.float64), t128))
+    assert fine == pytest.approx(m.fine_loss_weight * want_fine, rel=1e-5)
+    bad = dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, loss_normalisation="median"))
+    with pytest.raises(ValueError, match="loss_normalisation"):
+        mask_losses(outputs, batch, bad)
+
+
 def test_mask_losses_ignore_invalid_slots_and_survive_an_empty_batch():
     outputs, batch = _hand_batch()
     cfg = tiny_model_config()

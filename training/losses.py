@@ -91,6 +91,10 @@ def mask_losses(outputs, batch, cfg: ModelConfig):
     and coarse losses, 128x128 for the fine loss); the prior MSE carries a factor 1/2 (`tf.nn.l2_loss`).
     """
     m = cfg.mask
+    if m.loss_normalisation == "mean":
+        return _mean_mask_losses(outputs, batch, cfg)
+    if m.loss_normalisation != "foreground":
+        raise ValueError(f"mask.loss_normalisation must be 'foreground' or 'mean', got {m.loss_normalisation!r}")
     valid = tf.cast(batch["mask_valid"], tf.float32)[:, :, None, None]  # [B, N, 1, 1]
     t32 = tf.cast(batch["mask_targets"], tf.float32) * valid
     t128 = tf.cast(batch["fine_mask_targets"], tf.float32) * valid
@@ -103,6 +107,23 @@ def mask_losses(outputs, batch, cfg: ModelConfig):
     coarse = tf.reduce_sum(coarse_ce * valid) / fg32
     fine_ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=t128, logits=outputs["fine_logits"])
     fine = tf.reduce_sum(fine_ce * valid) / fg128
+    return m.prior_loss_weight * prior, m.coarse_loss_weight * coarse, m.fine_loss_weight * fine
+
+
+def _mean_mask_losses(outputs, batch, cfg: ModelConfig):
+    """The pre-issue-12 normalisation (ablation only): per-pixel means, averaged over valid instances."""
+    m = cfg.mask
+    valid = tf.cast(batch["mask_valid"], tf.float32)  # [B, N]
+    n_valid = tf.maximum(_cross_replica_sum(tf.reduce_sum(valid)), 1.0)
+    t32 = tf.cast(batch["mask_targets"], tf.float32)
+    t128 = tf.cast(batch["fine_mask_targets"], tf.float32)
+
+    def per_instance(x):
+        return tf.reduce_sum(tf.reduce_mean(x, axis=[2, 3]) * valid) / n_valid
+
+    prior = per_instance(tf.square(outputs["prior"] - t32))
+    coarse = per_instance(tf.nn.sigmoid_cross_entropy_with_logits(labels=t32, logits=outputs["coarse_logits"]))
+    fine = per_instance(tf.nn.sigmoid_cross_entropy_with_logits(labels=t128, logits=outputs["fine_logits"]))
     return m.prior_loss_weight * prior, m.coarse_loss_weight * coarse, m.fine_loss_weight * fine
 
 

@@ -34,8 +34,12 @@ class ShapeMask(keras.Model):
         self.backbone = build_backbone(cfg.backbone, cfg.image_size, pretrained=pretrained_backbone)
         self.fpn = FPN(d.fpn_channels, a.min_level, a.max_level, name="fpn")
         # where cell 0 of each pyramid level sits in the input: the ROI crop samples features there
-        self.level_centres = pyramid_centres(
-            backbone_feature_centres(cfg.backbone.name, cfg.image_size), cfg.image_size, a.max_level
+        if m.feature_alignment not in ("measured", "naive"):
+            raise ValueError(f"mask.feature_alignment must be 'measured' or 'naive', got {m.feature_alignment!r}")
+        self.level_centres = (
+            pyramid_centres(backbone_feature_centres(cfg.backbone.name, cfg.image_size), cfg.image_size, a.max_level)
+            if m.feature_alignment == "measured"
+            else None  # the ablation: multilevel_crop's stride / 2
         )
         self.head = RetinaNetHead(
             d.num_classes,
@@ -163,9 +167,7 @@ class ShapeMask(keras.Model):
         self.prior_head.priors.assign(priors)
 
 
-def build_model(
-    cfg: ModelConfig, priors: np.ndarray | None = None, pretrained_backbone: bool = False
-) -> ShapeMask:
+def build_model(cfg: ModelConfig, priors: np.ndarray | None = None, pretrained_backbone: bool = False) -> ShapeMask:
     """Create the model and its weights (one dummy call), optionally loading shape priors.
 
     pretrained_backbone: load the backbone's ImageNet weights (`backbone.weights` / `weights_path`); only

@@ -32,9 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="docs/results", help="directory for the .md / .json / .png results")
     p.add_argument("--work-dir", default="out/experiments", help="cache of data, priors and trained models")
-    p.add_argument(
-        "--no-reuse", action="store_true", help="retrain every model even when a finished one exists"
-    )
+    p.add_argument("--no-reuse", action="store_true", help="retrain every model even when a finished one exists")
     p.add_argument(
         "--variants",
         default="",

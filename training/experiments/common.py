@@ -394,9 +394,7 @@ def variant_config(
     d = to_dict(cfg)
     d.pop("name"), d.pop("model_dir")
     key = _digest(d, 16)
-    return dataclasses.replace(
-        cfg, name=f"{study}/{variant.name}", model_dir=os.path.join(work_dir, "models", key)
-    )
+    return dataclasses.replace(cfg, name=f"{study}/{variant.name}", model_dir=os.path.join(work_dir, "models", key))
 
 
 def prepared_variant(
@@ -565,7 +563,7 @@ def evaluate_cached(
 
     data = prepare_data(work_dir, budget, progress)
     rows: dict[str, Any] = {}
-    for v in select_variants(plan.variants(), only):
+    for v in select_variants(plan_variants(plan, only), only):
         _, cfg = prepared_variant(plan.study, budget, data, work_dir, v, progress)
         if not exists(os.path.join(cfg.model_dir, "done.json")):
             raise FileNotFoundError(
@@ -603,6 +601,8 @@ class StudyPlan:
     extra: Callable[[Budget], Callable[[Any, ExperimentConfig], dict[str, Any]]] | None = None
     allow_partial: bool = True  # False: a study whose table needs every variant refuses --variants
     check_split: bool = True
+    # further variants trained only when named in --variants (ablations of single fixes, say)
+    optional_variants: Callable[[], list[Variant]] | None = None
 
 
 def run_study(
@@ -626,7 +626,7 @@ def run_study(
     data = prepare_data(work_dir, budget, progress)
     extra = plan.extra(budget) if plan.extra else None
     rows = []
-    for v in select_variants(plan.variants(), only):
+    for v in select_variants(plan_variants(plan, only), only):
         fields = plan.before_variant(v, data, budget) if plan.before_variant else {}
         row = run_variant(plan.study, budget, data, v, work_dir, plan.box_sources, plan.splits, progress, reuse, extra)
         rows.append({**row, **fields})
@@ -664,9 +664,7 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
         "keras": keras.__version__,
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()]
-        if hasattr(os, "getloadavg")
-        else None,
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "budget": dataclasses.asdict(budget),
         "base_config": str(BASE_CONFIG.relative_to(REPO_ROOT)),
         "seeds": {
@@ -707,6 +705,11 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in r) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plan_variants(plan: StudyPlan, only: Sequence[str] | None) -> list[Variant]:
+    """The plan's variants, plus its optional ones when a selection is given (they run only when named)."""
+    return plan.variants() + (plan.optional_variants() if only and plan.optional_variants else [])
 
 
 def select_variants(variants: Sequence[Variant], only: Sequence[str] | None) -> list[Variant]:
@@ -815,9 +818,7 @@ def report_rows(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*payload["variants"], *([payload["reference"]] if payload.get("reference") else [])]
 
 
-def report_markdown(
-    payload: Mapping[str, Any], title: str, intro: str, table: str, extra: str | None = None
-) -> str:
+def report_markdown(payload: Mapping[str, Any], title: str, intro: str, table: str, extra: str | None = None) -> str:
     """The markdown report every study writes: title, intro, results table (+ `extra`), claims, settings."""
     return "\n".join(
         [

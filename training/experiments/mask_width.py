@@ -105,9 +105,7 @@ def profiler_flops(model, num_boxes: int = 1) -> int:
     return int(tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops)
 
 
-def time_mask_branch(
-    model, num_boxes: int = TIMING_BOXES, repeats: int = 20, seed: int = 0
-) -> dict[str, float]:
+def time_mask_branch(model, num_boxes: int = TIMING_BOXES, repeats: int = 20, seed: int = 0) -> dict[str, float]:
     """Median / min wall time (ms) of the traced mask branch for `num_boxes` random boxes on one image's
     precomputed features (2 warm-up calls first)."""
     branch, _, feats = _branch_function(model, num_boxes)

@@ -30,9 +30,7 @@ def variants() -> list[c.Variant]:
             "ShapeMask (jitter-trained)",
             {"model": {"mask": {"use_shape_prior": True, "use_instance_embedding": True}}},
         ),
-        c.Variant(
-            "shapemask_no_jitter", "ShapeMask trained without jitter", {"data": {"box_jitter_sigma": 0.0}}
-        ),
+        c.Variant("shapemask_no_jitter", "ShapeMask trained without jitter", {"data": {"box_jitter_sigma": 0.0}}),
         c.Variant(
             "crop_in_box",
             "crop-inside-box baseline (outer box = tight box)",
@@ -54,8 +52,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     # no verdict when a drop is undefined or the model never reached AP > 0 with exact boxes
     bad = (
         any(math.isnan(v) for v in (sm, base, nojit))
-        or min(c.split_ap(by[n], "gt", "all") for n in ("shapemask", "crop_in_box", "shapemask_no_jitter"))
-        <= 0
+        or min(c.split_ap(by[n], "gt", "all") for n in ("shapemask", "crop_in_box", "shapemask_no_jitter")) <= 0
     )
     return [
         c.claim("ShapeMask loses <= 3 AP with shrunk boxes", f"{c.fmt(sm)} AP", None if bad else sm >= -3.0),
