@@ -43,5 +43,9 @@ setup(
         "demo": ["imgviz==2.1.0"],
         "test": ["pytest", "hypothesis", "catkin-pkg"],
     },
-    entry_points={"console_scripts": ["shapemask = shapemask_ros.cli:main"]},
+    entry_points={
+        "console_scripts": ["shapemask = shapemask_ros.cli:main"],
+        # the training subcommands (train, eval, export, priors, ...): found by shapemask_ros.cli at run time
+        "shapemask_ros.commands": ["training = training.cli_commands:COMMANDS"],
+    },
 )

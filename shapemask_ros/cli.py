@@ -1,7 +1,9 @@
 """`shapemask`: one command line for data, priors, training, evaluation, export, bag evaluation and demo.
 
 Every subcommand lives in the module that implements it (`add_args(parser)` + `run(args) -> int`) and is
-imported only when used, so `shapemask bag-eval` never imports the training stack.
+imported only when used, so `shapemask bag-eval` never imports the training stack. The runtime commands are
+listed here; other packages add theirs through the `shapemask_ros.commands` entry point group (the training
+package registers train, eval, export, priors, ... that way), so this package never imports them by name.
 """
 
 from __future__ import annotations
@@ -12,28 +14,12 @@ import logging
 import os
 import sys
 
+ENTRY_POINT_GROUP = "shapemask_ros.commands"
+CommandTable = dict[str, tuple[str, str, str, str]]
+
 # name -> (module, add-args function, run function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "make-synthetic": ("training.commands", "add_synthetic_args", "run_synthetic",
-                       "generate a COCO-format synthetic instance dataset (shapes with holes, concave, occluded)"),
-    "priors": ("training.priors", "add_priors_args", "run_priors",
-               "k-means shape priors [C, K, 32, 32] from COCO masks, plus a PNG grid"),
-    "make-tfrecords": ("training.data.tfrecords", "add_tfrecords_args", "run_make_tfrecords",
-                       "COCO JSON + images -> sharded TFRecords (bad annotations skipped and counted)"),
-    "convert-backbone": ("training.convert_backbone", "add_args", "run",
-                         "ImageNet EfficientNet-Lite0 weights: PyTorch package -> Keras .npz (needs torch once)"),
-    "import-dataset": ("training.data.importers", "add_args", "run",
-                       "COCO JSON (Roboflow/CVAT exports) and YOLO-seg polygon labels -> one COCO JSON"),
-    "copy-paste": ("training.data.copy_paste", "add_args", "run",
-                   "copy-paste augmentation: paste real instance cut-outs onto real backgrounds -> COCO JSON"),
-    "train": ("training.commands", "add_train_args", "run_train",
-              "train a ShapeMask model from a YAML config (CPU, GPUs, TPU via tf.distribute; resumes)"),
-    "eval": ("training.commands", "add_eval_args", "run_eval",
-             "COCO evaluation (bbox + segm) with model / ground-truth / shrunk ground-truth boxes"),
-    "evaluate-bundle": ("training.evaluate_bundle", "add_args", "run",
-                        "class-agnostic mask AP of bundles on any COCO set: GT / shrunk / own boxes vs box-filled"),
-    "export": ("training.commands", "add_export_args", "run_export",
-               "export a trained model to a bundle: SavedModel + ONNX + priors + model.json"),
+# fmt: off
+COMMANDS: CommandTable = {
     "build-engine": ("shapemask_ros.runtime.commands", "add_build_engine_args", "run_build_engine",
                      "build (or check) the cached TensorRT engines of a bundle; needs TensorRT and a GPU"),
     "predict": ("shapemask_ros.runtime.commands", "add_predict_args", "run_predict",
@@ -49,16 +35,35 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "bench": ("shapemask_ros.bench.commands", "add_args", "run",
               "benchmarks: `bench model` (latency vs backbone, mask-branch widths), `bench runtime`"),
 }
+# fmt: on
 
 
-def build_parser() -> argparse.ArgumentParser:
+def all_commands() -> CommandTable:
+    """The runtime commands plus every table registered under the `shapemask_ros.commands` entry points
+    (an entry point names a dict like COMMANDS; a package that fails to load is logged and skipped)."""
+    from importlib.metadata import entry_points
+
+    table = dict(COMMANDS)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            extra = ep.load()
+        except Exception as e:  # a broken optional package must not take the runtime commands down
+            logging.getLogger(__name__).warning("shapemask: skipping commands of %s: %s", ep.value, e)
+            continue
+        for name, spec in dict(extra).items():
+            table.setdefault(name, tuple(spec))  # the runtime's own commands cannot be replaced
+    return table
+
+
+def build_parser(commands: CommandTable | None = None) -> argparse.ArgumentParser:
+    """The top-level parser (subcommand names and one-line help; each command parses its own arguments)."""
     parser = argparse.ArgumentParser(
         prog="shapemask",
         description="ShapeMask instance segmentation for ROS 2 grasp planners. `shapemask CMD --help` for details.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_module, _add, _run, help_text) in COMMANDS.items():
+    for name, (_module, _add, _run, help_text) in (all_commands() if commands is None else commands).items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
@@ -66,14 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
+    commands = all_commands()
+    parser = build_parser(commands)
     known, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if known.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not known.command:
         parser.print_help()
         return 2
-    module_name, add_name, run_name, help_text = COMMANDS[known.command]
+    module_name, add_name, run_name, help_text = commands[known.command]
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"shapemask {known.command}", description=help_text,
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)

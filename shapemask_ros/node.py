@@ -67,11 +67,11 @@ from shapemask_ros.ros_bridge.node_params import (
     parameter_specs,
     parse_node_args,
     reliability_name,
-    resolve_model_path,
     split_changes,
     uses_depth,
     uses_detector,
 )
+from shapemask_ros.runtime.bundle import resolve_model_path
 
 _LOG_EVERY_S = 5.0  # processing errors: one log line per kind of failure per period
 

@@ -15,11 +15,11 @@ from shapemask_ros.bag.report import (
     GroundTruth,
     encode_mask,
     geometry_summary,
-    json_safe,
     latency_stats,
     match_masks,
     render_markdown,
 )
+from shapemask_ros.utils.formatting import json_safe
 
 
 def _rle(mask: np.ndarray) -> dict:

@@ -20,9 +20,9 @@ def test_demo_without_a_model_fails_fast_and_cleanly(tmp_path, capsys):
 def tiny_bundle(tmp_path_factory):
     from conftest import tiny_model_config
 
+    from shapemask_ros.datasets.synthetic import SHAPE_FAMILIES
     from shapemask_ros.export.bundle import export_bundle
     from shapemask_ros.model.shapemask import build_model
-    from training.data.synthetic import SHAPE_FAMILIES
 
     names = [f.name for f in SHAPE_FAMILIES][:3]  # demo detections of other families are "unknown" classes
     cfg = tiny_model_config(image_size=64, num_classes=len(names))

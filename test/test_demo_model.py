@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from shapemask_ros.datasets.synthetic import build_scene
 from shapemask_ros.runtime.predictor import Predictor
-from training.data.synthetic import build_scene
 
 DEMO = REPO / "models" / "demo"
 pytestmark = pytest.mark.skipif(not (DEMO / "model.json").exists(), reason="models/demo not present")

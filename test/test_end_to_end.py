@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_experiment
 
 from shapemask_ros.config import DataConfig
+from shapemask_ros.datasets.synthetic import generate_dataset
 from shapemask_ros.runtime.instances import Instances
-from training.data.synthetic import generate_dataset
 from training.data.tfrecords import write_tfrecords
 from training.evaluation import evaluate_predictor
 from training.priors import compute_priors, save_priors

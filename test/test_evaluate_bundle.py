@@ -22,9 +22,9 @@ def test_agnostic_coco_maps_every_category_to_one_and_renumbers_ids_from_1():
 def tiny_set_and_bundle(tmp_path_factory):
     from conftest import tiny_model_config
 
+    from shapemask_ros.datasets.synthetic import generate_dataset
     from shapemask_ros.export.bundle import export_bundle
     from shapemask_ros.model.shapemask import build_model
-    from training.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("evalb")
     ann = generate_dataset(str(root / "set"), 3, 64, 80, seed=4, max_instances=3)

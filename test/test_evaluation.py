@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.runtime.instances import Instances
-from training.evaluation import (
-    BoxSource,
+from shapemask_ros.evaluation.coco_metrics import (
     evaluate,
-    evaluate_predictor,
-    format_metrics_table,
-    gt_boxes_for_image,
     load_results_json,
     named_splits,
     results_from_instances,
-    shrink_boxes,
     write_results_json,
+)
+from shapemask_ros.runtime.instances import Instances
+from training.evaluation import (
+    BoxSource,
+    evaluate_predictor,
+    format_metrics_table,
+    gt_boxes_for_image,
+    shrink_boxes,
 )
 
 H = W = 64
@@ -120,7 +122,7 @@ def test_results_format_and_non_contiguous_category_mapping():
 
 
 def test_unknown_and_out_of_range_classes_are_dropped_and_counted():
-    from training.data.coco import SkipCounter
+    from shapemask_ros.datasets.coco import SkipCounter
 
     inst = instances_from_masks([rect(0, 0, 8, 8), rect(10, 10, 20, 20), rect(30, 30, 40, 40)], [-1, 1, 2])
     counter = SkipCounter()

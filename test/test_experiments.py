@@ -41,7 +41,7 @@ def _configs(budget: c.Budget, work_dir: str = "/w") -> dict:
 
 # ------------------------------------------------------------------------------------------------ split
 def test_split_partitions_the_families_with_a_hole_and_a_concave_shape_on_each_side():
-    from training.data.synthetic import SHAPE_FAMILIES, resolve_family
+    from shapemask_ros.datasets.synthetic import SHAPE_FAMILIES, resolve_family
 
     c.check_split()
     assert set(c.SEEN_FAMILY_IDS).isdisjoint(c.NOVEL_FAMILY_IDS)

@@ -13,9 +13,9 @@ from shapemask_ros.geometry.objects3d import (
     STATUS_OK,
     STATUS_TOO_FEW_POINTS,
     compute_objects3d,
-    objects3d_message,
 )
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
+from shapemask_ros.ros_bridge.messages import objects3d_message
 from shapemask_ros.ros_bridge.typestore import get_typestore
 
 

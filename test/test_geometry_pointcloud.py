@@ -1,4 +1,4 @@
-"""PointCloud2 bytes (shapemask_ros.geometry.pointcloud): layout, reader, and a rosbags CDR round trip."""
+"""PointCloud2 bytes (shapemask_ros.ros_bridge.pointcloud): layout, reader, and a rosbags CDR round trip."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import compute_objects3d
-from shapemask_ros.geometry.pointcloud import (
+from shapemask_ros.ros_bridge.factory import RosbagsFactory
+from shapemask_ros.ros_bridge.pointcloud import (
     FLOAT32,
     UINT32,
     make_pointcloud,
@@ -20,7 +21,6 @@ from shapemask_ros.geometry.pointcloud import (
     pointcloud_fields,
     pointcloud_to_arrays,
 )
-from shapemask_ros.ros_bridge.factory import RosbagsFactory
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
 

@@ -155,7 +155,7 @@ def test_killed_bag_eval_leaves_nothing_a_rerun_does_not_clean(tmp_path):
 
 @pytest.mark.slow
 def test_killed_priors_leaves_nothing_a_rerun_does_not_clean(tmp_path):
-    from training.data.synthetic import generate_dataset
+    from shapemask_ros.datasets.synthetic import generate_dataset
 
     ann = generate_dataset(str(tmp_path / "data"), num_images=6, height=96, width=96, seed=0)
     (tmp_path / "p").mkdir()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shapemask_ros.geometry.pointcloud import pointcloud_to_arrays
+from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 from shapemask_ros.ros_bridge.typestore import normalize_type_name
 
 try:
@@ -298,12 +298,12 @@ def test_processing_errors_are_throttled_per_kind(ros):
 
 def test_core_logging_reaches_the_ros_logger(ros):
     node = ros.node()
-    logging.getLogger("shapemask_ros.geometry.pointcloud").warning("dropped %d non-finite points", 3)
+    logging.getLogger("shapemask_ros.ros_bridge.pointcloud").warning("dropped %d non-finite points", 3)
     logging.getLogger("shapemask_ros.runtime.engine_cache").info("building engine")
-    assert "[shapemask_ros.geometry.pointcloud] dropped 3 non-finite points" in node.get_logger().text("warning")
+    assert "[shapemask_ros.ros_bridge.pointcloud] dropped 3 non-finite points" in node.get_logger().text("warning")
     assert "[shapemask_ros.runtime.engine_cache] building engine" in node.get_logger().text("info")
     node.destroy_node()
-    logging.getLogger("shapemask_ros.geometry.pointcloud").warning("after destroy")
+    logging.getLogger("shapemask_ros.ros_bridge.pointcloud").warning("after destroy")
     assert "after destroy" not in node.get_logger().text("warning")
 
 

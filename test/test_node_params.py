@@ -159,8 +159,10 @@ def test_topic_and_mode_helpers():
 
 
 def test_resolve_model_path(tmp_path):
-    assert node_mod.resolve_model_path(str(tmp_path)) == str(tmp_path)
-    assert Path(node_mod.resolve_model_path("")).parts[-2:] == ("models", "real_lite0")
+    from shapemask_ros.runtime.bundle import resolve_model_path
+
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    assert Path(resolve_model_path("")).parts[-2:] == ("models", "real_lite0")
 
 
 # ---- health reporting ------------------------------------------------------------------------------------

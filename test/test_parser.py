@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from shapemask_ros.config import DataConfig, ModelConfig
-from shapemask_ros.ops.box_ops import outer_boxes
+from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample
 from training.data.parser import build_dataset, subsample_keep
 from training.data.tfrecords import encode_mask_png, make_example
@@ -105,7 +105,7 @@ def test_static_shapes_and_dtypes(tmp_path) -> None:
     np.testing.assert_array_equal(batch["mask_valid"], np.tile([1.0, 1.0] + [0.0] * 6, (2, 1)))
     # Outer boxes: outer box of the jittered box, clipped to the input.
     np.testing.assert_allclose(
-        batch["mask_outer_boxes"][:, :2], outer_boxes(batch["mask_boxes"][:, :2], S, S), atol=1e-3
+        batch["mask_outer_boxes"][:, :2], np.asarray(outer_boxes(batch["mask_boxes"][:, :2], S, S)), atol=1e-3
     )
 
 
@@ -120,7 +120,7 @@ def test_flip_mirrors_boxes_and_targets(tmp_path) -> None:
     )
     ds = build_dataset(path, data_cfg, model_cfg, True, 1, (1,), seed=3)
     tight = np.array([10.0, 20.0, 40.0, 50.0])
-    outer = outer_boxes(tight, h, w)
+    outer = np.asarray(outer_boxes(tight[None], h, w))[0].astype(np.float64)
     expected = (crop_and_sample(mask, outer, 32) >= 0.5).astype(np.float32)
     expected_fine = (crop_and_sample(mask, outer, 128) >= 0.5).astype(np.float32)
     seen = set()

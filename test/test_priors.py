@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data.synthetic import encode_mask, generate_dataset
+from shapemask_ros.datasets.synthetic import encode_mask, generate_dataset
 from training.priors import (
     add_priors_args,
     compute_priors,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from shapemask_ros.config import NodeConfig
-from shapemask_ros.geometry.pointcloud import pointcloud_to_arrays
 from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_REASONS, FrameProcessor
+from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 
 try:
     from test_ros_helpers import (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shapemask_ros.ros_bridge.messages import instance_color, instances_to_mask_array, overlay_image
+from shapemask_ros.ros_bridge.messages import instances_to_mask_array
 from shapemask_ros.runtime.instances import Instances
+from shapemask_ros.runtime.overlay import instance_color, overlay_image
 
 try:
     from test_ros_helpers import FACTORY, TS, header

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from training.data.coco import SkipCounter, iter_coco
-from training.data.synthetic import (
+from shapemask_ros.datasets.coco import SkipCounter, iter_coco
+from shapemask_ros.datasets.synthetic import (
     SHAPE_FAMILIES,
     ObjectSpec,
     build_scene,

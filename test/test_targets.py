@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shapemask_ros.ops.box_ops import outer_boxes
+from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample, grid_points
-from training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets, outer_boxes_tf
+from training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets
 
 
 def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
@@ -65,8 +65,8 @@ def test_rectangle_target_is_central_region_of_outer_box() -> None:
     mask = np.zeros((1, h, w), np.uint8)
     mask[0, y1:y2, x1:x2] = 1
     tight = np.array([[x1, y1, x2, y2]], np.float32)
-    outer = outer_boxes_tf(tight, h, w, 1.25).numpy()
-    np.testing.assert_allclose(outer, outer_boxes(tight, h, w, 1.25), atol=1e-5)
+    outer = np.asarray(outer_boxes(tight, h, w, 1.25))
+    np.testing.assert_allclose(outer, _outer_formula(tight, h, w, 1.25), atol=1e-5)
     assert np.all(outer[0, :2] > 0) and outer[0, 2] < w and outer[0, 3] < h  # not clipped
     target = mask_targets(mask, outer, 32).numpy()[0]
     # Bilinear value crosses 0.5 exactly on the tight edges, so a bin is 1 iff its centre lies in the tight
@@ -79,10 +79,27 @@ def test_rectangle_target_is_central_region_of_outer_box() -> None:
     assert set(np.unique(target)) == {0.0, 1.0}
 
 
-def test_outer_boxes_clip_like_numpy() -> None:
+def _outer_formula(b: np.ndarray, h: float, w: float, scale: float = 1.25) -> np.ndarray:
+    """The paper's outer box written out: centre c, half size s*(x2-x1)/2, clipped per axis."""
+    b = np.asarray(b, np.float64)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    hw, hh = (b[:, 2] - b[:, 0]) * scale / 2, (b[:, 3] - b[:, 1]) * scale / 2
+    return np.stack(
+        [np.clip(cx - hw, 0, w), np.clip(cy - hh, 0, h), np.clip(cx + hw, 0, w), np.clip(cy + hh, 0, h)], axis=1
+    )
+
+
+def test_one_outer_box_definition_serves_numpy_and_tf_data_graphs() -> None:
+    """The model's keras.ops outer_boxes is also the input pipeline's: same numbers eagerly on NumPy and
+    traced in a tf.data map with tensor height/width (non-square, so x and y clip differently)."""
     rng = np.random.default_rng(3)
-    boxes = _random_boxes(rng, 50, 40, 60) * 1.3 - 5.0
-    np.testing.assert_allclose(outer_boxes_tf(boxes, 40, 60).numpy(), outer_boxes(boxes, 40, 60), atol=1e-4)
+    boxes = (_random_boxes(rng, 50, 40, 60) * 1.3 - 5.0).astype(np.float32)
+    want = _outer_formula(boxes, 40, 60)
+    np.testing.assert_allclose(np.asarray(outer_boxes(boxes, 40, 60)), want, atol=1e-4)
+    ds = tf.data.Dataset.from_tensors((boxes, tf.constant(40), tf.constant(60)))
+    got = next(iter(ds.map(lambda b, h, w: outer_boxes(b, h, w)))).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.any(want[:, 2] == 60) and np.any(want[:, 3] == 40)  # both clips are exercised
 
 
 def test_jitter_statistics_match_sigma() -> None:

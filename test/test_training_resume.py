@@ -31,7 +31,7 @@ def _records(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> str:
-    from training.data.synthetic import generate_dataset
+    from shapemask_ros.datasets.synthetic import generate_dataset
     from training.data.tfrecords import write_tfrecords
 
     root = tmp_path_factory.mktemp("resume")

@@ -53,7 +53,7 @@ def add_synthetic_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
-    from training.data.synthetic import generate_dataset
+    from shapemask_ros.datasets.synthetic import generate_dataset
 
     fams = [f.strip() for f in args.families.split(",") if f.strip()] or None
     path = generate_dataset(args.out, args.images, args.height, args.width, args.seed,
@@ -95,8 +95,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from shapemask_ros.evaluation.coco_metrics import named_splits
     from shapemask_ros.utils.io import atomic_write_text
-    from training.evaluation import format_metrics_table, named_splits
+    from training.evaluation import format_metrics_table
     from training.run import dataset_category_ids, evaluate_experiment
 
     cfg = _load(args)

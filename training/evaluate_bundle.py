@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, read_text
 from training.evaluation import box_fill_predict, evaluate_predictor
 
@@ -91,7 +92,7 @@ def evaluate_bundles(
 
 
 def _fmt(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+    return fmt(v, missing="–")
 
 
 def format_report(result: dict[str, Any], title: str = "") -> str:

@@ -29,10 +29,10 @@ from sklearn.cluster import KMeans
 from tqdm import tqdm
 
 from shapemask_ros.config import MaskConfig, mask_split_ids
+from shapemask_ros.datasets.coco import SkipCounter, iter_coco
+from shapemask_ros.datasets.coco import category_ids as dataset_category_ids
 from shapemask_ros.ops.sampling import crop_and_sample
 from shapemask_ros.utils.io import atomic_write_bytes, atomic_write_text, load_npy, save_npy
-from training.data.coco import SkipCounter, iter_coco
-from training.data.coco import category_ids as dataset_category_ids
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def dataset_category_ids(cfg: ExperimentConfig) -> tuple[int, ...]:
     if pattern and exists(meta):
         return tuple(json.loads(read_text(meta))["category_ids"])
     if cfg.data.eval_annotations:
-        from training.data.coco import category_ids
+        from shapemask_ros.datasets.coco import category_ids
 
         return category_ids(cfg.data.eval_annotations)
     raise ValueError("set data.category_ids, or provide TFRecords with a -meta.json, or data.eval_annotations")
@@ -79,7 +79,7 @@ def load_trained_model(cfg: ExperimentConfig, checkpoint: str | None = None):
 
 
 def class_names_for(annotations: str, cats: tuple[int, ...]) -> list[str]:
-    from training.data.coco import load_coco_json
+    from shapemask_ros.datasets.coco import load_coco_json
 
     names = {c["id"]: c["name"] for c in load_coco_json(annotations)["categories"]}
     return [names.get(c, str(c)) for c in cats]
@@ -98,8 +98,9 @@ def evaluate_experiment(
     seed: int = 0,
 ) -> dict:
     """COCO evaluation (bbox + segm) of a trained model with boxes from the model, GT, or shrunk GT."""
+    from shapemask_ros.evaluation.coco_metrics import write_results_json
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
-    from training.evaluation import evaluate_predictor, write_results_json
+    from training.evaluation import evaluate_predictor
 
     cats = dataset_category_ids(replace(cfg, data=replace(cfg.data, eval_annotations=annotations)))
     model = model if model is not None else load_trained_model(cfg)

@@ -63,8 +63,9 @@ from shapemask_ros.ros_bridge.image_codec import (
     ImageDecodeError,
     image_to_rgb,
 )
-from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE, instance_color, overlay_image
+from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
+from shapemask_ros.runtime.overlay import instance_color, overlay_image
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ def _best_label(inst: Any) -> tuple[str, float]:
 
 def load_predictor(model: str, backend: str) -> Any:
     """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise."""
-    from shapemask_ros.ros_bridge.node_params import resolve_model_path
+    from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
     path = resolve_model_path(model)

@@ -1,7 +1,7 @@
 """`shapemask make-demo-bag`: a synthetic RGB-D camera rosbag with a simulated detector and ground truth.
 
 What a user would record from a RealSense-style camera plus a 2D detector, made from the synthetic shape
-families (training/data/synthetic.py) so every pixel's truth is known:
+families (shapemask_ros/datasets/synthetic.py) so every pixel's truth is known:
 
 - /camera/color/image_raw                   sensor_msgs/Image rgb8: moving, rotating shapes on a static
                                             cluttered background (same background seed every frame);
@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from shapemask_ros.bag.reader import BagError
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.datasets import synthetic
 from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
@@ -121,18 +122,6 @@ class DemoBag:
     detector: dict[str, int]  # true / missed / spurious detections
 
 
-def _synthetic() -> Any:
-    """training.data.synthetic (the shape renderer); a colcon install has no `training` package."""
-    try:
-        from training.data import synthetic
-    except ImportError as e:
-        raise BagError(
-            f"the demo bag needs the `training` package (pip install shapemask_ros[training]; colcon "
-            f"installs only the runtime): {e}"
-        ) from None
-    return synthetic
-
-
 def camera_matrix(width: int, height: int) -> np.ndarray:
     """A plausible 3x3 K: a D435 colour stream at 640x480 (fx = fy = 615, principal point a little off
     centre), scaled to the requested size."""
@@ -171,7 +160,7 @@ class _Track:
 
 
 def _tracks(cfg: DemoBagConfig) -> list[_Track]:
-    syn = _synthetic()
+    syn = synthetic
     rng = np.random.default_rng([cfg.seed, 0])
     names = list(cfg.families) or [f.name for f in syn.SHAPE_FAMILIES]
     chosen = rng.choice(len(names), size=cfg.num_objects, replace=cfg.num_objects > len(names))
@@ -224,7 +213,7 @@ def _specs(cfg: DemoBagConfig, tracks: list[_Track], t: int) -> tuple[list[Any],
         cx = _bounce(tr.p0[0], tr.v[0], t, margin, cfg.width - margin)
         cy = _bounce(tr.p0[1], tr.v[1], t, margin, cfg.height - margin)
         z = tr.z0 + tr.z_amp * math.sin(2 * math.pi * t / tr.z_period)
-        spec = _synthetic().ObjectSpec(
+        spec = synthetic.ObjectSpec(
             family=tr.family,
             center=(float(cx), float(cy)),
             size=tr.size,
@@ -396,7 +385,7 @@ class _Recorder:
 
     def __init__(self, cfg: DemoBagConfig, writer: BagWriter, msgs: _Messages) -> None:
         self.cfg, self.writer, self.msgs = cfg, writer, msgs
-        self.syn = _synthetic()
+        self.syn = synthetic
         self.k = camera_matrix(cfg.width, cfg.height)
         self.tracks = _tracks(cfg)
         self.family_names = sorted({t.family for t in self.tracks})
@@ -488,7 +477,6 @@ def make_demo_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
     """Write the demo bag to directory `out` (atomically) and its ground truth to `<out>.gt.json`."""
     cfg = cfg or DemoBagConfig()
     cfg.validate()
-    _synthetic()  # fail before creating anything when the renderer is not installed
     out = Path(out)
     gt_file = gt_path_for(out)
     msgs = _Messages()

@@ -8,7 +8,7 @@ Ground truth comes in two forms, both keyed by the image header stamp:
   hypotheses[0].class_id names the category).
 
 Predictions are matched to ground truth by that stamp. Mask and box AP come from pycocotools through
-`training.evaluation.evaluate` (class-aware, plus class-agnostic: every category collapsed into one, the
+`evaluation.coco_metrics.evaluate` (class-aware, plus class-agnostic: every category collapsed into one, the
 measure of mask quality alone). Centroid error: per annotated image, predicted and true masks are paired
 greedily by mask IoU (>= 0.5, pycocotools `mask.iou`), and the 3D distance between the predicted centroid
 and `centroid_m` is reported for pairs whose geometry status is ok / too_few_points.
@@ -28,6 +28,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.evaluation.coco_metrics import evaluate
+from shapemask_ros.utils.formatting import fmt, json_safe
 from shapemask_ros.utils.io import atomic_write_text, read_text
 
 REPORT_FORMAT = "shapemask_ros.bag_eval_report/1"
@@ -53,22 +55,6 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float | int | None]:
         "p99_ms": float(p99),
         "max_ms": float(v.max()),
     }
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None, NumPy scalars/arrays -> Python, dict keys -> str (strict JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 
 
 # ---------------------------------------------------------------------------------------- predictions
@@ -274,8 +260,6 @@ def evaluate_accuracy(
 ) -> dict[str, Any]:
     """Mask/box AP over the annotated images whose stamp was read from the bag (processed or not: a frame
     that was dropped counts as one with no detections)."""
-    from training.evaluation import evaluate  # pycocotools glue, shared with `shapemask eval`
-
     seen = set(int(s) for s in stamps_read)
     image_ids = sorted(i for s, i in gt.image_by_stamp.items() if s in seen)
     out: dict[str, Any] = {
@@ -399,11 +383,7 @@ def _describe(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if math.isfinite(v) else "–"
-    return str(v)
+    return fmt(v, digits, missing="–")
 
 
 def _pct(v: Any) -> float | None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import compute_objects3d
-from shapemask_ros.geometry.pointcloud import objects_pointcloud
+from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
 from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
 

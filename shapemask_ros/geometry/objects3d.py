@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +33,6 @@ from shapemask_ros.geometry.depth import (
     check_alignment,
     intrinsics_for_depth,
 )
-
-if TYPE_CHECKING:  # structural protocol (make, u8); no run-time dependency on the ROS bridge
-    from shapemask_ros.ros_bridge.factory import MessageFactory
 
 log = logging.getLogger(__name__)
 
@@ -404,54 +401,3 @@ def _empty(n: int) -> Objects3D:
         valid_fraction=np.zeros(n, np.float32),
         status=[STATUS_EMPTY_MASK] * n,
     )
-
-
-def objects3d_message(
-    factory: MessageFactory,
-    header: Any,
-    objects: Objects3D,
-    detection_ids: Sequence[str] | None = None,
-) -> Any:
-    """shapemask_ros/msg/ObjectGeometryArray for `objects`; `header` should be the depth image's header.
-
-    detection_ids[i] is the id of the source detection of object i ("" when unknown). NaN values (objects
-    without depth) are published as NaN; consumers must check `status`.
-    """
-    ids = list(detection_ids) if detection_ids is not None else [""] * len(objects)
-    if len(ids) != len(objects):
-        raise ValueError(f"{len(objects)} objects but {len(ids)} detection ids")
-    items = []
-    for i in range(len(objects)):
-        c, bc, bs, q = (
-            objects.centroids[i],
-            objects.box_centers[i],
-            objects.box_sizes[i],
-            objects.box_quaternions[i],
-        )
-        pose = factory.make(
-            "geometry_msgs/msg/Pose",
-            position=factory.make("geometry_msgs/msg/Point", x=float(bc[0]), y=float(bc[1]), z=float(bc[2])),
-            orientation=factory.make(
-                "geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
-            ),
-        )
-        items.append(
-            factory.make(
-                "shapemask_ros/msg/ObjectGeometry",
-                instance_index=int(objects.instance_index[i]),
-                detection_id=str(ids[i]),
-                centroid=factory.make("geometry_msgs/msg/Point", x=float(c[0]), y=float(c[1]), z=float(c[2])),
-                bbox=factory.make(
-                    "vision_msgs/msg/BoundingBox3D",
-                    center=pose,
-                    size=factory.make(
-                        "geometry_msgs/msg/Vector3", x=float(bs[0]), y=float(bs[1]), z=float(bs[2])
-                    ),
-                ),
-                num_valid_points=int(objects.num_valid_points[i]),
-                num_inliers=int(objects.num_inliers[i]),
-                valid_fraction=float(objects.valid_fraction[i]),
-                status=objects.status[i],
-            )
-        )
-    return factory.make("shapemask_ros/msg/ObjectGeometryArray", header=header, objects=items)

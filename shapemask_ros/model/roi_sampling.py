@@ -16,11 +16,18 @@ import math
 from keras import ops
 
 
-def outer_boxes(boxes, image_size: float, scale: float = 1.25):
-    """Tight boxes [..., 4] scaled about their centres and clipped to the square input."""
+def outer_boxes(boxes, height, width, scale: float = 1.25):
+    """ShapeMask's outer box O: tight boxes [..., 4] (x1, y1, x2, y2) scaled `scale`x about their centres,
+    clipped to [0, width] x [0, height].
+
+    The one definition for the model, the TF input pipeline (keras.ops on the TF backend trace into tf.data
+    graphs; height/width may be tensors there) and NumPy callers."""
+    boxes = ops.cast(boxes, "float32")
     c = (boxes[..., :2] + boxes[..., 2:]) * 0.5
     half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * scale)
-    return ops.clip(ops.concatenate([c - half, c + half], axis=-1), 0.0, float(image_size))
+    w, h = ops.cast(width, "float32"), ops.cast(height, "float32")
+    hi = ops.stack([w, h, w, h])
+    return ops.minimum(ops.maximum(ops.concatenate([c - half, c + half], axis=-1), 0.0), hi)
 
 
 def assign_levels(boxes, min_level: int, max_level: int, canonical_size=224.0, canonical_level=4):

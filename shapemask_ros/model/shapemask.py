@@ -83,7 +83,7 @@ class ShapeMask(keras.Model):
         m = self.cfg.mask
         boxes = ops.cast(boxes, "float32")
         b = ops.shape(boxes)[0]
-        outer = outer_boxes(boxes, self.cfg.image_size, m.outer_box_scale)
+        outer = outer_boxes(boxes, self.cfg.image_size, self.cfg.image_size, m.outer_box_scale)
         levels = assign_levels(outer, self.levels[0], self.levels[-1], m.canonical_size, m.canonical_level)
         proj = {l: self.mask_projection(feats[l]) for l in self.levels}
         x = multilevel_crop(proj, outer, levels, m.crop_size, self.level_centres)  # [B, N, n, n, Cm]

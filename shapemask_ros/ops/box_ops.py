@@ -30,11 +30,6 @@ def scale_boxes(b: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     return np.concatenate([c - half, c + half], axis=-1)
 
 
-def outer_boxes(b: np.ndarray, height: float, width: float, scale: float = 1.25) -> np.ndarray:
-    """ShapeMask outer box O: the tight box scaled `scale`x about its centre, clipped to the image."""
-    return clip_boxes(scale_boxes(b, scale), height, width)
-
-
 def box_area(b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
@@ -49,15 +44,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
     union = box_area(a) + box_area(b) - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def jitter_boxes(b: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Paper's box jitter: centre += N(0, sigma)*(w, h); (w, h) *= exp(N(0, sigma))."""
-    b = np.asarray(b, dtype=np.float64)
-    wh = b[..., 2:4] - b[..., :2]
-    c = (b[..., :2] + b[..., 2:4]) / 2.0 + rng.normal(0.0, sigma, wh.shape) * wh
-    wh = wh * np.exp(rng.normal(0.0, sigma, wh.shape))
-    return np.concatenate([c - wh / 2, c + wh / 2], axis=-1)
 
 
 def shrink_boxes(b: np.ndarray, rng: np.random.Generator, low: float = 0.75, high: float = 1.0) -> np.ndarray:

@@ -42,9 +42,7 @@ from shapemask_ros.geometry.objects3d import (
     GeometryConfig,
     Objects3D,
     objects3d_from_instances,
-    objects3d_message,
 )
-from shapemask_ros.geometry.pointcloud import objects_pointcloud
 from shapemask_ros.ros_bridge.detections import (
     ParsedDetections,
     detections_to_arrays,
@@ -60,9 +58,11 @@ from shapemask_ros.ros_bridge.image_codec import (
     labels_to_image_msg,
     rgb_to_image_msg,
 )
-from shapemask_ros.ros_bridge.messages import instances_to_mask_array, overlay_image
+from shapemask_ros.ros_bridge.messages import instances_to_mask_array, objects3d_message
+from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer, cache_size_for
 from shapemask_ros.runtime.instances import Instances
+from shapemask_ros.runtime.overlay import overlay_image
 
 # Counters that always exist (0 until they happen), so diagnostics show the full set.
 DROP_REASONS = (

@@ -1,13 +1,13 @@
-"""Instances -> shapemask_ros/InstanceMaskArray, and the debug overlay image."""
+"""Output messages: Instances -> shapemask_ros/InstanceMaskArray, Objects3D -> ObjectGeometryArray."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
+from shapemask_ros.geometry.objects3d import Objects3D
 from shapemask_ros.ros_bridge.detections import ParsedDetections, bounding_box_2d, instance_labels
 from shapemask_ros.ros_bridge.factory import MessageFactory
 from shapemask_ros.ros_bridge.image_codec import mono8_to_image_msg
@@ -68,23 +68,52 @@ def instances_to_mask_array(
     )
 
 
-def instance_color(i: int) -> tuple[int, int, int]:
-    """Distinct, stable RGB colour of instance i (golden-ratio hue steps, full saturation)."""
-    hue = int((i * 0.618033988749895 % 1.0) * 180)  # OpenCV hue range is [0, 180)
-    hsv = np.array([[[hue, 220, 255]]], np.uint8)
-    r, g, b = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
-    return int(r), int(g), int(b)
+def objects3d_message(
+    factory: MessageFactory,
+    header: Any,
+    objects: Objects3D,
+    detection_ids: Sequence[str] | None = None,
+) -> Any:
+    """shapemask_ros/msg/ObjectGeometryArray for `objects`; `header` should be the depth image's header.
 
-
-def overlay_image(rgb: np.ndarray, instances: Instances, alpha: float = 0.5) -> np.ndarray:
-    """Debug view: each mask alpha-blended in its own colour, its tight box outlined (uint8 RGB copy)."""
-    out = np.array(rgb, dtype=np.uint8, copy=True)
-    for i in range(len(instances)):
-        color = np.array(instance_color(i), np.float32)
-        x, y, rw, rh = (int(v) for v in instances.regions[i])
-        view = out[y : y + rh, x : x + rw]
-        m = np.asarray(instances.masks[i]).astype(bool)[: view.shape[0], : view.shape[1]]
-        view[m] = (view[m].astype(np.float32) * (1 - alpha) + color * alpha).round().astype(np.uint8)
-        x1, y1, x2, y2 = (int(round(float(v))) for v in instances.boxes[i])
-        cv2.rectangle(out, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), instance_color(i), 1)
-    return out
+    detection_ids[i] is the id of the source detection of object i ("" when unknown). NaN values (objects
+    without depth) are published as NaN; consumers must check `status`.
+    """
+    ids = list(detection_ids) if detection_ids is not None else [""] * len(objects)
+    if len(ids) != len(objects):
+        raise ValueError(f"{len(objects)} objects but {len(ids)} detection ids")
+    items = []
+    for i in range(len(objects)):
+        c, bc, bs, q = (
+            objects.centroids[i],
+            objects.box_centers[i],
+            objects.box_sizes[i],
+            objects.box_quaternions[i],
+        )
+        pose = factory.make(
+            "geometry_msgs/msg/Pose",
+            position=factory.make("geometry_msgs/msg/Point", x=float(bc[0]), y=float(bc[1]), z=float(bc[2])),
+            orientation=factory.make(
+                "geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
+            ),
+        )
+        items.append(
+            factory.make(
+                "shapemask_ros/msg/ObjectGeometry",
+                instance_index=int(objects.instance_index[i]),
+                detection_id=str(ids[i]),
+                centroid=factory.make("geometry_msgs/msg/Point", x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                bbox=factory.make(
+                    "vision_msgs/msg/BoundingBox3D",
+                    center=pose,
+                    size=factory.make(
+                        "geometry_msgs/msg/Vector3", x=float(bs[0]), y=float(bs[1]), z=float(bs[2])
+                    ),
+                ),
+                num_valid_points=int(objects.num_valid_points[i]),
+                num_inliers=int(objects.num_inliers[i]),
+                valid_fraction=float(objects.valid_fraction[i]),
+                status=objects.status[i],
+            )
+        )
+    return factory.make("shapemask_ros/msg/ObjectGeometryArray", header=header, objects=items)

@@ -11,7 +11,6 @@ import dataclasses
 import inspect
 import io
 import math
-import os
 import tokenize
 import typing
 from array import array as PyArray
@@ -214,16 +213,6 @@ def image_cache_size(cfg: NodeConfig) -> int:
     if not uses_detector(cfg):
         return 1
     return int(math.ceil(max(cfg.expected_rate_hz, 0.0) * max(cfg.detector_latency_s, 0.0))) + 2
-
-
-def resolve_model_path(model_path: str) -> str:
-    """`model_path`, or the shipped default bundle (models/real_lite0: <share>/shapemask_ros/models/...
-    in a ROS install, else the source tree's models/...)."""
-    if model_path:
-        return os.path.expanduser(model_path)
-    from shapemask_ros.runtime.bundle import default_model_dir
-
-    return default_model_dir()
 
 
 def _truthy(value: str) -> bool:

@@ -51,6 +51,15 @@ def default_model_dir(name: str = DEFAULT_MODEL) -> str:
     return str(Path(__file__).resolve().parents[2] / "models" / name)
 
 
+def resolve_model_path(model_path: str) -> str:
+    """`model_path` (user home expanded), or the shipped default bundle when it is empty."""
+    if model_path:
+        import os
+
+        return os.path.expanduser(model_path)
+    return default_model_dir()
+
+
 def _join(root: str, name: str) -> str:
     """Resolve `name` against the bundle directory (absolute names and URLs are kept)."""
     if io.is_remote(name) or posixpath.isabs(name):

@@ -39,7 +39,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_model(path: str) -> str:
-    from shapemask_ros.ros_bridge.node_params import resolve_model_path  # ROS-free
+    from shapemask_ros.runtime.bundle import resolve_model_path
 
     return resolve_model_path(path)
 
@@ -213,7 +213,7 @@ def write_outputs(out_dir: str, rgb: np.ndarray, instances: Any, class_names: tu
     """
     import cv2
 
-    from shapemask_ros.ros_bridge.messages import overlay_image
+    from shapemask_ros.runtime.overlay import overlay_image
     from shapemask_ros.utils.io import atomic_write_text
 
     os.makedirs(out_dir, exist_ok=True)

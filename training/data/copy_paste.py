@@ -25,8 +25,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from shapemask_ros.datasets.coco import SkipCounter, image_path, iter_coco
 from shapemask_ros.utils.io import atomic_write_text
-from training.data.coco import SkipCounter, image_path, iter_coco
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from shapemask_ros.datasets.coco import SkipCounter, load_coco_json
 from shapemask_ros.utils.io import atomic_write_text
-from training.data.coco import SkipCounter, load_coco_json
 
 log = logging.getLogger(__name__)
 

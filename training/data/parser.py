@@ -28,8 +28,9 @@ import logging
 import tensorflow as tf
 
 from shapemask_ros.config import DataConfig, ModelConfig, mask_split_ids
+from shapemask_ros.model.roi_sampling import outer_boxes
 from training.data import tfrecords as rec
-from training.data.targets import jitter_boxes_tf, mask_targets, outer_boxes_tf
+from training.data.targets import jitter_boxes_tf, mask_targets
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class _Parser:
         sel_boxes = tf.gather(boxes, sel)
         if self.is_training and self.data_cfg.box_jitter_sigma > 0:
             sel_boxes = jitter_boxes_tf(sel_boxes, self.data_cfg.box_jitter_sigma, seeds[4], s, s)
-        sel_outer = outer_boxes_tf(sel_boxes, s, s, self.outer_scale)
+        sel_outer = outer_boxes(sel_boxes, s, s, self.outer_scale)
 
         # Decode only the sampled masks; the slots past k are zeros (fixed count for map_fn).
         sel_pngs = _pad(tf.gather(pngs, sel), self.max_inst, "")

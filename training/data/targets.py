@@ -11,19 +11,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def outer_boxes_tf(
-    boxes: tf.Tensor, height: tf.Tensor | float, width: tf.Tensor | float, scale: float = 1.25
-) -> tf.Tensor:
-    """ShapeMask outer box O: `boxes` [..., 4] scaled `scale`x about their centres, clipped to the image.
-
-    Same maths as `shapemask_ros.ops.box_ops.outer_boxes`.
-    """
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    centre = (boxes[..., :2] + boxes[..., 2:]) / 2.0
-    half = (boxes[..., 2:] - boxes[..., :2]) / 2.0 * scale
-    return clip_boxes_tf(tf.concat([centre - half, centre + half], axis=-1), height, width)
-
-
 def clip_boxes_tf(boxes: tf.Tensor, height: tf.Tensor | float, width: tf.Tensor | float) -> tf.Tensor:
     """Clip boxes [..., 4] to [0, width] x [0, height]."""
     boxes = tf.convert_to_tensor(boxes, tf.float32)

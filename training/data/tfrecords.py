@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from shapemask_ros.datasets.coco import SkipCounter, image_path, iter_coco, load_coco_json
 from shapemask_ros.utils.io import atomic_write_text, read_bytes
-from training.data.coco import SkipCounter, image_path, iter_coco, load_coco_json
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ SHRINK_SEED = 0
 def check_split(seen: Sequence[int] = SEEN_FAMILY_IDS, novel: Sequence[int] = NOVEL_FAMILY_IDS) -> None:
     """Raise ValueError unless seen/novel partition all families and each half has a hole and a concave
     family (the split's stated rationale)."""
-    from training.data.synthetic import SHAPE_FAMILIES, resolve_family
+    from shapemask_ros.datasets.synthetic import SHAPE_FAMILIES, resolve_family
 
     s, n = set(seen), set(novel)
     if s & n:
@@ -213,7 +213,7 @@ def prepare_data(work_dir: str, budget: Budget, progress: bool = False) -> Synth
     generator or budget never reuses stale data. Each artefact's completion marker is written last
     (annotations.json by `generate_dataset`, the -meta.json by `write_tfrecords`).
     """
-    from training.data import synthetic
+    from shapemask_ros.datasets import synthetic
     from training.data.tfrecords import write_tfrecords
 
     key = _digest(
@@ -296,7 +296,7 @@ def prepare_priors(
 ) -> str:
     """k-means class-agnostic priors from the training masks of `category_ids` (None = all) on the images a
     `fraction` run trains on; cached by parameters. Returns the .npy path."""
-    from training.data.coco import load_coco_json
+    from shapemask_ros.datasets.coco import load_coco_json
     from training.priors import compute_priors, save_priors
 
     cats = sorted(int(c) for c in (category_ids if category_ids is not None else data.category_ids))

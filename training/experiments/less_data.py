@@ -133,7 +133,7 @@ def figure(payload: dict[str, Any]):
 
 def _train_images(v: c.Variant, data: c.SyntheticData, budget: c.Budget) -> dict[str, Any]:
     """Images kept for a fraction; fewer than one batch is no experiment (the pipeline would repeat them)."""
-    from training.data.coco import load_coco_json
+    from shapemask_ros.datasets.coco import load_coco_json
 
     all_ids = [im["id"] for im in load_coco_json(data.train_json)["images"]]
     n = len(c.subsample_image_ids(all_ids, v.fraction))

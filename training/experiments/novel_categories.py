@@ -128,7 +128,7 @@ def markdown(payload: dict[str, Any]) -> str:
     names = {r["name"]: r for r in rows}
     per_cat = ""
     if "full" in names and "neither" in names:
-        from training.data.synthetic import resolve_family
+        from shapemask_ros.datasets.synthetic import resolve_family
 
         cat_rows = []
         for cid in c.NOVEL_FAMILY_IDS:

@@ -14,12 +14,11 @@ the depth camera's optical frame; copy the depth image's header.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # structural protocol: any object with make() and u8() works, nothing imported at run time
-    from shapemask_ros.ros_bridge.factory import MessageFactory
+from shapemask_ros.ros_bridge.factory import MessageFactory
 
 log = logging.getLogger(__name__)
 

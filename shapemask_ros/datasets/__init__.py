@@ -1,0 +1,1 @@
+"""Datasets without a training stack: COCO JSON reading and the synthetic shapes renderer."""

@@ -1,0 +1,1 @@
+"""Evaluation shared by training and the runtime (COCO metrics with pycocotools)."""
