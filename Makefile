@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: demo test lint venv clean bench fuzz ros-idl-parser
+.PHONY: demo test test-fast check lint venv clean bench fuzz ros-idl-parser
 
 venv: $(STAMP)
 
@@ -28,9 +28,19 @@ ros-idl-parser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-rosidl python3-empy >/dev/null; \
 	else echo "warning: no apt-get; test/test_msg_idl.py needs python3-rosidl (it fails when CI=true)"; fi
 
-test: $(STAMP) ros-idl-parser
+# The quality gate (also the first step of `make test`): formatting, lint, types.
+check: $(STAMP)
+	$(BIN)/ruff format --check shapemask_ros training test launch
 	$(BIN)/ruff check shapemask_ros training test launch
+	$(BIN)/mypy
+
+# The full suite, what CI runs (.ci/run): the gate, then every test including those marked slow.
+test: check ros-idl-parser
 	$(BIN)/python -m pytest -q -ra --durations=15 test
+
+# The fast lane while editing: the gate, then everything not marked slow (a few minutes on 2 cores).
+test-fast: check ros-idl-parser
+	$(BIN)/python -m pytest -q -ra -m "not slow" --durations=10 test
 
 demo: $(STAMP)
 	$(BIN)/shapemask demo --out out
@@ -42,7 +52,7 @@ lint: $(STAMP)
 # (tens of minutes to hours on 2 cores). `make test` keeps each property's small CI count.
 fuzz: $(STAMP)
 	PYTHONPATH=test SHAPEMASK_FUZZ_EXAMPLES=$${SHAPEMASK_FUZZ_EXAMPLES:-10000} \
-		$(BIN)/python -m pytest -q -p fuzz_plugin -p no:cacheprovider test
+		$(BIN)/python -m pytest -q -p support.fuzz_plugin -p no:cacheprovider test
 
 bench: $(STAMP)
 	$(BIN)/shapemask bench model

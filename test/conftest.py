@@ -1,58 +1,17 @@
-"""Shared fixtures: tiny configs so model tests run in seconds on 2 cores."""
+"""Shared fixtures (helpers live in test/support, importable as `support`)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+from support.configs import tiny_model_config  # noqa: E402
 
-from shapemask_ros.config import (  # noqa: E402
-    BackboneConfig,
-    DetectorConfig,
-    ExperimentConfig,
-    MaskConfig,
-    ModelConfig,
-    PostprocessConfig,
-    TrainConfig,
-)
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_model_config(
-    image_size: int = 64, num_classes: int = 3, agnostic: bool = True, **mask
-) -> ModelConfig:
-    m = {"channels": 8, "num_priors": 4, "num_convs": 1, **mask}
-    return ModelConfig(
-        image_size=image_size,
-        backbone=BackboneConfig(name="tiny", tiny_filters=(8, 8, 16, 16)),
-        detector=DetectorConfig(fpn_channels=16, head_convs=1, head_channels=16, num_classes=num_classes),
-        postprocess=PostprocessConfig(max_detections=10, pre_nms_top_k=50),
-        mask=MaskConfig(class_agnostic=agnostic, **m),
-    )
-
-
-def tiny_experiment(model_dir: str, **train) -> ExperimentConfig:
-    t = {
-        "batch_size": 2,
-        "steps": 4,
-        "learning_rate": 0.01,
-        "warmup_steps": 0,
-        "checkpoint_every": 2,
-        **train,
-    }
-    return ExperimentConfig(model_dir=model_dir, model=tiny_model_config(), train=TrainConfig(**t))
+from shapemask_ros.config import ModelConfig  # noqa: E402
 
 
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
     return tiny_model_config()
-
-
-def coco_mini_dir() -> Path | None:
-    """../shared/data/coco_mini (or $SHAPEMASK_COCO_MINI) when present."""
-    p = Path(os.environ.get("SHAPEMASK_COCO_MINI", REPO.parent / "shared/data/coco_mini"))
-    return p if (p / "annotations/instances_train2017.json").exists() else None

@@ -1,0 +1,262 @@
+"""`shapemask bench model` / `bench runtime` in miniature: tiny model, 64 px, 2 timed rounds.
+
+The numbers themselves mean nothing here (busy 2-core machine); the tests check the timing protocol,
+that every figure is a positive measurement, and that ratios and target verdicts are computed from the
+measured medians.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import yaml
+from support.configs import tiny_model_config
+
+from shapemask_ros import cli
+from shapemask_ros.bench import runtime_bench
+from shapemask_ros.bench.model_bench import target, time_interleaved
+from shapemask_ros.config import to_dict
+
+
+def _tiny_yaml(tmp_path, **mask) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": to_dict(tiny_model_config(64, **mask))}))
+    return str(path)
+
+
+def _positive_summary(s: dict, iters: int) -> None:
+    assert len(s["times_s"]) == iters and all(t > 0 for t in s["times_s"])
+    assert s["median_s"] == pytest.approx(float(np.median(s["times_s"])))
+    assert 0 < s["min_s"] <= s["median_s"] <= s["p90_s"] and s["first_call_s"] > 0
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def test_interleaved_timing_excludes_first_call_and_warmup_and_rotates_order():
+    calls: list[tuple[str, int]] = []
+
+    def make(name, seconds):
+        def fn(r):
+            calls.append((name, r))
+            time.sleep(seconds)
+
+        return fn
+
+    res = time_interleaved({"slow": make("slow", 0.02), "fast": make("fast", 0.0)}, iters=3, warmup=2, progress=False)
+    assert len(calls) == 2 * (1 + 2 + 3)  # first call + warm-up + timed rounds, each variant once per round
+    for name in ("slow", "fast"):
+        _positive_summary(res[name], 3)
+    assert res["slow"]["median_s"] >= 0.02 and res["slow"]["first_call_s"] >= 0.02
+    rounds = calls[2:]  # after the two first calls: pairs per round
+    starts = [rounds[2 * r][0] for r in range(5)]
+    assert starts == ["slow", "fast", "slow", "fast", "slow"]  # the start rotates each round
+    assert [r for _, r in rounds] == [r for r in range(5) for _ in range(2)]  # fn gets its round index
+
+
+def test_interleaved_timing_rejects_bad_counts():
+    with pytest.raises(ValueError, match="iters"):
+        time_interleaved({"a": lambda r: None}, iters=0, warmup=1)
+    with pytest.raises(ValueError, match="nothing"):
+        time_interleaved({}, iters=1, warmup=0)
+
+
+def test_target_verdicts():
+    assert target(1.5, 1.6, higher_is_better=False)["met"] is True
+    assert target(1.7, 1.6, higher_is_better=False)["met"] is False
+    assert target(4.9, 5.0, higher_is_better=True)["met"] is False
+    assert target(None, 5.0, higher_is_better=True)["met"] is None
+
+
+# ------------------------------------------------------------------------------------------------ model
+def test_bench_model_cli_tiny(tmp_path, capsys):
+    out = tmp_path / "model.json"
+    rc = cli.main(
+        [
+            "bench",
+            "model",
+            "--config",
+            _tiny_yaml(tmp_path),
+            "--boxes",
+            "3",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--channels",
+            "8,16",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["config"]["image_size"] == 64 and res["config"]["boxes"] == 3
+    lat = res["latency"]
+    assert set(lat) == {"backbone", "segment_boxes", "detect_and_segment", "mask_branch@16", "mask_branch@8"}
+    for s in lat.values():
+        _positive_summary(s, 2)
+    med = {k: v["median_s"] for k, v in lat.items()}
+    r = res["ratios"]
+    assert r["segment_boxes_over_backbone"] == pytest.approx(med["segment_boxes"] / med["backbone"])
+    assert r["detect_and_segment_over_backbone"] == pytest.approx(med["detect_and_segment"] / med["backbone"])
+    assert r["mask_branch_16_over_8"] == pytest.approx(med["mask_branch@16"] / med["mask_branch@8"])
+    t = res["targets"]["segment_boxes_over_backbone"]
+    assert t["value"] == r["segment_boxes_over_backbone"] and t["met"] == (t["value"] <= 1.6)
+    t = res["targets"]["mask_branch_16_over_8"]
+    assert t["met"] == (t["value"] >= 5.0)
+    # the wider mask branch has more weights; the configured width (8) is the model's own
+    mb = res["mask_branch"]
+    assert mb["16"]["params_trainable"] > mb["8"]["params_trainable"] > 0
+    assert mb["8"]["params_total"] > mb["8"]["params_trainable"]  # + fixed priors and BN statistics
+    # score threshold 0: random weights give max_detections boxes to the mask branch
+    assert res["detect_and_segment_detections"] == tiny_model_config(64).postprocess.max_detections
+    assert res["threads"]["threads"] >= 1 and res["host"]["cpu_count"] >= 1
+    assert res["command"].startswith("shapemask bench model --config")
+    table = capsys.readouterr().out
+    assert f"| 16 | {med['mask_branch@16'] * 1000:.1f} |" in table
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+def test_read_official(tmp_path):
+    path = tmp_path / "timing.json"
+    assert runtime_bench.read_official(str(path), 640, 50) is None  # absent
+    path.write_text("{not json")
+    assert runtime_bench.read_official(str(path), 640, 50) is None  # unreadable: ignored with a warning
+    path.write_text(json.dumps({"median_s": -1.0, "image_size": 640, "resnet_depth": 50}))
+    assert runtime_bench.read_official(str(path), 640, 50) is None  # not a measurement
+    path.write_text(json.dumps({"median_s": 4.1, "image_size": 640, "resnet_depth": 50}))
+    assert runtime_bench.read_official(str(path), 640, 50)["comparable"] is True
+    assert runtime_bench.read_official(str(path), 1024, 50)["comparable"] is False
+    assert runtime_bench.read_official(str(path), 640, 101)["comparable"] is False
+    assert runtime_bench.read_official(str(path), 640, None)["comparable"] is False  # tiny backbone
+
+
+def test_bench_runtime_cli_tiny(tmp_path, capsys):
+    official = tmp_path / "official.json"
+    official.write_text(json.dumps({"median_s": 3.0, "image_size": 64, "resnet_depth": 50}))
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nkept text\n")
+    out = tmp_path / "runtime.json"
+    argv = [
+        "bench",
+        "runtime",
+        "--config",
+        _tiny_yaml(tmp_path),
+        "--boxes",
+        "3",
+        "--box-counts",
+        "1,5",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--images",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--official-json",
+        str(official),
+        "--out",
+        str(out),
+        "--write-docs",
+        "--docs",
+        str(docs),
+    ]
+    assert cli.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["bundle_reused"] is False and res["export_s"] > 0
+    assert res["backends"]["tensorflow"].startswith("tensorflow:")
+    assert res["backends"]["onnxruntime"].startswith("onnxruntime:")
+    assert res["threads"]["ort_intra_op"] == 1
+    lat = res["latency"]
+    expected = {f"{b}/{w}" for b in ("tensorflow", "onnxruntime") for w in ("segment_boxes@3", "detect_and_segment")}
+    assert set(lat) == expected | {"onnxruntime/segment_boxes@1", "onnxruntime/segment_boxes@5"}
+    for s in lat.values():
+        _positive_summary(s, 2)
+    med = {k: v["median_s"] for k, v in lat.items()}
+    assert res["onnxruntime_latency_vs_boxes"] == {str(n): med[f"onnxruntime/segment_boxes@{n}"] for n in (1, 3, 5)}
+    r = res["ratios"]
+    assert r["tensorflow_over_onnxruntime_segment_boxes@3"] == pytest.approx(
+        med["tensorflow/segment_boxes@3"] / med["onnxruntime/segment_boxes@3"]
+    )
+    assert r["official_over_onnxruntime_detect_and_segment"] == pytest.approx(
+        3.0 / med["onnxruntime/detect_and_segment"]
+    )
+    # a tiny backbone is not the official's ResNet-50: the ratio is reported but is no target check
+    assert res["official"]["comparable"] is False
+    assert set(res["targets"]) == {"onnxruntime_speedup_over_tensorflow@3"}
+    t = res["targets"]["onnxruntime_speedup_over_tensorflow@3"]
+    assert t["met"] == (t["value"] >= 1.3)
+    # self-detection with score threshold 0 segments max_detections objects on both backends
+    assert res["detect_and_segment_detections"] == {"tensorflow": 10, "onnxruntime": 10}
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nkept text\n") and res["command"] in text
+    assert "| boxes (ONNX Runtime) |" in text and "| boxes (ONNX Runtime) |" in capsys.readouterr().out
+
+    # same configuration again: the cached bundle is reused; the official JSON now matches (depth from
+    # the backbone name given), so the 10x target is checked against the measured median
+    bundle = res["bundle"]
+    assert runtime_bench.ensure_bundle(runtime_bench.bench_config(tiny_model_config(64)), bundle) == (bundle, True)
+    res2 = runtime_bench.run_runtime_bench(
+        bundle,
+        num_boxes=1,
+        box_counts=(1,),
+        iters=1,
+        warmup=0,
+        official_json=str(official),
+        backbone="resnet50",
+        progress=False,
+    )
+    t = res2["targets"]["speedup_over_official (onnxruntime)"]
+    assert t["value"] == pytest.approx(3.0 / res2["latency"]["onnxruntime/detect_and_segment"]["median_s"])
+    assert t["met"] == (t["value"] >= 10.0)
+
+
+def test_cached_bundle_must_match_the_configuration(tmp_path):
+    cfg = runtime_bench.bench_config(tiny_model_config(64))
+    path = tmp_path / "b"
+    path.mkdir()
+    meta = {
+        "model_config": json.loads(json.dumps(to_dict(cfg))),
+        "max_boxes": 100,
+        "saved_model": "saved_model",
+        "onnx": {"segment_boxes": "s.onnx", "detect_and_segment": "d.onnx"},
+    }
+    (path / "model.json").write_text(json.dumps(meta))
+    assert runtime_bench._cached_matches(str(path), cfg, 100)
+    assert not runtime_bench._cached_matches(str(path), cfg, 50)  # other max_boxes
+    other = runtime_bench.bench_config(tiny_model_config(64, channels=16))
+    assert not runtime_bench._cached_matches(str(path), other, 100)  # other mask width
+    assert not runtime_bench._cached_matches(str(path), tiny_model_config(64), 100)  # score threshold kept
+    (path / "model.json").write_text(json.dumps({**meta, "saved_model": None}))
+    assert not runtime_bench._cached_matches(str(path), cfg, 100)  # incomplete bundle
+    assert runtime_bench.bundle_dir_for(cfg, "build/bench").endswith("bundle-tiny-64-score0")
+
+
+def test_bench_runtime_refuses_a_bundle_without_saved_model(tmp_path, caplog):
+    from support.onnx_bundle import write_onnx_bundle
+
+    bundle = write_onnx_bundle(str(tmp_path / "onnx_only"))
+    rc = cli.main(
+        [
+            "bench",
+            "runtime",
+            "--bundle",
+            bundle,
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "r.json"),
+            "--no-progress",
+        ]
+    )
+    assert rc == 2 and "SavedModel" in caplog.text
+    assert not (tmp_path / "r.json").exists()

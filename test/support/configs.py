@@ -1,0 +1,46 @@
+"""Tiny model and experiment configs (model tests run in seconds on 2 cores) and where shared data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shapemask_ros.config import (
+    BackboneConfig,
+    DetectorConfig,
+    ExperimentConfig,
+    MaskConfig,
+    ModelConfig,
+    PostprocessConfig,
+    TrainConfig,
+)
+from support import REPO
+
+
+def tiny_model_config(image_size: int = 64, num_classes: int = 3, agnostic: bool = True, **mask) -> ModelConfig:
+    m = {"channels": 8, "num_priors": 4, "num_convs": 1, **mask}
+    return ModelConfig(
+        image_size=image_size,
+        backbone=BackboneConfig(name="tiny", tiny_filters=(8, 8, 16, 16)),
+        detector=DetectorConfig(fpn_channels=16, head_convs=1, head_channels=16, num_classes=num_classes),
+        postprocess=PostprocessConfig(max_detections=10, pre_nms_top_k=50),
+        mask=MaskConfig(class_agnostic=agnostic, **m),
+    )
+
+
+def tiny_experiment(model_dir: str, **train) -> ExperimentConfig:
+    t = {
+        "batch_size": 2,
+        "steps": 4,
+        "learning_rate": 0.01,
+        "warmup_steps": 0,
+        "checkpoint_every": 2,
+        **train,
+    }
+    return ExperimentConfig(model_dir=model_dir, model=tiny_model_config(), train=TrainConfig(**t))
+
+
+def coco_mini_dir() -> Path | None:
+    """../shared/data/coco_mini (or $SHAPEMASK_COCO_MINI) when present."""
+    p = Path(os.environ.get("SHAPEMASK_COCO_MINI", REPO.parent / "shared/data/coco_mini"))
+    return p if (p / "annotations/instances_train2017.json").exists() else None
