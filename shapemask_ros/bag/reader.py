@@ -345,13 +345,9 @@ class BagReader:
         if info is None:
             candidates = [t.name for t in self.topics.values() if t.msgtype in accepted]
             hint = f" Topics of a suitable type: {', '.join(candidates)}." if candidates else ""
-            raise BagError(
-                f"{role} topic {topic!r} is not in {self.path}. Available: {self.describe_topics()}.{hint}"
-            )
+            raise BagError(f"{role} topic {topic!r} is not in {self.path}. Available: {self.describe_topics()}.{hint}")
         if info.msgtype not in accepted:
-            raise BagError(
-                f"{role} topic {topic!r} has type {info.declared_type!r}; expected one of {list(accepted)}"
-            )
+            raise BagError(f"{role} topic {topic!r} has type {info.declared_type!r}; expected one of {list(accepted)}")
         if info.count == 0:
             log.warning("%s topic %s has no messages", role, topic)
         return info
@@ -514,7 +510,5 @@ class BagReader:
             now = time.monotonic()
             if now - self._last_logged.get(key, -1e9) >= _LOG_EVERY_S:
                 self._last_logged[key] = now
-                log.warning(
-                    "skipped an undecodable message (%s total on %s): %s", self.dropped[key], msg.topic, e
-                )
+                log.warning("skipped an undecodable message (%s total on %s): %s", self.dropped[key], msg.topic, e)
             return None

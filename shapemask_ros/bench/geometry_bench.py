@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     factory = _DictFactory()
     with_points = compute_objects3d(depth, intr, masks, regions, return_points=True)
     n_pts = sum(len(q) for q in with_points.points or [])
-    print(
-        f"640x480, {args.objects} objects, {n_pts} inlier points, distortion={bool(d)}, "
-        f"repeats={args.repeats}"
-    )
+    print(f"640x480, {args.objects} objects, {n_pts} inlier points, distortion={bool(d)}, repeats={args.repeats}")
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("depth_to_metres", lambda: depth_to_metres(raw, "16UC1")),
         ("compute_objects3d", lambda: compute_objects3d(depth, intr, masks, regions)),

@@ -116,9 +116,7 @@ class CameraIntrinsics:
                 f"(supported: {', '.join(_PINHOLE_MODELS + _FISHEYE_MODELS)})",
             )
         if self.distortion_model in _FISHEYE_MODELS and self.has_distortion and len(self.d) != 4:
-            raise GeometryError(
-                "bad_intrinsics", f"equidistant model needs 4 coefficients, got {len(self.d)}"
-            )
+            raise GeometryError("bad_intrinsics", f"equidistant model needs 4 coefficients, got {len(self.d)}")
 
     # -- construction
 
@@ -343,9 +341,7 @@ def check_alignment(
     ih, iw = int(image_shape[0]), int(image_shape[1])
     reg = (registration or "none").strip().lower()
     if reg not in REGISTRATIONS:
-        raise GeometryError(
-            "bad_registration", f"registration must be one of {REGISTRATIONS}, got {registration!r}"
-        )
+        raise GeometryError("bad_registration", f"registration must be one of {REGISTRATIONS}, got {registration!r}")
     if min(dh, dw, ih, iw) <= 0:
         raise GeometryError("size_mismatch", f"empty image: depth {dw}x{dh}, colour {iw}x{ih}")
     if (dh, dw) == (ih, iw):

@@ -120,9 +120,7 @@ def validate_boxes(
         if c.shape != (n,):
             raise ValueError(f"classes must have shape [{n}] (one per box), got {c.shape}")
         integral_float = (
-            np.issubdtype(c.dtype, np.floating)
-            and bool(np.all(np.isfinite(c)))
-            and bool(np.all(c == np.round(c)))
+            np.issubdtype(c.dtype, np.floating) and bool(np.all(np.isfinite(c))) and bool(np.all(c == np.round(c)))
         )
         if not (np.issubdtype(c.dtype, np.integer) or integral_float):
             raise ValueError(

@@ -101,8 +101,20 @@ _GEOMETRY: dict[str, list[tuple[np.ndarray, int]]] = {
     "cross": [
         (
             np.array(
-                [[-0.33, -1], [0.33, -1], [0.33, -0.33], [1, -0.33], [1, 0.33], [0.33, 0.33],
-                 [0.33, 1], [-0.33, 1], [-0.33, 0.33], [-1, 0.33], [-1, -0.33], [-0.33, -0.33]],
+                [
+                    [-0.33, -1],
+                    [0.33, -1],
+                    [0.33, -0.33],
+                    [1, -0.33],
+                    [1, 0.33],
+                    [0.33, 0.33],
+                    [0.33, 1],
+                    [-0.33, 1],
+                    [-0.33, 0.33],
+                    [-1, 0.33],
+                    [-1, -0.33],
+                    [-0.33, -0.33],
+                ],
                 dtype=np.float64,
             ),
             1,
@@ -270,8 +282,9 @@ def _background(rng: np.random.Generator, height: int, width: int, clutter: bool
     t = (xx / width * np.cos(ang) + yy / height * np.sin(ang) + 1.0) / 2.0
     img = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
     gh, gw = int(rng.integers(3, 9)), int(rng.integers(3, 9))
-    blobs = cv2.resize(rng.uniform(0, 255, (gh, gw, 3)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
+    blobs = cv2.resize(
+        rng.uniform(0, 255, (gh, gw, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     alpha = rng.uniform(0.2, 0.6)
     img = (1 - alpha) * img + alpha * blobs + rng.normal(0.0, rng.uniform(2.0, 10.0), img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
@@ -350,8 +363,9 @@ def build_scene(
     painted: list[np.ndarray] = []  # full masks, drawing order
     if objects is None:
         if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
-            raise ValueError(f"need 0 <= min_instances <= max_instances, 1 <= max_instances: "
-                             f"{min_instances}, {max_instances}")
+            raise ValueError(
+                f"need 0 <= min_instances <= max_instances, 1 <= max_instances: {min_instances}, {max_instances}"
+            )
         specs: list[ObjectSpec] = []
         visible: list[np.ndarray] = []
         for _ in range(int(rng.integers(min_instances, max_instances + 1))):
@@ -422,8 +436,15 @@ def render_scene(
     return_depth=True, a third element: depth float32 [H, W] in metres. See `build_scene` for details and
     for per-object bookkeeping (which spec each mask belongs to, drop counts)."""
     scene = build_scene(
-        rng, height, width, objects=objects, families=families, max_instances=max_instances, clutter=clutter,
-        return_depth=return_depth, background_depth_m=background_depth_m,
+        rng,
+        height,
+        width,
+        objects=objects,
+        families=families,
+        max_instances=max_instances,
+        clutter=clutter,
+        return_depth=return_depth,
+        background_depth_m=background_depth_m,
         min_visible_fraction=min_visible_fraction,
     )
     pairs = [(inst.category_id, inst.mask) for inst in scene.instances]
@@ -470,8 +491,14 @@ def generate_dataset(
     children = np.random.SeedSequence(int(seed)).spawn(int(num_images))
     for idx, child in enumerate(tqdm(children, desc="synthetic", unit="img", disable=not progress)):
         image_id = idx + 1
-        scene = build_scene(np.random.default_rng(child), height, width, families=[f.id for f in fams],
-                            max_instances=max_instances, clutter=clutter)
+        scene = build_scene(
+            np.random.default_rng(child),
+            height,
+            width,
+            families=[f.id for f in fams],
+            max_instances=max_instances,
+            clutter=clutter,
+        )
         name = f"{image_id:06d}.{fmt}"
         ok, buf = cv2.imencode(f".{fmt}", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR), params)
         if not ok:
@@ -480,15 +507,17 @@ def generate_dataset(
         images.append({"id": image_id, "file_name": name, "height": int(height), "width": int(width)})
         for inst in scene.instances:
             rle = encode_mask(inst.mask)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": inst.category_id,
-                "segmentation": rle,
-                "area": float(mask_utils.area(rle)),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": inst.category_id,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "iscrowd": 0,
+                }
+            )
     data = {
         "info": {
             "description": "shapemask_ros synthetic shapes",
