@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,7 +351,7 @@ class _Messages:
             ),
         )
 
-    def detections(self, header: Any, dets: list[tuple[str, str, float, tuple[float, ...]]]) -> Any:
+    def detections(self, header: Any, dets: Sequence[tuple[str, str, float, tuple[float, ...]]]) -> Any:
         items = []
         for cls, det_id, score, box in dets:
             hyp = self.f.make(

@@ -177,8 +177,7 @@ class BagReader:
         """Open the bag; BagError when it is missing, of an unsupported kind, or damaged and strict."""
         target = _resolve_bag_path(self.path)
         storage_file = self._recovery_file(target)
-        wal = storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file)
-        if wal:
+        if storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file):
             # rosbags opens databases immutable, which ignores the log: its rows would be silently lost
             if self.strict:
                 raise BagError(
@@ -234,7 +233,7 @@ class BagReader:
         if ok is None:
             scanned = McapRecovery(storage_file, None).open()
             index = Counter({(c.topic, c.msgtype): c.msgcount for c in self.reader.connections})
-            data = Counter()
+            data: Counter[tuple[str, str]] = Counter()
             for c in scanned.connections:
                 data[(c.topic, c.msgtype)] += c.msgcount
             ok = scanned.damage is None and +index == +data

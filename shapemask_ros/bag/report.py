@@ -194,7 +194,9 @@ class GroundTruth:
     @staticmethod
     def from_messages(messages: Iterable[Any], source: str) -> GroundTruth:
         """COCO ground truth from InstanceMaskArray messages (one per annotated image)."""
-        images, anns, names = [], [], {}
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        names: dict[str, int] = {}
         by_stamp: dict[int, int] = {}
         for msg in messages:
             stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
@@ -318,7 +320,7 @@ def geometry_summary(preds: Sequence[FramePrediction], gt: GroundTruth | None = 
     """Per-object 3D statistics of the frames that had geometry, and centroid error vs ground truth."""
     frames = [p for p in preds if p.centroids is not None]
     status: dict[str, int] = {}
-    depths = []
+    depths: list[float] = []
     for p in frames:
         for s in p.status:
             status[s] = status.get(s, 0) + 1

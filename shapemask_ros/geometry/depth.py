@@ -122,7 +122,7 @@ class CameraIntrinsics:
 
     @staticmethod
     def from_matrix(
-        k: np.ndarray | Sequence[float],
+        k: np.ndarray | Sequence[float] | Sequence[Sequence[float]],
         width: int,
         height: int,
         d: Sequence[float] = (),
@@ -176,13 +176,13 @@ class CameraIntrinsics:
             else:
                 ox = oy = 0  # ROI of all zeros = full resolution (REP 104)
         if bx > 1 or by > 1 or ox or oy:
-            k = k.reshape(3, 3).copy()
+            km = k.reshape(3, 3).copy()
             # Binned pixel u' covers full-res pixels [ox + u'b, ox + (u'+1)b): centre ox + u'b + (b-1)/2.
-            k[0, 0] /= bx
-            k[0, 2] = (k[0, 2] - ox - (bx - 1) / 2.0) / bx
-            k[1, 1] /= by
-            k[1, 2] = (k[1, 2] - oy - (by - 1) / 2.0) / by
-            k = k.reshape(-1)
+            km[0, 0] /= bx
+            km[0, 2] = (km[0, 2] - ox - (bx - 1) / 2.0) / bx
+            km[1, 1] /= by
+            km[1, 2] = (km[1, 2] - oy - (by - 1) / 2.0) / by
+            k = km.reshape(-1)
             width, height = width // bx, height // by
         return CameraIntrinsics.from_matrix(k, width, height, d, model)
 

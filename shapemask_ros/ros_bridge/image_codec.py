@@ -133,7 +133,7 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         raise ImageDecodeError("empty", "CompressedImage has no data")
     try:
         # UNCHANGED keeps 16-bit mono PNGs and alpha; the colour branches below normalise to RGB.
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        img: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         raise ImageDecodeError("decode_error", f"cv2.imdecode failed: {e}") from e
     if img is None or img.size == 0:

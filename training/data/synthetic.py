@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -297,6 +298,12 @@ def _background(rng: np.random.Generator, height: int, width: int, clutter: bool
     return img
 
 
+def _rgb(values: np.ndarray) -> tuple[int, int, int]:
+    """Three channel values as an RGB tuple of ints."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
 def random_object(
     rng: np.random.Generator,
     height: int,
@@ -312,7 +319,7 @@ def random_object(
     size = side * math.exp(rng.uniform(math.log(size_range[0]), math.log(size_range[1])))
     center = (float(rng.uniform(0.12, 0.88) * width), float(rng.uniform(0.12, 0.88) * height))
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(100, 255), rng.uniform(115, 255)]]], np.uint8)
-    color = tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+    color = _rgb(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
     texture = TEXTURES[int(rng.choice(len(TEXTURES), p=_TEXTURE_PROBS))]
     return ObjectSpec(
         family=fam.name,
@@ -322,7 +329,7 @@ def random_object(
         aspect=float(math.exp(rng.uniform(math.log(0.65), math.log(1.55)))),
         color=color,
         texture=texture,
-        color2=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        color2=_rgb(rng.integers(0, 256, 3)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -486,7 +493,8 @@ def generate_dataset(
     fams = resolve_families(families)
     image_dir = os.path.join(out_dir, "images")
     makedirs(image_dir)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     params = [int(cv2.IMWRITE_PNG_COMPRESSION), 3] if fmt == "png" else [int(cv2.IMWRITE_JPEG_QUALITY), 95]
     children = np.random.SeedSequence(int(seed)).spawn(int(num_images))
     for idx, child in enumerate(tqdm(children, desc="synthetic", unit="img", disable=not progress)):
