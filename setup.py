@@ -33,6 +33,7 @@ setup(
     package_data={"training": ["configs/*.yaml"]},
     # the .msg files are registered into a rosbags typestore at run time (bag I/O without ROS)
     data_files=[("share/shapemask_ros/msg", sorted(glob.glob("msg/*.msg")))],
+    license="Apache-2.0",
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={

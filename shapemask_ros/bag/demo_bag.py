@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ class _Messages:
             ),
         )
 
-    def detections(self, header: Any, dets: list[tuple[str, str, float, tuple[float, ...]]]) -> Any:
+    def detections(self, header: Any, dets: Sequence[tuple[str, str, float, tuple[float, ...]]]) -> Any:
         items = []
         for cls, det_id, score, box in dets:
             hyp = self.f.make(
@@ -359,9 +360,7 @@ class _Messages:
         return self.f.make("vision_msgs/msg/Detection2DArray", header=header, detections=items)
 
 
-def _annotation(
-    inst: Any, spec: Any, track: str, image_id: int, ann_id: int, k: np.ndarray
-) -> dict[str, Any]:
+def _annotation(inst: Any, spec: Any, track: str, image_id: int, ann_id: int, k: np.ndarray) -> dict[str, Any]:
     """COCO annotation of one visible object, with its track id, plane depth and true 3D centroid."""
     rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
     x1, y1, x2, y2 = _tight_box(inst.mask)
@@ -427,9 +426,7 @@ class _Recorder:
         depth_mm = _depth_mm(scene.depth, cfg, np.random.default_rng([cfg.seed, 1, t]))
         header = msgs.header(stamp)
         self._record(stamp + 3_000_000, IMAGE_TOPIC, rgb_to_image_msg(msgs.f, scene.image, header))
-        self._record(
-            stamp + 3_000_000, CAMERA_INFO_TOPIC, msgs.camera_info(header, self.k, cfg.width, cfg.height)
-        )
+        self._record(stamp + 3_000_000, CAMERA_INFO_TOPIC, msgs.camera_info(header, self.k, cfg.width, cfg.height))
         self._record(stamp + 6_000_000, DEPTH_TOPIC, msgs.depth(header, depth_mm))
         self._record(stamp + latency_ns, DETECTIONS_TOPIC, msgs.detections(header, dets))
         # Everything of later frames is received after the next stamp: write what came before it.
@@ -507,9 +504,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--objects", type=int, default=d.num_objects, help="number of moving objects")
     parser.add_argument("--storage", choices=sorted(STORAGES), default=d.storage)
-    parser.add_argument(
-        "--compress", action="store_true", help="zstd-compress (MCAP chunks / sqlite3 messages)"
-    )
+    parser.add_argument("--compress", action="store_true", help="zstd-compress (MCAP chunks / sqlite3 messages)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
 
 
@@ -536,8 +531,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, BagError) as e:
         print(f"shapemask make-demo-bag: error: {e}", file=sys.stderr)
         return 2
-    print(
-        f"bag: {result.bag}\nground truth: {result.gt}\n"
-        f"messages: {result.counts}\ndetector: {result.detector}"
-    )
+    print(f"bag: {result.bag}\nground truth: {result.gt}\nmessages: {result.counts}\ndetector: {result.detector}")
     return 0

@@ -177,8 +177,7 @@ class BagReader:
         """Open the bag; BagError when it is missing, of an unsupported kind, or damaged and strict."""
         target = _resolve_bag_path(self.path)
         storage_file = self._recovery_file(target)
-        wal = storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file)
-        if wal:
+        if storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file):
             # rosbags opens databases immutable, which ignores the log: its rows would be silently lost
             if self.strict:
                 raise BagError(
@@ -234,7 +233,7 @@ class BagReader:
         if ok is None:
             scanned = McapRecovery(storage_file, None).open()
             index = Counter({(c.topic, c.msgtype): c.msgcount for c in self.reader.connections})
-            data = Counter()
+            data: Counter[tuple[str, str]] = Counter()
             for c in scanned.connections:
                 data[(c.topic, c.msgtype)] += c.msgcount
             ok = scanned.damage is None and +index == +data
@@ -345,13 +344,9 @@ class BagReader:
         if info is None:
             candidates = [t.name for t in self.topics.values() if t.msgtype in accepted]
             hint = f" Topics of a suitable type: {', '.join(candidates)}." if candidates else ""
-            raise BagError(
-                f"{role} topic {topic!r} is not in {self.path}. Available: {self.describe_topics()}.{hint}"
-            )
+            raise BagError(f"{role} topic {topic!r} is not in {self.path}. Available: {self.describe_topics()}.{hint}")
         if info.msgtype not in accepted:
-            raise BagError(
-                f"{role} topic {topic!r} has type {info.declared_type!r}; expected one of {list(accepted)}"
-            )
+            raise BagError(f"{role} topic {topic!r} has type {info.declared_type!r}; expected one of {list(accepted)}")
         if info.count == 0:
             log.warning("%s topic %s has no messages", role, topic)
         return info
@@ -514,7 +509,5 @@ class BagReader:
             now = time.monotonic()
             if now - self._last_logged.get(key, -1e9) >= _LOG_EVERY_S:
                 self._last_logged[key] = now
-                log.warning(
-                    "skipped an undecodable message (%s total on %s): %s", self.dropped[key], msg.topic, e
-                )
+                log.warning("skipped an undecodable message (%s total on %s): %s", self.dropped[key], msg.topic, e)
             return None

@@ -341,12 +341,14 @@ class Sqlite3Recovery(_RecoveryBase):
         return self
 
     def close(self) -> None:
-        db = getattr(self, "_db", None)
+        # open() may have failed before either attribute was set; closing twice is harmless
+        db: sqlite3.Connection | None = getattr(self, "_db", None)
         if db is not None:
             db.close()
-            self._db = None
-        if getattr(self, "_tmp", None) is not None:
-            self._tmp.cleanup()
+            del self._db
+        tmp: tempfile.TemporaryDirectory | None = getattr(self, "_tmp", None)
+        if tmp is not None:
+            tmp.cleanup()
             self._tmp = None
 
     def _text(self, v: Any) -> str:

@@ -101,11 +101,7 @@ def frame_prediction(
     size = (int(instances.image_size[0]), int(instances.image_size[1]))
     boxes = np.asarray(instances.boxes, np.float64).reshape(n, 4)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1) if n else np.zeros((0, 4))
-    rles = (
-        [encode_mask(instances.masks[i], instances.regions[i], size) for i in range(n)]
-        if encode_masks
-        else []
-    )
+    rles = [encode_mask(instances.masks[i], instances.regions[i], size) for i in range(n)] if encode_masks else []
     centroids = None if objects is None else np.asarray(objects.centroids, np.float64).reshape(n, 3)
     status = list(objects.status) if objects is not None else []
     return FramePrediction(
@@ -178,15 +174,15 @@ class GroundTruth:
             if c is not None and (
                 not isinstance(c, list) or len(c) != 3 or not all(isinstance(v, (int, float)) for v in c)
             ):
-                raise BagError(
-                    f"ground truth {path}: annotation {ann.get('id')}: centroid_m must be [x, y, z]"
-                )
+                raise BagError(f"ground truth {path}: annotation {ann.get('id')}: centroid_m must be [x, y, z]")
         return GroundTruth(data, str(path), by_stamp)
 
     @staticmethod
     def from_messages(messages: Iterable[Any], source: str) -> GroundTruth:
         """COCO ground truth from InstanceMaskArray messages (one per annotated image)."""
-        images, anns, names = [], [], {}
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        names: dict[str, int] = {}
         by_stamp: dict[int, int] = {}
         for msg in messages:
             stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
@@ -255,9 +251,7 @@ def _agnostic(coco: dict[str, Any]) -> dict[str, Any]:
     return {"images": coco["images"], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
 
 
-def evaluate_accuracy(
-    gt: GroundTruth, preds: Sequence[FramePrediction], stamps_read: Iterable[int]
-) -> dict[str, Any]:
+def evaluate_accuracy(gt: GroundTruth, preds: Sequence[FramePrediction], stamps_read: Iterable[int]) -> dict[str, Any]:
     """Mask/box AP over the annotated images whose stamp was read from the bag (processed or not: a frame
     that was dropped counts as one with no detections)."""
     seen = set(int(s) for s in stamps_read)
@@ -268,9 +262,7 @@ def evaluate_accuracy(
         "iou_threshold_match": MATCH_IOU,
     }
     if not image_ids:
-        out["error"] = (
-            f"no image stamp of the bag is in the ground truth ({len(gt.image_by_stamp)} GT images)"
-        )
+        out["error"] = f"no image stamp of the bag is in the ground truth ({len(gt.image_by_stamp)} GT images)"
         return out
     results, unknown = _results(preds, gt, agnostic=False)
     m = evaluate(gt.coco, results, iou_types=("segm", "bbox"), image_ids=image_ids)
@@ -282,18 +274,14 @@ def evaluate_accuracy(
     ma = evaluate(_agnostic(gt.coco), results_a, iou_types=("segm",), image_ids=image_ids)
     out["mask_ap_agnostic"] = {k: v for k, v in ma["segm"].items() if k not in ("splits", "per_category")}
     names = {int(c["id"]): str(c["name"]) for c in gt.coco["categories"]}
-    out["mask_ap"]["per_category"] = {
-        names.get(int(k), str(k)): v for k, v in out["mask_ap"]["per_category"].items()
-    }
+    out["mask_ap"]["per_category"] = {names.get(int(k), str(k)): v for k, v in out["mask_ap"]["per_category"].items()}
     return out
 
 
 # ------------------------------------------------------------------------------------------------ 3D
 
 
-def match_masks(
-    dt: Sequence[dict], gt: Sequence[dict], threshold: float = MATCH_IOU
-) -> list[tuple[int, int, float]]:
+def match_masks(dt: Sequence[dict], gt: Sequence[dict], threshold: float = MATCH_IOU) -> list[tuple[int, int, float]]:
     """Greedy one-to-one pairs (dt index, gt index, IoU) with mask IoU >= threshold, best first."""
     if not dt or not gt:
         return []
@@ -316,7 +304,7 @@ def geometry_summary(preds: Sequence[FramePrediction], gt: GroundTruth | None = 
     """Per-object 3D statistics of the frames that had geometry, and centroid error vs ground truth."""
     frames = [p for p in preds if p.centroids is not None]
     status: dict[str, int] = {}
-    depths = []
+    depths: list[float] = []
     for p in frames:
         for s in p.status:
             status[s] = status.get(s, 0) + 1
@@ -339,9 +327,7 @@ def geometry_summary(preds: Sequence[FramePrediction], gt: GroundTruth | None = 
         if image_id is None:
             continue
         anns = [
-            a
-            for a in anns_by_image.get(image_id, [])
-            if "centroid_m" in a and isinstance(a.get("segmentation"), dict)
+            a for a in anns_by_image.get(image_id, []) if "centroid_m" in a and isinstance(a.get("segmentation"), dict)
         ]
         gt_objects += len(anns)
         for d, g, _iou in match_masks(p.rles, [a["segmentation"] for a in anns]):
@@ -392,9 +378,7 @@ def _pct(v: Any) -> float | None:
 
 def _lat_row(name: str, s: Mapping[str, Any]) -> str:
     return (
-        f"| {name} | "
-        + " | ".join(_fmt(s.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms"))
-        + " |"
+        f"| {name} | " + " | ".join(_fmt(s.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms")) + " |"
     )
 
 
@@ -424,18 +408,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         "",
         f"- input bag: `{inp['bag']}` ({inp.get('storage', '?')}, compression {inp.get('compression', '?')})",
         f"- image topic: `{inp['image_topic']}`; detections: "
-        + (
-            f"`{inp['detections_topic']}`"
-            if inp.get("detections_topic")
-            else "self-detection (model's own boxes)"
-        ),
+        + (f"`{inp['detections_topic']}`" if inp.get("detections_topic") else "self-detection (model's own boxes)"),
         f"- depth: `{inp.get('depth_topic') or '–'}`, camera info: `{inp.get('camera_info_topic') or '–'}`",
         f"- model: `{r['model']['path']}`, backend **{r['model']['backend']}**",
-        *(
-            [f"- **damaged input, read up to the damage**: {_damage_line(inp['damage'])}"]
-            if inp.get("damage")
-            else []
-        ),
+        *([f"- **damaged input, read up to the damage**: {_damage_line(inp['damage'])}"] if inp.get("damage") else []),
         f"- output bag: `{r['output']['bag']}`",
         "",
         "## Frames",
@@ -518,9 +494,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                     + " |"
                 )
             if acc.get("unknown_class_predictions"):
-                lines.append(
-                    f"\n{acc['unknown_class_predictions']} predictions had a class that is not a GT category."
-                )
+                lines.append(f"\n{acc['unknown_class_predictions']} predictions had a class that is not a GT category.")
     geo = r.get("geometry")
     if geo:
         lines += [

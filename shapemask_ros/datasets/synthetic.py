@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -101,8 +102,20 @@ _GEOMETRY: dict[str, list[tuple[np.ndarray, int]]] = {
     "cross": [
         (
             np.array(
-                [[-0.33, -1], [0.33, -1], [0.33, -0.33], [1, -0.33], [1, 0.33], [0.33, 0.33],
-                 [0.33, 1], [-0.33, 1], [-0.33, 0.33], [-1, 0.33], [-1, -0.33], [-0.33, -0.33]],
+                [
+                    [-0.33, -1],
+                    [0.33, -1],
+                    [0.33, -0.33],
+                    [1, -0.33],
+                    [1, 0.33],
+                    [0.33, 0.33],
+                    [0.33, 1],
+                    [-0.33, 1],
+                    [-0.33, 0.33],
+                    [-1, 0.33],
+                    [-1, -0.33],
+                    [-0.33, -0.33],
+                ],
                 dtype=np.float64,
             ),
             1,
@@ -270,8 +283,9 @@ def _background(rng: np.random.Generator, height: int, width: int, clutter: bool
     t = (xx / width * np.cos(ang) + yy / height * np.sin(ang) + 1.0) / 2.0
     img = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
     gh, gw = int(rng.integers(3, 9)), int(rng.integers(3, 9))
-    blobs = cv2.resize(rng.uniform(0, 255, (gh, gw, 3)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
+    blobs = cv2.resize(
+        rng.uniform(0, 255, (gh, gw, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     alpha = rng.uniform(0.2, 0.6)
     img = (1 - alpha) * img + alpha * blobs + rng.normal(0.0, rng.uniform(2.0, 10.0), img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
@@ -282,6 +296,12 @@ def _background(rng: np.random.Generator, height: int, width: int, clutter: bool
         color = tuple(int(v) for v in rng.integers(0, 256, 3))
         cv2.line(img, p1, p2, color, int(rng.integers(1, max(2, side // 64) + 1)), cv2.LINE_AA)
     return img
+
+
+def _rgb(values: np.ndarray) -> tuple[int, int, int]:
+    """Three channel values as an RGB tuple of ints."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
 
 
 def random_object(
@@ -299,7 +319,7 @@ def random_object(
     size = side * math.exp(rng.uniform(math.log(size_range[0]), math.log(size_range[1])))
     center = (float(rng.uniform(0.12, 0.88) * width), float(rng.uniform(0.12, 0.88) * height))
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(100, 255), rng.uniform(115, 255)]]], np.uint8)
-    color = tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+    color = _rgb(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
     texture = TEXTURES[int(rng.choice(len(TEXTURES), p=_TEXTURE_PROBS))]
     return ObjectSpec(
         family=fam.name,
@@ -309,7 +329,7 @@ def random_object(
         aspect=float(math.exp(rng.uniform(math.log(0.65), math.log(1.55)))),
         color=color,
         texture=texture,
-        color2=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        color2=_rgb(rng.integers(0, 256, 3)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -350,8 +370,9 @@ def build_scene(
     painted: list[np.ndarray] = []  # full masks, drawing order
     if objects is None:
         if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
-            raise ValueError(f"need 0 <= min_instances <= max_instances, 1 <= max_instances: "
-                             f"{min_instances}, {max_instances}")
+            raise ValueError(
+                f"need 0 <= min_instances <= max_instances, 1 <= max_instances: {min_instances}, {max_instances}"
+            )
         specs: list[ObjectSpec] = []
         visible: list[np.ndarray] = []
         for _ in range(int(rng.integers(min_instances, max_instances + 1))):
@@ -422,8 +443,15 @@ def render_scene(
     return_depth=True, a third element: depth float32 [H, W] in metres. See `build_scene` for details and
     for per-object bookkeeping (which spec each mask belongs to, drop counts)."""
     scene = build_scene(
-        rng, height, width, objects=objects, families=families, max_instances=max_instances, clutter=clutter,
-        return_depth=return_depth, background_depth_m=background_depth_m,
+        rng,
+        height,
+        width,
+        objects=objects,
+        families=families,
+        max_instances=max_instances,
+        clutter=clutter,
+        return_depth=return_depth,
+        background_depth_m=background_depth_m,
         min_visible_fraction=min_visible_fraction,
     )
     pairs = [(inst.category_id, inst.mask) for inst in scene.instances]
@@ -465,13 +493,20 @@ def generate_dataset(
     fams = resolve_families(families)
     image_dir = os.path.join(out_dir, "images")
     makedirs(image_dir)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     params = [int(cv2.IMWRITE_PNG_COMPRESSION), 3] if fmt == "png" else [int(cv2.IMWRITE_JPEG_QUALITY), 95]
     children = np.random.SeedSequence(int(seed)).spawn(int(num_images))
     for idx, child in enumerate(tqdm(children, desc="synthetic", unit="img", disable=not progress)):
         image_id = idx + 1
-        scene = build_scene(np.random.default_rng(child), height, width, families=[f.id for f in fams],
-                            max_instances=max_instances, clutter=clutter)
+        scene = build_scene(
+            np.random.default_rng(child),
+            height,
+            width,
+            families=[f.id for f in fams],
+            max_instances=max_instances,
+            clutter=clutter,
+        )
         name = f"{image_id:06d}.{fmt}"
         ok, buf = cv2.imencode(f".{fmt}", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR), params)
         if not ok:
@@ -480,15 +515,17 @@ def generate_dataset(
         images.append({"id": image_id, "file_name": name, "height": int(height), "width": int(width)})
         for inst in scene.instances:
             rle = encode_mask(inst.mask)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": inst.category_id,
-                "segmentation": rle,
-                "area": float(mask_utils.area(rle)),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": inst.category_id,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "iscrowd": 0,
+                }
+            )
     data = {
         "info": {
             "description": "shapemask_ros synthetic shapes",

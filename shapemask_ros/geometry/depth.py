@@ -116,15 +116,13 @@ class CameraIntrinsics:
                 f"(supported: {', '.join(_PINHOLE_MODELS + _FISHEYE_MODELS)})",
             )
         if self.distortion_model in _FISHEYE_MODELS and self.has_distortion and len(self.d) != 4:
-            raise GeometryError(
-                "bad_intrinsics", f"equidistant model needs 4 coefficients, got {len(self.d)}"
-            )
+            raise GeometryError("bad_intrinsics", f"equidistant model needs 4 coefficients, got {len(self.d)}")
 
     # -- construction
 
     @staticmethod
     def from_matrix(
-        k: np.ndarray | Sequence[float],
+        k: np.ndarray | Sequence[float] | Sequence[Sequence[float]],
         width: int,
         height: int,
         d: Sequence[float] = (),
@@ -178,13 +176,13 @@ class CameraIntrinsics:
             else:
                 ox = oy = 0  # ROI of all zeros = full resolution (REP 104)
         if bx > 1 or by > 1 or ox or oy:
-            k = k.reshape(3, 3).copy()
+            km = k.reshape(3, 3).copy()
             # Binned pixel u' covers full-res pixels [ox + u'b, ox + (u'+1)b): centre ox + u'b + (b-1)/2.
-            k[0, 0] /= bx
-            k[0, 2] = (k[0, 2] - ox - (bx - 1) / 2.0) / bx
-            k[1, 1] /= by
-            k[1, 2] = (k[1, 2] - oy - (by - 1) / 2.0) / by
-            k = k.reshape(-1)
+            km[0, 0] /= bx
+            km[0, 2] = (km[0, 2] - ox - (bx - 1) / 2.0) / bx
+            km[1, 1] /= by
+            km[1, 2] = (km[1, 2] - oy - (by - 1) / 2.0) / by
+            k = km.reshape(-1)
             width, height = width // bx, height // by
         return CameraIntrinsics.from_matrix(k, width, height, d, model)
 
@@ -343,9 +341,7 @@ def check_alignment(
     ih, iw = int(image_shape[0]), int(image_shape[1])
     reg = (registration or "none").strip().lower()
     if reg not in REGISTRATIONS:
-        raise GeometryError(
-            "bad_registration", f"registration must be one of {REGISTRATIONS}, got {registration!r}"
-        )
+        raise GeometryError("bad_registration", f"registration must be one of {REGISTRATIONS}, got {registration!r}")
     if min(dh, dw, ih, iw) <= 0:
         raise GeometryError("size_mismatch", f"empty image: depth {dw}x{dh}, colour {iw}x{ih}")
     if (dh, dw) == (ih, iw):

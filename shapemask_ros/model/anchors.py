@@ -32,12 +32,12 @@ def generate_anchors(image_size: int, cfg: AnchorConfig) -> np.ndarray:
     all_levels = []
     for level, (h, w) in level_shapes(image_size, cfg).items():
         stride = 2.0**level
-        sizes = []
+        wh = []
         for octave in range(cfg.num_scales):
             base = cfg.anchor_size * stride * 2.0 ** (octave / cfg.num_scales)
             for ar in cfg.aspect_ratios:
-                sizes.append((base * math.sqrt(ar), base / math.sqrt(ar)))
-        sizes = np.asarray(sizes)  # [a, 2] (w, h)
+                wh.append((base * math.sqrt(ar), base / math.sqrt(ar)))
+        sizes = np.asarray(wh)  # [a, 2] (w, h)
         cy, cx = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
         ctr = np.stack([cx, cy], -1).reshape(-1, 1, 2)
         half = sizes[None] / 2.0

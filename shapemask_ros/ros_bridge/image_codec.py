@@ -97,9 +97,7 @@ def _raw_pixels(msg: Any, channels: int, nbytes: int, big_endian: bool) -> np.nd
         raise ImageDecodeError("bad_size", f"step {step} < width*bytes_per_pixel {row}")
     data = _buffer(getattr(msg, "data", None))
     if data.size != step * height:
-        raise ImageDecodeError(
-            "bad_size", f"data has {data.size} bytes, expected step*height = {step * height}"
-        )
+        raise ImageDecodeError("bad_size", f"data has {data.size} bytes, expected step*height = {step * height}")
     rows = data.reshape(height, step)[:, :row]
     if nbytes == 1:
         return rows.reshape(height, width, channels)
@@ -127,9 +125,7 @@ def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
 def _decode_compressed(msg: Any) -> np.ndarray:
     fmt = str(getattr(msg, "format", "") or "").lower()
     if "compresseddepth" in fmt:
-        raise ImageDecodeError(
-            "unsupported_encoding", f"compressedDepth is not an image for the model: {fmt!r}"
-        )
+        raise ImageDecodeError("unsupported_encoding", f"compressedDepth is not an image for the model: {fmt!r}")
     if fmt and not any(c in fmt for c in _COMPRESSED_CODECS):
         raise ImageDecodeError("unsupported_encoding", f"compressed format {fmt!r} (want jpeg or png)")
     data = _buffer(getattr(msg, "data", None))
@@ -137,7 +133,7 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         raise ImageDecodeError("empty", "CompressedImage has no data")
     try:
         # UNCHANGED keeps 16-bit mono PNGs and alpha; the colour branches below normalise to RGB.
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        img: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         raise ImageDecodeError("decode_error", f"cv2.imdecode failed: {e}") from e
     if img is None or img.size == 0:
@@ -176,9 +172,7 @@ def image_to_rgb(msg: Any, type_name: str = IMAGE_TYPE) -> np.ndarray:
             raise ImageDecodeError("unsupported_encoding", f"message type {name!r} is not an image")
         encoding = getattr(msg, "encoding", None)
         if not isinstance(encoding, str) or encoding.strip() not in _ENCODINGS:
-            raise ImageDecodeError(
-                "unsupported_encoding", f"encoding {encoding!r}; supported: {sorted(_ENCODINGS)}"
-            )
+            raise ImageDecodeError("unsupported_encoding", f"encoding {encoding!r}; supported: {sorted(_ENCODINGS)}")
         channels, nbytes, order = _ENCODINGS[encoding.strip()]
         big = bool(_int_field(msg, "is_bigendian")) if nbytes > 1 else False
         return _to_rgb(_raw_pixels(msg, channels, nbytes, big), order)
@@ -196,9 +190,7 @@ def depth_to_array(msg: Any) -> np.ndarray:
     try:
         encoding = getattr(msg, "encoding", None)
         if not isinstance(encoding, str) or encoding.strip() not in _DEPTH_ENCODINGS:
-            raise ImageDecodeError(
-                "unsupported_encoding", f"depth encoding {encoding!r}; want 16UC1 or 32FC1"
-            )
+            raise ImageDecodeError("unsupported_encoding", f"depth encoding {encoding!r}; want 16UC1 or 32FC1")
         nbytes, _kind = _DEPTH_ENCODINGS[encoding.strip()]
         raw = _raw_pixels(msg, 1, nbytes, bool(_int_field(msg, "is_bigendian")))[..., 0]
         depth = raw.astype(np.float32)

@@ -78,7 +78,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     scale = size / max(h, w)
     new_w = min(size, max(1, round(w * scale)))
     new_h = min(size, max(1, round(h * scale)))
-    src = image.astype(np.float32)  # resize in float so no uint8 rounding happens before the model
+    src: np.ndarray = image.astype(np.float32)  # resize in float so no uint8 rounding happens before the model
     if (new_h, new_w) != (h, w):
         src = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     if src.ndim == 2:
@@ -120,9 +120,7 @@ def validate_boxes(
         if c.shape != (n,):
             raise ValueError(f"classes must have shape [{n}] (one per box), got {c.shape}")
         integral_float = (
-            np.issubdtype(c.dtype, np.floating)
-            and bool(np.all(np.isfinite(c)))
-            and bool(np.all(c == np.round(c)))
+            np.issubdtype(c.dtype, np.floating) and bool(np.all(np.isfinite(c))) and bool(np.all(c == np.round(c)))
         )
         if not (np.issubdtype(c.dtype, np.integer) or integral_float):
             raise ValueError(
