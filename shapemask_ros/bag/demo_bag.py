@@ -423,6 +423,8 @@ class _Recorder:
         for key, v in stats.items():
             self.detector[key] += v
         latency_ns = int(rng_det.uniform(*cfg.latency_s) * 1e9)
+        if scene.depth is None:  # cannot happen with return_depth=True; says so instead of a TypeError later
+            raise BagError("the synthetic renderer returned no depth image")
         depth_mm = _depth_mm(scene.depth, cfg, np.random.default_rng([cfg.seed, 1, t]))
         header = msgs.header(stamp)
         self._record(stamp + 3_000_000, IMAGE_TOPIC, rgb_to_image_msg(msgs.f, scene.image, header))
