@@ -121,9 +121,7 @@ def test_output_bag_report_and_perfect_ap(tmp_path, storage, compression):
 def test_gt_topic_and_self_detection(tmp_path):
     frames = 3
     bag = write_bag(tmp_path / "in", scene_bag_messages(frames, with_dets=False, gt_topic=True))
-    opts = BagEvalOptions(
-        bag=str(bag), image_topic=IMAGE, out=str(tmp_path / "out"), gt_topic=GT_TOPIC, overlays=0
-    )
+    opts = BagEvalOptions(bag=str(bag), image_topic=IMAGE, out=str(tmp_path / "out"), gt_topic=GT_TOPIC, overlays=0)
     r = evaluate_bag(opts, predictor=PerfectPredictor()).report
     assert r["input"]["detections_topic"] is None
     assert r["frames"]["processed"] == frames
@@ -135,14 +133,10 @@ def test_ap_drops_when_a_mask_is_wrong(tmp_path):
     frames = 3
     bag = write_bag(tmp_path / "in", scene_bag_messages(frames))
     gt = scene_gt(frames)
-    gt["annotations"][0]["category_id"] = (
-        3 if gt["annotations"][0]["category_id"] != 3 else 2
-    )  # a wrong class
+    gt["annotations"][0]["category_id"] = 3 if gt["annotations"][0]["category_id"] != 3 else 2  # a wrong class
     p = tmp_path / "gt.json"
     p.write_text(json.dumps(gt))
-    opts = BagEvalOptions(
-        bag=str(bag), image_topic=IMAGE, detections_topic=DETS, out=str(tmp_path / "o"), gt=str(p)
-    )
+    opts = BagEvalOptions(bag=str(bag), image_topic=IMAGE, detections_topic=DETS, out=str(tmp_path / "o"), gt=str(p))
     acc = evaluate_bag(opts, predictor=PerfectPredictor()).report["accuracy"]
     assert acc["mask_ap"]["AP"] < 100.0
     assert acc["mask_ap_agnostic"]["AP"] == pytest.approx(100.0)  # the masks themselves are all right
@@ -394,7 +388,7 @@ def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys
     import argparse
     import pathlib
 
-    from shapemask_ros.bag.bag_eval import add_args, options_from_args
+    from shapemask_ros.bag.eval_cli import add_args, options_from_args
 
     parser = argparse.ArgumentParser()
     add_args(parser)
