@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shapemask_ros.config import GeometryConfig
 from shapemask_ros.geometry import objects3d
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, depth_to_metres
 from shapemask_ros.geometry.objects3d import (
-    GeometryConfig,
     compute_objects3d,
     objects3d_from_instances,
     pca_box,
@@ -35,9 +35,7 @@ def rect_mask(x0: int, y0: int, x1: int, y1: int, shape=(H, W)) -> np.ndarray:
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    return float(
-        np.degrees(np.arccos(np.clip(abs(np.dot(a, b)) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
-    )
+    return float(np.degrees(np.arccos(np.clip(abs(np.dot(a, b)) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
 
 
 def test_fronto_parallel_plane_distance_normal_and_extent():
@@ -128,9 +126,7 @@ def test_depth_range_limits():
     depth_mm = np.full((H, W), 700, np.uint16)
     depth_mm[20:40, 20:60] = 5000
     depth = depth_to_metres(depth_mm, "16UC1")
-    obj = compute_objects3d(
-        depth, INTR, rect_mask(20, 20, 60, 60)[None], config=GeometryConfig(max_depth_m=4.0)
-    )
+    obj = compute_objects3d(depth, INTR, rect_mask(20, 20, 60, 60)[None], config=GeometryConfig(max_depth_m=4.0))
     assert obj.num_valid_points[0] == 800
 
 

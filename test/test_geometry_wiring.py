@@ -7,9 +7,7 @@ from collections import Counter
 
 import pytest
 
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.geometry.objects3d import GeometryConfig
-from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_PARAMS, geometry_config, validate_node_config
+from shapemask_ros.config import GEOMETRY_PARAMS, GeometryConfig, NodeConfig, geometry_config, validate_node_config
 from shapemask_ros.ros_bridge.sync import StampCache
 
 
@@ -23,9 +21,7 @@ def test_every_geometry_knob_is_a_node_parameter_with_the_same_default():
 
 
 def test_geometry_config_carries_the_parameters():
-    cfg = NodeConfig(
-        geometry_min_points=5, geometry_mad_k=2.5, depth_registration="scale", geometry_max_depth_m=3.0
-    )
+    cfg = NodeConfig(geometry_min_points=5, geometry_mad_k=2.5, depth_registration="scale", geometry_max_depth_m=3.0)
     geo = geometry_config(cfg)
     assert (geo.min_points, geo.mad_k, geo.registration, geo.max_depth_m) == (5, 2.5, "scale", 3.0)
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, validate_node_config
+from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
 from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 
 try:
@@ -281,9 +281,7 @@ def test_fuzz_processor_counts_instead_of_raising(encoding, height, width, step,
         assert proc.stats.processed == 1 and res.masks.image_height == height
         n_in = len(boxes) if with_detections else 0
         assert (
-            len(res.masks.instances)
-            + sum(v for k, v in res.dropped.items() if k not in ("clipped", "rotated"))
-            == n_in
+            len(res.masks.instances) + sum(v for k, v in res.dropped.items() if k not in ("clipped", "rotated")) == n_in
         )
 
 

@@ -30,10 +30,10 @@ from shapemask_ros.bag.reader import BagError, BagMessage, BagReader
 from shapemask_ros.bag.report import FramePrediction, GroundTruth, frame_prediction, write_report
 from shapemask_ros.bag.timing import TimedPredictor
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge.detections import DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.factory import RosbagsFactory, stamp_of, stamp_to_ns
-from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult, validate_node_config
+from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult
 from shapemask_ros.ros_bridge.image_codec import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
