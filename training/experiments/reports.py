@@ -64,6 +64,7 @@ def claim(text: str, measured: str, holds: bool | None) -> dict[str, Any]:
 
 
 def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
+    """The markdown table of the checked claims with their verdicts."""
     rows = [
         [c["claim"], c["measured"], {True: "reproduced", False: "NOT reproduced", None: "n/a"}[c["holds"]]]
         for c in claims
