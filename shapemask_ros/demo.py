@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_predictor, summary_lines
+from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_predictor
+from shapemask_ros.bag.eval_cli import summary_lines
 from shapemask_ros.bag.reader import BagError
 
 
@@ -31,11 +32,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     d = demo_bag.DemoBagConfig()
     parser.add_argument("--out", default="out", help="output directory (demo_bag/, bag_eval/)")
     parser.add_argument("--model", default="", help="model bundle (default: the shipped default model)")
-    parser.add_argument("--scene", choices=["tote", "synthetic"], default="tote",
-                        help="tote: the real ARC 2017 RGB-D scene; synthetic: moving synthetic shapes")
     parser.add_argument(
-        "--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "tensorflow"]
+        "--scene",
+        choices=["tote", "synthetic"],
+        default="tote",
+        help="tote: the real ARC 2017 RGB-D scene; synthetic: moving synthetic shapes",
     )
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "tensorflow"])
     parser.add_argument("--frames", type=int, default=None, help="frames (default: tote 24, synthetic 60)")
     parser.add_argument("--width", type=int, default=None, help="default: tote 512 (crop), synthetic 640")
     parser.add_argument("--height", type=int, default=None, help="default: tote 384 (crop), synthetic 480")

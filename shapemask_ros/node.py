@@ -42,6 +42,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 from rosidl_runtime_py.utilities import get_message
 
+from shapemask_ros.config import validate_node_config
 from shapemask_ros.ros_bridge.inbox import Inbox
 from shapemask_ros.ros_bridge.log_bridge import forward_logging
 from shapemask_ros.ros_bridge.node_health import (
@@ -66,7 +67,6 @@ from shapemask_ros.ros_bridge.node_params import (
     output_topic,
     parameter_specs,
     parse_node_args,
-    reliability_name,
     split_changes,
     uses_depth,
     uses_detector,
@@ -103,7 +103,7 @@ class RclpyFactory:
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
     """KEEP_LAST QoS of `depth` (at least 1) with 'reliable' or 'best_effort' reliability."""
-    reliable = reliability_name(reliability) == "reliable"
+    reliable = reliability == "reliable"  # validate_node_config allows only reliable | best_effort
     rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)), reliability=rel)
 
@@ -212,14 +212,9 @@ class ShapeMaskNode(LifecycleNode):
         return super().on_configure(state)
 
     def _configure(self) -> None:
-        cfg = config_from_parameters(self._parameter_values())
-        for rel in (
-            cfg.image_qos_reliability,
-            cfg.detections_qos_reliability,
-            cfg.depth_qos_reliability,
-            cfg.camera_info_qos_reliability,
-        ):
-            reliability_name(rel)
+        cfg, bad = validate_node_config(config_from_parameters(self._parameter_values()), {})
+        if bad:  # before the model is loaded: fail fast, naming every bad parameter
+            raise ValueError(f"invalid parameters: {bad}")
         from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
         from shapemask_ros.runtime.predictor import Predictor
 

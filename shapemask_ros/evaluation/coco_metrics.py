@@ -327,7 +327,8 @@ def evaluate(
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        stats: dict[str, Any] = {k: _coco_stat_pct(ev.stats[i]) for k, i in _STAT_INDEX.items()}  # + the two dicts below
+        # + the two dicts below
+        stats: dict[str, Any] = {k: _coco_stat_pct(ev.stats[i]) for k, i in _STAT_INDEX.items()}
         per_cat = per_category_ap(ev)
         stats["per_category"] = per_cat
         stats["splits"] = {name: split_ap(per_cat, ids) for name, ids in split_sets.items()}

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from shapemask_ros.config import DEPTH_REGISTRATIONS
+
 log = logging.getLogger(__name__)
 
 # Models handled by cv2.undistortPoints (k1 k2 p1 p2 [k3 [k4 k5 k6 ...]]) and by cv2.fisheye (k1..k4).
 _PINHOLE_MODELS = ("plumb_bob", "rational_polynomial")
 _FISHEYE_MODELS = ("equidistant",)
 _UNDISTORT_CRITERIA = (3, 30, 1e-9)  # cv2.TERM_CRITERIA_COUNT | EPS, enough for sub-1e-6 ray error
-
-REGISTRATIONS = ("none", "scale")
 
 
 class GeometryError(ValueError):
@@ -340,8 +340,10 @@ def check_alignment(
     dh, dw = int(depth_shape[0]), int(depth_shape[1])
     ih, iw = int(image_shape[0]), int(image_shape[1])
     reg = (registration or "none").strip().lower()
-    if reg not in REGISTRATIONS:
-        raise GeometryError("bad_registration", f"registration must be one of {REGISTRATIONS}, got {registration!r}")
+    if reg not in DEPTH_REGISTRATIONS:
+        raise GeometryError(
+            "bad_registration", f"registration must be one of {DEPTH_REGISTRATIONS}, got {registration!r}"
+        )
     if min(dh, dw, ih, iw) <= 0:
         raise GeometryError("size_mismatch", f"empty image: depth {dw}x{dh}, colour {iw}x{ih}")
     if (dh, dw) == (ih, iw):

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from shapemask_ros.config import GeometryConfig
 from shapemask_ros.geometry.depth import (
-    REGISTRATIONS,
     Alignment,
     CameraIntrinsics,
     GeometryError,
@@ -42,35 +42,6 @@ STATUS_NO_DEPTH = "no_depth"  # the mask has pixels but none has a valid depth
 STATUS_EMPTY_MASK = "empty_mask"  # the mask has no pixel inside the depth image
 STATUS_BAD_MASK = "bad_mask"  # mask and region disagree (logged); nothing computed
 MAD_TO_SIGMA = 1.4826
-
-
-@dataclass
-class GeometryConfig:
-    """Parameters of the 3D outputs (candidates for NodeConfig; defaults suit RGB-D cameras at 0.3-3 m)."""
-
-    min_points: int = 30  # fewer inliers -> status too_few_points (object kept)
-    mad_k: float = 3.0  # band half-width in robust standard deviations; <= 0 disables the MAD band
-    min_band_m: float = 0.02  # lower bound of the band half-width: sensor noise and curved surfaces
-    percentile_low: float = 0.0  # additional percentile band of valid depths; 0 / 100 = off
-    percentile_high: float = 100.0
-    min_depth_m: float = 0.0  # readings outside [min_depth_m, max_depth_m] are invalid; 0 = no limit
-    max_depth_m: float = 0.0
-    registration: str = "none"  # none | scale: how colour-image masks map onto the depth image
-
-    def __post_init__(self) -> None:
-        if self.min_points < 1:
-            raise ValueError(f"min_points must be >= 1, got {self.min_points}")
-        if self.min_band_m < 0:
-            raise ValueError(f"min_band_m must be >= 0, got {self.min_band_m}")
-        if not 0.0 <= self.percentile_low < self.percentile_high <= 100.0:
-            raise ValueError(
-                f"need 0 <= percentile_low < percentile_high <= 100, got "
-                f"{self.percentile_low}, {self.percentile_high}"
-            )
-        if self.min_depth_m < 0 or self.max_depth_m < 0 or (0 < self.max_depth_m <= self.min_depth_m):
-            raise ValueError(f"bad depth range [{self.min_depth_m}, {self.max_depth_m}]")
-        if (self.registration or "none").strip().lower() not in REGISTRATIONS:
-            raise ValueError(f"registration must be one of {REGISTRATIONS}, got {self.registration!r}")
 
 
 @dataclass

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 import traceback
-import typing
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.geometry.depth import REGISTRATIONS, CameraIntrinsics, GeometryError
+from shapemask_ros.config import GEOMETRY_PARAMS, NodeConfig, cache_size_for, geometry_config, validate_node_config
+from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
 from shapemask_ros.geometry.objects3d import (
-    GeometryConfig,
     Objects3D,
     objects3d_from_instances,
 )
@@ -60,7 +57,7 @@ from shapemask_ros.ros_bridge.image_codec import (
 )
 from shapemask_ros.ros_bridge.messages import instances_to_mask_array, objects3d_message
 from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
-from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer, cache_size_for
+from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.overlay import overlay_image
 
@@ -101,17 +98,6 @@ GEOMETRY_REASONS = (
     "depth_evicted",  # depth message pushed out of its full cache
     "depth_unused",  # depth message older than a processed frame's match (depth faster than processing)
 )
-# Mapping of the NodeConfig parameters onto geometry.objects3d.GeometryConfig (every field of it).
-GEOMETRY_PARAMS: dict[str, str] = {
-    "geometry_min_points": "min_points",
-    "geometry_mad_k": "mad_k",
-    "geometry_min_band_m": "min_band_m",
-    "geometry_percentile_low": "percentile_low",
-    "geometry_percentile_high": "percentile_high",
-    "geometry_min_depth_m": "min_depth_m",
-    "geometry_max_depth_m": "max_depth_m",
-    "depth_registration": "registration",
-}
 DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, frames stop waiting for it
 
 # Parameters the processor applies while running. The rest (model, backend, topics, QoS, namespace)
@@ -137,10 +123,6 @@ RUNTIME_PARAMS = frozenset(
         *GEOMETRY_PARAMS,
     }
 )
-MAX_IMAGE_CACHE = 256  # raw images held for matching; 256 x 1080p rgb8 is ~1.6 GB already
-MAX_OBJECTS_LIMIT = 65535  # the mono16 label image numbers objects 1..65535
-_BACKENDS = ("auto", "tensorrt", "onnxruntime", "tensorflow")
-_RELIABILITY = ("reliable", "best_effort")
 _LOG_EVERY_S = 5.0
 
 
@@ -194,122 +176,6 @@ class ProcessorStats:
         if self.geometry_error:
             out["geometry_error"] = self.geometry_error
         return out
-
-
-def _coerce_param(name: str, tp: Any, value: Any) -> Any:
-    """Value of a ROS parameter update as the NodeConfig field type; ValueError with a reason otherwise."""
-    if tp is bool:
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"expected bool, got {value!r}")
-        return bool(value)
-    if tp is int:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"expected int, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)
-        ):
-            raise ValueError(f"expected float, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"expected a finite float, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"expected string, got {value!r}")
-        return value
-    if typing.get_origin(tp) is tuple:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list of strings, got {value!r}")
-        if not all(isinstance(v, str) for v in value):
-            raise ValueError(f"expected a list of strings, got {value!r}")
-        return tuple(value)
-    raise ValueError(f"unsupported parameter type {tp}")  # pragma: no cover - NodeConfig has no others
-
-
-def _check_ranges(cfg: NodeConfig) -> dict[str, str]:
-    """Range checks on a whole NodeConfig -> {field: reason} (empty when valid)."""
-    bad: dict[str, str] = {}
-    for name in ("score_threshold", "mask_threshold"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            bad[name] = "must be in [0, 1]"
-    if not 1 <= cfg.max_objects <= MAX_OBJECTS_LIMIT:
-        bad["max_objects"] = f"must be in [1, {MAX_OBJECTS_LIMIT}] (mono16 label image)"
-    for name in ("image_qos_depth", "detections_qos_depth"):
-        if getattr(cfg, name) < 1:
-            bad[name] = "must be >= 1"
-    for name in ("image_qos_reliability", "detections_qos_reliability"):
-        if getattr(cfg, name) not in _RELIABILITY:
-            bad[name] = f"must be one of {list(_RELIABILITY)}"
-    if cfg.backend not in _BACKENDS:
-        bad["backend"] = f"must be one of {list(_BACKENDS)}"
-    for name in ("detection_image_width", "detection_image_height"):
-        if getattr(cfg, name) < 0:
-            bad[name] = "must be >= 0 (0 = same size as the camera image)"
-    for name in ("sync_slop_s", "detector_latency_s", "no_input_warn_s"):
-        if getattr(cfg, name) < 0:
-            bad[name] = "must be >= 0"
-    if cfg.expected_rate_hz <= 0:
-        bad["expected_rate_hz"] = "must be > 0"
-    elif (
-        cfg.detector_latency_s >= 0
-        and cache_size_for(cfg.expected_rate_hz, cfg.detector_latency_s) > MAX_IMAGE_CACHE
-    ):
-        reason = f"image cache ceil(rate * latency) + 2 would exceed {MAX_IMAGE_CACHE} images"
-        bad["expected_rate_hz"] = bad["detector_latency_s"] = reason
-    for name in ("depth_qos_depth", "camera_info_qos_depth"):
-        if getattr(cfg, name) < 1:
-            bad[name] = "must be >= 1"
-    for name in ("depth_qos_reliability", "camera_info_qos_reliability"):
-        if getattr(cfg, name) not in _RELIABILITY:
-            bad[name] = f"must be one of {list(_RELIABILITY)}"
-    if cfg.depth_wait_s < 0:
-        bad["depth_wait_s"] = "must be >= 0"
-    if cfg.depth_registration not in REGISTRATIONS:
-        bad["depth_registration"] = f"must be one of {list(REGISTRATIONS)}"
-    else:
-        try:
-            geometry_config(cfg)
-        except ValueError as e:  # GeometryConfig checks the combination (e.g. percentile_low < _high)
-            bad.update({name: str(e) for name in GEOMETRY_PARAMS if name != "depth_registration"})
-    if not cfg.image_topic:
-        bad["image_topic"] = "must not be empty"
-    if not cfg.output_namespace:
-        bad["output_namespace"] = "must not be empty"
-    return bad
-
-
-def geometry_config(cfg: NodeConfig) -> GeometryConfig:
-    """GeometryConfig from the geometry_* and depth_registration parameters (ValueError when out of range)."""
-    return GeometryConfig(**{geo: getattr(cfg, name) for name, geo in GEOMETRY_PARAMS.items()})
-
-
-def validate_node_config(cfg: NodeConfig, changes: dict[str, Any]) -> tuple[NodeConfig, dict[str, str]]:
-    """Apply `changes` to a copy of `cfg`, checking names, types and ranges.
-
-    Returns (new config, {} ) when all are valid, else (cfg unchanged, {name: reason}). Does not check
-    which parameters may change at run time (`FrameProcessor.update` does); usable at node configure.
-    """
-    hints = typing.get_type_hints(NodeConfig)
-    rejected: dict[str, str] = {}
-    coerced: dict[str, Any] = {}
-    for name, value in changes.items():
-        if name not in hints:
-            rejected[name] = "unknown parameter"
-            continue
-        try:
-            coerced[name] = _coerce_param(name, hints[name], value)
-        except ValueError as e:
-            rejected[name] = str(e)
-    if rejected:
-        return cfg, rejected
-    new = dataclasses.replace(cfg, **coerced)
-    bad = _check_ranges(new)
-    # A range problem in a field nobody touched (e.g. cache size) is blamed on the changed ones.
-    rejected = {k: v for k, v in bad.items() if k in coerced}
-    if bad and not rejected:
-        rejected = {k: "; ".join(f"{b}: {r}" for b, r in bad.items()) for k in coerced} or dict(bad)
-    return (cfg, rejected) if rejected else (new, {})
 
 
 def _image_type_of(msg: Any) -> str:
@@ -455,9 +321,7 @@ class FrameProcessor:
             jump_ns = int(max(1.0, 2.0 * self.cfg.detector_latency_s) * 1e9)
             if self._last_ns - key > jump_ns:
                 self.stats.dropped["time_reset"] += 1
-                self._warn(
-                    "time_reset", f"clock jumped back {(self._last_ns - key) / 1e9:.3f} s; caches cleared"
-                )
+                self._warn("time_reset", f"clock jumped back {(self._last_ns - key) / 1e9:.3f} s; caches cleared")
                 self._sync.clear()
                 self._depth.clear()
                 self._latest = None
@@ -783,9 +647,7 @@ class FrameProcessor:
         self.stats.backend = backend
         masks = instances_to_mask_array(self.factory, instances, header, names, parsed, backend=backend)
         labels = (
-            labels_to_image_msg(self.factory, instances.label_image(), header)
-            if self.cfg.publish_label_image
-            else None
+            labels_to_image_msg(self.factory, instances.label_image(), header) if self.cfg.publish_label_image else None
         )
         detections = (
             instances_to_detections(self.factory, instances, header, names, parsed)

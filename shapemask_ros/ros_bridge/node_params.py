@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import io
 import math
-import tokenize
 import typing
 from array import array as PyArray
 from collections.abc import Mapping
@@ -73,31 +70,6 @@ class ParamSpec:
     description: str
 
 
-def field_comments(cls: type) -> dict[str, str]:
-    """Trailing `# comment` of each field line in `cls`'s source ({} when the source is unavailable)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out: dict[str, str] = {}
-    line_tokens: list[tokenize.TokenInfo] = []
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type in (tokenize.NEWLINE, tokenize.NL):
-            significant = [t for t in line_tokens if t.type not in (tokenize.INDENT, tokenize.DEDENT)]
-            comments = [t.string for t in significant if t.type == tokenize.COMMENT]
-            if (
-                len(significant) >= 3
-                and significant[0].type == tokenize.NAME
-                and significant[1].string == ":"
-                and comments
-            ):
-                out[significant[0].string] = comments[-1].lstrip("#").strip()
-            line_tokens = []
-        else:
-            line_tokens.append(tok)
-    return out
-
-
 def _ros_type(tp: Any, name: str) -> str:
     if tp in _SCALAR_ROS_TYPES:
         return _SCALAR_ROS_TYPES[tp]
@@ -109,15 +81,18 @@ def _ros_type(tp: Any, name: str) -> str:
 
 
 def parameter_specs(cls: type = NodeConfig) -> list[ParamSpec]:
-    """One ParamSpec per dataclass field: names, defaults and types come from the dataclass only."""
+    """One ParamSpec per dataclass field: names, defaults, types and descriptions come from the dataclass
+    only (the description from the field metadata, `config._param`); a field without one is a TypeError."""
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
     specs = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        ros_type = _ros_type(hints[f.name], f.name)
+        description = f.metadata.get("description", "").strip()
+        if not description:
+            raise TypeError(f"{cls.__name__}.{f.name}: no description in its field metadata")
         restart = " [requires reconfigure]" if f.name in RESTART_PARAMS else ""
-        desc = (comments.get(f.name) or f.name.replace("_", " ")) + restart
-        specs.append(ParamSpec(f.name, default, _ros_type(hints[f.name], f.name), desc))
+        specs.append(ParamSpec(f.name, default, ros_type, description + restart))
     return specs
 
 
@@ -134,9 +109,7 @@ def config_from_parameters(values: Mapping[str, Any], base: NodeConfig | None = 
             continue
         if isinstance(value, (list, tuple, PyArray, np.ndarray)):
             value = [v for v in list(value) if not (isinstance(v, str) and v == "")]
-        elif (
-            name in hints and hints[name] is float and isinstance(value, int) and not isinstance(value, bool)
-        ):
+        elif name in hints and hints[name] is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         overrides[name] = value
     return merge(base or NodeConfig(), overrides)
@@ -198,14 +171,6 @@ def output_topic(namespace: str, name: str) -> str:
     """`<namespace>/<name>`; an empty namespace leaves the topic relative to the node's namespace."""
     ns = namespace.strip().rstrip("/")
     return f"{ns}/{name}" if ns else name
-
-
-def reliability_name(value: str) -> str:
-    """Normalise a QoS reliability parameter to 'reliable' | 'best_effort' (ValueError otherwise)."""
-    v = value.strip().lower().replace("-", "_")
-    if v not in ("reliable", "best_effort"):
-        raise ValueError(f"QoS reliability must be 'reliable' or 'best_effort', got {value!r}")
-    return v
 
 
 def image_cache_size(cfg: NodeConfig) -> int:

@@ -30,15 +30,6 @@ from shapemask_ros.ros_bridge.factory import stamp_to_ns
 Stamp = tuple[int, int]
 
 
-def cache_size_for(rate_hz: float, latency_s: float) -> int:
-    """Image cache size that covers the detector latency: ceil(rate * latency) + 2."""
-    if not (math.isfinite(rate_hz) and rate_hz > 0):
-        raise ValueError(f"expected_rate_hz must be > 0, got {rate_hz}")
-    if not (math.isfinite(latency_s) and latency_s >= 0):
-        raise ValueError(f"detector_latency_s must be >= 0, got {latency_s}")
-    return math.ceil(rate_hz * latency_s) + 2
-
-
 class Pair(NamedTuple):
     """A matched image and detection array with their header stamps."""
 
@@ -154,9 +145,7 @@ class StampCache:
     than processing).
     """
 
-    def __init__(
-        self, slop_s: float, size: int, counters: Counter, evicted_key: str, unused_key: str
-    ) -> None:
+    def __init__(self, slop_s: float, size: int, counters: Counter, evicted_key: str, unused_key: str) -> None:
         self._items: dict[int, tuple[Stamp, Any]] = {}
         self.counters = counters
         self.evicted_key, self.unused_key = evicted_key, unused_key

@@ -373,7 +373,7 @@ def test_compressed_image_topic(tmp_path):
 def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys):
     import argparse
 
-    from shapemask_ros.bag.bag_eval import add_args, options_from_args
+    from shapemask_ros.bag.eval_cli import add_args, options_from_args
 
     parser = argparse.ArgumentParser()
     add_args(parser)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shapemask_ros.config import GeometryConfig
 from shapemask_ros.geometry import objects3d
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, depth_to_metres
 from shapemask_ros.geometry.objects3d import (
-    GeometryConfig,
     compute_objects3d,
     objects3d_from_instances,
     pca_box,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from support import REPO as REPO_ROOT
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge import inbox as inbox_mod
 from shapemask_ros.ros_bridge import node_health
 from shapemask_ros.ros_bridge import node_params as node_mod
@@ -46,18 +46,24 @@ def test_parameter_specs_mirror_nodeconfig():
         assert spec.ros_type == ros_type, name
         assert spec.description.strip(), f"{name} has no description"
         assert ("[requires reconfigure]" in spec.description) == (name in node_mod.RESTART_PARAMS)
-    # descriptions come from the comments in config.py (one place to document a field)
+    # descriptions come from the field metadata in config.py (one place to document a field)
     assert specs["sync_slop_s"].description.startswith("approximate match window")
 
 
-def test_field_comments_and_unsupported_types():
+def test_descriptions_come_from_field_metadata_and_unsupported_types():
     @dataclasses.dataclass
     class Demo:
-        a: int = 1  # first comment
-        b: str = "x # not a comment"
-        c: float = 2.0  # third
+        a: int = dataclasses.field(default=1, metadata={"description": "first description"})
+        c: float = dataclasses.field(default=2.0, metadata={"description": "third"})
 
-    assert node_mod.field_comments(Demo) == {"a": "first comment", "c": "third"}
+    assert {s.name: s.description for s in node_mod.parameter_specs(Demo)} == {"a": "first description", "c": "third"}
+
+    @dataclasses.dataclass
+    class Undocumented:
+        a: int = 1  # a comment is not a description
+
+    with pytest.raises(TypeError, match="Undocumented.a: no description"):
+        node_mod.parameter_specs(Undocumented)
 
     @dataclasses.dataclass
     class Bad:
@@ -135,9 +141,13 @@ def test_topic_and_mode_helpers():
     assert not node_mod.uses_detector(NodeConfig(self_detect=True))
     assert node_mod.output_topic("/shapemask/", "masks") == "/shapemask/masks"
     assert node_mod.output_topic("", "masks") == "masks"
-    assert node_mod.reliability_name("Best-Effort") == "best_effort"
-    with pytest.raises(ValueError, match="reliable"):
-        node_mod.reliability_name("sometimes")
+    # QoS reliability: exactly one of the two names (validated with every other parameter, config.py)
+    assert not validate_node_config(NodeConfig(), {"image_qos_reliability": "best_effort"})[1]
+    for value in ("sometimes", "Best-Effort"):
+        assert (
+            "reliable"
+            in validate_node_config(NodeConfig(), {"image_qos_reliability": value})[1]["image_qos_reliability"]
+        )
     # cache covers rate x detector latency (+2); self-detection only needs the newest image
     assert node_mod.image_cache_size(NodeConfig(expected_rate_hz=30.0, detector_latency_s=0.5)) == 17
     assert node_mod.image_cache_size(NodeConfig(detections_topic="")) == 1

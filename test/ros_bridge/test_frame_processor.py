@@ -20,8 +20,8 @@ from support.ros import (
     rgb_image_msg,
 )
 
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, validate_node_config
+from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
 from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 
 H, W = 48, 64

@@ -7,9 +7,7 @@ from collections import Counter
 
 import pytest
 
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.geometry.objects3d import GeometryConfig
-from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_PARAMS, geometry_config, validate_node_config
+from shapemask_ros.config import GEOMETRY_PARAMS, GeometryConfig, NodeConfig, geometry_config, validate_node_config
 from shapemask_ros.ros_bridge.sync import StampCache
 
 

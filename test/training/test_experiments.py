@@ -14,12 +14,19 @@ import pytest
 from support import REPO as REPO_ROOT
 from support.configs import tiny_model_config
 
+from training.evaluation import box_fill_predict
 from training.experiments import STUDIES, less_data, mask_width, novel_categories, perturbed_boxes
-from training.experiments import common as c
 from training.experiments.__main__ import main
+from training.experiments.budgets import BUDGETS, MODEL_SEED, Budget, get_budget
+from training.experiments.data_cache import SyntheticData, priors_path, subsample_image_ids
+from training.experiments.plots import new_figure
+from training.experiments.reports import output_stem, write_report
+from training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, check_split
+from training.experiments.study import plan_variants
+from training.experiments.variants import select_variants, variant_config
 
 MODULES = {m.STUDY: m for m in (novel_categories, perturbed_boxes, less_data, mask_width)}
-FAKE_DATA = c.SyntheticData(
+FAKE_DATA = SyntheticData(
     root="/w/data/d",
     train_json="/w/data/d/train/annotations.json",
     train_image_dir="/w/data/d/train/images",
@@ -30,13 +37,13 @@ FAKE_DATA = c.SyntheticData(
 )
 
 
-def _configs(budget: c.Budget, work_dir: str = "/w") -> dict:
+def _configs(budget: Budget, work_dir: str = "/w") -> dict:
     """(study, variant) -> resolved config, with the priors path run_variant would use."""
     out = {}
     for study, module in MODULES.items():
         for v in module.variants():
-            priors = c.priors_path(work_dir, FAKE_DATA, budget, v.prior_ids, v.fraction)
-            out[study, v.name] = c.variant_config(study, budget, FAKE_DATA, work_dir, v, priors)
+            priors = priors_path(work_dir, FAKE_DATA, budget, v.prior_ids, v.fraction)
+            out[study, v.name] = variant_config(study, budget, FAKE_DATA, work_dir, v, priors)
     return out
 
 
@@ -44,10 +51,10 @@ def _configs(budget: c.Budget, work_dir: str = "/w") -> dict:
 def test_split_partitions_the_families_with_a_hole_and_a_concave_shape_on_each_side():
     from shapemask_ros.datasets.synthetic import SHAPE_FAMILIES, resolve_family
 
-    c.check_split()
-    assert set(c.SEEN_FAMILY_IDS).isdisjoint(c.NOVEL_FAMILY_IDS)
-    assert set(c.SEEN_FAMILY_IDS) | set(c.NOVEL_FAMILY_IDS) == {f.id for f in SHAPE_FAMILIES}
-    for half in (c.SEEN_FAMILY_IDS, c.NOVEL_FAMILY_IDS):
+    check_split()
+    assert set(SEEN_FAMILY_IDS).isdisjoint(NOVEL_FAMILY_IDS)
+    assert set(SEEN_FAMILY_IDS) | set(NOVEL_FAMILY_IDS) == {f.id for f in SHAPE_FAMILIES}
+    for half in (SEEN_FAMILY_IDS, NOVEL_FAMILY_IDS):
         fams = [resolve_family(i) for i in half]
         assert any(f.has_hole for f in fams) and any(f.concave for f in fams)
         assert any(not f.has_hole and not f.concave for f in fams)  # and a convex one
@@ -55,30 +62,30 @@ def test_split_partitions_the_families_with_a_hole_and_a_concave_shape_on_each_s
 
 def test_check_split_rejects_unbalanced_or_broken_splits():
     with pytest.raises(ValueError, match="hole"):
-        c.check_split(seen=(1, 2, 3, 4, 5), novel=(6, 7, 8, 9, 10))  # both hole families seen
+        check_split(seen=(1, 2, 3, 4, 5), novel=(6, 7, 8, 9, 10))  # both hole families seen
     with pytest.raises(ValueError, match="overlap"):
-        c.check_split(seen=(1, 3, 5, 7, 9), novel=(1, 2, 4, 6, 8, 10))
+        check_split(seen=(1, 3, 5, 7, 9), novel=(1, 2, 4, 6, 8, 10))
     with pytest.raises(ValueError, match="cover"):
-        c.check_split(seen=(1, 3), novel=(2, 4))
+        check_split(seen=(1, 3), novel=(2, 4))
 
 
 # ---------------------------------------------------------------------------------------------- subsets
 def test_subsampled_image_ids_are_nested_and_near_the_fraction():
     ids = list(range(1, 3001))
-    subsets = {f: set(c.subsample_image_ids(ids, f)) for f in (1.0, 0.5, 0.1, 0.01)}
+    subsets = {f: set(subsample_image_ids(ids, f)) for f in (1.0, 0.5, 0.1, 0.01)}
     assert subsets[0.01] <= subsets[0.1] <= subsets[0.5] <= subsets[1.0] == set(ids)
     for f, kept in subsets.items():
         sd = math.sqrt(len(ids) * f * (1 - f))
         assert abs(len(kept) - f * len(ids)) <= 4 * sd + 1, (f, len(kept))
     assert subsets[0.01], "1/100 of 3000 ids must keep some"
     with pytest.raises(ValueError, match="fraction"):
-        c.subsample_image_ids(ids, 0.0)
+        subsample_image_ids(ids, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ configs
-@pytest.mark.parametrize("budget", list(c.BUDGETS))
+@pytest.mark.parametrize("budget", list(BUDGETS))
 def test_studies_share_exactly_the_models_whose_configs_coincide(budget):
-    b = c.get_budget(budget)
+    b = get_budget(budget)
     cfgs = _configs(b)
     shared = [
         (("novel_categories", "full"), ("less_data", "fraction_1")),
@@ -97,9 +104,9 @@ def test_studies_share_exactly_the_models_whose_configs_coincide(budget):
 
 
 def test_variant_configs_switch_only_what_each_study_varies():
-    budget = c.get_budget("short")
+    budget = get_budget("short")
     cfgs = _configs(budget)
-    seen = ",".join(map(str, c.SEEN_FAMILY_IDS))
+    seen = ",".join(map(str, SEEN_FAMILY_IDS))
     switches = {
         name: (
             cfgs["novel_categories", name].model.mask.use_shape_prior,
@@ -133,10 +140,10 @@ def test_variant_configs_switch_only_what_each_study_varies():
         assert (t.steps, t.batch_size, t.seed, cfg.model.image_size) == (
             budget.steps_for(study),
             budget.batch_size,
-            c.MODEL_SEED,
+            MODEL_SEED,
             budget.image_size,
         )
-        assert list(t.lr_decay_steps) == list(c.Budget.lr_decay_steps(t.steps))
+        assert list(t.lr_decay_steps) == list(Budget.lr_decay_steps(t.steps))
         assert cfg.data.max_instances == budget.objects_per_image
         assert cfg.data.train_pattern == FAKE_DATA.train_pattern
         assert cfg.model.detector.num_classes == 10
@@ -146,11 +153,11 @@ def test_width_depth_check_changes_only_the_mask_heads_depth():
     from shapemask_ros.config import to_dict
     from training.experiments.width_depth_check import depth_variants
 
-    budget = c.get_budget("full")
+    budget = get_budget("full")
     study = _configs(budget)["mask_width", "width_16"]
     (v,) = depth_variants((16,), 4)
-    priors = c.priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
-    deep = c.variant_config("mask_width", budget, FAKE_DATA, "/w", v, priors)
+    priors = priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
+    deep = variant_config("mask_width", budget, FAKE_DATA, "/w", v, priors)
     assert (deep.model.mask.channels, deep.model.mask.num_convs) == (16, 4) != (16, study.model.mask.num_convs)
     assert deep.model_dir != study.model_dir  # its own cached model
     a, b = to_dict(study), to_dict(deep)
@@ -161,27 +168,27 @@ def test_width_depth_check_changes_only_the_mask_heads_depth():
 
 
 def test_another_model_seed_trains_new_models_on_the_same_data_and_writes_apart():
-    default, again, seed1 = c.get_budget("short"), c.get_budget("short", 0), c.get_budget("short", 1)
+    default, again, seed1 = get_budget("short"), get_budget("short", 0), get_budget("short", 1)
     base, same, other = _configs(default), _configs(again), _configs(seed1)
     assert {k: v.model_dir for k, v in base.items()} == {k: v.model_dir for k, v in same.items()}
     for key, cfg in other.items():
         assert cfg.model_dir != base[key].model_dir, key  # its own cached model ...
         assert cfg.model.mask.priors_path != base[key].model.mask.priors_path  # ... and its own k-means run
-        assert cfg.train.seed == 1 and base[key].train.seed == c.MODEL_SEED
+        assert cfg.train.seed == 1 and base[key].train.seed == MODEL_SEED
         assert cfg.data.train_pattern == base[key].data.train_pattern  # same data, same split
         assert cfg.data.mask_split == base[key].data.mask_split
-    assert c.output_stem("less_data", default) == "less_data_short"
-    assert c.output_stem("less_data", seed1) == "less_data_short_seed1"
-    assert c.output_stem("less_data", c.get_budget("full", 2)) == "less_data_seed2"
+    assert output_stem("less_data", default) == "less_data_short"
+    assert output_stem("less_data", seed1) == "less_data_short_seed1"
+    assert output_stem("less_data", get_budget("full", 2)) == "less_data_seed2"
     with pytest.raises(ValueError, match="seed"):
-        c.get_budget("full", -1)
+        get_budget("full", -1)
 
 
 def test_partially_supervised_variants_use_priors_from_seen_masks_only():
-    budget = c.get_budget("short")
+    budget = get_budget("short")
     cfgs = _configs(budget)
-    seen_priors = c.priors_path("/w", FAKE_DATA, budget, c.SEEN_FAMILY_IDS, 1.0)
-    all_priors = c.priors_path("/w", FAKE_DATA, budget, None, 1.0)
+    seen_priors = priors_path("/w", FAKE_DATA, budget, SEEN_FAMILY_IDS, 1.0)
+    all_priors = priors_path("/w", FAKE_DATA, budget, None, 1.0)
     assert seen_priors != all_priors
     for name in ("full", "prior_only", "embedding_only", "neither"):
         assert cfgs["novel_categories", name].model.mask.priors_path == seen_priors
@@ -191,18 +198,18 @@ def test_partially_supervised_variants_use_priors_from_seen_masks_only():
 
 
 def test_budgets_fit_their_purpose():
-    tiny, short, full = (c.get_budget(n) for n in ("tiny", "short", "full"))
+    tiny, short, full = (get_budget(n) for n in ("tiny", "short", "full"))
     assert 64 <= tiny.image_size <= 96 and tiny.steps <= 5
     assert tiny.steps < short.steps < full.steps
     for b in (short, full):
         for study in STUDIES:
-            first, second = c.Budget.lr_decay_steps(b.steps_for(study))
+            first, second = Budget.lr_decay_steps(b.steps_for(study))
             assert b.warmup_steps < first < second <= b.steps_for(study)
     # 1/100 of the training images must still fill a batch (less_data refuses to run otherwise)
     for b in (tiny, short, full):
-        assert len(c.subsample_image_ids(range(1, b.train_images + 1), 0.01)) >= b.batch_size, b.name
+        assert len(subsample_image_ids(range(1, b.train_images + 1), 0.01)) >= b.batch_size, b.name
     with pytest.raises(ValueError, match="unknown budget"):
-        c.get_budget("huge")
+        get_budget("huge")
 
 
 # ------------------------------------------------------------------------------------- FLOPs and params
@@ -262,7 +269,7 @@ def test_box_fill_masks_are_the_pixels_whose_centres_lie_in_the_box():
     h, w = 20, 30
     xy = rng.uniform(-3, 25, (40, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0.3, 12, (40, 2))], 1)
-    inst = c.box_fill_predict(np.zeros((h, w, 3), np.uint8), boxes, None)
+    inst = box_fill_predict(np.zeros((h, w, 3), np.uint8), boxes, None)
     full = inst.full_masks()
     ys, xs = np.mgrid[0:h, 0:w] + 0.5
     for b, m in zip(boxes, full, strict=True):
@@ -273,7 +280,7 @@ def test_box_fill_masks_are_the_pixels_whose_centres_lie_in_the_box():
             assert m.any() and min(m.any(0).sum(), m.any(1).sum()) == 1
     assert (inst.class_ids == -1).all() and (inst.source_index == np.arange(40)).all()
     with pytest.raises(ValueError, match="given boxes"):
-        c.box_fill_predict(np.zeros((h, w, 3), np.uint8), None, None)
+        box_fill_predict(np.zeros((h, w, 3), np.uint8), None, None)
 
 
 # ----------------------------------------------------------------------------------------------- claims
@@ -314,27 +321,27 @@ def test_a_partial_run_gives_no_verdict_on_claims_that_need_missing_variants():
     # the main claim is judged; the ablations that were not run are 'n/a', not an error or a verdict
     assert _verdicts(novel_categories.claims(full_and_base)) == [True, True, None, None]
     assert _verdicts(perturbed_boxes.claims([_row("shapemask", gt=(40, 0), shrunk=(38, 0))])) == [None] * 3
-    assert [v.name for v in c.select_variants(novel_categories.variants(), ["neither", "full"])] == [
+    assert [v.name for v in select_variants(novel_categories.variants(), ["neither", "full"])] == [
         "full",
         "neither",
     ]
-    assert len(c.select_variants(novel_categories.variants(), None)) == 5
+    assert len(select_variants(novel_categories.variants(), None)) == 5
     with pytest.raises(ValueError, match="unknown variant"):
-        c.select_variants(novel_categories.variants(), ["full", "fulll"])
+        select_variants(novel_categories.variants(), ["full", "fulll"])
     with pytest.raises(ValueError, match="without --variants"):
-        mask_width.run(c.get_budget("tiny"), "unused", "unused", only=["128"])
+        mask_width.run(get_budget("tiny"), "unused", "unused", only=["128"])
 
 
 def test_fix_ablations_run_only_when_named_and_undo_exactly_one_fix():
     plan = novel_categories.PLAN
-    assert [v.name for v in c.plan_variants(plan, None)] == [v.name for v in novel_categories.variants()]
-    picked = c.select_variants(c.plan_variants(plan, ["full", "full_mean_loss"]), ["full", "full_mean_loss"])
+    assert [v.name for v in plan_variants(plan, None)] == [v.name for v in novel_categories.variants()]
+    picked = select_variants(plan_variants(plan, ["full", "full_mean_loss"]), ["full", "full_mean_loss"])
     assert [v.name for v in picked] == ["full", "full_mean_loss"]
-    budget = c.get_budget("short")
+    budget = get_budget("short")
     cfgs = {}
-    for v in c.plan_variants(plan, ["full"]):
-        priors = c.priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
-        cfgs[v.name] = c.variant_config(novel_categories.STUDY, budget, FAKE_DATA, "/w", v, priors)
+    for v in plan_variants(plan, ["full"]):
+        priors = priors_path("/w", FAKE_DATA, budget, v.prior_ids, v.fraction)
+        cfgs[v.name] = variant_config(novel_categories.STUDY, budget, FAKE_DATA, "/w", v, priors)
     full = cfgs["full"]
     for name, field, value in (
         ("full_mean_loss", "loss_normalisation", "mean"),
@@ -388,10 +395,10 @@ def test_width_claims_check_ap_parameters_and_time():
 
 # ---------------------------------------------------------------------------------------------- reports
 def test_write_report_is_strict_json_and_a_real_png(tmp_path):
-    fig, (ax,) = c.new_figure()
+    fig, (ax,) = new_figure()
     ax.plot([1, 2], [3, 4])
     payload = {"ap": float("nan"), "n": np.int64(3), "ok": np.bool_(True), "xs": [np.float32(0.5)]}
-    paths = c.write_report(str(tmp_path), "s", payload, "# t\n", fig)
+    paths = write_report(str(tmp_path), "s", payload, "# t\n", fig)
     data = json.loads((tmp_path / "s.json").read_text(), parse_constant=_reject)
     assert data == {"ap": None, "n": 3, "ok": True, "xs": [0.5]}
     assert (tmp_path / "s.md").read_text() == "# t\n"
@@ -460,13 +467,13 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
     p = payloads[study]
     module = MODULES[study]
     names = [v.name for v in module.variants()]
-    budget = c.get_budget("tiny")
+    budget = get_budget("tiny")
     assert p["study"] == study and p["budget"] == "tiny" and p["steps"] == budget.steps_for(study)
     assert [r["name"] for r in p["variants"]] == names
     assert f"training.experiments {study} --budget tiny" in p["provenance"]["command"]
-    assert p["provenance"]["seeds"]["model"] == c.MODEL_SEED and p["provenance"]["budget"]["steps"] == budget.steps
+    assert p["provenance"]["seeds"]["model"] == MODEL_SEED and p["provenance"]["budget"]["steps"] == budget.steps
     for r in p["variants"]:
-        assert r["train"]["steps"] == budget.steps_for(study) and r["train"]["seed"] == c.MODEL_SEED
+        assert r["train"]["steps"] == budget.steps_for(study) and r["train"]["seed"] == MODEL_SEED
         assert r["train"]["train_wall_s"] > 0
         assert r["eval"], r["name"]
         for source, ev in r["eval"].items():
@@ -494,7 +501,7 @@ def test_tiny_studies_reuse_models_trained_by_earlier_studies(tiny_runs):
     assert reused["perturbed_boxes"] == {"shapemask"}
     assert reused["less_data"] == {"fraction_1", "baseline_full_data"}
     assert reused["mask_width"] == {"width_32"}
-    assert p["less_data"]["variants"][-1]["train_images"] == c.get_budget("tiny").train_images  # all images
+    assert p["less_data"]["variants"][-1]["train_images"] == get_budget("tiny").train_images  # all images
     kept = [r["train_images"] for r in p["less_data"]["variants"][:4]]
     assert kept[0] > kept[1] > kept[2] > kept[3] >= 1
 

@@ -1,7 +1,13 @@
 """Paper-reproduction studies on the synthetic shapes benchmark (issue 5): `python -m training.experiments`.
 
-One module per study (novel_categories, perturbed_boxes, less_data, mask_width); shared data preparation,
-training, evaluation and report writing live in `common`.
+One module per study (novel_categories, perturbed_boxes, less_data, mask_width). The machinery they share,
+one concern a module (the studies and tests import each name from the module that defines it):
+
+- `split`: the seen / novel split of the shape families; `budgets`: `Budget` (run sizes) and the model seed;
+- `data_cache`: cached synthetic data, TFRecords and shape priors; `hashing`: the cache keys;
+- `variants`: `Variant`, config resolution, cached training, `run_variant`; `scoring`: COCO evaluation;
+- `study`: `StudyPlan`, `run_study`, `evaluate_cached`; `provenance`: command, commit, versions, machine;
+- `reports`: markdown / JSON reports and `write_report`; `plots`: figure helpers.
 """
 
 STUDIES: tuple[str, ...] = ("novel_categories", "perturbed_boxes", "less_data", "mask_width")

@@ -20,7 +20,7 @@ from training.experiments import STUDIES
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the experiments command."""
-    from training.experiments.common import BUDGETS
+    from training.experiments.budgets import BUDGETS
 
     p = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from training.experiments.common import get_budget
+    from training.experiments.budgets import get_budget
 
     budget = get_budget(args.budget, args.seed)
     only = [v for v in args.variants.split(",") if v] or None
@@ -94,19 +94,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate_only(module, budget, args: argparse.Namespace, only: list[str] | None) -> None:
     """--evaluate-only: score cached models with other box sources; print a table, write JSON."""
-    from training.experiments import common as c
+    from shapemask_ros.utils.formatting import json_safe
+    from shapemask_ros.utils.io import atomic_write_text
+    from training.experiments.reports import md_table, output_stem
+    from training.experiments.study import evaluate_cached
 
     sources = [s for s in args.evaluate_only.split(",") if s]
-    res = c.evaluate_cached(module.PLAN, budget, args.work_dir, sources, only, progress=args.progress)
+    res = evaluate_cached(module.PLAN, budget, args.work_dir, sources, only, progress=args.progress)
     splits = list(module.PLAN.splits or {})
     rows = []
     for name, ev in res["variants"].items():
         for source, summary in ev.items():
             segm = summary.get("segm", {})
             rows.append([name, source, segm.get("AP"), *((segm.get("splits") or {}).get(k) for k in splits)])
-    print(c.md_table(["variant", "box source", "mask AP", *splits], rows))
-    path = os.path.join(args.out, f"{c.output_stem(module.STUDY, budget)}_eval_{'_'.join(sources)}.json")
-    c.atomic_write_text(path, json.dumps(c._json_safe(res), indent=1))
+    print(md_table(["variant", "box source", "mask AP", *splits], rows))
+    path = os.path.join(args.out, f"{output_stem(module.STUDY, budget)}_eval_{'_'.join(sources)}.json")
+    atomic_write_text(path, json.dumps(json_safe(res), indent=1))
     print(f"wrote {path}")
 
 

@@ -16,28 +16,43 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from training.experiments import common as c
+from shapemask_ros.utils.formatting import fmt
+from training.experiments.budgets import Budget
+from training.experiments.data_cache import SyntheticData, subsample_image_ids
 from training.experiments.novel_categories import SEEN_SPLIT, SPLITS
+from training.experiments.plots import new_figure
+from training.experiments.reports import (
+    claim,
+    md_table,
+    report_markdown,
+    report_rows,
+    rows_by_name,
+    split_ap,
+    train_minutes,
+)
+from training.experiments.split import SEEN_FAMILY_IDS
+from training.experiments.study import StudyPlan, run_study
+from training.experiments.variants import Variant
 
 STUDY = "less_data"
 FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.1, 0.01)
 
 
-def variants() -> list[c.Variant]:
+def variants() -> list[Variant]:
     """Full ShapeMask at each fraction, plus the full-data baseline without prior and embedding."""
     seen = {
         "data": {"mask_split": SEEN_SPLIT},
         "model": {"mask": {"use_shape_prior": True, "use_instance_embedding": True}},
     }
     out = [
-        c.Variant(f"fraction_{f:g}", f"ShapeMask, {_frac_label(f)} of the data", seen, c.SEEN_FAMILY_IDS, f)
+        Variant(f"fraction_{f:g}", f"ShapeMask, {_frac_label(f)} of the data", seen, SEEN_FAMILY_IDS, f)
         for f in FRACTIONS
     ]
     base = {
         "data": {"mask_split": SEEN_SPLIT},
         "model": {"mask": {"use_shape_prior": False, "use_instance_embedding": False}},
     }
-    out.append(c.Variant("baseline_full_data", "class-agnostic baseline, all data", base, c.SEEN_FAMILY_IDS))
+    out.append(Variant("baseline_full_data", "class-agnostic baseline, all data", base, SEEN_FAMILY_IDS))
     return out
 
 
@@ -48,30 +63,30 @@ def _frac_label(f: float) -> str:
 def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 5 target: 1/10 of the data keeps >= 80% of the novel AP; paper: 1/100 still beats the previous
     best trained on all data (here: the class-agnostic baseline)."""
-    by = c.rows_by_name(rows)
-    full, tenth = c.split_ap(by["fraction_1"], "gt", "novel"), c.split_ap(by["fraction_0.1"], "gt", "novel")
+    by = rows_by_name(rows)
+    full, tenth = split_ap(by["fraction_1"], "gt", "novel"), split_ap(by["fraction_0.1"], "gt", "novel")
     hundredth, base = (
-        c.split_ap(by["fraction_0.01"], "gt", "novel"),
-        c.split_ap(by["baseline_full_data"], "gt", "novel"),
+        split_ap(by["fraction_0.01"], "gt", "novel"),
+        split_ap(by["baseline_full_data"], "gt", "novel"),
     )
     ratio = tenth / full if full > 0 else math.nan
     return [
-        c.claim(
+        claim(
             "1/10 of the data keeps >= 80% of the novel AP (GT boxes)",
-            f"{c.fmt(tenth)} / {c.fmt(full)} = {c.fmt(100 * ratio)}%",
+            f"{fmt(tenth)} / {fmt(full)} = {fmt(100 * ratio)}%",
             None if math.isnan(ratio) else ratio >= 0.8,
         ),
-        c.claim(
+        claim(
             "1/100 of the data beats the full-data class-agnostic baseline (novel AP, GT boxes)",
-            f"{c.fmt(hundredth)} vs {c.fmt(base)}",
+            f"{fmt(hundredth)} vs {fmt(base)}",
             None if math.isnan(hundredth + base) or max(hundredth, base) <= 0 else hundredth > base,
         ),
     ]
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = c.report_rows(payload)
-    table = c.md_table(
+    rows = report_rows(payload)
+    table = md_table(
         [
             "model",
             "train images",
@@ -85,16 +100,16 @@ def markdown(payload: dict[str, Any]) -> str:
             [
                 r["label"],
                 r.get("train_images", "n/a"),
-                c.split_ap(r, "gt", "novel"),
-                c.split_ap(r, "model", "novel"),
-                c.split_ap(r, "gt", "seen"),
-                c.split_ap(r, "model", "all", "bbox"),
-                c.train_minutes(r),
+                split_ap(r, "gt", "novel"),
+                split_ap(r, "model", "novel"),
+                split_ap(r, "gt", "seen"),
+                split_ap(r, "model", "all", "bbox"),
+                train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return c.report_markdown(
+    return report_markdown(
         payload,
         "Less data (paper Fig. 8) on synthetic shapes",
         (
@@ -109,13 +124,13 @@ def markdown(payload: dict[str, Any]) -> str:
 def figure(payload: dict[str, Any]):
     rows = [r for r in payload["variants"] if r["name"].startswith("fraction_")]
     base = [r for r in payload["variants"] if r["name"] == "baseline_full_data"]
-    fig, (ax,) = c.new_figure(width=6.5)
+    fig, (ax,) = new_figure(width=6.5)
     xs = [r["fraction"] for r in rows]
     for source, label, style in (("gt", "GT boxes", "o-"), ("model", "detections", "s-")):
-        ax.plot(xs, [c.split_ap(r, source, "novel") for r in rows], style, label=f"ShapeMask, {label}")
+        ax.plot(xs, [split_ap(r, source, "novel") for r in rows], style, label=f"ShapeMask, {label}")
         if base:
             ax.axhline(
-                c.split_ap(base[0], source, "novel"),
+                split_ap(base[0], source, "novel"),
                 ls="--",
                 lw=1,
                 color=ax.lines[-1].get_color(),
@@ -131,19 +146,19 @@ def figure(payload: dict[str, Any]):
     return fig
 
 
-def _train_images(v: c.Variant, data: c.SyntheticData, budget: c.Budget) -> dict[str, Any]:
+def _train_images(v: Variant, data: SyntheticData, budget: Budget) -> dict[str, Any]:
     """Images kept for a fraction; fewer than one batch is no experiment (the pipeline would repeat them)."""
     from shapemask_ros.datasets.coco import load_coco_json
 
     all_ids = [im["id"] for im in load_coco_json(data.train_json)["images"]]
-    n = len(c.subsample_image_ids(all_ids, v.fraction))
+    n = len(subsample_image_ids(all_ids, v.fraction))
     if n < budget.batch_size:
         raise ValueError(f"{v.name}: only {n} training images kept; the budget needs >= {budget.batch_size}")
     return {"train_images": n}
 
 
-PLAN = c.StudyPlan(STUDY, variants, claims, markdown, figure, splits=SPLITS, before_variant=_train_images)
+PLAN = StudyPlan(STUDY, variants, claims, markdown, figure, splits=SPLITS, before_variant=_train_images)
 
 
 # run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
-run = functools.partial(c.run_study, PLAN)
+run = functools.partial(run_study, PLAN)

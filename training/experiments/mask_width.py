@@ -21,16 +21,21 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config import ModelConfig
-from training.experiments import common as c
+from shapemask_ros.utils.formatting import fmt
+from training.experiments.budgets import Budget
+from training.experiments.plots import new_figure
+from training.experiments.reports import claim, md_table, report_markdown, split_ap, train_minutes
+from training.experiments.study import StudyPlan, run_study
+from training.experiments.variants import Variant
 
 STUDY = "mask_width"
 WIDTHS: tuple[int, ...] = (128, 64, 32, 16)
 TIMING_BOXES = 8  # instances per image in the timing run (the training sample count)
 
 
-def variants() -> list[c.Variant]:
+def variants() -> list[Variant]:
     """One full ShapeMask per width; everything else as the base config."""
-    return [c.Variant(f"width_{w}", f"{w} channels", {"model": {"mask": {"channels": w}}}) for w in WIDTHS]
+    return [Variant(f"width_{w}", f"{w} channels", {"model": {"mask": {"channels": w}}}) for w in WIDTHS]
 
 
 def mask_branch_macs(cfg: ModelConfig) -> dict[str, int]:
@@ -130,7 +135,7 @@ def time_mask_branch(model, num_boxes: int = TIMING_BOXES, repeats: int = 20, se
     }
 
 
-def _extra(budget: c.Budget):
+def _extra(budget: Budget):
     def extra(model, cfg) -> dict[str, Any]:
         macs = mask_branch_macs(cfg.model)
         f1, f2 = profiler_flops(model, 1), profiler_flops(model, 2)
@@ -150,17 +155,17 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Paper Table 6 directions: 16 channels cost little AP (paper -1.2 AP from 128), for far fewer parameters
     and less mask-branch time."""
     by = {r["channels"]: r for r in rows}
-    ap128, ap16 = c.split_ap(by[128], "gt", "all"), c.split_ap(by[16], "gt", "all")
+    ap128, ap16 = split_ap(by[128], "gt", "all"), split_ap(by[16], "gt", "all")
     ratio = by[128]["params"]["trainable"] / max(by[16]["params"]["trainable"], 1)
     times = [by[w]["timing"]["median_ms"] for w in sorted(by, reverse=True)]
     return [
-        c.claim(
+        claim(
             "16 channels lose <= 1.5 AP vs 128 (GT boxes; paper -1.2)",
-            f"{c.fmt(ap16 - ap128)} AP",
+            f"{fmt(ap16 - ap128)} AP",
             None if math.isnan(ap128 + ap16) or ap128 <= 0 else ap16 - ap128 >= -1.5,
         ),
-        c.claim("16 channels need far fewer mask-branch parameters (>= 10x)", f"{ratio:.0f}x", ratio >= 10),
-        c.claim(
+        claim("16 channels need far fewer mask-branch parameters (>= 10x)", f"{ratio:.0f}x", ratio >= 10),
+        claim(
             "mask-branch time falls with width (128 > 64 > 32 > 16)",
             " > ".join(f"{t:.1f}" for t in times) + " ms",
             all(a > b for a, b in zip(times, times[1:], strict=False)),
@@ -170,7 +175,7 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(payload: dict[str, Any]) -> str:
     rows = payload["variants"]
-    table = c.md_table(
+    table = md_table(
         [
             "channels",
             "AP (GT boxes)",
@@ -185,19 +190,19 @@ def markdown(payload: dict[str, Any]) -> str:
         [
             [
                 r["channels"],
-                c.split_ap(r, "gt", "all"),
-                c.split_ap(r, "model", "all"),
+                split_ap(r, "gt", "all"),
+                split_ap(r, "model", "all"),
                 f"{r['params']['trainable']:,}",
                 r["macs"]["per_instance"] / 1e6,
                 r["profiler_flops"]["per_instance"] / 1e6,
                 r["macs"]["projection_per_image"] / 1e6,
                 r["timing"]["median_ms"],
-                c.train_minutes(r),
+                train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return c.report_markdown(
+    return report_markdown(
         payload,
         "Mask-branch width (paper Table 6) on synthetic shapes",
         (
@@ -216,9 +221,9 @@ def markdown(payload: dict[str, Any]) -> str:
 def figure(payload: dict[str, Any]):
     rows = sorted(payload["variants"], key=lambda r: r["channels"])
     ws = [r["channels"] for r in rows]
-    fig, (a1, a2) = c.new_figure(ncols=2, width=4.6)
-    a1.plot(ws, [c.split_ap(r, "gt", "all") for r in rows], "o-", label="GT boxes")
-    a1.plot(ws, [c.split_ap(r, "model", "all") for r in rows], "s-", label="detections")
+    fig, (a1, a2) = new_figure(ncols=2, width=4.6)
+    a1.plot(ws, [split_ap(r, "gt", "all") for r in rows], "o-", label="GT boxes")
+    a1.plot(ws, [split_ap(r, "model", "all") for r in rows], "s-", label="detections")
     a1.set_xscale("log", base=2)
     a1.set_xticks(ws, [str(w) for w in ws])
     a1.set_xlabel("mask-branch channels")
@@ -239,7 +244,7 @@ def figure(payload: dict[str, Any]):
     return fig
 
 
-PLAN = c.StudyPlan(
+PLAN = StudyPlan(
     STUDY,
     variants,
     claims,
@@ -253,4 +258,4 @@ PLAN = c.StudyPlan(
 
 
 # run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
-run = functools.partial(c.run_study, PLAN)
+run = functools.partial(run_study, PLAN)

@@ -17,21 +17,33 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from training.experiments import common as c
+from shapemask_ros.utils.formatting import fmt
+from training.experiments.plots import grouped_bars, new_figure
+from training.experiments.reports import (
+    claim,
+    md_table,
+    report_markdown,
+    report_rows,
+    rows_by_name,
+    split_ap,
+    train_minutes,
+)
+from training.experiments.study import StudyPlan, run_study
+from training.experiments.variants import Variant
 
 STUDY = "perturbed_boxes"
 
 
-def variants() -> list[c.Variant]:
+def variants() -> list[Variant]:
     """ShapeMask with / without jitter and the crop-inside-box baseline."""
     return [
-        c.Variant(
+        Variant(
             "shapemask",
             "ShapeMask (jitter-trained)",
             {"model": {"mask": {"use_shape_prior": True, "use_instance_embedding": True}}},
         ),
-        c.Variant("shapemask_no_jitter", "ShapeMask trained without jitter", {"data": {"box_jitter_sigma": 0.0}}),
-        c.Variant(
+        Variant("shapemask_no_jitter", "ShapeMask trained without jitter", {"data": {"box_jitter_sigma": 0.0}}),
+        Variant(
             "crop_in_box",
             "crop-inside-box baseline (outer box = tight box)",
             {"model": {"mask": {"outer_box_scale": 1.0}}},
@@ -41,37 +53,37 @@ def variants() -> list[c.Variant]:
 
 def drop(row: dict[str, Any]) -> float:
     """AP(shrunk GT boxes) - AP(GT boxes): negative = lost AP."""
-    return c.split_ap(row, "gt_shrunk", "all") - c.split_ap(row, "gt", "all")
+    return split_ap(row, "gt_shrunk", "all") - split_ap(row, "gt", "all")
 
 
 def claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 5 targets: ShapeMask loses <= 3 AP, the crop-inside-box baseline at least twice as much; and
     (paper: -2.9 without / -1.5 with jitter) jitter training reduces the loss."""
-    by = c.rows_by_name(rows)
+    by = rows_by_name(rows)
     sm, base, nojit = drop(by["shapemask"]), drop(by["crop_in_box"]), drop(by["shapemask_no_jitter"])
     # no verdict when a drop is undefined or the model never reached AP > 0 with exact boxes
     bad = (
         any(math.isnan(v) for v in (sm, base, nojit))
-        or min(c.split_ap(by[n], "gt", "all") for n in ("shapemask", "crop_in_box", "shapemask_no_jitter")) <= 0
+        or min(split_ap(by[n], "gt", "all") for n in ("shapemask", "crop_in_box", "shapemask_no_jitter")) <= 0
     )
     return [
-        c.claim("ShapeMask loses <= 3 AP with shrunk boxes", f"{c.fmt(sm)} AP", None if bad else sm >= -3.0),
-        c.claim(
+        claim("ShapeMask loses <= 3 AP with shrunk boxes", f"{fmt(sm)} AP", None if bad else sm >= -3.0),
+        claim(
             "crop-inside-box baseline loses >= 2x as much as ShapeMask",
-            f"{c.fmt(base)} vs {c.fmt(sm)} AP",
+            f"{fmt(base)} vs {fmt(sm)} AP",
             None if bad else bool(base < 0 and base <= 2.0 * min(sm, 0.0)),
         ),
-        c.claim(
+        claim(
             "jitter training reduces ShapeMask's loss",
-            f"{c.fmt(sm)} (jitter) vs {c.fmt(nojit)} (no jitter)",
+            f"{fmt(sm)} (jitter) vs {fmt(nojit)} (no jitter)",
             None if bad else sm > nojit,
         ),
     ]
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    rows = c.report_rows(payload)
-    table = c.md_table(
+    rows = report_rows(payload)
+    table = md_table(
         [
             "model",
             "AP (GT boxes)",
@@ -84,17 +96,17 @@ def markdown(payload: dict[str, Any]) -> str:
         [
             [
                 r["label"],
-                c.split_ap(r, "gt", "all"),
-                c.split_ap(r, "gt_shrunk", "all"),
+                split_ap(r, "gt", "all"),
+                split_ap(r, "gt_shrunk", "all"),
                 f"{drop(r):+.1f}",
                 r["eval"]["gt"]["segm"]["AP50"],
                 r["eval"]["gt_shrunk"]["segm"]["AP50"],
-                c.train_minutes(r),
+                train_minutes(r),
             ]
             for r in rows
         ],
     )
-    return c.report_markdown(
+    return report_markdown(
         payload,
         "Perturbed boxes (paper Table 3) on synthetic shapes",
         (
@@ -107,15 +119,15 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def figure(payload: dict[str, Any]):
-    fig, (ax,) = c.new_figure(width=7.0)
-    c.grouped_bars(ax, payload["variants"], (("gt", "GT boxes"), ("gt_shrunk", "shrunk GT boxes")), "all")
+    fig, (ax,) = new_figure(width=7.0)
+    grouped_bars(ax, payload["variants"], (("gt", "GT boxes"), ("gt_shrunk", "shrunk GT boxes")), "all")
     ax.set_ylabel("mask AP (%)")
     ax.set_title(f"Perturbed boxes ({payload['budget']} budget)")
     fig.tight_layout()
     return fig
 
 
-PLAN = c.StudyPlan(
+PLAN = StudyPlan(
     STUDY,
     variants,
     claims,
@@ -128,4 +140,4 @@ PLAN = c.StudyPlan(
 
 
 # run(budget, out_dir, work_dir, argv=None, progress=False, reuse=True, only=None) -> payload
-run = functools.partial(c.run_study, PLAN)
+run = functools.partial(run_study, PLAN)

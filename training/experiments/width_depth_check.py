@@ -15,14 +15,18 @@ import logging
 import os
 from collections.abc import Sequence
 
-from training.experiments import common as c
 from training.experiments import mask_width
+from training.experiments.budgets import BUDGETS, get_budget
+from training.experiments.data_cache import prepare_data
+from training.experiments.provenance import provenance
+from training.experiments.reports import output_stem, split_ap, write_json
+from training.experiments.variants import Variant, run_variant
 
 
-def depth_variants(channels: Sequence[int] = (16,), num_convs: int = 4) -> list[c.Variant]:
+def depth_variants(channels: Sequence[int] = (16,), num_convs: int = 4) -> list[Variant]:
     """The study's variants at other widths with `num_convs` convolutions per mask head."""
     return [
-        c.Variant(
+        Variant(
             f"width_{w}_convs{num_convs}",
             f"{w} channels, {num_convs} convs",
             {"model": {"mask": {"channels": w, "num_convs": num_convs}}},
@@ -34,28 +38,28 @@ def depth_variants(channels: Sequence[int] = (16,), num_convs: int = 4) -> list[
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m training.experiments.width_depth_check")
-    p.add_argument("--budget", default="full", choices=list(c.BUDGETS))
+    p.add_argument("--budget", default="full", choices=list(BUDGETS))
     p.add_argument("--channels", default="16", help="comma-separated widths")
     p.add_argument("--num-convs", type=int, default=4)
     p.add_argument("--out", default="docs/results")
     p.add_argument("--work-dir", default="out/experiments")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    budget = c.get_budget(args.budget)
+    budget = get_budget(args.budget)
     plan = mask_width.PLAN
-    data = c.prepare_data(args.work_dir, budget)
+    data = prepare_data(args.work_dir, budget)
     extra = plan.extra(budget)
     rows = [
-        c.run_variant(plan.study, budget, data, v, args.work_dir, plan.box_sources, plan.splits, extra=extra)
+        run_variant(plan.study, budget, data, v, args.work_dir, plan.box_sources, plan.splits, extra=extra)
         for v in depth_variants([int(w) for w in args.channels.split(",")], args.num_convs)
     ]
-    payload = {"study": plan.study, "budget": budget.name, "provenance": c.provenance(budget, argv, args.work_dir)}
+    payload = {"study": plan.study, "budget": budget.name, "provenance": provenance(budget, argv, args.work_dir)}
     payload["variants"] = rows
-    path = os.path.join(args.out, f"{c.output_stem(plan.study, budget)}_depth_check.json")
-    c.write_json(path, payload)
+    path = os.path.join(args.out, f"{output_stem(plan.study, budget)}_depth_check.json")
+    write_json(path, payload)
     for r in rows:
         print(
-            f"{r['label']}: AP GT {c.split_ap(r, 'gt', 'all'):.1f}, detections {c.split_ap(r, 'model', 'all'):.1f}, "
+            f"{r['label']}: AP GT {split_ap(r, 'gt', 'all'):.1f}, detections {split_ap(r, 'model', 'all'):.1f}, "
             f"params {r['params']['trainable']:,}, {r['timing']['median_ms']:.1f} ms; wrote {path}"
         )
     return 0

@@ -1,0 +1,185 @@
+"""`shapemask bag-eval` command line: arguments, the node parameters file, options, the printed summary."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from shapemask_ros.bag.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
+from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.writer import STORAGES
+from shapemask_ros.config import NodeConfig
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `shapemask bag-eval`."""
+    d = NodeConfig()
+    parser.add_argument("--bag", required=True, help="rosbag2 directory (or a .mcap / .db3 file)")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument(
+        "--detections-topic", default="", help="vision_msgs/Detection2DArray topic; omit for self-detection"
+    )
+    parser.add_argument("--depth-topic", default="", help="aligned depth Image (16UC1 mm / 32FC1 m) for 3D outputs")
+    parser.add_argument("--camera-info-topic", default="", help="sensor_msgs/CameraInfo of the depth image")
+    gt = parser.add_mutually_exclusive_group()
+    gt.add_argument("--gt", default="", help="COCO JSON ground truth whose images carry stamp_ns")
+    gt.add_argument("--gt-topic", default="", help="shapemask_ros/InstanceMaskArray ground-truth topic")
+    parser.add_argument("--model", default="", help="model bundle directory (default: the shipped models/real_lite0)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "tensorflow"])
+    parser.add_argument("--out", required=True, help="output directory: bag/, report.md, report.json, overlays/")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many images (0 = all)")
+    vis = parser.add_mutually_exclusive_group()
+    vis.add_argument("--overlays", type=int, default=8, help="overlay PNGs of the first N processed frames")
+    vis.add_argument("--video", action="store_true", help="overlay MP4 of every processed frame instead")
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
+    parser.add_argument("--compress", action="store_true", help="zstd-compress the output bag (slower)")
+    parser.add_argument("--no-copy", action="store_true", help="do not copy the input topics into the output bag")
+    parser.add_argument("--distro", default="humble", choices=["humble", "jazzy"], help="message definitions")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a damaged bag (cut by a killed recorder, corrupt chunks/pages, a leftover sqlite WAL) "
+        "instead of reading it up to the damage",
+    )
+    parser.add_argument(
+        "--params",
+        default="",
+        help="the node's parameters YAML (config/segment_params.yaml format) to run with the live node's "
+        "settings; the flags below override it",
+    )
+    # None = not given: the params file (or NodeConfig's default) applies
+    parser.add_argument("--score-threshold", type=float, default=None, help=f"default {d.score_threshold}")
+    parser.add_argument("--mask-threshold", type=float, default=None, help=f"default {d.mask_threshold}")
+    parser.add_argument("--max-objects", type=int, default=None, help=f"default {d.max_objects}")
+    parser.add_argument("--sync-slop-s", type=float, default=None, help=f"default {d.sync_slop_s}")
+    parser.add_argument(
+        "--detector-latency-s",
+        type=float,
+        default=None,
+        help=f"longest detector delay; also how long a frame waits for its depth image (default "
+        f"{d.detector_latency_s})",
+    )
+    parser.add_argument(
+        "--depth-wait-s",
+        type=float,
+        default=None,
+        help=f"bag time a frame waits for its depth image before going out without 3D (default {d.depth_wait_s})",
+    )
+    parser.add_argument(
+        "--detection-image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="size of the image the detector saw (0 0 = the camera image)",
+    )
+
+
+def load_node_params(path: str) -> NodeConfig:
+    """NodeConfig from a node parameters YAML (`<node key>: {ros__parameters: {...}}`, as
+    config/segment_params.yaml); unknown or mistyped parameters raise ValueError naming them."""
+    import yaml
+
+    from shapemask_ros.config import merge
+    from shapemask_ros.utils.io import read_text
+
+    data = yaml.safe_load(read_text(path)) or {}
+    blocks = [v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
+    if len(blocks) != 1 or not isinstance(blocks[0], dict):
+        raise ValueError(f"{path}: expected one '<node>: {{ros__parameters: {{...}}}}' block, found {len(blocks)}")
+    try:
+        return merge(NodeConfig(), blocks[0])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
+    """BagEvalOptions from parsed arguments: `--params` (or the defaults) with the given flags on top."""
+    node = load_node_params(args.params) if getattr(args, "params", "") else NodeConfig()
+    given = {
+        "score_threshold": args.score_threshold,
+        "mask_threshold": args.mask_threshold,
+        "max_objects": args.max_objects,
+        "sync_slop_s": args.sync_slop_s,
+        "detector_latency_s": args.detector_latency_s,
+        "depth_wait_s": args.depth_wait_s,
+    }
+    if args.detection_image_size is not None:
+        given["detection_image_width"] = int(args.detection_image_size[0])
+        given["detection_image_height"] = int(args.detection_image_size[1])
+    node = dataclasses.replace(node, **{k: v for k, v in given.items() if v is not None})
+    return BagEvalOptions(
+        bag=args.bag,
+        image_topic=args.image_topic,
+        out=args.out,
+        detections_topic=args.detections_topic,
+        depth_topic=args.depth_topic,
+        camera_info_topic=args.camera_info_topic,
+        gt=args.gt,
+        gt_topic=args.gt_topic,
+        model=args.model,
+        backend=args.backend,
+        max_frames=args.max_frames,
+        overlays=0 if args.video else args.overlays,
+        video=args.video,
+        overwrite=args.overwrite,
+        storage=args.storage,
+        compress=args.compress,
+        copy_inputs=not args.no_copy,
+        distro=args.distro,
+        strict=args.strict,
+        node=node,
+    )
+
+
+def summary_lines(result: BagEvalResult) -> list[str]:
+    """What the CLI prints at the end: where things are and the headline numbers."""
+    r = result.report
+    t = r["timing"]
+    lines = [
+        f"output bag: {result.bag}",
+        f"report:     {result.report_md} (+ {result.report_json.name})",
+    ]
+    if r["output"]["overlays"]:
+        lines.append(f"overlays:   {result.out / 'overlays'} ({len(r['output']['overlays'])} PNGs)")
+    if r["output"]["video"]:
+        lines.append(f"video:      {result.out / r['output']['video']}")
+    p50 = t["per_frame"]["total"]["p50_ms"]
+    frac = t["overhead_fraction"]
+    cpu = t.get("overhead_fraction_cpu")
+    lines.append(
+        f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed, "
+        f"backend {r['model']['backend']}, "
+        f"p50 {p50:.1f} ms/frame, overhead {frac * 100:.1f} % of model time"
+        + (f" ({cpu * 100:.1f} % in CPU time)" if cpu is not None else "")
+        if p50 is not None and frac is not None
+        else f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed"
+    )
+    acc = r.get("accuracy")
+    if acc and "mask_ap" in acc:
+        lines.append(f"mask AP:    {acc['mask_ap']['AP']:.1f} (class-agnostic {acc['mask_ap_agnostic']['AP']:.1f})")
+    ce = (r.get("geometry") or {}).get("centroid_error")
+    if ce and ce["error_mm"]["n"]:
+        lines.append(f"centroid:   median error {ce['error_mm']['median']:.1f} mm over {ce['evaluated']} objects")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """`shapemask bag-eval`; user errors -> one line on stderr and exit code 2."""
+    from shapemask_ros.utils.threads import limit_blas_threads
+
+    limit_blas_threads()  # tiny NumPy BLAS calls in the 3D stage; see utils/threads.py
+    try:
+        opts = options_from_args(args)
+    except (OSError, ValueError) as e:  # unreadable or invalid --params
+        print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_bag(opts)
+    except BagError as e:
+        print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(result)))
+    return 0
