@@ -159,7 +159,7 @@ class ExperimentConfig:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Convert a YAML value to the annotated dataclass field type."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
         return _from_dict(tp, value, where)

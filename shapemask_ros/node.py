@@ -303,8 +303,8 @@ class ShapeMaskNode(LifecycleNode):
             self.create_timer(1.0, self._watchdog),
         ]
         mode = f"detections from {cfg.detections_topic}" if uses_detector(cfg) else "self-detection"
-        depth = f"3D from {cfg.depth_topic.strip()} + {camera_info_topic_for(cfg)}" if uses_depth(cfg) else "no 3D"
-        self.get_logger().info(f"active: {cfg.image_topic} ({image_type}), {mode}, {depth}, backend {self._backend}")
+        three_d = f"3D from {cfg.depth_topic.strip()} + {camera_info_topic_for(cfg)}" if uses_depth(cfg) else "no 3D"
+        self.get_logger().info(f"active: {cfg.image_topic} ({image_type}), {mode}, {three_d}, backend {self._backend}")
 
     @_logged_transition
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:

@@ -263,7 +263,8 @@ class BagEvaluation:
             size = (bgr.shape[1], bgr.shape[0])
             if self.video is None:
                 path = self.out.path / "overlay.mp4"
-                self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self._fps(), size)
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]  # missing from OpenCV's stubs
+                self.video = cv2.VideoWriter(str(path), fourcc, self._fps(), size)
                 self.video_size = size
                 if not self.video.isOpened():
                     raise BagError("cv2.VideoWriter cannot write MP4 (mp4v) here; use --overlays instead of --video")

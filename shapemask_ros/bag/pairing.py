@@ -93,7 +93,8 @@ class Pairer:
     def ready(self, now_ns: int, final: bool = False) -> list[PairedFrame]:
         """Frames to process now: complete ones, and those whose depth can no longer come (the depth
         stream is past them, it waited depth_wait_s of bag time, or the bag ended)."""
-        out, keep = [], collections.deque()
+        out: list[PairedFrame] = []
+        keep: collections.deque[PairedFrame] = collections.deque()
         for fr in self.waiting:
             if self.need_depth:
                 stamp = _stamp(fr.image.stamp_ns)

@@ -207,7 +207,7 @@ def _depth_band(z: np.ndarray, crop: np.ndarray, cfg: GeometryConfig) -> tuple[n
     return keep, med
 
 
-def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) -> tuple[tuple[Any, Any], np.ndarray]:
+def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) -> tuple[tuple[Any, ...], np.ndarray]:
     """Where a mask's region lies on the depth image: an index for depth-sized arrays (slices, or np.ix_
     arrays under registration) and the mask on that crop (bool).
 
@@ -262,7 +262,7 @@ def compute_objects3d(
         n = full.shape[0] if full.ndim == 3 else 0
         fh, fw = (full.shape[1], full.shape[2]) if n else depth.shape
         image_shape = image_shape or (fh, fw)
-        mask_list: Sequence[np.ndarray] = list(full) if n else []
+        mask_list: Sequence[np.ndarray] | np.ndarray = list(full) if n else []
         region_arr = np.tile(np.array([[0, 0, fw, fh]], np.int64), (n, 1))
     else:
         mask_list = masks
@@ -322,13 +322,13 @@ def compute_objects3d(
     if done.any():
         out.box_rotations[done] = _box_axes(cov[done], out.centroids[done])
     pts_out: list[np.ndarray] = []
-    for i, pts in enumerate(pts_all):
-        if pts is None:
+    for i, obj_pts in enumerate(pts_all):
+        if obj_pts is None:
             pts_out.append(np.zeros((0, 3), np.float32))
             continue
-        out.box_centers[i], out.box_sizes[i] = _extents(pts, out.box_rotations[i])
+        out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
         if return_points:
-            pts_out.append(pts.T.astype(np.float32))
+            pts_out.append(obj_pts.T.astype(np.float32))
     out.box_quaternions = rotation_to_quaternion(out.box_rotations)
     out.points = pts_out if return_points else None
     for s in out.status:

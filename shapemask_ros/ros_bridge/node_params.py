@@ -86,7 +86,12 @@ def parameter_specs(cls: type = NodeConfig) -> list[ParamSpec]:
     hints = typing.get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif callable(f.default_factory):
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default")
         ros_type = _ros_type(hints[f.name], f.name)
         description = f.metadata.get("description", "").strip()
         if not description:
