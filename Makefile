@@ -17,16 +17,16 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# ROS 2's IDL parser (Debian packages; empy is what rosidl_adapter's templates need) for test/test_msg_idl.py.
+# ROS 2's IDL parser (Debian packages; empy is what rosidl_adapter's templates need) for test/package/test_msg_idl.py.
 # Quick no-op when present; installs with apt-get (as root, or via sudo) otherwise.
 ROSIDL_PROBE := import rosidl_adapter.parser, rosidl_adapter.msg, rosidl_parser.parser
 ros-idl-parser:
 	@if /usr/bin/python3 -c "$(ROSIDL_PROBE)" 2>/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing python3-rosidl python3-empy (ROS 2 IDL parser, for test/test_msg_idl.py)"; \
+	  echo "installing python3-rosidl python3-empy (ROS 2 IDL parser, for test/package/test_msg_idl.py)"; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-rosidl python3-empy >/dev/null; \
-	else echo "warning: no apt-get; test/test_msg_idl.py needs python3-rosidl (it fails when CI=true)"; fi
+	else echo "warning: no apt-get; test/package/test_msg_idl.py needs python3-rosidl (it fails when CI=true)"; fi
 
 # The quality gate (also the first step of `make test`): formatting, lint, types.
 check: $(STAMP)

@@ -29,8 +29,14 @@ setup(
     name="shapemask_ros",
     version="0.1.0",
     description="ShapeMask instance segmentation for ROS 2 grasp planners (ROS-free core + rclpy node)",
-    packages=find_packages(include=["shapemask_ros", "shapemask_ros.*", "training", "training.*"]),
-    package_data={"training": ["configs/*.yaml"]},
+    # The training/ folder installs as `shapemask_training`: a top-level package named `training` would
+    # collide with any other in a user's environment. The runtime (shapemask_ros) never imports it.
+    packages=[
+        *find_packages(include=["shapemask_ros", "shapemask_ros.*"]),
+        *("shapemask_" + p for p in find_packages(include=["training", "training.*"])),
+    ],
+    package_dir={"shapemask_training": "training"},
+    package_data={"shapemask_training": ["configs/*.yaml"]},
     # the .msg files are registered into a rosbags typestore at run time (bag I/O without ROS)
     data_files=[("share/shapemask_ros/msg", sorted(glob.glob("msg/*.msg")))],
     license="Apache-2.0",
@@ -47,6 +53,6 @@ setup(
     entry_points={
         "console_scripts": ["shapemask = shapemask_ros.cli:main"],
         # the training subcommands (train, eval, export, priors, ...): found by shapemask_ros.cli at run time
-        "shapemask_ros.commands": ["training = training.cli_commands:COMMANDS"],
+        "shapemask_ros.commands": ["training = shapemask_training.cli_commands:COMMANDS"],
     },
 )

@@ -74,15 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = all_commands()
     parser = build_parser(commands)
     known, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.DEBUG if known.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if known.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not known.command:
         parser.print_help()
         return 2
     module_name, add_name, run_name, help_text = commands[known.command]
     module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"shapemask {known.command}", description=help_text,
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = argparse.ArgumentParser(
+        prog=f"shapemask {known.command}", description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     getattr(module, add_name)(sub)
     args = sub.parse_args(rest)
     return int(getattr(module, run_name)(args) or 0)

@@ -4,7 +4,7 @@ The only module that imports rclpy. Everything the node decides -- decoding, syn
 counting drops (`ros_bridge.frame_processor`, shared with `bag-eval`), parameters (`ros_bridge.node_params`),
 rates and the diagnostics summary (`ros_bridge.node_health`), the input queues (`ros_bridge.inbox`) --
 lives there and is tested without ROS; this module only wires it to rclpy. Tests import it with an rclpy
-stand-in installed in `sys.modules` (test/rclpy_standin.py).
+stand-in installed in `sys.modules` (test/support/rclpy_standin.py).
 
 Lifecycle: configure loads the model and creates publishers; activate subscribes and starts processing;
 deactivate unsubscribes; cleanup releases the model. `--autostart` does configure + activate at start.

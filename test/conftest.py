@@ -7,9 +7,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-from support.configs import tiny_model_config  # noqa: E402
 
 from shapemask_ros.config import ModelConfig  # noqa: E402
+from support.configs import tiny_model_config  # noqa: E402
 
 
 @pytest.fixture

@@ -43,11 +43,16 @@ def restore_model(model, path: str) -> None:
     saved = {k.split("/.ATTRIBUTES")[0] for k in reader.get_variable_to_shape_map()}
     # the object graph escapes "." as ".." and "/" as ".S" in its keys (layer names may contain dots,
     # e.g. the EfficientNet "blocks.3.depthwise_conv")
-    missing = [p for p in (v.path for v in model.variables)
-               if "model_variables/" + p.replace(".", "..").replace("/", ".S") not in saved]
+    missing = [
+        p
+        for p in (v.path for v in model.variables)
+        if "model_variables/" + p.replace(".", "..").replace("/", ".S") not in saved
+    ]
     if missing:
-        raise ValueError(f"checkpoint {path} lacks {len(missing)} model variables, e.g. {missing[:3]} "
-                         "(different model config, or a checkpoint from an older version)")
+        raise ValueError(
+            f"checkpoint {path} lacks {len(missing)} model variables, e.g. {missing[:3]} "
+            "(different model config, or a checkpoint from an older version)"
+        )
 
 
 def _has_iterator_state(path: str) -> bool:
@@ -87,8 +92,10 @@ def save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
     except (ValueError, TypeError, tf.errors.UnimplementedError, tf.errors.FailedPreconditionError) as e:
         if not hasattr(checkpoint, "iterator"):
             raise
-        log.warning("the input iterator cannot be checkpointed (%s): a resumed run sees a different data "
-                    "order", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        log.warning(
+            "the input iterator cannot be checkpointed (%s): a resumed run sees a different data order",
+            str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
         delattr(checkpoint, "iterator")
         return manager.save(checkpoint_number=step)
 

@@ -28,8 +28,13 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="experiment YAML (training/configs/*.yaml); defaults otherwise")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set train.steps=100 model.image_size=256")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set train.steps=100 model.image_size=256",
+    )
     p.add_argument("--model-dir", default=None, help="override model_dir (checkpoints, TensorBoard, config)")
 
 
@@ -56,9 +61,17 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from shapemask_ros.datasets.synthetic import generate_dataset
 
     fams = [f.strip() for f in args.families.split(",") if f.strip()] or None
-    path = generate_dataset(args.out, args.images, args.height, args.width, args.seed,
-                            max_instances=args.max_instances, families=fams, clutter=not args.no_clutter,
-                            progress=True)
+    path = generate_dataset(
+        args.out,
+        args.images,
+        args.height,
+        args.width,
+        args.seed,
+        max_instances=args.max_instances,
+        families=fams,
+        clutter=not args.no_clutter,
+        progress=True,
+    )
     print(path)
     return 0
 
@@ -71,7 +84,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.run import train_experiment
+    from shapemask_training.run import train_experiment
 
     last = train_experiment(_load(args), steps=args.steps, progress=not args.no_progress)
     print(json.dumps(last, indent=1))
@@ -83,22 +96,29 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--annotations", required=True, help="COCO JSON of the evaluation images")
     p.add_argument("--images", required=True, help="image directory")
-    p.add_argument("--box-source", default="model", choices=["model", "gt", "gt_shrunk"],
-                   help="model detections, ground-truth boxes, or GT boxes shrunk by U(0.75, 1) (paper Table 3)")
+    p.add_argument(
+        "--box-source",
+        default="model",
+        choices=["model", "gt", "gt_shrunk"],
+        help="model detections, ground-truth boxes, or GT boxes shrunk by U(0.75, 1) (paper Table 3)",
+    )
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--splits", default="", help="comma list of named splits for per-split AP, e.g. voc,nonvoc")
     p.add_argument("--results", default=None, help="write COCO results JSON here")
     p.add_argument("--metrics", default=None, help="write metrics JSON here")
     p.add_argument("--seed", type=int, default=0, help="seed of the shrunk-box perturbation")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint path (default: latest in model_dir); e.g. to select one on held-out data")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint path (default: latest in model_dir); e.g. to select one on held-out data",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from shapemask_ros.evaluation.coco_metrics import named_splits
     from shapemask_ros.utils.io import atomic_write_text
-    from training.evaluation import format_metrics_table
-    from training.run import dataset_category_ids, evaluate_experiment
+    from shapemask_training.evaluation import format_metrics_table
+    from shapemask_training.run import dataset_category_ids, evaluate_experiment
 
     cfg = _load(args)
     splits = None
@@ -109,11 +129,20 @@ def run_eval(args: argparse.Namespace) -> int:
         splits = named_splits([s for s in args.splits.split(",") if s], cats)
     model = None
     if args.checkpoint:
-        from training.run import load_trained_model
+        from shapemask_training.run import load_trained_model
 
         model = load_trained_model(cfg, args.checkpoint)
-    metrics = evaluate_experiment(cfg, args.annotations, args.images, args.box_source, args.max_images,
-                                  model=model, splits=splits, results_path=args.results, seed=args.seed)
+    metrics = evaluate_experiment(
+        cfg,
+        args.annotations,
+        args.images,
+        args.box_source,
+        args.max_images,
+        model=model,
+        splits=splits,
+        results_path=args.results,
+        seed=args.seed,
+    )
     print(format_metrics_table(metrics))
     if args.metrics:
         atomic_write_text(args.metrics, json.dumps(metrics, indent=1, default=str))
@@ -136,7 +165,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from shapemask_ros.export.bundle import export_bundle, random_inputs, serving_functions
     from shapemask_ros.export.onnx_check import check_tensorrt_compatible, compare_with_tensorflow
-    from training.run import class_names_for, dataset_category_ids, load_trained_model
+    from shapemask_training.run import class_names_for, dataset_category_ids, load_trained_model
 
     cfg = _load(args)
     if args.annotations:
@@ -144,14 +173,21 @@ def run_export(args: argparse.Namespace) -> int:
     cats = dataset_category_ids(cfg)
     names = class_names_for(args.annotations, cats) if args.annotations else [str(c) for c in cats]
     model = load_trained_model(cfg, args.checkpoint)
-    out = export_bundle(model, args.out, names, onnx=not args.no_onnx, saved_model=not args.no_saved_model,
-                        extra={"category_ids": list(cats)})
+    out = export_bundle(
+        model,
+        args.out,
+        names,
+        onnx=not args.no_onnx,
+        saved_model=not args.no_saved_model,
+        extra={"category_ids": list(cats)},
+    )
     print(out)
     if args.verify and not args.no_onnx:
         fns = serving_functions(model)
         image, boxes, classes = random_inputs(cfg.model.image_size, 20)
-        err = compare_with_tensorflow(fns["segment_boxes"], f"{out}/segment_boxes.onnx",
-                                      {"image": image, "boxes": boxes, "classes": classes})
+        err = compare_with_tensorflow(
+            fns["segment_boxes"], f"{out}/segment_boxes.onnx", {"image": image, "boxes": boxes, "classes": classes}
+        )
         print("segment_boxes max |ORT - TF|:", err)
         for name in ("segment_boxes", "detect_and_segment"):
             problems = check_tensorrt_compatible(f"{out}/{name}.onnx")

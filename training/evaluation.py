@@ -60,9 +60,7 @@ class BoxSource(str, Enum):
 # -------------------------------------------------------------------------------------------- box sources
 
 
-def gt_boxes_for_image(
-    coco: COCO, image_id: int, category_ids: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def gt_boxes_for_image(coco: COCO, image_id: int, category_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Non-crowd ground-truth boxes of one image: ([N, 4] float32 xyxy clipped to the image, [N] int32
     contiguous class indices into `category_ids`), in annotation-id order. Annotations of categories not in
     `category_ids` and boxes with no area inside the image are left out."""
@@ -84,9 +82,7 @@ def gt_boxes_for_image(
     return np.asarray(boxes, np.float32), np.asarray(classes, np.int32)
 
 
-def shrink_boxes(
-    boxes: np.ndarray, seed: int, image_id: int = 0, low: float = 0.75, high: float = 1.0
-) -> np.ndarray:
+def shrink_boxes(boxes: np.ndarray, seed: int, image_id: int = 0, low: float = 0.75, high: float = 1.0) -> np.ndarray:
     """Paper Table 3: shrink each box's width and height independently by U(low, high) about its centre.
 
     The generator is seeded with (seed, image_id), so an image's boxes do not depend on which other images
@@ -167,17 +163,13 @@ def evaluate_predictor(
         inst = predict_fn(image, boxes, classes)
         seconds.append(time.perf_counter() - t0)
         if tuple(inst.image_size) != image.shape[:2]:
-            raise ValueError(
-                f"predict_fn returned image_size {inst.image_size} for a {image.shape[:2]} image"
-            )
+            raise ValueError(f"predict_fn returned image_size {inst.image_size} for a {image.shape[:2]} image")
         if classes is not None and len(inst):
             inst = _classes_from_source(inst, classes)
         results.extend(results_from_instances(image_id, inst, cat_ids, counter=dropped))
     n_skipped = sum(skipped.values())
     if n_skipped == len(img_ids):
-        raise RuntimeError(
-            f"none of the {len(img_ids)} images could be used ({dict(skipped)}); check image_dir"
-        )
+        raise RuntimeError(f"none of the {len(img_ids)} images could be used ({dict(skipped)}); check image_dir")
     if n_skipped:
         log.warning("%d of %d images scored without predictions: %s", n_skipped, len(img_ids), dict(skipped))
 
@@ -265,9 +257,7 @@ def format_metrics_table(
         ]
         for c in cats:
             label = f"{c} {names[c]}" if c in names else str(c)
-            lines.append(
-                f"| {label} | " + " | ".join(_fmt(metrics[t]["per_category"].get(c)) for t in types) + " |"
-            )
+            lines.append(f"| {label} | " + " | ".join(_fmt(metrics[t]["per_category"].get(c)) for t in types) + " |")
     return "\n".join(lines) + "\n"
 
 

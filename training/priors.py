@@ -254,11 +254,13 @@ def add_priors_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     mc = MaskConfig()
     parser.add_argument("--annotations", required=True, help="COCO instances JSON (local or gs://)")
     parser.add_argument("--class-specific", action="store_true", help="one row of K priors per category")
-    parser.add_argument("--k", type=int, default=mc.num_priors,
-                        help="priors per row (paper: ~100 class-agnostic, ~20 class-specific)")
+    parser.add_argument(
+        "--k", type=int, default=mc.num_priors, help="priors per row (paper: ~100 class-agnostic, ~20 class-specific)"
+    )
     parser.add_argument("--crop-size", type=int, default=mc.crop_size)
-    parser.add_argument("--split", default="all",
-                        help="categories whose masks are clustered: all | voc | nonvoc | comma-separated ids")
+    parser.add_argument(
+        "--split", default="all", help="categories whose masks are clustered: all | voc | nonvoc | comma-separated ids"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-init", type=int, default=4, help="k-means restarts")
     parser.add_argument("--max-masks", type=int, default=None, help="random sample of masks per row")
@@ -272,8 +274,14 @@ def run_priors(args: argparse.Namespace) -> int:
     """Run `shapemask priors` from parsed arguments; returns the exit code."""
     ids = mask_split_ids(args.split, dataset_category_ids(args.annotations))
     priors, info = compute_priors(
-        args.annotations, k=args.k, class_specific=args.class_specific, crop_size=args.crop_size,
-        seed=args.seed, category_ids=ids, progress=not args.no_progress, n_init=args.n_init,
+        args.annotations,
+        k=args.k,
+        class_specific=args.class_specific,
+        crop_size=args.crop_size,
+        seed=args.seed,
+        category_ids=ids,
+        progress=not args.no_progress,
+        n_init=args.n_init,
         max_masks=args.max_masks,
     )
     info["annotations"] = args.annotations

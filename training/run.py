@@ -33,7 +33,7 @@ def dataset_category_ids(cfg: ExperimentConfig) -> tuple[int, ...]:
 def load_priors_for(cfg: ExperimentConfig) -> np.ndarray | None:
     if not cfg.model.mask.priors_path:
         return None
-    from training.priors import load_priors
+    from shapemask_training.priors import load_priors
 
     m = cfg.model.mask
     shape = (cfg.model.num_mask_classes, m.num_priors, m.crop_size, m.crop_size)
@@ -44,20 +44,22 @@ def train_experiment(cfg: ExperimentConfig, steps: int | None = None, progress: 
     """Train `cfg` (resuming from model_dir) and return the last losses. Saves the resolved config."""
     import tensorflow as tf
 
-    from training.data.parser import build_dataset
-    from training.trainer import Trainer
+    from shapemask_training.data.parser import build_dataset
+    from shapemask_training.trainer import Trainer
 
     if not cfg.data.train_pattern:
         raise ValueError("data.train_pattern is empty: point it at TFRecords from `shapemask make-tfrecords`")
     cats = dataset_category_ids(cfg)
     if len(cats) != cfg.model.detector.num_classes:
-        raise ValueError(f"the data has {len(cats)} categories but model.detector.num_classes is "
-                         f"{cfg.model.detector.num_classes}")
+        raise ValueError(
+            f"the data has {len(cats)} categories but model.detector.num_classes is {cfg.model.detector.num_classes}"
+        )
     cfg = replace(cfg, data=replace(cfg.data, category_ids=cats))
     atomic_write_text(f"{cfg.model_dir}/config.json", json.dumps(to_dict(cfg), indent=2))
     trainer = Trainer(cfg, strategy=strategy, priors=load_priors_for(cfg))
-    ds = build_dataset(cfg.data.train_pattern, cfg.data, cfg.model, True, cfg.train.batch_size, cats,
-                       seed=cfg.train.seed)
+    ds = build_dataset(
+        cfg.data.train_pattern, cfg.data, cfg.model, True, cfg.train.batch_size, cats, seed=cfg.train.seed
+    )
     last = trainer.train(ds.prefetch(tf.data.AUTOTUNE), steps=steps, progress=progress)
     return last
 
@@ -67,7 +69,7 @@ def load_trained_model(cfg: ExperimentConfig, checkpoint: str | None = None):
     import tensorflow as tf
 
     from shapemask_ros.model.shapemask import build_model
-    from training.checkpointing import restore_model
+    from shapemask_training.checkpointing import restore_model
 
     model = build_model(cfg.model, priors=load_priors_for(cfg))
     ckpt_path = checkpoint or tf.train.latest_checkpoint(f"{cfg.model_dir}/checkpoints")
@@ -100,7 +102,7 @@ def evaluate_experiment(
     """COCO evaluation (bbox + segm) of a trained model with boxes from the model, GT, or shrunk GT."""
     from shapemask_ros.evaluation.coco_metrics import write_results_json
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
-    from training.evaluation import evaluate_predictor
+    from shapemask_training.evaluation import evaluate_predictor
 
     cats = dataset_category_ids(replace(cfg, data=replace(cfg.data, eval_annotations=annotations)))
     model = model if model is not None else load_trained_model(cfg)
@@ -109,8 +111,17 @@ def evaluate_experiment(
     def predict_fn(image, boxes, classes):
         return predictor.predict(image, boxes, classes)
 
-    metrics, results = evaluate_predictor(predict_fn, annotations, image_dir, box_source, list(cats),
-                                          max_images=max_images, seed=seed, progress=progress, splits=splits)
+    metrics, results = evaluate_predictor(
+        predict_fn,
+        annotations,
+        image_dir,
+        box_source,
+        list(cats),
+        max_images=max_images,
+        seed=seed,
+        progress=progress,
+        splits=splits,
+    )
     if results_path:
         write_results_json(results_path, results)
     return metrics

@@ -3,7 +3,7 @@
 Paths (model_dir) go through TensorFlow's file system layer, so gs:// works on Cloud TPU.
 
 Exact resume: the input pipeline's iterator is checkpointed with the model and optimizer
-(`training.checkpointing.restore_training`), so a run killed at any moment and resumed sees the same batches
+(`shapemask_training.checkpointing.restore_training`), so a run killed at any moment and resumed sees the same batches
 in the same order as an uninterrupted one (shuffle buffers, the per-example augmentation seeds and the
 position in the repeated data included); with deterministic ops its per-step losses are identical.
 """
@@ -22,9 +22,14 @@ import tensorflow as tf
 from shapemask_ros.config import ExperimentConfig, TrainConfig
 from shapemask_ros.model.backbone import check_backbone_init
 from shapemask_ros.model.shapemask import ShapeMask, build_model
-from training.checkpointing import checkpoint_for, remove_partial_checkpoints, restore_training, save_checkpoint
-from training.distribute import get_strategy, set_precision
-from training.losses import total_loss
+from shapemask_training.checkpointing import (
+    checkpoint_for,
+    remove_partial_checkpoints,
+    restore_training,
+    save_checkpoint,
+)
+from shapemask_training.distribute import get_strategy, set_precision
+from shapemask_training.losses import total_loss
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +127,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             out = self.model(inputs, training=True)
             variables = self.model.trainable_variables
-            losses = total_loss(
-                out, batch, self.anchors, self.cfg.model, variables, self.cfg.train.weight_decay
-            )
+            losses = total_loss(out, batch, self.anchors, self.cfg.model, variables, self.cfg.train.weight_decay)
         grads = tape.gradient(losses["total"], variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return losses

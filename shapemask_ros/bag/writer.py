@@ -47,9 +47,7 @@ def _hash_from_definition(msgdef: str, name: str) -> str:
 class BagWriter:
     """A rosbag2 bag being written (version 9). Use as a context manager, or open()/close()/abort()."""
 
-    def __init__(
-        self, path: str | Path, typestore: Typestore, storage: str = "mcap", compress: bool = True
-    ) -> None:
+    def __init__(self, path: str | Path, typestore: Typestore, storage: str = "mcap", compress: bool = True) -> None:
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
         self.path = Path(path)

@@ -64,8 +64,10 @@ def run_bundle_bench(
         entries.append(("resnet50-640 (paper config, random weights)", path))
     frames = camera_frames(num_images, seed)
     boxes = bench_boxes(FRAME_HW[0], num_boxes, seed)  # inside a 480 x 480 square: inside the frame too
-    predictors = {label: Predictor.load(path, backend="onnxruntime", intra_op_num_threads=threads,
-                                        signatures=["segment_boxes"]) for label, path in entries}
+    predictors = {
+        label: Predictor.load(path, backend="onnxruntime", intra_op_num_threads=threads, signatures=["segment_boxes"])
+        for label, path in entries
+    }
 
     def call(p):
         return lambda r: p.predict(frames[r % len(frames)], boxes)
@@ -74,44 +76,74 @@ def run_bundle_bench(
     rows = {}
     for label, path in entries:
         t = timing[label]
-        rows[label] = {"bundle": path, "backend": predictors[label].backend, "median_s": t["median_s"],
-                       "p90_s": t["p90_s"], "fps": 1.0 / t["median_s"], "median_cpu_s": t["median_cpu_s"],
-                       "image_size": predictors[label].image_size}
+        rows[label] = {
+            "bundle": path,
+            "backend": predictors[label].backend,
+            "median_s": t["median_s"],
+            "p90_s": t["p90_s"],
+            "fps": 1.0 / t["median_s"],
+            "median_cpu_s": t["median_cpu_s"],
+            "image_size": predictors[label].image_size,
+        }
     official = read_official(official_json, 640, 50)
     default = entries[0][0]
     targets = {"fps": target(rows[default]["fps"], TARGET_FPS, True)}
     if official:
         speedup = ratio(official["median_s"], rows[default]["median_s"])
         targets["official_over_ours"] = target(speedup, TARGET_OFFICIAL_OVER_OURS, True)
-    return {"frame": list(FRAME_HW), "boxes": num_boxes, "iters": iters, "warmup": warmup, "threads": threads,
-            "rows": rows, "official": official, "default": default, "targets": targets, "host": host_info()}
+    return {
+        "frame": list(FRAME_HW),
+        "boxes": num_boxes,
+        "iters": iters,
+        "warmup": warmup,
+        "threads": threads,
+        "rows": rows,
+        "official": official,
+        "default": default,
+        "targets": targets,
+        "host": host_info(),
+    }
 
 
 def bundles_table(result: Mapping[str, Any]) -> str:
     """Markdown: per bundle ms/frame, frames/s, and the official model's time over it."""
     off = result.get("official")
-    lines = [f"640 x 480 frame, {result['boxes']} given boxes, `Predictor.predict` on ONNX Runtime "
-             f"({result['iters']} timed rounds, medians).", "",
-             "| model | input | ms / frame | frames / s | official / this |", "|---|---|---|---|---|"]
+    lines = [
+        f"640 x 480 frame, {result['boxes']} given boxes, `Predictor.predict` on ONNX Runtime "
+        f"({result['iters']} timed rounds, medians).",
+        "",
+        "| model | input | ms / frame | frames / s | official / this |",
+        "|---|---|---|---|---|",
+    ]
     for label, r in result["rows"].items():
         x = fmt_x(ratio(off["median_s"], r["median_s"])) if off else "–"
         lines.append(f"| {label} | {r['image_size']}² | {fmt_ms(r['median_s'])} | {r['fps']:.1f} | {x} |")
     if off:
-        lines.append(f"| official TF2 ShapeMask (R-50, 640², graph only, time_official.py) | 640² | "
-                     f"{fmt_ms(off['median_s'])} | {1 / off['median_s']:.2f} | 1.0x |")
+        lines.append(
+            f"| official TF2 ShapeMask (R-50, 640², graph only, time_official.py) | 640² | "
+            f"{fmt_ms(off['median_s'])} | {1 / off['median_s']:.2f} | 1.0x |"
+        )
     lines += ["", targets_table(result["targets"])]
     return "\n".join(lines)
 
 
 def add_args(p) -> None:
-    p.add_argument("--model", action="append", default=[], metavar="[LABEL=]BUNDLE",
-                   help="bundle to time (repeatable; the first is checked against the targets)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[LABEL=]BUNDLE",
+        help="bundle to time (repeatable; the first is checked against the targets)",
+    )
     p.add_argument("--boxes", type=int, default=20)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
-    p.add_argument("--resnet50", action="store_true",
-                   help="also time a random-weight ResNet-50 640 bundle (exported once into --cache-dir)")
+    p.add_argument(
+        "--resnet50",
+        action="store_true",
+        help="also time a random-weight ResNet-50 640 bundle (exported once into --cache-dir)",
+    )
     p.add_argument("--cache-dir", default="build/bench")
     p.add_argument("--official-json", default="build/official_reference/timing.json")
 

@@ -52,20 +52,39 @@ def _non_negative(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser, out: str, iters: int) -> None:
-    p.add_argument("--config", default=None,
-                   help="experiment YAML whose `model:` section is benchmarked (default: the built-in ModelConfig)")
-    p.add_argument("--image-size", type=_positive, default=None,
-                   help="square input size (default: the config's; 640 without --config)")
-    p.add_argument("--backbone", default=None, choices=["resnet50", "resnet101", "tiny"],
-                   help="backbone (default: the config's; resnet50 without --config)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="experiment YAML whose `model:` section is benchmarked (default: the built-in ModelConfig)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive,
+        default=None,
+        help="square input size (default: the config's; 640 without --config)",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        choices=["resnet50", "resnet101", "tiny"],
+        help="backbone (default: the config's; resnet50 without --config)",
+    )
     p.add_argument("--boxes", type=_positive, default=20, help="number of given boxes for segment_boxes")
     p.add_argument("--iters", type=_positive, default=iters, help="timed rounds (the median is reported)")
     p.add_argument("--warmup", type=_non_negative, default=3, help="untimed rounds after the first call")
-    p.add_argument("--threads", type=_non_negative, default=0,
-                   help="intra-op threads for TensorFlow and ONNX Runtime alike (0 = all cores)")
-    p.add_argument("--score-threshold", type=float, default=0.0,
-                   help="detection score threshold of the timed model; 0 makes random weights give "
-                        "max_detections boxes, so self-detection always segments 100 objects (worst case)")
+    p.add_argument(
+        "--threads",
+        type=_non_negative,
+        default=0,
+        help="intra-op threads for TensorFlow and ONNX Runtime alike (0 = all cores)",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.0,
+        help="detection score threshold of the timed model; 0 makes random weights give "
+        "max_detections boxes, so self-detection always segments 100 objects (worst case)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, images and boxes")
     p.add_argument("--out", default=out, help="JSON result file (written atomically)")
     p.add_argument("--write-docs", action="store_true", help=f"append the table to --docs ({DEFAULT_DOCS})")
@@ -79,44 +98,55 @@ def add_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="bench", metavar="WHAT")
     sub.required = True
     m = sub.add_parser(
-        "model", formatter_class=fmt,
+        "model",
+        formatter_class=fmt,
         help="latency of backbone vs full inference vs mask-branch widths (random weights, tf.function)",
         description="Median latency of the bare backbone, full inference with N given boxes, full inference "
-                    "with self-detection, and the mask branch alone at several widths, interleaved in one "
-                    "run. Targets: full / backbone <= 1.6; mask branch 128 / 16 >= 5.",
+        "with self-detection, and the mask branch alone at several widths, interleaved in one "
+        "run. Targets: full / backbone <= 1.6; mask branch 128 / 16 >= 5.",
     )
     _common(m, "build/bench/model.json", iters=10)
-    m.add_argument("--channels", type=_int_list, default=[128, 64, 32, 16],
-                   help="mask-branch widths to time (comma-separated)")
+    m.add_argument(
+        "--channels", type=_int_list, default=[128, 64, 32, 16], help="mask-branch widths to time (comma-separated)"
+    )
     m.set_defaults(_parser=m)
     r = sub.add_parser(
-        "runtime", formatter_class=fmt,
+        "runtime",
+        formatter_class=fmt,
         help="TensorFlow vs ONNX Runtime through Predictor, boxes sweep, official ShapeMask comparison",
         description="Exports (or reuses) a random-weight bundle under --cache-dir and times Predictor.predict "
-                    "on TensorFlow and ONNX Runtime, the ONNX Runtime latency vs number of boxes, and full "
-                    "self-detection inference against the official TF2 ShapeMask timing JSON. Targets: ONNX "
-                    "Runtime >= 1.3x faster than TensorFlow; ours >= 10x faster than the official.",
+        "on TensorFlow and ONNX Runtime, the ONNX Runtime latency vs number of boxes, and full "
+        "self-detection inference against the official TF2 ShapeMask timing JSON. Targets: ONNX "
+        "Runtime >= 1.3x faster than TensorFlow; ours >= 10x faster than the official.",
     )
     _common(r, "build/bench/runtime.json", iters=10)
-    r.add_argument("--box-counts", type=_int_list, default=[1, 5, 20, 100],
-                   help="numbers of boxes for the ONNX Runtime sweep")
+    r.add_argument(
+        "--box-counts", type=_int_list, default=[1, 5, 20, 100], help="numbers of boxes for the ONNX Runtime sweep"
+    )
     r.add_argument("--images", type=_positive, default=2, help="distinct images, cycled through the rounds")
-    r.add_argument("--bundle", default=None,
-                   help="time this existing bundle instead of exporting a random-weight one "
-                        "(--config/--image-size/--backbone/--score-threshold are then ignored)")
+    r.add_argument(
+        "--bundle",
+        default=None,
+        help="time this existing bundle instead of exporting a random-weight one "
+        "(--config/--image-size/--backbone/--score-threshold are then ignored)",
+    )
     r.add_argument("--cache-dir", default="build/bench", help="where the random-weight bundle is kept")
     r.add_argument("--force-export", action="store_true", help="re-export even if a matching bundle is cached")
     r.add_argument("--max-boxes", type=_positive, default=100, help="boxes per model call of the exported bundle")
-    r.add_argument("--official-json", default="build/official_reference/timing.json",
-                   help="timing of the official ShapeMask (benchmarks/official_reference); skipped if absent")
+    r.add_argument(
+        "--official-json",
+        default="build/official_reference/timing.json",
+        help="timing of the official ShapeMask (benchmarks/official_reference); skipped if absent",
+    )
     r.set_defaults(_parser=r)
     b = sub.add_parser(
-        "bundles", formatter_class=fmt,
+        "bundles",
+        formatter_class=fmt,
         help="frames/s of shipped bundles on a 640x480 frame with N boxes (ONNX Runtime), vs the official",
         description="Times Predictor.predict on 640x480 frames with N given boxes for each --model bundle on "
-                    "ONNX Runtime, interleaved in one run, optionally with a random-weight ResNet-50 640 bundle "
-                    "and the official TF2 ShapeMask timing JSON. Targets: the first bundle >= 20 frames/s and "
-                    ">= 50x faster per frame than the official model.",
+        "ONNX Runtime, interleaved in one run, optionally with a random-weight ResNet-50 640 bundle "
+        "and the official TF2 ShapeMask timing JSON. Targets: the first bundle >= 20 frames/s and "
+        ">= 50x faster per frame than the official model.",
     )
     from shapemask_ros.bench import bundle_bench
 
@@ -176,20 +206,22 @@ def append_docs(path: str, title: str, command: str, result: dict[str, Any], tab
         with open(path, encoding="utf-8") as f:
             old = f.read()
     load = host.get("loadavg")
-    section = "\n".join([
-        "",
-        f"### {title} ({host.get('timestamp', '')})",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Machine: {host.get('processor') or 'unknown CPU'} ({host.get('machine')}), {host.get('cpu_count')} CPUs, "
-        f"load average at the end {load}; versions {host.get('versions')}.",
-        "",
-        table,
-        "",
-    ])
+    section = "\n".join(
+        [
+            "",
+            f"### {title} ({host.get('timestamp', '')})",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            f"Machine: {host.get('processor') or 'unknown CPU'} ({host.get('machine')}), {host.get('cpu_count')} CPUs, "
+            f"load average at the end {load}; versions {host.get('versions')}.",
+            "",
+            table,
+            "",
+        ]
+    )
     atomic_write_text(path, old.rstrip("\n") + "\n" + section)
 
 
@@ -229,9 +261,15 @@ def _run(args: argparse.Namespace) -> int:
             args.model = [f"default={default_model_dir()}"]
         model_bench.configure_threads(args.threads)
         result = bundle_bench.run_bundle_bench(
-            bundle_bench.labelled(args.model), num_boxes=args.boxes, iters=args.iters, warmup=args.warmup,
-            resnet50_cache=args.cache_dir if args.resnet50 else None, official_json=args.official_json,
-            threads=args.threads, seed=args.seed, progress=not args.no_progress,
+            bundle_bench.labelled(args.model),
+            num_boxes=args.boxes,
+            iters=args.iters,
+            warmup=args.warmup,
+            resnet50_cache=args.cache_dir if args.resnet50 else None,
+            official_json=args.official_json,
+            threads=args.threads,
+            seed=args.seed,
+            progress=not args.no_progress,
         )
         _finish(args, result, bundle_bench.bundles_table(result), "bench bundles")
         return 0

@@ -133,16 +133,12 @@ def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray
                 "vision_msgs/msg/Detection2D",
                 header=hdr(),
                 results=[factory.make("vision_msgs/msg/ObjectHypothesisWithPose", hypothesis=hyp, pose=pose)],
-                bbox=factory.make(
-                    "vision_msgs/msg/BoundingBox2D", center=center, size_x=x2 - x1, size_y=y2 - y1
-                ),
+                bbox=factory.make("vision_msgs/msg/BoundingBox2D", center=center, size_x=x2 - x1, size_y=y2 - y1),
                 id=f"d{i}",
             )
         )
     k = np.array([FX, 0, (W - 1) / 2, 0, FY, (H - 1) / 2, 0, 0, 1.0])
-    roi = factory.make(
-        "sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-    )
+    roi = factory.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     proj = np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1)
     info = factory.make(
         "sensor_msgs/msg/CameraInfo", header=hdr(), height=H, width=W, distortion_model="plumb_bob",

@@ -94,8 +94,9 @@ def ensure_bundle(
     from shapemask_ros.export.bundle import export_bundle
     from shapemask_ros.model.shapemask import build_model
 
-    log.info("exporting a random-weight %s %d bundle to %s (minutes for a ResNet)", cfg.backbone.name,
-             cfg.image_size, path)
+    log.info(
+        "exporting a random-weight %s %d bundle to %s (minutes for a ResNet)", cfg.backbone.name, cfg.image_size, path
+    )
     keras.utils.set_random_seed(seed)
     model = build_model(cfg)
     rng = np.random.default_rng(seed)
@@ -232,9 +233,10 @@ def run_runtime_bench(
     mcfg = meta.get("model_config") or {}
     backbone = backbone or (mcfg.get("backbone") or {}).get("name")
     official = read_official(official_json, s, _DEPTHS.get(backbone or ""))
-    tf_seg, ort_seg = med[_key("tensorflow", f"segment_boxes@{num_boxes}")], med[
-        _key("onnxruntime", f"segment_boxes@{num_boxes}")
-    ]
+    tf_seg, ort_seg = (
+        med[_key("tensorflow", f"segment_boxes@{num_boxes}")],
+        med[_key("onnxruntime", f"segment_boxes@{num_boxes}")],
+    )
     ort_over_tf = ratio(tf_seg, ort_seg)  # > 1: ONNX Runtime faster
     ratios: dict[str, float | None] = {
         f"tensorflow_over_onnxruntime_segment_boxes@{num_boxes}": ort_over_tf,
@@ -272,9 +274,7 @@ def run_runtime_bench(
         "threads": dict(threads_info) if threads_info else {"ort_intra_op": n_threads},
         "backends": {name: pred.backend for name, pred in predictors.items()},
         "latency": latency,
-        "onnxruntime_latency_vs_boxes": {
-            str(n): med[_key("onnxruntime", f"segment_boxes@{n}")] for n in counts
-        },
+        "onnxruntime_latency_vs_boxes": {str(n): med[_key("onnxruntime", f"segment_boxes@{n}")] for n in counts},
         "detect_and_segment_detections": detections,
         "official": official,
         "ratios": ratios,
@@ -306,9 +306,7 @@ def run_runtime_bench_with_export(
     t0 = time.perf_counter()
     path, reused = ensure_bundle(cfg, path, max_boxes=max_boxes, force=force_export)
     export_s = time.perf_counter() - t0
-    result = run_runtime_bench(
-        path, threads=threads, backbone=cfg.backbone.name, threads_info=threads_info, **kwargs
-    )
+    result = run_runtime_bench(path, threads=threads, backbone=cfg.backbone.name, threads_info=threads_info, **kwargs)
     result["bundle_reused"] = reused
     result["export_s"] = None if reused else export_s
     result["host"] = host_info()
@@ -358,7 +356,9 @@ def runtime_table(result: Mapping[str, Any]) -> str:
         ]
         for name in BACKENDS:
             r = result["ratios"].get(f"official_over_{name}_detect_and_segment")
-            rows.append(f"| {result['backends'][name]} | {fmt_ms(lat[_key(name, 'detect_and_segment')]['median_s'])} "
-                        f"| {fmt_x(r)} |")
+            rows.append(
+                f"| {result['backends'][name]} | {fmt_ms(lat[_key(name, 'detect_and_segment')]['median_s'])} "
+                f"| {fmt_x(r)} |"
+            )
     rows += ["", targets_table(result["targets"])]
     return "\n".join(rows)

@@ -129,9 +129,7 @@ def iter_coco(
                 if mask.sum() < min_area:
                     counter.skip("empty_mask", str(aid))
                     continue
-            rec.instances.append(
-                Instance(int(ann["category_id"]), np.array([x1, y1, x2, y2]), mask, int(aid))
-            )
+            rec.instances.append(Instance(int(ann["category_id"]), np.array([x1, y1, x2, y2]), mask, int(aid)))
         yield rec
 
 

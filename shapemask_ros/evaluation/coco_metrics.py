@@ -64,9 +64,7 @@ def results_from_instances(
     scores = np.asarray(instances.scores, dtype=np.float64).reshape(n)
     classes = np.asarray(instances.class_ids).reshape(n)
     if include_masks and (len(instances.masks) != n or len(instances.regions) != n):
-        raise ValueError(
-            f"Instances has {n} boxes but {len(instances.masks)} masks / {len(instances.regions)} regions"
-        )
+        raise ValueError(f"Instances has {n} boxes but {len(instances.masks)} masks / {len(instances.regions)} regions")
     xywh = box_ops.xyxy_to_xywh(boxes)
     canvas = np.zeros((h, w), dtype=np.uint8, order="F") if include_masks else None
     out: list[dict[str, Any]] = []
@@ -352,8 +350,6 @@ def _check_splits(splits: Mapping[str, Sequence[int]] | None, cat_ids: Sequence[
         if not kept:
             raise ValueError(f"split {name!r}: none of its category ids {ids[:10]} is evaluated")
         if len(kept) < len(ids):
-            log.info(
-                "split %r: %d of its %d category ids are not evaluated", name, len(ids) - len(kept), len(ids)
-            )
+            log.info("split %r: %d of its %d category ids are not evaluated", name, len(ids) - len(kept), len(ids))
         out[name] = kept
     return out

@@ -124,9 +124,7 @@ def export_bundle(
     return out_dir
 
 
-def random_inputs(
-    image_size: int, num_boxes: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_inputs(image_size: int, num_boxes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real-sized random inputs for checks: an image and `num_boxes` boxes of varied size and place."""
     rng = np.random.default_rng(seed)
     image = rng.uniform(0, 255, (1, image_size, image_size, 3)).astype(np.float32)

@@ -42,9 +42,7 @@ def check_tensorrt_compatible(onnx_path: str, forbid_control_flow: bool = True) 
     """Problems that would stop or slow a TensorRT build of the graph (empty list = fine)."""
     ops = op_counts(onnx_path)
     supported = tensorrt_supported_ops()
-    problems = [
-        f"op {op} is not on TensorRT's ONNX operator list" for op in sorted(ops) if op not in supported
-    ]
+    problems = [f"op {op} is not on TensorRT's ONNX operator list" for op in sorted(ops) if op not in supported]
     if forbid_control_flow:
         problems += [f"control flow op {op} x{ops[op]}" for op in sorted(CONTROL_FLOW & set(ops))]
     return problems

@@ -48,8 +48,9 @@ def load_npz_weights(model: keras.Model, path: str) -> int:
     their random initialisation without anyone noticing. Returns the number of arrays loaded.
     """
     if not os.path.exists(path):
-        raise FileNotFoundError(f"backbone.weights_path {path!r} does not exist (make it with `shapemask "
-                                "convert-backbone --out {path}`)")
+        raise FileNotFoundError(
+            f"backbone.weights_path {path!r} does not exist (make it with `shapemask convert-backbone --out {{path}}`)"
+        )
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -117,8 +118,10 @@ def check_backbone_init(cfg: BackboneConfig) -> None:
     if cfg.name == "tiny" and (cfg.weights or cfg.weights_path):
         raise ValueError("the tiny backbone has no pretrained weights: set backbone.weights and weights_path to null")
     if cfg.weights == "imagenet" and cfg.name.startswith("efficientnet_lite"):
-        raise ValueError("Keras has no EfficientNet-Lite weights to download: make the .npz with `shapemask "
-                         "convert-backbone` and set backbone.weights_path")
+        raise ValueError(
+            "Keras has no EfficientNet-Lite weights to download: make the .npz with `shapemask "
+            "convert-backbone` and set backbone.weights_path"
+        )
     frozen = (cfg.freeze_stem_and_stage1 or cfg.freeze_all) and cfg.name in _FROZEN_PREFIXES
     if frozen and not (cfg.weights or cfg.weights_path):
         raise ValueError(
@@ -150,7 +153,7 @@ def _efficientnet_lite_centres(image_size: int) -> dict[int, float]:
 # Where each backbone's C3..C5 cells sit in the input: FEATURE_CENTRES[name](image_size) = {level: c}, cell i
 # of C_level centred at input coordinate 2**level * i + c (pixel k covers [k, k + 1)). The ROI crop reads
 # features at these positions, so every backbone that `build_backbone` accepts needs an entry here;
-# test/test_feature_alignment.py measures the centres of every entry with impulse images.
+# test/model/test_feature_alignment.py measures the centres of every entry with impulse images.
 FEATURE_CENTRES: dict[str, Callable[[int], dict[int, float]]] = {
     "efficientnet_lite0": _efficientnet_lite_centres,
     "resnet50": _resnet_centres,
@@ -164,7 +167,7 @@ def backbone_feature_centres(name: str, image_size: int) -> dict[int, float]:
     if name not in FEATURE_CENTRES:
         raise ValueError(
             f"backbone {name!r} has no entry in model/backbone.py FEATURE_CENTRES (where its feature cells "
-            "are centred in the input); add one, test/test_feature_alignment.py checks it"
+            "are centred in the input); add one, test/model/test_feature_alignment.py checks it"
         )
     return FEATURE_CENTRES[name](image_size)
 

@@ -34,8 +34,7 @@ class FPN(layers.Layer):
         self.lateral = [layers.Conv2D(channels, 1, name=f"lateral_p{l}") for l in (3, 4, 5)]
         self.output_convs = [layers.Conv2D(channels, 3, padding="same", name=f"post_p{l}") for l in (3, 4, 5)]
         self.extra = [
-            layers.Conv2D(channels, 3, strides=2, padding="same", name=f"p{l}")
-            for l in range(6, max_level + 1)
+            layers.Conv2D(channels, 3, strides=2, padding="same", name=f"p{l}") for l in range(6, max_level + 1)
         ]
         self.norms = [layers.BatchNormalization(name=f"bn_p{l}") for l in range(min_level, max_level + 1)]
         self.up = layers.UpSampling2D(2, interpolation="nearest")

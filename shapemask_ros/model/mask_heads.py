@@ -26,9 +26,7 @@ def _logits_bias():
 
 
 def _mask_logits_conv(num_classes, name):
-    return layers.Conv2D(
-        num_classes, 1, kernel_initializer=_small_normal(), bias_initializer=_logits_bias(), name=name
-    )
+    return layers.Conv2D(num_classes, 1, kernel_initializer=_small_normal(), bias_initializer=_logits_bias(), name=name)
 
 
 def _select_class(x, onehot):

@@ -42,8 +42,5 @@ def detect_single(cls_logits, box_deltas, anchors, cfg: PostprocessConfig, image
 
 def detect(cls_logits, box_deltas, anchors, cfg: PostprocessConfig, image_size: int):
     """Batched (static batch) -> boxes [B,D,4], scores [B,D], classes [B,D] int32, num_detections [B]."""
-    outs = [
-        detect_single(cls_logits[i], box_deltas[i], anchors, cfg, image_size)
-        for i in range(cls_logits.shape[0])
-    ]
+    outs = [detect_single(cls_logits[i], box_deltas[i], anchors, cfg, image_size) for i in range(cls_logits.shape[0])]
     return tuple(tf.stack(t, axis=0) for t in zip(*outs, strict=True))

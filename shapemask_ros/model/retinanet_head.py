@@ -24,8 +24,7 @@ class _Tower(layers.Layer):
         ]
         # One BN per (conv, level): levels have different statistics.
         self.norms = [
-            [layers.BatchNormalization(name=f"{name_prefix}_bn{i}_p{l}") for l in self.levels]
-            for i in range(num_convs)
+            [layers.BatchNormalization(name=f"{name_prefix}_bn{i}_p{l}") for l in self.levels] for i in range(num_convs)
         ]
         self.out = layers.Conv2D(
             out_channels,

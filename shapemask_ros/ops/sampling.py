@@ -3,7 +3,7 @@
 Pixel (row r, col c) covers [c, c+1) x [r, r+1); its centre is (c + 0.5, r + 0.5). On a feature map of stride
 s whose cell i is centred at pixel-space coordinate s * i + c0, point (x, y) lies at continuous feature index
 ((x - c0) / s, (y - c0) / s). c0 defaults to s / 2 (images: c0 = 0.5); backbone feature maps have their own
-(shapemask_ros/model/backbone.py FEATURE_CENTRES, measured in test/test_feature_alignment.py).
+(shapemask_ros/model/backbone.py FEATURE_CENTRES, measured in test/model/test_feature_alignment.py).
 
 An n x n grid over box (x1, y1, x2, y2) samples bin centres:
     x_j = x1 + (j + 0.5) * (x2 - x1) / n,   y_i = y1 + (i + 0.5) * (y2 - y1) / n.

@@ -181,9 +181,7 @@ def instance_labels(
     for i in range(len(instances)):
         if source is not None and len(source):
             s = int(instances.source_index[i])
-            out.append(
-                (source.class_ids[s], float(source.scores[s]), source.ids[s], int(source.source_index[s]))
-            )
+            out.append((source.class_ids[s], float(source.scores[s]), source.ids[s], int(source.source_index[s])))
         else:
             cid = int(instances.class_ids[i])
             name = class_names[cid] if 0 <= cid < len(class_names) else ""

@@ -22,9 +22,7 @@ class RosLogHandler(logging.Handler):
     Each source line logs at most once per `throttle_s` (the count of suppressed lines is added to the
     next one), because the core logs per object/frame and /rosout is a network topic."""
 
-    def __init__(
-        self, ros_logger: Any, throttle_s: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, ros_logger: Any, throttle_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(level=logging.DEBUG)
         self._ros = ros_logger
         self._throttle = KeyedThrottle(throttle_s, clock)

@@ -106,9 +106,7 @@ def objects3d_message(
                 bbox=factory.make(
                     "vision_msgs/msg/BoundingBox3D",
                     center=pose,
-                    size=factory.make(
-                        "geometry_msgs/msg/Vector3", x=float(bs[0]), y=float(bs[1]), z=float(bs[2])
-                    ),
+                    size=factory.make("geometry_msgs/msg/Vector3", x=float(bs[0]), y=float(bs[1]), z=float(bs[2])),
                 ),
                 num_valid_points=int(objects.num_valid_points[i]),
                 num_inliers=int(objects.num_inliers[i]),

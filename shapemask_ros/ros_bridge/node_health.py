@@ -28,9 +28,7 @@ def qos_text(qos: Any) -> str:
     )
 
 
-def silent_input_message(
-    topic: str, our_type: str, our_qos: Any, publishers: list[Any], silent_s: float
-) -> str:
+def silent_input_message(topic: str, our_type: str, our_qos: Any, publishers: list[Any], silent_s: float) -> str:
     """Warning for 'publishers exist but nothing arrives': names both QoS profiles and type mismatches."""
     lines = [
         f"{len(publishers)} publisher(s) on {topic} but no message for {silent_s:.1f} s. "
@@ -107,11 +105,7 @@ def processor_counters(stats: Any) -> dict[str, float]:
     elif isinstance(stats, Mapping):
         items = dict(stats)
     else:
-        items = (
-            {k: v for k, v in vars(stats).items() if not k.startswith("_")}
-            if hasattr(stats, "__dict__")
-            else {}
-        )
+        items = {k: v for k, v in vars(stats).items() if not k.startswith("_")} if hasattr(stats, "__dict__") else {}
     out: dict[str, float] = {}
     for key, value in items.items():
         if isinstance(value, bool):

@@ -99,14 +99,10 @@ def make_pointcloud(
     factory: MessageFactory, header: Any, points: np.ndarray, instance_ids: np.ndarray | int, **kw: Any
 ) -> Any:
     """sensor_msgs/msg/PointCloud2 from points [N, 3] and ids (see pointcloud_fields)."""
-    return factory.make(
-        "sensor_msgs/msg/PointCloud2", **pointcloud_fields(factory, header, points, instance_ids, **kw)
-    )
+    return factory.make("sensor_msgs/msg/PointCloud2", **pointcloud_fields(factory, header, points, instance_ids, **kw))
 
 
-def objects_pointcloud(
-    factory: MessageFactory, header: Any, objects: Any, *, id_field: str = "instance_id"
-) -> Any:
+def objects_pointcloud(factory: MessageFactory, header: Any, objects: Any, *, id_field: str = "instance_id") -> Any:
     """One cloud of all objects' inlier points (objects3d.Objects3D computed with return_points=True)."""
     if objects.points is None:
         raise ValueError("Objects3D has no points: call compute_objects3d(..., return_points=True)")
@@ -119,9 +115,7 @@ def objects_pointcloud(
 
 def _as_u8(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
-        return (
-            data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else data.astype(np.uint8).reshape(-1)
-        )
+        return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else data.astype(np.uint8).reshape(-1)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return np.frombuffer(data, np.uint8)
     try:
@@ -151,19 +145,14 @@ def pointcloud_to_arrays(msg: Any) -> dict[str, np.ndarray]:
         names.append(str(f.name))
         formats.append(fmt)
         offsets.append(int(f.offset))
-    dt = (
-        np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step}) if step else None
-    )
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step}) if step else None
     buf = _as_u8(msg.data)
     if h * w == 0:
         return {
-            n: np.zeros((0,) + fmt.shape, fmt.base.newbyteorder("="))
-            for n, fmt in zip(names, formats, strict=True)
+            n: np.zeros((0,) + fmt.shape, fmt.base.newbyteorder("=")) for n, fmt in zip(names, formats, strict=True)
         }
     if dt is None or row_step < w * step or buf.size < row_step * (h - 1) + w * step:
-        raise ValueError(
-            f"cloud {h}x{w}, point_step {step}, row_step {row_step} needs more than {buf.size} bytes"
-        )
+        raise ValueError(f"cloud {h}x{w}, point_step {step}, row_step {row_step} needs more than {buf.size} bytes")
     rows = np.lib.stride_tricks.as_strided(buf, shape=(h, w * step), strides=(row_step, 1))
     recs = np.ascontiguousarray(rows).reshape(-1).view(dt)
     return {n: recs[n].astype(recs[n].dtype.newbyteorder("=")) for n in names}

@@ -30,8 +30,7 @@ _DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
 # vision_msgs 4.x (ros2 branch, Humble and Jazzy): field lines as in the package, comments abridged.
 VISION_MSGS_TEXT: dict[str, str] = {
     "vision_msgs/msg/Point2D": (
-        "# A 2D point in pixel coordinates (x right, y down, as in sensor_msgs/Image).\n\n"
-        "float64 x\nfloat64 y\n"
+        "# A 2D point in pixel coordinates (x right, y down, as in sensor_msgs/Image).\n\nfloat64 x\nfloat64 y\n"
     ),
     "vision_msgs/msg/Pose2D": (
         "# A 2D pose: position and a rotation in radians (positive counterclockwise).\n\n"

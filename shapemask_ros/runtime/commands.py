@@ -27,15 +27,16 @@ SIGNATURE_CHOICES = ("segment_boxes", "detect_and_segment")
 MASK_FILE = "mask_{:03d}.png"
 _MASK_FILE_RE = re.compile(r"mask_\d{3,}\.png$")
 BOXES_FORMATS = (
-    "boxes JSON: [[x1, y1, x2, y2], ...], or {\"boxes\": [[x1, y1, x2, y2], ...], \"classes\": [c, ...]}, "
-    "or [{\"box\": [x1, y1, x2, y2], \"class\": c}, ...]; pixels of the input image; a class is a "
+    'boxes JSON: [[x1, y1, x2, y2], ...], or {"boxes": [[x1, y1, x2, y2], ...], "classes": [c, ...]}, '
+    'or [{"box": [x1, y1, x2, y2], "class": c}, ...]; pixels of the input image; a class is a '
     "contiguous class index or a class name of the model (optional, -1 = unknown)"
 )
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="",
-                   help="model bundle directory (model.json + ONNX/SavedModel); '' = the shipped demo model")
+    p.add_argument(
+        "--model", default="", help="model bundle directory (model.json + ONNX/SavedModel); '' = the shipped demo model"
+    )
 
 
 def _resolve_model(path: str) -> str:
@@ -48,12 +49,15 @@ def _resolve_model(path: str) -> str:
 def add_build_engine_args(p: argparse.ArgumentParser) -> None:
     """Arguments of `shapemask build-engine`."""
     _model_arg(p)
-    p.add_argument("--engine-cache-dir", default="",
-                   help="engine cache directory ('' = $XDG_CACHE_HOME/shapemask_ros/engines)")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32", "both"],
-                   help="engine precision(s) to build")
-    p.add_argument("--signatures", default=",".join(SIGNATURE_CHOICES),
-                   help="comma-separated graphs to build: segment_boxes, detect_and_segment")
+    p.add_argument(
+        "--engine-cache-dir", default="", help="engine cache directory ('' = $XDG_CACHE_HOME/shapemask_ros/engines)"
+    )
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32", "both"], help="engine precision(s) to build")
+    p.add_argument(
+        "--signatures",
+        default=",".join(SIGNATURE_CHOICES),
+        help="comma-separated graphs to build: segment_boxes, detect_and_segment",
+    )
 
 
 def _signatures(text: str) -> list[str]:
@@ -100,14 +104,17 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     """Arguments of `shapemask predict`."""
     p.add_argument("image", help="image file (anything OpenCV reads: PNG, JPEG, ...)")
     _model_arg(p)
-    p.add_argument("--boxes", default=None,
-                   help=f"{BOXES_FORMATS}. Without it the model's own detections are used")
+    p.add_argument("--boxes", default=None, help=f"{BOXES_FORMATS}. Without it the model's own detections are used")
     p.add_argument("--out", default="out/predict", help="output directory")
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     p.add_argument("--engine-cache-dir", default="", help="TensorRT engine cache ('' = default)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
-    p.add_argument("--score-threshold", type=float, default=None,
-                   help="minimum detection score without --boxes (default: the model's)")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="minimum detection score without --boxes (default: the model's)",
+    )
     p.add_argument("--mask-threshold", type=float, default=0.5, help="mask foreground probability")
 
 
@@ -204,8 +211,9 @@ def _write_png(path: str, image: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
-def write_outputs(out_dir: str, rgb: np.ndarray, instances: Any, class_names: tuple[str, ...],
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_outputs(
+    out_dir: str, rgb: np.ndarray, instances: Any, class_names: tuple[str, ...], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write mask_NNN.png (0/255, full image size), labels.png (uint16), overlay.png and instances.json.
 
     Mask files left in `out_dir` by an earlier run are removed first so the folder matches the JSON.
@@ -228,20 +236,21 @@ def write_outputs(out_dir: str, rgb: np.ndarray, instances: Any, class_names: tu
         name = MASK_FILE.format(i)
         _write_png(os.path.join(out_dir, name), full[i] * np.uint8(255))
         cid = int(instances.class_ids[i])
-        objects.append({
-            "mask_file": name,
-            "source_index": int(instances.source_index[i]),
-            "box": [float(v) for v in instances.boxes[i]],
-            "score": float(instances.scores[i]),
-            "class_id": cid,
-            "class_name": class_names[cid] if 0 <= cid < len(class_names) else None,
-            "region": [int(v) for v in instances.regions[i]],  # x, y, width, height of the mask crop
-            "mask_score": float(instances.mask_scores[i]),
-            "mask_area": int(full[i].sum()),
-        })
+        objects.append(
+            {
+                "mask_file": name,
+                "source_index": int(instances.source_index[i]),
+                "box": [float(v) for v in instances.boxes[i]],
+                "score": float(instances.scores[i]),
+                "class_id": cid,
+                "class_name": class_names[cid] if 0 <= cid < len(class_names) else None,
+                "region": [int(v) for v in instances.regions[i]],  # x, y, width, height of the mask crop
+                "mask_score": float(instances.mask_scores[i]),
+                "mask_area": int(full[i].sum()),
+            }
+        )
     _write_png(os.path.join(out_dir, "labels.png"), instances.label_image())
-    _write_png(os.path.join(out_dir, "overlay.png"),
-               cv2.cvtColor(overlay_image(rgb, instances), cv2.COLOR_RGB2BGR))
+    _write_png(os.path.join(out_dir, "overlay.png"), cv2.cvtColor(overlay_image(rgb, instances), cv2.COLOR_RGB2BGR))
     doc = {
         "image_size": list(instances.image_size),
         "backend": instances.backend,
@@ -264,8 +273,13 @@ def run_predict(args: argparse.Namespace) -> int:
     model = _resolve_model(args.model)
     try:
         rgb = read_image(args.image)
-        predictor = Predictor.load(model, backend=args.backend, engine_cache_dir=args.engine_cache_dir or None,
-                                   intra_op_num_threads=args.threads, mask_threshold=args.mask_threshold)
+        predictor = Predictor.load(
+            model,
+            backend=args.backend,
+            engine_cache_dir=args.engine_cache_dir or None,
+            intra_op_num_threads=args.threads,
+            mask_threshold=args.mask_threshold,
+        )
         boxes, classes = (None, None) if args.boxes is None else read_boxes(args.boxes, predictor.class_names)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
@@ -280,8 +294,13 @@ def run_predict(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     seconds = time.perf_counter() - t0
-    doc = write_outputs(args.out, rgb, instances, predictor.class_names,
-                        extra={"image": args.image, "model": model, "predict_s": seconds})
+    doc = write_outputs(
+        args.out,
+        rgb,
+        instances,
+        predictor.class_names,
+        extra={"image": args.image, "model": model, "predict_s": seconds},
+    )
     if instances.dropped:
         log.warning("input boxes dropped or clipped: %s", instances.dropped)
     print(f"{doc['num_objects']} objects ({predictor.backend}, {seconds * 1000:.0f} ms) -> {args.out}")

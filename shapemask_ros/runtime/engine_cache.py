@@ -133,9 +133,7 @@ class EngineCache:
         profile: Any,
     ) -> str:
         """sha256 hex key over the ONNX file's sha256 and all other fields (canonical JSON)."""
-        payload = EngineCache.key_payload(
-            onnx_path, trt_version, gpu_name, compute_capability, precision, profile
-        )
+        payload = EngineCache.key_payload(onnx_path, trt_version, gpu_name, compute_capability, precision, profile)
         return hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
 
     def engine_path(self, key: str) -> str:
@@ -166,9 +164,7 @@ class EngineCache:
         missing = [f for f in KEY_FIELDS if f not in key_fields]
         unknown = [f for f in key_fields if f not in KEY_FIELDS]
         if missing or unknown:
-            raise ValueError(
-                f"key_fields must have exactly {KEY_FIELDS}; missing {missing}, unknown {unknown}"
-            )
+            raise ValueError(f"key_fields must have exactly {KEY_FIELDS}; missing {missing}, unknown {unknown}")
         payload = self.key_payload(**key_fields)
         key = hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
         path = self.engine_path(key)
@@ -242,8 +238,7 @@ class EngineCache:
                 self._remove(key)
 
         log.warning(
-            "building TensorRT engine (%s, %s); first builds take 10-20 minutes on Jetson-class devices; "
-            "cached at %s",
+            "building TensorRT engine (%s, %s); first builds take 10-20 minutes on Jetson-class devices; cached at %s",
             payload.get("precision"),
             payload.get("gpu_name"),
             path,

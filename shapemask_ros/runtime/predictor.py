@@ -133,9 +133,7 @@ class Predictor:
             inst.regions = np.tile(np.array([[0, 0, width, height]], np.int32), (len(inst), 1))
         return inst
 
-    def _model_classes(
-        self, classes: np.ndarray, dropped: collections.Counter[str]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _model_classes(self, classes: np.ndarray, dropped: collections.Counter[str]) -> tuple[np.ndarray, np.ndarray]:
         """(class ids fed to the model, class ids reported). Unknown ids feed 0 (the spec's convention)."""
         if self.bundle.mask_class_agnostic:
             return np.zeros_like(classes, dtype=np.int32), classes.astype(np.int32)
@@ -173,9 +171,7 @@ class Predictor:
         step = self.bundle.max_boxes
         for start in range(0, len(kept), step):  # never drop boxes: split into <= max_boxes calls
             stop = min(start + step, len(kept))
-            out = self.runtime_backend.segment_boxes(
-                net_input, net_boxes[None, start:stop], feed_cls[None, start:stop]
-            )
+            out = self.runtime_backend.segment_boxes(net_input, net_boxes[None, start:stop], feed_cls[None, start:stop])
             m, o = self._check_chunk(out, stop - start)
             masks.append(m)
             outer.append(o)
@@ -197,9 +193,7 @@ class Predictor:
         masks = np.asarray(out["masks"], np.float32)
         outer = np.asarray(out["outer_boxes"], np.float32)
         if masks.ndim != 4 or masks.shape[:2] != (1, n) or masks.shape[2] != masks.shape[3]:
-            raise RuntimeError(
-                f"{self.backend}: segment_boxes returned masks {masks.shape}, expected [1, {n}, M, M]"
-            )
+            raise RuntimeError(f"{self.backend}: segment_boxes returned masks {masks.shape}, expected [1, {n}, M, M]")
         if outer.shape != (1, n, 4):
             raise RuntimeError(
                 f"{self.backend}: segment_boxes returned outer_boxes {outer.shape}, expected [1, {n}, 4]"
@@ -234,11 +228,7 @@ class Predictor:
         dropped: collections.Counter[str] = collections.Counter()
         boxes_px = boxes[:n] / scale
         outer_px = outer[:n] / scale
-        finite = (
-            np.all(np.isfinite(boxes_px), axis=1)
-            & np.all(np.isfinite(outer_px), axis=1)
-            & np.isfinite(scores[:n])
-        )
+        finite = np.all(np.isfinite(boxes_px), axis=1) & np.all(np.isfinite(outer_px), axis=1) & np.isfinite(scores[:n])
         if (~finite).any():
             dropped[NON_FINITE] += int((~finite).sum())
         h, w = image_size

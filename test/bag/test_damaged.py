@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionMode
-from support.bags import PERIOD, T0, TS, dets_msg, image_msg, write_bag
 
 from shapemask_ros.bag.reader import BagError, BagReader
+from support.bags import PERIOD, T0, TS, dets_msg, image_msg, write_bag
 
 IMG, DET = "/cam/image_raw", "/dets"
 FRAMES = 24
@@ -184,10 +184,9 @@ def test_sqlite_write_ahead_log_rows_are_read(bags, tmp_path):
 
 def test_bag_eval_processes_a_cut_recording_and_reports_the_loss(bags, tmp_path, capsys):
     """The issue's case: an MCAP whose recorder was killed at 60 % of its length, no metadata.yaml."""
-    from support.bags import PerfectPredictor
-
     from shapemask_ros import cli
     from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
+    from support.bags import PerfectPredictor
 
     path, f = _copy(bags[("mcap", CompressionMode.STORAGE)], tmp_path / "cut", metadata=False)
     with open(f, "r+b") as h:

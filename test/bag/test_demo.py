@@ -18,11 +18,10 @@ def test_demo_without_a_model_fails_fast_and_cleanly(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from support.configs import tiny_model_config
-
     from shapemask_ros.datasets.synthetic import SHAPE_FAMILIES
     from shapemask_ros.export.bundle import export_bundle
     from shapemask_ros.model.shapemask import build_model
+    from support.configs import tiny_model_config
 
     names = [f.name for f in SHAPE_FAMILIES][:3]  # demo detections of other families are "unknown" classes
     cfg = tiny_model_config(image_size=64, num_classes=len(names))

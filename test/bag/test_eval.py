@@ -10,6 +10,13 @@ import pytest
 from rosbags.rosbag2 import CompressionMode, Reader
 from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
+
+from shapemask_ros import cli
+from shapemask_ros.bag import demo_bag
+from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
+from shapemask_ros.bag.reader import BagError, BagReader
+from shapemask_ros.config import NodeConfig
+from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 from support import REPO as REPO_ROOT
 from support.bags import (
     DETS,
@@ -23,13 +30,6 @@ from support.bags import (
     scene_gt,
     write_bag,
 )
-
-from shapemask_ros import cli
-from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
-from shapemask_ros.bag.reader import BagError, BagReader
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 
 OUT_TOPICS = ("/shapemask/masks", "/shapemask/labels", "/shapemask/detections")
 

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 import yaml
-from support.configs import tiny_model_config
 
 from shapemask_ros import cli
 from shapemask_ros.bench import runtime_bench
 from shapemask_ros.bench.model_bench import target, time_interleaved
 from shapemask_ros.config import to_dict
+from support.configs import tiny_model_config
 
 
 def _tiny_yaml(tmp_path, **mask) -> str:

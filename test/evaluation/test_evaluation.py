@@ -19,7 +19,7 @@ from shapemask_ros.evaluation.coco_metrics import (
     write_results_json,
 )
 from shapemask_ros.runtime.instances import Instances
-from training.evaluation import (
+from shapemask_training.evaluation import (
     BoxSource,
     evaluate_predictor,
     format_metrics_table,

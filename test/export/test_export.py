@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import onnx
 import pytest
-from support.configs import tiny_model_config
 
 from shapemask_ros.config import BackboneConfig, ModelConfig
 from shapemask_ros.export.bundle import export_bundle, random_inputs, serving_functions
 from shapemask_ros.export.onnx_check import check_tensorrt_compatible, compare_with_tensorflow, op_counts
 from shapemask_ros.model.shapemask import build_model
 from shapemask_ros.runtime.predictor import Predictor
+from support.configs import tiny_model_config
 
 
 def _perturbed_model(cfg, seed=1, scale=0.01):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from support.geometry import camera_info
 
 from shapemask_ros.geometry.depth import (
     CameraIntrinsics,
@@ -14,6 +13,7 @@ from shapemask_ros.geometry.depth import (
     depth_to_metres,
     intrinsics_for_depth,
 )
+from support.geometry import camera_info
 
 K = [[50.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]]
 

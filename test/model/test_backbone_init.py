@@ -9,16 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support.configs import REPO
 
 from shapemask_ros.config import BackboneConfig, ExperimentConfig, ModelConfig, load_config
 from shapemask_ros.model.backbone import build_backbone, check_backbone_init
+from support.configs import REPO
 
 CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 
 
 def test_training_refuses_a_frozen_random_resnet_stem(tmp_path):
-    from training.trainer import Trainer
+    from shapemask_training.trainer import Trainer
 
     cfg = ExperimentConfig(model_dir=str(tmp_path), model=ModelConfig(backbone=BackboneConfig(name="resnet50")))
     with pytest.raises(ValueError, match="weights: imagenet") as err:

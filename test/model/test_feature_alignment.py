@@ -167,9 +167,8 @@ def test_roi_sampler_reads_features_at_the_measured_centres(name):
 
 
 def test_the_model_crops_with_its_backbones_centres():
-    from support.configs import tiny_model_config
-
     from shapemask_ros.model.shapemask import ShapeMask
+    from support.configs import tiny_model_config
 
     cfg = tiny_model_config(image_size=64)
     model = ShapeMask(cfg)
@@ -181,9 +180,8 @@ def test_naive_alignment_ablation_crops_at_stride_halves():
     """mask.feature_alignment='naive' (the pre-fix sampling, kept to measure the fix) uses stride / 2."""
     import dataclasses
 
-    from support.configs import tiny_model_config
-
     from shapemask_ros.model.shapemask import ShapeMask
+    from support.configs import tiny_model_config
 
     cfg = tiny_model_config(image_size=64)
     naive = ShapeMask(dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, feature_alignment="naive")))

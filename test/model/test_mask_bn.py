@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from support.configs import tiny_model_config
 
 from shapemask_ros.model.shapemask import build_model
+from support.configs import tiny_model_config
 
 
 def _bn_layers(model):

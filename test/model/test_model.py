@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
-from support.configs import tiny_model_config
 
 from shapemask_ros.config import AnchorConfig, PostprocessConfig
 from shapemask_ros.model.anchors import decode_boxes, encode_boxes, generate_anchors, level_shapes
@@ -20,6 +19,7 @@ from shapemask_ros.model.roi_sampling import (
 )
 from shapemask_ros.model.shapemask import build_model
 from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
+from support.configs import tiny_model_config
 
 
 @pytest.fixture(scope="module")

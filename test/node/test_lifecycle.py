@@ -1,4 +1,4 @@
-"""The rclpy node driven through its lifecycle on the rclpy stand-in (test/rclpy_standin.py; no ROS here).
+"""The rclpy node driven through its lifecycle on the rclpy stand-in (test/support/rclpy_standin.py; no ROS here).
 
 Every test runs against the Humble and the Jazzy flavour of the stand-in. Timers and subscriptions run on
 the stand-in's multi-threaded executor on simulated time, so what is tested is what rclpy would execute
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 from support import REPO as REPO_ROOT
 from support import rclpy_standin as standin
 from support.depth import camera_info, depth_msg
 from support.ros import TS, FakePredictor, detection, detection_array, get_message, header, random_rgb, rgb_image_msg
-
-from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 
 Parameter, TCR = standin.Parameter, standin.TransitionCallbackReturn
 OK, WARN = standin.DiagnosticStatus.OK, standin.DiagnosticStatus.WARN

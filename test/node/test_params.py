@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from support import REPO as REPO_ROOT
 
 from shapemask_ros.config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge import inbox as inbox_mod
 from shapemask_ros.ros_bridge import node_health
 from shapemask_ros.ros_bridge import node_params as node_mod
+from support import REPO as REPO_ROOT
 
 ROOT = REPO_ROOT
 PARAMS_FILE = ROOT / "config" / "segment_params.yaml"

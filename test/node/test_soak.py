@@ -1,6 +1,6 @@
 """Soak test: 10,000 camera frames at 30 Hz through the node on the rclpy stand-in's multi-threaded executor.
 
-Simulated time (test/rclpy_standin.py): the model is a stub that sleeps 0.25 s of simulated time per frame
+Simulated time (test/support/rclpy_standin.py): the model is a stub that sleeps 0.25 s of simulated time per frame
 (slower than the camera), detections follow their image by 5 ms, and 1 message in 50 is malformed (bad
 encoding, truncated data, NaN boxes, a stamp jumping back). Checked: no callback raises, every image is
 accounted for (published or counted under a drop reason), every kind of malformed message shows up under
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from support import rclpy_standin as standin
 from support.ros import FakePredictor, detection, detection_array, get_message, header, random_rgb, rgb_image_msg
 

@@ -83,7 +83,7 @@ def test_the_scan_catches_an_upward_and_a_training_import(tmp_path, monkeypatch)
     fake = tmp_path / "shapemask_ros"
     (fake / "model").mkdir(parents=True)
     (fake / "model" / "x.py").write_text(
-        "def f():\n    from shapemask_ros.ros_bridge import messages\n    import training.losses\n"
+        "def f():\n    from shapemask_ros.ros_bridge import messages\n    import shapemask_training.losses\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import REPO as REPO_ROOT
 
 from shapemask_ros.ros_bridge.typestore import get_typestore
 from shapemask_ros.ros_bridge.typestore import normalize_type_name as norm
+from support import REPO as REPO_ROOT
 
 ROOT = REPO_ROOT
 SCRIPT = REPO_ROOT / "test" / "support" / "rosidl_parse_msgs.py"

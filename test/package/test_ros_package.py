@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from catkin_pkg.package import parse_package
+
 from support import REPO as REPO_ROOT
 
 ROOT = REPO_ROOT

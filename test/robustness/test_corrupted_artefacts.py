@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import REPO as REPO_ROOT
 
 from shapemask_ros.runtime.engine_cache import EngineCache, EngineCacheError
 from shapemask_ros.runtime.predictor import Predictor
+from support import REPO as REPO_ROOT
 
 REPO = REPO_ROOT
 DEMO = REPO / "models" / "demo"

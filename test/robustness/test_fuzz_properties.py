@@ -1,6 +1,6 @@
 """Hypothesis properties for the remaining input surfaces (issue 15): CameraInfo + depth handling, the
 synchroniser, and reading corrupted bags. CI runs small counts; `make fuzz` runs >= 10,000 examples each
-(test/fuzz_plugin.py).
+(test/support/fuzz_plugin.py).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.bags import scene_bag_messages, write_bag
-from support.geometry import TS, camera_info
 
 from shapemask_ros.bag.reader import BagError, BagReader
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, check_alignment, intrinsics_for_depth
 from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_to_array
 from shapemask_ros.ros_bridge.sync import Synchronizer
+from support.bags import scene_bag_messages, write_bag
+from support.geometry import TS, camera_info
 
 FLOATS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),

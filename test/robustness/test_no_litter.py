@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support import REPO as REPO_ROOT
 
 from shapemask_ros.utils.io import AtomicDir, atomic_write_bytes, remove_stale_temporaries
+from support import REPO as REPO_ROOT
 
 REPO = REPO_ROOT
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.ros import FACTORY, FakePredictor, detection, detection_array, header
 
 from shapemask_ros.config import NodeConfig
 from shapemask_ros.ros_bridge.detections import detections_to_arrays, instances_to_detections
+from support.ros import FACTORY, FakePredictor, detection, detection_array, header
 
 IMG = (60, 80)  # camera image (height, width)
 

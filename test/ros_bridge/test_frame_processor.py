@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
+from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 from support.ros import (
     FACTORY,
     FakePredictor,
@@ -19,10 +23,6 @@ from support.ros import (
     random_rgb,
     rgb_image_msg,
 )
-
-from shapemask_ros.config import NodeConfig, validate_node_config
-from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
-from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 
 H, W = 48, 64
 

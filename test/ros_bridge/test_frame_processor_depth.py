@@ -6,6 +6,10 @@ import struct
 
 import numpy as np
 import pytest
+
+from shapemask_ros.config import NodeConfig
+from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_REASONS, FrameProcessor
+from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 from support.depth import CX, CY, FRAME, FX, FY, H, W, camera_info, depth_msg
 from support.ros import (
     FACTORY,
@@ -17,10 +21,6 @@ from support.ros import (
     random_rgb,
     rgb_image_msg,
 )
-
-from shapemask_ros.config import NodeConfig
-from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_REASONS, FrameProcessor
-from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 
 BOXES = ((8, 6, 30, 26), (35, 20, 60, 44))
 

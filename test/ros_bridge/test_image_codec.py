@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.ros import FACTORY, compressed_msg, header, image_msg, jpeg_bytes, random_rgb
 
 from shapemask_ros.ros_bridge.image_codec import (
     ImageDecodeError,
@@ -19,6 +18,7 @@ from shapemask_ros.ros_bridge.image_codec import (
     mono8_to_image_msg,
     rgb_to_image_msg,
 )
+from support.ros import FACTORY, compressed_msg, header, image_msg, jpeg_bytes, random_rgb
 
 H, W = 5, 7
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from support.ros import FACTORY, TS, header
 
 from shapemask_ros.ros_bridge.messages import instances_to_mask_array
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
+from support.ros import FACTORY, TS, header
 
 
 def _instances() -> Instances:

@@ -9,8 +9,6 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
-from support import REPO as REPO_ROOT
-from support.ros import FACTORY, TS, FakePredictor, detection, detection_array, header, rgb_image_msg
 
 from shapemask_ros.config import NodeConfig
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
@@ -20,6 +18,8 @@ from shapemask_ros.ros_bridge.typestore import (
     message_definition,
     normalize_type_name,
 )
+from support import REPO as REPO_ROOT
+from support.ros import FACTORY, TS, FakePredictor, detection, detection_array, header, rgb_image_msg
 
 REPO_MSG = REPO_ROOT / "msg"
 

@@ -12,11 +12,11 @@ import json
 import cv2
 import numpy as np
 import pytest
-from support.configs import tiny_model_config
-from support.onnx_bundle import write_onnx_bundle
 
 from shapemask_ros import cli
 from shapemask_ros.runtime.commands import parse_boxes, read_image
+from support.configs import tiny_model_config
+from support.onnx_bundle import write_onnx_bundle
 
 H, W = 90, 120  # letterboxed into the 64 px model input (scale 64 / 120)
 

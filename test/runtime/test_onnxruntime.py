@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.onnx_bundle import M, S, write_onnx_bundle
 
 from shapemask_ros.runtime.predictor import Predictor
+from support.onnx_bundle import M, S, write_onnx_bundle
 
 
 def foreground_box(mask: np.ndarray, region: np.ndarray) -> np.ndarray:

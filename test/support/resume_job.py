@@ -25,9 +25,9 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.experimental.enable_op_determinism()  # exact resume needs deterministic kernels
 
-import training.trainer as trainer_mod  # noqa: E402
+import shapemask_training.trainer as trainer_mod  # noqa: E402
+from shapemask_training.data.parser import build_dataset  # noqa: E402
 from support.configs import tiny_experiment  # noqa: E402
-from training.data.parser import build_dataset  # noqa: E402
 
 STEPS, EVERY = 12, 3
 

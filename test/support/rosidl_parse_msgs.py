@@ -1,6 +1,6 @@
 """Parse .msg files with ROS 2's own IDL tool chain (rosidl_adapter + rosidl_parser); print JSON.
 
-Run by test/test_msg_idl.py with an interpreter that has Debian's python3-rosidl (usually /usr/bin/python3,
+Run by test/package/test_msg_idl.py with an interpreter that has Debian's python3-rosidl (usually /usr/bin/python3,
 not the project venv). Usage: python3 rosidl_parse_msgs.py PACKAGE MSG_DIR. Last output line:
 RESULT {"Name": [[type, field, is_array, array_size_or_null], ...]} from the .msg parser, after a round
 trip through the .idl translation and the lark IDL grammar (what rosidl_generate_interfaces runs)."""

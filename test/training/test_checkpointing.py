@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from training.checkpointing import checkpoint_for, restore_model
+from shapemask_training.checkpointing import checkpoint_for, restore_model
 
 
 def _model(seed: int) -> keras.Model:

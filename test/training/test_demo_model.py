@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from support.configs import REPO
 
 from shapemask_ros.datasets.synthetic import build_scene
 from shapemask_ros.runtime.predictor import Predictor
+from support.configs import REPO
 
 DEMO = REPO / "models" / "demo"
 pytestmark = pytest.mark.skipif(not (DEMO / "model.json").exists(), reason="models/demo not present")

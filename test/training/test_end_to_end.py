@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.configs import tiny_experiment
 
 from shapemask_ros.config import DataConfig
 from shapemask_ros.datasets.synthetic import generate_dataset
 from shapemask_ros.runtime.instances import Instances
-from training.data.tfrecords import write_tfrecords
-from training.evaluation import evaluate_predictor
-from training.priors import compute_priors, save_priors
-from training.run import evaluate_experiment, train_experiment
+from shapemask_training.data.tfrecords import write_tfrecords
+from shapemask_training.evaluation import evaluate_predictor
+from shapemask_training.priors import compute_priors, save_priors
+from shapemask_training.run import evaluate_experiment, train_experiment
+from support.configs import tiny_experiment
 
 STEPS = 300
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.evaluate_bundle import agnostic_coco, evaluate_bundles, format_report
+from shapemask_training.evaluate_bundle import agnostic_coco, evaluate_bundles, format_report
 
 
 def test_agnostic_coco_maps_every_category_to_one_and_renumbers_ids_from_1():
@@ -23,11 +23,10 @@ def test_agnostic_coco_maps_every_category_to_one_and_renumbers_ids_from_1():
 
 @pytest.fixture(scope="module")
 def tiny_set_and_bundle(tmp_path_factory):
-    from support.configs import tiny_model_config
-
     from shapemask_ros.datasets.synthetic import generate_dataset
     from shapemask_ros.export.bundle import export_bundle
     from shapemask_ros.model.shapemask import build_model
+    from support.configs import tiny_model_config
 
     root = tmp_path_factory.mktemp("evalb")
     ann = generate_dataset(str(root / "set"), 3, 64, 80, seed=4, max_instances=3)

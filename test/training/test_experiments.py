@@ -11,19 +11,19 @@ import os
 import cv2
 import numpy as np
 import pytest
+
+from shapemask_training.evaluation import box_fill_predict
+from shapemask_training.experiments import STUDIES, less_data, mask_width, novel_categories, perturbed_boxes
+from shapemask_training.experiments.__main__ import main
+from shapemask_training.experiments.budgets import BUDGETS, MODEL_SEED, Budget, get_budget
+from shapemask_training.experiments.data_cache import SyntheticData, priors_path, subsample_image_ids
+from shapemask_training.experiments.plots import new_figure
+from shapemask_training.experiments.reports import output_stem, write_report
+from shapemask_training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, check_split
+from shapemask_training.experiments.study import plan_variants
+from shapemask_training.experiments.variants import select_variants, variant_config
 from support import REPO as REPO_ROOT
 from support.configs import tiny_model_config
-
-from training.evaluation import box_fill_predict
-from training.experiments import STUDIES, less_data, mask_width, novel_categories, perturbed_boxes
-from training.experiments.__main__ import main
-from training.experiments.budgets import BUDGETS, MODEL_SEED, Budget, get_budget
-from training.experiments.data_cache import SyntheticData, priors_path, subsample_image_ids
-from training.experiments.plots import new_figure
-from training.experiments.reports import output_stem, write_report
-from training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, check_split
-from training.experiments.study import plan_variants
-from training.experiments.variants import select_variants, variant_config
 
 MODULES = {m.STUDY: m for m in (novel_categories, perturbed_boxes, less_data, mask_width)}
 FAKE_DATA = SyntheticData(
@@ -151,7 +151,7 @@ def test_variant_configs_switch_only_what_each_study_varies():
 
 def test_width_depth_check_changes_only_the_mask_heads_depth():
     from shapemask_ros.config import to_dict
-    from training.experiments.width_depth_check import depth_variants
+    from shapemask_training.experiments.width_depth_check import depth_variants
 
     budget = get_budget("full")
     study = _configs(budget)["mask_width", "width_16"]
@@ -470,7 +470,7 @@ def test_tiny_study_writes_table_json_and_plot(tiny_runs, study):
     budget = get_budget("tiny")
     assert p["study"] == study and p["budget"] == "tiny" and p["steps"] == budget.steps_for(study)
     assert [r["name"] for r in p["variants"]] == names
-    assert f"training.experiments {study} --budget tiny" in p["provenance"]["command"]
+    assert f"shapemask_training.experiments {study} --budget tiny" in p["provenance"]["command"]
     assert p["provenance"]["seeds"]["model"] == MODEL_SEED and p["provenance"]["budget"]["steps"] == budget.steps
     for r in p["variants"]:
         assert r["train"]["steps"] == budget.steps_for(study) and r["train"]["seed"] == MODEL_SEED

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from training.data.copy_paste import CopyPasteConfig, Cutout, make_composites, paste
-from training.data.importers import default_label_dir, import_dataset, split_holdout
+from shapemask_training.data.copy_paste import CopyPasteConfig, Cutout, make_composites, paste
+from shapemask_training.data.importers import default_label_dir, import_dataset, split_holdout
 
 
 def _write_image(path, h=40, w=60, value=128):

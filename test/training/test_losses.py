@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from support.configs import tiny_model_config
 
-from training.losses import mask_losses
+from shapemask_training.losses import mask_losses
+from support.configs import tiny_model_config
 
 
 def _sigmoid_ce(logits, labels):

@@ -16,8 +16,8 @@ import tensorflow as tf
 from shapemask_ros.config import DataConfig, ModelConfig
 from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample
-from training.data.parser import build_dataset, subsample_keep
-from training.data.tfrecords import encode_mask_png, make_example
+from shapemask_training.data.parser import build_dataset, subsample_keep
+from shapemask_training.data.tfrecords import encode_mask_png, make_example
 
 S = 128
 

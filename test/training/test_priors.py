@@ -10,10 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import REPO as REPO_ROOT
 
 from shapemask_ros.datasets.synthetic import encode_mask, generate_dataset
-from training.priors import (
+from shapemask_training.priors import (
     add_priors_args,
     compute_priors,
     load_priors,
@@ -22,6 +21,7 @@ from training.priors import (
     run_priors,
     save_priors,
 )
+from support import REPO as REPO_ROOT
 
 # Planted templates as polygons in the unit box [0, 1]^2 (each touches all four box edges).
 _T = np.linspace(0, 2 * np.pi, 64, endpoint=False)

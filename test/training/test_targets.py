@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample, grid_points
-from training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets
+from shapemask_training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets
 
 
 def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from pycocotools import mask as mask_utils
 
-from training.data import tfrecords as rec
-from training.data.tfrecords import add_tfrecords_args, run_make_tfrecords, shard_path, write_tfrecords
+from shapemask_training.data import tfrecords as rec
+from shapemask_training.data.tfrecords import add_tfrecords_args, run_make_tfrecords, shard_path, write_tfrecords
 
 
 def _rle_mask(h: int, w: int) -> np.ndarray:

@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from shapemask_training.run import load_trained_model
+from shapemask_training.trainer import Trainer, WarmupStepSchedule
 from support.batches import hand_batch
 from support.configs import REPO, tiny_experiment, tiny_model_config
-
-from training.run import load_trained_model
-from training.trainer import Trainer, WarmupStepSchedule
 
 
 def test_lr_schedule_warmup_and_steps():
@@ -93,12 +93,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
     """
     import sys, tempfile, numpy as np
     sys.path[:0] = [{test_dir!r}]
-    from training.distribute import get_strategy
+    from shapemask_training.distribute import get_strategy
     mirrored = get_strategy(logical_cpus=2)
     import tensorflow as tf
     from support.configs import tiny_experiment
     from test_training import hand_batch
-    from training.trainer import Trainer
+    from shapemask_training.trainer import Trainer
     assert mirrored.num_replicas_in_sync == 2
     # per-replica batch statistics (BN) equal the global ones when both halves hold the same images
     half = hand_batch(batch=2, seed=3)

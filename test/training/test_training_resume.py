@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support import REPO as REPO_ROOT
 
 JOB = REPO_ROOT / "test" / "support" / "resume_job.py"
@@ -32,7 +33,7 @@ def _records(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> str:
     from shapemask_ros.datasets.synthetic import generate_dataset
-    from training.data.tfrecords import write_tfrecords
+    from shapemask_training.data.tfrecords import write_tfrecords
 
     root = tmp_path_factory.mktemp("resume")
     ann = generate_dataset(str(root / "data"), num_images=10, height=64, width=64, seed=0, families=[1, 2, 3])

@@ -95,7 +95,10 @@ def _resize_to(img: np.ndarray, masks: list[np.ndarray], max_side: int):
 
 
 def paste(
-    background: np.ndarray, masks: list[np.ndarray], cutouts: list[Cutout], rng: np.random.Generator,
+    background: np.ndarray,
+    masks: list[np.ndarray],
+    cutouts: list[Cutout],
+    rng: np.random.Generator,
     cfg: CopyPasteConfig,
 ) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
     """Paste cut-outs onto `background`. Returns (image, visible masks, original areas) for every instance
@@ -195,22 +198,44 @@ def make_composites(
                 continue
             ys, xs = np.nonzero(m)
             box = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "segmentation": _rle(m),
-                         "bbox": box, "area": float(area), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": _rle(m),
+                    "bbox": box,
+                    "area": float(area),
+                    "iscrowd": 0,
+                }
+            )
         stats["pasted"] += len(cuts)
-    coco = {"info": {"description": f"shapemask copy-paste seed {cfg.seed}"}, "images": images,
-            "annotations": anns, "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
+    coco = {
+        "info": {"description": f"shapemask copy-paste seed {cfg.seed}"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+    }
     atomic_write_text(os.path.join(out_dir, "annotations.json"), json.dumps(coco))
-    log.info("copy-paste: %d images, %d instances, %s; skipped %s", len(images), len(anns), dict(stats),
-             dict(counter))
+    log.info("copy-paste: %d images, %d instances, %s; skipped %s", len(images), len(anns), dict(stats), dict(counter))
     return coco
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cutouts", action="append", required=True, metavar="ANN.json=IMAGE_DIR[:WEIGHT]",
-                   help="instances to cut out (repeatable); WEIGHT balances sources (default 1)")
-    p.add_argument("--backgrounds", action="append", required=True, metavar="ANN.json=IMAGE_DIR",
-                   help="background images with their own annotations (repeatable)")
+    p.add_argument(
+        "--cutouts",
+        action="append",
+        required=True,
+        metavar="ANN.json=IMAGE_DIR[:WEIGHT]",
+        help="instances to cut out (repeatable); WEIGHT balances sources (default 1)",
+    )
+    p.add_argument(
+        "--backgrounds",
+        action="append",
+        required=True,
+        metavar="ANN.json=IMAGE_DIR",
+        help="background images with their own annotations (repeatable)",
+    )
     p.add_argument("--out", required=True, help="output directory (images/ + annotations.json)")
     d = CopyPasteConfig()
     p.add_argument("--images", type=int, default=d.images)

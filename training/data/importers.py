@@ -97,12 +97,19 @@ def read_coco_source(ann_path: str, image_dir: str, counter: SkipCounter) -> tup
                 continue
             segm = polys
         bbox = a.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(bbox)) and bbox[2] > 0
-                and bbox[3] > 0):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(bbox)) and bbox[2] > 0 and bbox[3] > 0):
             counter.skip("bad_bbox", str(aid))
             continue
-        anns.append({"image_old_id": a["image_id"], "category": names[a["category_id"]], "segmentation": segm,
-                     "bbox": [float(v) for v in bbox], "iscrowd": crowd, "area": float(a.get("area", 0.0))})
+        anns.append(
+            {
+                "image_old_id": a["image_id"],
+                "category": names[a["category_id"]],
+                "segmentation": segm,
+                "bbox": [float(v) for v in bbox],
+                "iscrowd": crowd,
+                "area": float(a.get("area", 0.0)),
+            }
+        )
     return list(images.values()), anns
 
 
@@ -163,9 +170,16 @@ def read_yolo_seg_source(
                 counter.skip("degenerate_polygon", f"{label}:{ln + 1}")
                 continue
             name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
-            anns.append({"image_old_id": k, "category": name, "segmentation": [pts.reshape(-1).tolist()],
-                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "iscrowd": 0,
-                         "area": 0.0})
+            anns.append(
+                {
+                    "image_old_id": k,
+                    "category": name,
+                    "segmentation": [pts.reshape(-1).tolist()],
+                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                    "iscrowd": 0,
+                    "area": 0.0,
+                }
+            )
     return images, anns
 
 
@@ -183,8 +197,15 @@ def merge_sources(
         for im in imgs:
             new_id = len(images) + 1
             id_map[im["old_id"]] = new_id
-            images.append({"id": new_id, "file_name": os.path.relpath(im["path"], out_dir),
-                           "height": im["height"], "width": im["width"], "source": source})
+            images.append(
+                {
+                    "id": new_id,
+                    "file_name": os.path.relpath(im["path"], out_dir),
+                    "height": im["height"],
+                    "width": im["width"],
+                    "source": source,
+                }
+            )
         n = 0
         for a in anns:
             name = AGNOSTIC_CATEGORY["name"] if agnostic else a["category"]
@@ -193,24 +214,42 @@ def merge_sources(
             area = a["area"]
             if area <= 0:
                 segm = a["segmentation"]
-                rle = (mask_utils.merge(mask_utils.frPyObjects(segm, im["height"], im["width"]))
-                       if isinstance(segm, list) else segm)
+                rle = (
+                    mask_utils.merge(mask_utils.frPyObjects(segm, im["height"], im["width"]))
+                    if isinstance(segm, list)
+                    else segm
+                )
                 area = float(mask_utils.area(rle)) if isinstance(segm, list) else float(a["bbox"][2] * a["bbox"][3])
-            annotations.append({"id": len(annotations) + 1, "image_id": im["id"], "category_id": cid,
-                                "segmentation": a["segmentation"], "bbox": a["bbox"], "area": area,
-                                "iscrowd": a["iscrowd"]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": im["id"],
+                    "category_id": cid,
+                    "segmentation": a["segmentation"],
+                    "bbox": a["bbox"],
+                    "area": area,
+                    "iscrowd": a["iscrowd"],
+                }
+            )
             n += 1
         per_source[source] = {"images": len(imgs), "annotations": n}
     cats = [{"id": i, "name": n, "supercategory": "object" if agnostic else n} for n, i in categories.items()]
     if agnostic and not cats:
         cats = [dict(AGNOSTIC_CATEGORY)]
-    coco = {"info": {"description": "shapemask import-dataset"}, "images": images, "annotations": annotations,
-            "categories": cats}
+    coco = {
+        "info": {"description": "shapemask import-dataset"},
+        "images": images,
+        "annotations": annotations,
+        "categories": cats,
+    }
     return ImportResult(coco, counter, per_source)
 
 
 def import_dataset(
-    coco_sources: list[str], yolo_sources: list[str], out_path: str, agnostic: bool = False,
+    coco_sources: list[str],
+    yolo_sources: list[str],
+    out_path: str,
+    agnostic: bool = False,
     class_names: list[str] | None = None,
 ) -> ImportResult:
     """Read every source, merge, and write the COCO JSON atomically. Sources are `A` or `A=B` strings."""
@@ -242,22 +281,39 @@ def split_holdout(coco: dict, fraction: float, seed: int) -> tuple[dict, dict]:
     held = set(rng.permutation(ids)[: round(fraction * len(ids))].tolist())
 
     def part(keep: bool) -> dict:
-        return {**coco, "images": [im for im in coco["images"] if (im["id"] in held) != keep],
-                "annotations": [a for a in coco["annotations"] if (a["image_id"] in held) != keep]}
+        return {
+            **coco,
+            "images": [im for im in coco["images"] if (im["id"] in held) != keep],
+            "annotations": [a for a in coco["annotations"] if (a["image_id"] in held) != keep],
+        }
 
     return part(True), part(False)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coco", action="append", default=[], metavar="ANN.json[=IMAGE_DIR]",
-                   help="a COCO / Roboflow / CVAT COCO export (image dir defaults to the JSON's folder)")
-    p.add_argument("--yolo-seg", action="append", default=[], metavar="IMAGE_DIR[=LABEL_DIR]",
-                   help="YOLO-seg polygon labels (label dir defaults to images/ -> labels/)")
+    p.add_argument(
+        "--coco",
+        action="append",
+        default=[],
+        metavar="ANN.json[=IMAGE_DIR]",
+        help="a COCO / Roboflow / CVAT COCO export (image dir defaults to the JSON's folder)",
+    )
+    p.add_argument(
+        "--yolo-seg",
+        action="append",
+        default=[],
+        metavar="IMAGE_DIR[=LABEL_DIR]",
+        help="YOLO-seg polygon labels (label dir defaults to images/ -> labels/)",
+    )
     p.add_argument("--names", default="", help="YOLO class names file (one per line), for named categories")
     p.add_argument("--agnostic", action="store_true", help="one category 'object' for everything")
     p.add_argument("--out", required=True, help="output COCO JSON")
-    p.add_argument("--holdout", type=float, default=0.0,
-                   help="fraction of images (seeded) written to --holdout-out instead of --out")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of images (seeded) written to --holdout-out instead of --out",
+    )
     p.add_argument("--holdout-out", default="", help="COCO JSON of the held-out images")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
 
@@ -279,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
     for src, n in res.per_source.items():
         print(f"{src}: {n['images']} images, {n['annotations']} annotations")
     skipped = collections.Counter(res.skipped)
-    print(f"wrote {args.out}: {len(res.coco['images'])} images, {len(res.coco['annotations'])} annotations, "
-          f"{len(res.coco['categories'])} categories; skipped: {dict(skipped) or 'none'}")
+    print(
+        f"wrote {args.out}: {len(res.coco['images'])} images, {len(res.coco['annotations'])} annotations, "
+        f"{len(res.coco['categories'])} categories; skipped: {dict(skipped) or 'none'}"
+    )
     return 0

@@ -1,4 +1,4 @@
-"""tf.data input pipeline: TFRecords (from `training.data.tfrecords`) -> ShapeMask training / eval batches.
+"""tf.data input pipeline: TFRecords (from `shapemask_training.data.tfrecords`) -> ShapeMask training / eval batches.
 
 Every tensor in a batch has a static shape (fixed image size S, `max_boxes` padded ground truth, a fixed
 number of sampled mask instances, fixed batch size), as TPUs need. Batch dict (B = batch size,
@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from shapemask_ros.config import DataConfig, ModelConfig, mask_split_ids
 from shapemask_ros.model.roi_sampling import outer_boxes
-from training.data import tfrecords as rec
-from training.data.targets import jitter_boxes_tf, mask_targets
+from shapemask_training.data import tfrecords as rec
+from shapemask_training.data.targets import jitter_boxes_tf, mask_targets
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ class _Parser:
         hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
 
         classes = self.class_table.lookup(tf.sparse.to_dense(ex[rec.KEY_CLASS]))
-        boxes = tf.stack(
-            [tf.sparse.to_dense(ex[k]) for k in (rec.KEY_X1, rec.KEY_Y1, rec.KEY_X2, rec.KEY_Y2)], 1
-        )
+        boxes = tf.stack([tf.sparse.to_dense(ex[k]) for k in (rec.KEY_X1, rec.KEY_Y1, rec.KEY_X2, rec.KEY_Y2)], 1)
         pngs = tf.sparse.to_dense(ex[rec.KEY_MASK])
 
         # Horizontal flip, in original pixels (x -> W - x).
@@ -125,9 +123,7 @@ class _Parser:
         # Resize to fit S x S (times a random scale in training), then random crop, then pad.
         scale = float(s) / tf.maximum(hf, wf)
         if self.is_training:
-            scale *= tf.random.stateless_uniform(
-                [], seeds[1], self.data_cfg.scale_min, self.data_cfg.scale_max
-            )
+            scale *= tf.random.stateless_uniform([], seeds[1], self.data_cfg.scale_min, self.data_cfg.scale_max)
         new_h = tf.maximum(tf.cast(tf.round(hf * scale), tf.int32), 1)
         new_w = tf.maximum(tf.cast(tf.round(wf * scale), tf.int32), 1)
         image = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
@@ -185,9 +181,7 @@ class _Parser:
                 lambda: tf.zeros(tf.stack([h, w]), tf.uint8),
             )
 
-        masks = tf.map_fn(
-            decode, tf.range(self.max_inst), fn_output_signature=tf.TensorSpec([None, None], tf.uint8)
-        )
+        masks = tf.map_fn(decode, tf.range(self.max_inst), fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
         masks = tf.cast(masks > 0, tf.float32)
         masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
         # Sample the original-resolution mask at the outer box's bin centres mapped back to original
@@ -206,9 +200,7 @@ class _Parser:
             "mask_outer_boxes": tf.ensure_shape(_pad(sel_outer, self.max_inst, 0.0), [self.max_inst, 4]),
             "mask_classes": tf.ensure_shape(_pad(tf.gather(classes, sel), self.max_inst, 0), [self.max_inst]),
             "mask_targets": tf.ensure_shape(coarse * _slot(slot_real), [self.max_inst, self.crop, self.crop]),
-            "fine_mask_targets": tf.ensure_shape(
-                fine * _slot(slot_real), [self.max_inst, self.fine, self.fine]
-            ),
+            "fine_mask_targets": tf.ensure_shape(fine * _slot(slot_real), [self.max_inst, self.fine, self.fine]),
             "mask_valid": tf.ensure_shape(
                 tf.cast(slot_real & _pad(tf.gather(supervised, sel), self.max_inst, False), tf.float32),
                 [self.max_inst],
@@ -285,9 +277,7 @@ def build_dataset(
     ds = tf.data.Dataset.zip((ds, seeds))
     ds = ds.map(parser, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if not is_training and batch_size > 1:
-        ds = ds.concatenate(
-            tf.data.Dataset.from_tensors(_padding_example(ds.element_spec)).repeat(batch_size - 1)
-        )
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(_padding_example(ds.element_spec)).repeat(batch_size - 1))
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -34,9 +34,7 @@ def _grid_coords(lo: tf.Tensor, hi: tf.Tensor, size: int) -> tf.Tensor:
     return lo[:, None] + t[None, :] * (hi - lo)[:, None]
 
 
-def crop_masks_to_boxes(
-    masks: tf.Tensor, boxes: tf.Tensor, size: int, zero_outside: bool = False
-) -> tf.Tensor:
+def crop_masks_to_boxes(masks: tf.Tensor, boxes: tf.Tensor, size: int, zero_outside: bool = False) -> tf.Tensor:
     """Bilinear `size` x `size` crops of masks [N, H, W] over pixel boxes [N, 4] -> [N, size, size] float32.
 
     Matches `shapemask_ros.ops.sampling.crop_and_sample` (bin centres, clamped borders) for every sample
@@ -65,9 +63,7 @@ def crop_masks_to_boxes(
     first_x = x1 + 0.5 * (x2 - x1) / n + 0.5
     last_x = x1 + (n - 0.5) * (x2 - x1) / n + 0.5
     # The padded map is at least 3 x 3, so (dim - 1) >= 2: no division by zero even for H == 1.
-    norm = tf.stack(
-        [first_y / (hp - 1.0), first_x / (wp - 1.0), last_y / (hp - 1.0), last_x / (wp - 1.0)], -1
-    )
+    norm = tf.stack([first_y / (hp - 1.0), first_x / (wp - 1.0), last_y / (hp - 1.0), last_x / (wp - 1.0)], -1)
     num = tf.shape(boxes)[0]
     crops = tf.image.crop_and_resize(
         padded, norm, tf.range(num), [size, size], method="bilinear", extrapolation_value=0.0

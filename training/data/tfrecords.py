@@ -36,7 +36,7 @@ from shapemask_ros.utils.io import atomic_write_text, read_bytes
 
 log = logging.getLogger(__name__)
 
-# Feature keys shared with training.data.parser.
+# Feature keys shared with shapemask_training.data.parser.
 KEY_IMAGE = "image/encoded"
 KEY_FORMAT = "image/format"
 KEY_HEIGHT = "image/height"
@@ -61,9 +61,7 @@ def shard_path(out_prefix: str, index: int, num_shards: int) -> str:
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """uint8 {0, 1} mask [H, W] -> PNG bytes (8-bit grayscale, maximum deflate)."""
-    ok, buf = cv2.imencode(
-        ".png", np.ascontiguousarray(mask, dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9]
-    )
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise ValueError("PNG encoding of a mask failed")
     return buf.tobytes()
@@ -239,9 +237,7 @@ def write_tfrecords(
 def add_tfrecords_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of `shapemask make-tfrecords`."""
     parser.add_argument("--annotations", required=True, help="COCO instances JSON (local or gs://)")
-    parser.add_argument(
-        "--images", required=True, help="image directory the JSON's file_names are relative to"
-    )
+    parser.add_argument("--images", required=True, help="image directory the JSON's file_names are relative to")
     parser.add_argument("--out", required=True, help="output prefix, e.g. gs://bucket/coco/train")
     parser.add_argument("--shards", type=int, default=8, help="number of shards (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

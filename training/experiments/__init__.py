@@ -1,4 +1,4 @@
-"""Paper-reproduction studies on the synthetic shapes benchmark (issue 5): `python -m training.experiments`.
+"""Paper-reproduction studies on the synthetic shapes benchmark (issue 5): `python -m shapemask_training.experiments`.
 
 One module per study (novel_categories, perturbed_boxes, less_data, mask_width). The machinery they share,
 one concern a module (the studies and tests import each name from the module that defines it):

@@ -1,4 +1,4 @@
-"""`python -m training.experiments STUDY [--budget tiny|short|full] --out docs/results`.
+"""`python -m shapemask_training.experiments STUDY [--budget tiny|short|full] --out docs/results`.
 
 Runs one study (or `all`, one after the other), writing `<out>/<study>[_<budget>].{md,json,png}`. Trained
 models, data and priors are cached under --work-dir, keyed by their full configuration, so a study that needs
@@ -15,14 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from training.experiments import STUDIES
+from shapemask_training.experiments import STUDIES
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the experiments command."""
-    from training.experiments.budgets import BUDGETS
+    from shapemask_training.experiments.budgets import BUDGETS
 
-    p = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m shapemask_training.experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
     p.add_argument(
         "--budget",
@@ -64,12 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from training.experiments.budgets import get_budget
+    from shapemask_training.experiments.budgets import get_budget
 
     budget = get_budget(args.budget, args.seed)
     only = [v for v in args.variants.split(",") if v] or None
     for study in STUDIES if args.study == "all" else (args.study,):
-        module = importlib.import_module(f"training.experiments.{study}")
+        module = importlib.import_module(f"shapemask_training.experiments.{study}")
         if args.evaluate_only:
             _evaluate_only(module, budget, args, only)
             continue
@@ -96,8 +96,8 @@ def _evaluate_only(module, budget, args: argparse.Namespace, only: list[str] | N
     """--evaluate-only: score cached models with other box sources; print a table, write JSON."""
     from shapemask_ros.utils.formatting import json_safe
     from shapemask_ros.utils.io import atomic_write_text
-    from training.experiments.reports import md_table, output_stem
-    from training.experiments.study import evaluate_cached
+    from shapemask_training.experiments.reports import md_table, output_stem
+    from shapemask_training.experiments.study import evaluate_cached
 
     sources = [s for s in args.evaluate_only.split(",") if s]
     res = evaluate_cached(module.PLAN, budget, args.work_dir, sources, only, progress=args.progress)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
-from training.experiments.budgets import Budget
-from training.experiments.hashing import digest, file_digest
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.hashing import digest, file_digest
 
 # Synthetic data seeds (train / validation).
 TRAIN_DATA_SEED = 11
@@ -40,7 +40,7 @@ def prepare_data(work_dir: str, budget: Budget, progress: bool = False) -> Synth
     (annotations.json by `generate_dataset`, the -meta.json by `write_tfrecords`).
     """
     from shapemask_ros.datasets import synthetic
-    from training.data.tfrecords import write_tfrecords
+    from shapemask_training.data.tfrecords import write_tfrecords
 
     key = digest(
         {
@@ -90,7 +90,7 @@ def prepare_data(work_dir: str, budget: Budget, progress: bool = False) -> Synth
 
 def subsample_image_ids(image_ids: Sequence[int], fraction: float) -> list[int]:
     """The image ids the training pipeline keeps at `subsample_fraction` (same id-hash rule as the parser)."""
-    from training.data.parser import subsample_keep
+    from shapemask_training.data.parser import subsample_keep
 
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -123,7 +123,7 @@ def prepare_priors(
     """k-means class-agnostic priors from the training masks of `category_ids` (None = all) on the images a
     `fraction` run trains on; cached by parameters. Returns the .npy path."""
     from shapemask_ros.datasets.coco import load_coco_json
-    from training.priors import compute_priors, save_priors
+    from shapemask_training.priors import compute_priors, save_priors
 
     cats = sorted(int(c) for c in (category_ids if category_ids is not None else data.category_ids))
     path = priors_path(work_dir, data, budget, cats, fraction)

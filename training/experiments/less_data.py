@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from shapemask_ros.utils.formatting import fmt
-from training.experiments.budgets import Budget
-from training.experiments.data_cache import SyntheticData, subsample_image_ids
-from training.experiments.novel_categories import SEEN_SPLIT, SPLITS
-from training.experiments.plots import new_figure
-from training.experiments.reports import (
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.data_cache import SyntheticData, subsample_image_ids
+from shapemask_training.experiments.novel_categories import SEEN_SPLIT, SPLITS
+from shapemask_training.experiments.plots import new_figure
+from shapemask_training.experiments.reports import (
     claim,
     md_table,
     report_markdown,
@@ -30,9 +30,9 @@ from training.experiments.reports import (
     split_ap,
     train_minutes,
 )
-from training.experiments.split import SEEN_FAMILY_IDS
-from training.experiments.study import StudyPlan, run_study
-from training.experiments.variants import Variant
+from shapemask_training.experiments.split import SEEN_FAMILY_IDS
+from shapemask_training.experiments.study import StudyPlan, run_study
+from shapemask_training.experiments.variants import Variant
 
 STUDY = "less_data"
 FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.1, 0.01)

@@ -22,11 +22,11 @@ import numpy as np
 
 from shapemask_ros.config import ModelConfig
 from shapemask_ros.utils.formatting import fmt
-from training.experiments.budgets import Budget
-from training.experiments.plots import new_figure
-from training.experiments.reports import claim, md_table, report_markdown, split_ap, train_minutes
-from training.experiments.study import StudyPlan, run_study
-from training.experiments.variants import Variant
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.plots import new_figure
+from shapemask_training.experiments.reports import claim, md_table, report_markdown, split_ap, train_minutes
+from shapemask_training.experiments.study import StudyPlan, run_study
+from shapemask_training.experiments.variants import Variant
 
 STUDY = "mask_width"
 WIDTHS: tuple[int, ...] = (128, 64, 32, 16)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shapemask_ros.utils.formatting import fmt
-from training.experiments.plots import grouped_bars, new_figure
-from training.experiments.reports import (
+from shapemask_training.experiments.plots import grouped_bars, new_figure
+from shapemask_training.experiments.reports import (
     claim,
     md_table,
     report_markdown,
@@ -26,9 +26,9 @@ from training.experiments.reports import (
     split_ap,
     train_minutes,
 )
-from training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, SPLIT_RATIONALE
-from training.experiments.study import StudyPlan, run_study
-from training.experiments.variants import Variant, deep_merge
+from shapemask_training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, SPLIT_RATIONALE
+from shapemask_training.experiments.study import StudyPlan, run_study
+from shapemask_training.experiments.variants import Variant, deep_merge
 
 STUDY = "novel_categories"
 SEEN_SPLIT = ",".join(str(i) for i in SEEN_FAMILY_IDS)

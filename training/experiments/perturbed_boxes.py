@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shapemask_ros.utils.formatting import fmt
-from training.experiments.plots import grouped_bars, new_figure
-from training.experiments.reports import (
+from shapemask_training.experiments.plots import grouped_bars, new_figure
+from shapemask_training.experiments.reports import (
     claim,
     md_table,
     report_markdown,
@@ -28,8 +28,8 @@ from training.experiments.reports import (
     split_ap,
     train_minutes,
 )
-from training.experiments.study import StudyPlan, run_study
-from training.experiments.variants import Variant
+from shapemask_training.experiments.study import StudyPlan, run_study
+from shapemask_training.experiments.variants import Variant
 
 STUDY = "perturbed_boxes"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments.reports import split_ap
+from shapemask_training.experiments.reports import split_ap
 
 
 def grouped_bars(ax: Any, rows: Sequence[Mapping[str, Any]], series: Sequence[tuple[str, str]], split: str) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from training.experiments.budgets import Budget
-from training.experiments.data_cache import TRAIN_DATA_SEED, VAL_DATA_SEED
-from training.experiments.scoring import SHRINK_SEED
-from training.experiments.variants import BASE_CONFIG, REPO_ROOT
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.data_cache import TRAIN_DATA_SEED, VAL_DATA_SEED
+from shapemask_training.experiments.scoring import SHRINK_SEED
+from shapemask_training.experiments.variants import BASE_CONFIG, REPO_ROOT
 
 
 def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cmd = None if argv is None else shlex.join([".venv/bin/python", "-m", "training.experiments", *argv])
+    cmd = None if argv is None else shlex.join([".venv/bin/python", "-m", "shapemask_training.experiments", *argv])
     return {
         "command": cmd,
         "git_commit": git("rev-parse", "HEAD"),

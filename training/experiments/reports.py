@@ -13,8 +13,8 @@ from typing import Any
 
 from shapemask_ros.utils.formatting import fmt, json_safe
 from shapemask_ros.utils.io import atomic_write_bytes, atomic_write_text
-from training.experiments.budgets import MODEL_SEED, Budget
-from training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, SPLIT_RATIONALE
+from shapemask_training.experiments.budgets import MODEL_SEED, Budget
+from shapemask_training.experiments.split import NOVEL_FAMILY_IDS, SEEN_FAMILY_IDS, SPLIT_RATIONALE
 
 
 def train_minutes(row: Mapping[str, Any]) -> float | None:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from training.evaluation import box_fill_predict
-from training.experiments.data_cache import SyntheticData
+from shapemask_training.evaluation import box_fill_predict
+from shapemask_training.experiments.data_cache import SyntheticData
 
 # Seed of the "gt_shrunk" box source's random shrinking.
 SHRINK_SEED = 0
@@ -37,8 +37,8 @@ def evaluate_model(
     """COCO bbox + segm evaluation on the validation set, once per box source ("model", "gt", "gt_shrunk").
     One predictor (traced once) serves every source. Returns {source: summary}."""
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
-    from training.evaluation import evaluate_predictor
-    from training.run import class_names_for
+    from shapemask_training.evaluation import evaluate_predictor
+    from shapemask_training.run import class_names_for
 
     cats = list(data.category_ids)
     predictor = predictor_for_model(model, class_names_for(data.val_json, tuple(cats)))
@@ -68,7 +68,7 @@ def box_fill_reference(
 ) -> dict[str, Any]:
     """A variant-like row scoring `box_fill_predict` on the validation set for the given-box sources: the
     floor a mask branch must beat to have learned any shape."""
-    from training.evaluation import evaluate_predictor
+    from shapemask_training.evaluation import evaluate_predictor
 
     out = {}
     for source in (s for s in box_sources if s != "model"):

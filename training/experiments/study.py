@@ -10,13 +10,13 @@ from typing import Any
 
 from shapemask_ros.config import ExperimentConfig
 from shapemask_ros.utils.io import exists
-from training.experiments.budgets import Budget
-from training.experiments.data_cache import SyntheticData, prepare_data
-from training.experiments.provenance import provenance
-from training.experiments.reports import finish_payload, output_stem, write_report
-from training.experiments.scoring import box_fill_reference, evaluate_model
-from training.experiments.split import check_split
-from training.experiments.variants import Variant, prepared_variant, run_variant, select_variants
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.data_cache import SyntheticData, prepare_data
+from shapemask_training.experiments.provenance import provenance
+from shapemask_training.experiments.reports import finish_payload, output_stem, write_report
+from shapemask_training.experiments.scoring import box_fill_reference, evaluate_model
+from shapemask_training.experiments.split import check_split
+from shapemask_training.experiments.variants import Variant, prepared_variant, run_variant, select_variants
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def evaluate_cached(
     sources."""
     import keras
 
-    from training.run import load_trained_model
+    from shapemask_training.run import load_trained_model
 
     data = prepare_data(work_dir, budget, progress)
     rows: dict[str, Any] = {}
@@ -106,7 +106,7 @@ def evaluate_cached(
         if not exists(os.path.join(cfg.model_dir, "done.json")):
             raise FileNotFoundError(
                 f"{plan.study}/{v.name} is not trained at the {budget.name} budget (no {cfg.model_dir}/done.json); "
-                f"train it with: python -m training.experiments {plan.study} --budget {budget.name} "
+                f"train it with: python -m shapemask_training.experiments {plan.study} --budget {budget.name} "
                 f"--variants {v.name}"
             )
         model = load_trained_model(cfg)

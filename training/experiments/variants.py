@@ -16,10 +16,10 @@ from typing import Any
 
 from shapemask_ros.config import ExperimentConfig, load_config, to_dict
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
-from training.experiments.budgets import Budget
-from training.experiments.data_cache import SyntheticData, prepare_priors
-from training.experiments.hashing import digest
-from training.experiments.scoring import evaluate_model
+from shapemask_training.experiments.budgets import Budget
+from shapemask_training.experiments.data_cache import SyntheticData, prepare_priors
+from shapemask_training.experiments.hashing import digest
+from shapemask_training.experiments.scoring import evaluate_model
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def prepared_variant(
 def train_variant(cfg: ExperimentConfig, progress: bool = False, reuse: bool = True) -> dict[str, Any]:
     """Train `cfg` unless a finished run with the same config exists (reuse). Returns the training record:
     model_dir, steps, seed, train_wall_s, final_losses, reused (True when nothing was trained now)."""
-    from training.run import train_experiment
+    from shapemask_training.run import train_experiment
 
     done = os.path.join(cfg.model_dir, "done.json")
     if reuse and exists(done):
@@ -150,7 +150,7 @@ def run_variant(
     """Priors -> config -> train (or reuse) -> evaluate; `extra(model, cfg)` adds study-specific numbers."""
     import keras
 
-    from training.run import load_trained_model
+    from shapemask_training.run import load_trained_model
 
     priors, cfg = prepared_variant(study, budget, data, work_dir, variant, progress)
     log.info("%s / %s: model_dir %s", study, variant.name, cfg.model_dir)

@@ -5,7 +5,7 @@ The full-budget mask_width study trains the base config's mask branch (2 convolu
 branch with 4 convolutions per head on the same data, steps and seeds (cached like every study model) and
 writes `<out>/mask_width[_<budget>]_depth_check.json` and prints its row. Run after the study:
 
-    python -m training.experiments.width_depth_check --budget full
+    python -m shapemask_training.experiments.width_depth_check --budget full
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import logging
 import os
 from collections.abc import Sequence
 
-from training.experiments import mask_width
-from training.experiments.budgets import BUDGETS, get_budget
-from training.experiments.data_cache import prepare_data
-from training.experiments.provenance import provenance
-from training.experiments.reports import output_stem, split_ap, write_json
-from training.experiments.variants import Variant, run_variant
+from shapemask_training.experiments import mask_width
+from shapemask_training.experiments.budgets import BUDGETS, get_budget
+from shapemask_training.experiments.data_cache import prepare_data
+from shapemask_training.experiments.provenance import provenance
+from shapemask_training.experiments.reports import output_stem, split_ap, write_json
+from shapemask_training.experiments.variants import Variant, run_variant
 
 
 def depth_variants(channels: Sequence[int] = (16,), num_convs: int = 4) -> list[Variant]:
@@ -37,7 +37,7 @@ def depth_variants(channels: Sequence[int] = (16,), num_convs: int = 4) -> list[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m training.experiments.width_depth_check")
+    p = argparse.ArgumentParser(prog="python -m shapemask_training.experiments.width_depth_check")
     p.add_argument("--budget", default="full", choices=list(BUDGETS))
     p.add_argument("--channels", default="16", help="comma-separated widths")
     p.add_argument("--num-convs", type=int, default=4)

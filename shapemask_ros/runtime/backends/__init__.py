@@ -34,9 +34,7 @@ def _create_one(
     if name == "tensorrt":
         from shapemask_ros.runtime.backends.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(
-            bundle, engine_cache_dir=engine_cache_dir, precision=precision, signatures=signatures
-        )
+        return TensorRTBackend(bundle, engine_cache_dir=engine_cache_dir, precision=precision, signatures=signatures)
     if name == "onnxruntime":
         from shapemask_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -69,9 +67,7 @@ def create_backend(
         if name not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKEND_NAMES}")
         try:
-            chosen = _create_one(
-                name, bundle, engine_cache_dir, providers, precision, intra_op_num_threads, signatures
-            )
+            chosen = _create_one(name, bundle, engine_cache_dir, providers, precision, intra_op_num_threads, signatures)
         except BackendUnavailable as e:
             raise RuntimeError(f"backend {name!r} was requested but cannot run here: {e}") from e
         log.info("inference backend: %s (requested)", chosen.name)
@@ -95,9 +91,7 @@ def create_backend(
             else:
                 log.info("inference backend: %s", chosen.name)
             return chosen, skipped
-    raise RuntimeError(
-        "no inference backend can run this model: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-    )
+    raise RuntimeError("no inference backend can run this model: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
 
 __all__ = ["BACKEND_NAMES", "Backend", "BackendUnavailable", "create_backend"]

@@ -31,9 +31,7 @@ class Backend(Protocol):
 
     name: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt:fp16", "tensorflow:CPU"
 
-    def segment_boxes(
-        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def segment_boxes(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
         """Masks for given boxes (model-input pixels)."""
         ...
 

@@ -67,9 +67,7 @@ class OnnxRuntimeBackend:
         self._lock = threading.Lock()
         for sig in signatures if signatures is not None else SIGNATURES:
             self._session(sig)
-        active = (
-            next(iter(self._sessions.values())).get_providers()[0] if self._sessions else self.providers[0]
-        )
+        active = next(iter(self._sessions.values())).get_providers()[0] if self._sessions else self.providers[0]
         self.name = f"onnxruntime:{_provider_name(active)}"
 
     def _session(self, signature: str) -> Any:
@@ -135,17 +133,13 @@ class OnnxRuntimeBackend:
                 "model.json does not belong to these graphs: copy the bundle again or re-export it"
             )
 
-    def _run(
-        self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]
-    ) -> dict[str, np.ndarray]:
+    def _run(self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]) -> dict[str, np.ndarray]:
         session = self._session(signature)
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds)
         return check_outputs(dict(zip(names, values, strict=True)), required, signature, self.name)
 
-    def segment_boxes(
-        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def segment_boxes(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
         """Run `segment_boxes.onnx` on model-input tensors."""
         feeds = {
             "image": np.ascontiguousarray(image, dtype=np.float32),

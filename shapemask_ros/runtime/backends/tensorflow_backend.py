@@ -52,9 +52,7 @@ class TensorFlowBackend:
         outputs = self._fns[signature](**tensors)
         return check_outputs({k: v.numpy() for k, v in outputs.items()}, required, signature, self.name)
 
-    def segment_boxes(
-        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def segment_boxes(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
         """Call the `segment_boxes` signature on model-input tensors."""
         return self._run(
             "segment_boxes",

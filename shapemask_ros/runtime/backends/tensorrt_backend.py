@@ -188,9 +188,7 @@ class _EngineRunner:
                 raise RuntimeError(f"TensorRT engine input '{name}' was not fed (have {sorted(feeds)})")
             arr = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
             if not ctx.set_input_shape(name, arr.shape):
-                raise RuntimeError(
-                    f"input '{name}' shape {arr.shape} is outside the engine's optimisation profile"
-                )
+                raise RuntimeError(f"input '{name}' shape {arr.shape} is outside the engine's optimisation profile")
             ptr = self._device_buffer(name, arr.nbytes)
             _cuda_check(cudart, cudart.cudaMemcpy(ptr, arr.ctypes.data, arr.nbytes, h2d))
             ctx.set_tensor_address(name, ptr)
@@ -280,9 +278,7 @@ class TensorRTBackend:
         profile = engine_profile(self.bundle, signature)
 
         def build() -> bytes:
-            return build_serialized_engine(
-                io.read_bytes(onnx_path), profile, self.precision, self.workspace_bytes
-            )
+            return build_serialized_engine(io.read_bytes(onnx_path), profile, self.precision, self.workspace_bytes)
 
         def deserialize(data: bytes) -> tuple[Any, Any]:
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -293,18 +289,14 @@ class TensorRTBackend:
                 )
             return runtime, engine
 
-        loaded = self.cache.get_or_build(
-            self._key_fields(signature), build, deserialize, build_only=self.build_only
-        )
+        loaded = self.cache.get_or_build(self._key_fields(signature), build, deserialize, build_only=self.build_only)
         if loaded is None:  # build_only
             return None
         runner = _EngineRunner(*loaded)
         self._runners[signature] = runner
         return runner
 
-    def _run(
-        self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]
-    ) -> dict[str, np.ndarray]:
+    def _run(self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]) -> dict[str, np.ndarray]:
         if self.build_only:
             raise RuntimeError("this TensorRT backend was created with build_only=True and cannot run")
         with self._lock:
@@ -313,13 +305,9 @@ class TensorRTBackend:
             outputs = runner.run(feeds)
         return check_outputs(outputs, required, signature, self.name)
 
-    def segment_boxes(
-        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def segment_boxes(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
         """Run the segment_boxes engine on model-input tensors."""
-        return self._run(
-            "segment_boxes", {"image": image, "boxes": boxes, "classes": classes}, SEGMENT_BOXES_OUTPUTS
-        )
+        return self._run("segment_boxes", {"image": image, "boxes": boxes, "classes": classes}, SEGMENT_BOXES_OUTPUTS)
 
     def detect_and_segment(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Run the detect_and_segment engine on a model-input image."""
