@@ -87,6 +87,9 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         remove_stale_temporaries(directory)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
     try:
+        # mkstemp makes 0600 files; a written file gets the mode open() would give it (0666 minus the umask),
+        # so a bundle exported by one user is readable by the node running as another
+        os.fchmod(fd, 0o666 & ~_umask())
         fcntl.flock(fd, fcntl.LOCK_EX)  # "alive": a later writer leaves it alone (released when we close or die)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -97,6 +100,20 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (Linux: read from /proc, which does not change it; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _lock_if_free(path: str | Path) -> int | None:

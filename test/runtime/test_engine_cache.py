@@ -10,8 +10,7 @@ import os
 import pytest
 
 from shapemask_ros.runtime.engine_cache import EngineCache, EngineCacheError, default_cache_dir
-
-PROFILE = {"boxes": [[1, 1, 4], [1, 20, 4], [1, 100, 4]], "image": [[1, 64, 64, 3]] * 3}
+from support.engine_cache import PROFILE, fields, load, race_worker
 
 
 @pytest.fixture()
@@ -19,19 +18,6 @@ def onnx_file(tmp_path):
     p = tmp_path / "model.onnx"
     p.write_bytes(b"fake onnx graph v1")
     return str(p)
-
-
-def fields(onnx_path: str, **over) -> dict:
-    base = {
-        "onnx_path": onnx_path,
-        "trt_version": "10.3.0",
-        "gpu_name": "Orin",
-        "compute_capability": "8.7",
-        "precision": "fp16",
-        "profile": PROFILE,
-    }
-    base.update(over)
-    return base
 
 
 class Builder:
@@ -44,12 +30,6 @@ class Builder:
     def build(self) -> bytes:
         self.builds += 1
         return self.payload
-
-
-def load(data: bytes) -> str:
-    if not data.startswith(b"ENGINE:"):
-        raise RuntimeError("version tag does not match")
-    return data.decode()
 
 
 def test_key_changes_with_every_field_and_onnx_content(onnx_file, tmp_path):
@@ -175,26 +155,13 @@ def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert default_cache_dir().endswith(os.path.join(".cache", "shapemask_ros", "engines"))
 
 
-def _race_worker(cache_dir: str, onnx_path: str, counter: str, barrier, results) -> None:
-    import time
-
-    def build() -> bytes:
-        with open(counter, "a") as f:
-            f.write("build\n")
-        time.sleep(1.0)  # long enough that the other process is certainly waiting on the lock
-        return b"ENGINE:raced"
-
-    barrier.wait()
-    results.put(EngineCache(cache_dir).get_or_build(fields(onnx_path), build, load))
-
-
 def test_two_processes_build_exactly_once(onnx_file, tmp_path):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
     counter = str(tmp_path / "builds.txt")
     cache_dir = str(tmp_path / "cache")
-    procs = [ctx.Process(target=_race_worker, args=(cache_dir, onnx_file, counter, barrier, results)) for _ in range(2)]
+    procs = [ctx.Process(target=race_worker, args=(cache_dir, onnx_file, counter, barrier, results)) for _ in range(2)]
     for p in procs:
         p.start()
     got = [results.get(timeout=60) for _ in procs]

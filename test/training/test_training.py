@@ -97,7 +97,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     mirrored = get_strategy(logical_cpus=2)
     import tensorflow as tf
     from support.configs import tiny_experiment
-    from test_training import hand_batch
+    from support.batches import hand_batch
     from shapemask_training.trainer import Trainer
     assert mirrored.num_replicas_in_sync == 2
     # per-replica batch statistics (BN) equal the global ones when both halves hold the same images
