@@ -134,6 +134,7 @@ def test_read_official(tmp_path):
     assert runtime_bench.read_official(str(path), 640, None)["comparable"] is False  # tiny backbone
 
 
+@pytest.mark.slow
 def test_bench_runtime_cli_tiny(tmp_path, capsys):
     official = tmp_path / "official.json"
     official.write_text(json.dumps({"median_s": 3.0, "image_size": 64, "resnet_depth": 50}))

@@ -155,6 +155,7 @@ def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert default_cache_dir().endswith(os.path.join(".cache", "shapemask_ros", "engines"))
 
 
+@pytest.mark.slow
 def test_two_processes_build_exactly_once(onnx_file, tmp_path):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)

@@ -39,6 +39,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
     assert last["cls_loss"] < first["cls_loss"]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step(tmp_path):
     cfg = tiny_experiment(str(tmp_path), steps=6, checkpoint_every=2)
     ds = tf.data.Dataset.from_tensors(hand_batch()).repeat()
