@@ -41,13 +41,10 @@ from shapemask_ros.ros_bridge.image_codec import (
     image_to_rgb,
 )
 from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
+from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, OBJECTS3D_TYPE, POINTS_TYPE
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
 
 log = logging.getLogger(__name__)
-
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-OBJECTS3D_TYPE = "shapemask_ros/msg/ObjectGeometryArray"
-POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
 
 
 @dataclass

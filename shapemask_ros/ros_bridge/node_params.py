@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import typing
 from array import array as PyArray
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig, merge
+from shapemask_ros.config import NodeConfig, cache_size_for, merge
 
 NODE_NAME = "shapemask_node"
 NODE_CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig))
@@ -179,10 +178,11 @@ def output_topic(namespace: str, name: str) -> str:
 
 
 def image_cache_size(cfg: NodeConfig) -> int:
-    """Images kept while waiting for their detections: ceil(rate * latency) + 2 (1 in self-detection)."""
+    """Images kept while waiting for their detections: `config.cache_size_for` (1 in self-detection).
+    For a validated NodeConfig (rate > 0, latency >= 0); anything else is a ValueError naming the field."""
     if not uses_detector(cfg):
         return 1
-    return int(math.ceil(max(cfg.expected_rate_hz, 0.0) * max(cfg.detector_latency_s, 0.0))) + 2
+    return cache_size_for(cfg.expected_rate_hz, cfg.detector_latency_s)
 
 
 def _truthy(value: str) -> bool:
