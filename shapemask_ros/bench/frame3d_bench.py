@@ -101,6 +101,8 @@ def scene(n_objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray) -> tuple[Any, ...]:
     """Image, Detection2DArray, depth Image and CameraInfo (rosbags classes), one stamp and frame."""
 
+    from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
+
     def hdr() -> Any:
         stamp = factory.make("builtin_interfaces/msg/Time", sec=1, nanosec=0)
         return factory.make("std_msgs/msg/Header", stamp=stamp, frame_id=FRAME_ID)
@@ -114,26 +116,13 @@ def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray
     dets = []
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         hyp = factory.make("vision_msgs/msg/ObjectHypothesis", class_id="object", score=0.9)
-        pose = factory.make(
-            "geometry_msgs/msg/PoseWithCovariance",
-            pose=factory.make(
-                "geometry_msgs/msg/Pose",
-                position=factory.make("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0),
-                orientation=factory.make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
-            ),
-            covariance=np.zeros(36),
-        )
-        center = factory.make(
-            "vision_msgs/msg/Pose2D",
-            position=factory.make("vision_msgs/msg/Point2D", x=(x1 + x2) / 2, y=(y1 + y2) / 2),
-            theta=0.0,
-        )
+        pose = identity_pose_with_covariance(factory)
         dets.append(
             factory.make(
                 "vision_msgs/msg/Detection2D",
                 header=hdr(),
                 results=[factory.make("vision_msgs/msg/ObjectHypothesisWithPose", hypothesis=hyp, pose=pose)],
-                bbox=factory.make("vision_msgs/msg/BoundingBox2D", center=center, size_x=x2 - x1, size_y=y2 - y1),
+                bbox=bounding_box_2d(factory, np.array([x1, y1, x2, y2], np.float64)),
                 id=f"d{i}",
             )
         )

@@ -8,6 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from shapemask_ros.ros_bridge.detections import identity_pose_with_covariance
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
 from shapemask_ros.ros_bridge.typestore import get_typestore
 from shapemask_ros.runtime.instances import Instances
@@ -50,15 +51,7 @@ def compressed_msg(data: np.ndarray, fmt: str, hdr=None):
 
 def detection(box_xyxy, class_id: str | None = "cup", score: float = 0.9, det_id: str = "", hdr=None, theta=0.0):
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    pose = FACTORY.make(
-        "geometry_msgs/msg/PoseWithCovariance",
-        pose=FACTORY.make(
-            "geometry_msgs/msg/Pose",
-            position=FACTORY.make("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0),
-            orientation=FACTORY.make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
-        ),
-        covariance=np.zeros(36),
-    )
+    pose = identity_pose_with_covariance(FACTORY)
     results = []
     if class_id is not None:
         hyp = FACTORY.make("vision_msgs/msg/ObjectHypothesis", class_id=class_id, score=score)
