@@ -148,6 +148,28 @@ class FineMaskHead(layers.Layer):
         )
         self.predict = _mask_logits_conv(num_classes, "fine_logits")
 
+    def build(self, x_shape, coarse_logits_shape=None, onehot_shape=None):
+        channels = int(x_shape[-1])
+        # `up` and `predict` are never called (see `_upsampled_logits`), so Keras would not build them
+        self.up.build((None, None, None, channels))
+        self.predict.build((None, None, None, channels))
+
+    def _upsampled_logits(self, x):
+        """`predict(depth_to_space(up(x)))` as one 1x1 map from C to r*r*K channels, then depth-to-space.
+
+        Both are linear with nothing in between, so their product is the same function (same weights, same
+        gradients), but the wide r*r*C-channel tensor at the fine resolution is never made: at 20 boxes that
+        tensor (20 x 128 x 128 x C floats, plus its layout conversions) was the largest cost of the exported
+        graph. The kernel product is over constants, so exporters fold it into one initializer."""
+        r2 = self.upsample * self.upsample
+        c_in, c = int(self.up.kernel.shape[-2]), int(self.predict.kernel.shape[-2])
+        k = int(self.predict.kernel.shape[-1])
+        up = ops.reshape(self.up.kernel, (c_in * r2, c))  # rows (i, dy, dx): depth-to-space order (dy, dx, c)
+        w = ops.reshape(ops.matmul(up, ops.reshape(self.predict.kernel, (c, k))), (c_in, r2 * k))
+        b = ops.tile(self.predict.bias, (r2,))
+        y = ops.matmul(x, ops.cast(w, x.dtype)) + ops.cast(b, x.dtype)
+        return depth_to_space(y, self.upsample)
+
     def call(self, x, coarse_logits, onehot, training=None, slot_mask=None):
         p = ops.sigmoid(coarse_logits)  # [M, n, n]
         if self.use_instance_embedding:
@@ -157,5 +179,4 @@ class FineMaskHead(layers.Layer):
             x = x - emb[:, None, None, :]
         x = x + self.embed_coarse(ops.cast(p, x.dtype)[..., None])
         x = self.stack(x, training=training, slot_mask=slot_mask)
-        x = depth_to_space(self.up(x), self.upsample)
-        return _select_class(ops.cast(self.predict(x), "float32"), onehot)
+        return _select_class(ops.cast(self._upsampled_logits(x), "float32"), onehot)
