@@ -158,6 +158,12 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-saved-model", action="store_true")
     p.add_argument("--verify", action="store_true", help="compare ONNX Runtime with TensorFlow after export")
+    p.add_argument(
+        "--onnx-weights",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16: store the ONNX weights as float16 (half the files; inference still computes in float32)",
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -179,6 +185,7 @@ def run_export(args: argparse.Namespace) -> int:
         names,
         onnx=not args.no_onnx,
         saved_model=not args.no_saved_model,
+        onnx_weights=args.onnx_weights,
         extra={"category_ids": list(cats)},
     )
     print(out)

@@ -15,12 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from shapemask_ros.config import ModelConfig, to_dict
+from shapemask_ros.export.onnx_weights import store_weights_fp16
 from shapemask_ros.model.shapemask import ShapeMask
 from shapemask_ros.utils.io import AtomicDir, save_npy
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "shapemask_ros.bundle/1"
+ONNX_WEIGHTS = ("fp32", "fp16")
 PREPROCESSING = (
     "RGB uint8 -> float32 0..255, resize keeping aspect so the longer side = S (bilinear), pad bottom/right "
     "with 0 to S x S; boxes in input pixels = original pixels * scale; normalisation is inside the model"
@@ -54,13 +56,29 @@ def serving_functions(model: ShapeMask) -> dict[str, tf.types.experimental.Gener
     return {"segment_boxes": segment_boxes, "detect_and_segment": detect_and_segment}
 
 
-def export_onnx(fn, path: str, opset: int = 17) -> None:
-    """Convert one serving function to ONNX with tf2onnx (written atomically)."""
+def export_onnx(fn, path: str, opset: int = 17, weights: str = "fp32") -> None:
+    """Convert one serving function to ONNX with tf2onnx (written atomically).
+
+    weights: "fp32", or "fp16" to store the large weights as float16 (half the file; the graph still
+    computes in float32, see `onnx_weights`)."""
     import tf2onnx
 
-    model_proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     from shapemask_ros.utils.io import atomic_write_bytes
 
+    if weights not in ONNX_WEIGHTS:
+        raise ValueError(f"onnx weights must be one of {ONNX_WEIGHTS}, got {weights!r}")
+    model_proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
+    if weights == "fp16":
+        report = store_weights_fp16(model_proto)
+        log.info(
+            "%s: %d weight tensors stored as float16 (%d kept float32), %.1f -> %.1f MB, max relative error %.1e",
+            os.path.basename(path),
+            report.converted,
+            report.kept,
+            report.bytes_before / 1e6,
+            report.bytes_after / 1e6,
+            report.max_relative_error,
+        )
     atomic_write_bytes(path, model_proto.SerializeToString())
 
 
@@ -73,9 +91,12 @@ def export_bundle(
     saved_model: bool = True,
     opset: int = 17,
     max_boxes: int = 100,
+    onnx_weights: str = "fp32",
     extra: dict | None = None,
 ) -> str:
-    """Export `model` to the bundle directory `out_dir` (replaced atomically). Returns out_dir."""
+    """Export `model` to the bundle directory `out_dir` (replaced atomically). Returns out_dir.
+
+    onnx_weights: "fp32" or "fp16" (weights stored at half size, computed in float32; see `export_onnx`)."""
     cfg: ModelConfig = model.cfg
     if len(class_names) != cfg.detector.num_classes:
         raise ValueError(f"{len(class_names)} class names for {cfg.detector.num_classes} detector classes")
@@ -99,8 +120,9 @@ def export_bundle(
         if onnx:
             files["onnx"] = {}
             for name, fn in fns.items():
-                export_onnx(fn, os.path.join(tmp, f"{name}.onnx"), opset)
+                export_onnx(fn, os.path.join(tmp, f"{name}.onnx"), opset, onnx_weights)
                 files["onnx"][name] = f"{name}.onnx"
+            files["onnx_weights"] = onnx_weights
         meta = {
             "format": BUNDLE_FORMAT,
             "image_size": cfg.image_size,

@@ -5,7 +5,11 @@
     {"format": "shapemask_ros.bundle/1", "image_size": S, "class_names": [...], "num_classes": C,
      "mask_class_agnostic": bool, "max_boxes": 100, "mask_size": 128, "score_threshold": 0.05,
      "onnx": {"segment_boxes": "segment_boxes.onnx", "detect_and_segment": "detect_and_segment.onnx"},
-     "saved_model": "saved_model", "priors": "priors.npy", "preprocessing": "...", "created_by": ...}
+     "saved_model": "saved_model", "priors": "priors.npy", "preprocessing": "...", "created_by": ...,
+     "onnx_weights": "fp32" | "fp16"}
+
+`onnx_weights` is informational (the runtime needs nothing from it): "fp16" bundles store their ONNX weights
+as float16 initializers cast to float32 inside the graph (`shapemask_ros.export.onnx_weights`).
 
 `Bundle.read` checks every field and resolves the file names against the bundle directory (local or
 gs://, read through `shapemask_ros.utils.io`). A bundle may leave out either the ONNX graphs or the
