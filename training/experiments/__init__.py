@@ -8,6 +8,10 @@ one concern a module (the studies and tests import each name from the module tha
 - `variants`: `Variant`, config resolution, cached training, `run_variant`; `scoring`: COCO evaluation;
 - `study`: `StudyPlan`, `run_study`, `evaluate_cached`; `provenance`: command, commit, versions, machine;
 - `reports`: markdown / JSON reports and `write_report`; `plots`: figure helpers.
+
+`real_novel` is the same question on real images (issue 13): its own entry point
+(`python -m shapemask_training.experiments.real_novel`), since it trains the real-model config on imported
+real sets rather than a synthetic budget.
 """
 
 STUDIES: tuple[str, ...] = ("novel_categories", "perturbed_boxes", "less_data", "mask_width")
