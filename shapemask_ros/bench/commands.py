@@ -270,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             seed=args.seed,
             progress=not args.no_progress,
+            block=args.block,
         )
         _finish(args, result, bundle_bench.bundles_table(result), "bench bundles")
         return 0

@@ -41,6 +41,7 @@ def time_interleaved(
     iters: int,
     warmup: int,
     progress: bool = True,
+    block: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Time several variants in rounds: each round calls every variant once, rotating the start.
 
@@ -49,9 +50,14 @@ def time_interleaved(
     untimed rounds; then `iters` timed rounds. Returns per variant: `first_call_s`, `times_s`,
     `median_s`, `min_s`, `p90_s`, `median_cpu_s` (process CPU time, all threads: less distorted by a
     loaded machine than wall time).
+
+    block > 1: each round calls every variant `block` times in a row and times all but the first of them,
+    so a call never pays for the switch from another variant (for ONNX Runtime sessions: the previous
+    session's intra-op threads still spin-waiting on the same cores, +35 % on 2 cores measured) -- what a
+    node running one model frame after frame sees. Each round then gives `block - 1` times per variant.
     """
-    if iters < 1 or warmup < 0:
-        raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    if iters < 1 or warmup < 0 or block < 1:
+        raise ValueError(f"need iters >= 1, warmup >= 0, block >= 1, got {iters}, {warmup}, {block}")
     if not fns:
         raise ValueError("nothing to time")
     names = list(fns)
@@ -71,12 +77,13 @@ def time_interleaved(
     for r in rounds:
         k = r % len(names)
         for name in names[k:] + names[:k]:  # rotate so no variant always runs right after another
-            c0, t0 = time.process_time(), time.perf_counter()
-            fns[name](r)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if r >= warmup:
-                wall[name].append(dt)
-                cpu[name].append(dc)
+            for j in range(block):
+                c0, t0 = time.process_time(), time.perf_counter()
+                fns[name](r)
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
+                if r >= warmup and (block == 1 or j > 0):
+                    wall[name].append(dt)
+                    cpu[name].append(dc)
     return {
         n: {
             "first_call_s": first[n],

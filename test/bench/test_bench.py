@@ -261,3 +261,26 @@ def test_bench_runtime_refuses_a_bundle_without_saved_model(tmp_path, caplog):
     )
     assert rc == 2 and "SavedModel" in caplog.text
     assert not (tmp_path / "r.json").exists()
+
+
+def test_interleaved_timing_in_blocks_times_all_but_the_first_call_of_each_block():
+    """block=3: each variant runs 3x in a row per round; the first of each block (which pays for the switch
+    from the other variant) is not timed."""
+    calls = []
+
+    def make(name):
+        def fn(r):
+            # a call right after the other variant is slow: what the block's untimed first call absorbs
+            switched = not calls or calls[-1][0] != name
+            calls.append((name, r))
+            time.sleep(0.03 if switched else 0.0)
+
+        return fn
+
+    res = time_interleaved({"a": make("a"), "b": make("b")}, iters=2, warmup=1, progress=False, block=3)
+    assert len(calls) == 2 * (1 + 3 * (1 + 2))  # first calls + 3 calls per variant in each of 3 rounds
+    for name in ("a", "b"):
+        assert len(res[name]["times_s"]) == 2 * 2  # 2 timed rounds x (3 - 1) timed calls
+        assert max(res[name]["times_s"]) < 0.02  # no switch cost in any timed call
+    with pytest.raises(ValueError, match="block"):
+        time_interleaved({"a": lambda r: None}, iters=1, warmup=0, block=0)
