@@ -71,10 +71,10 @@ def test_report_has_seeds_side_by_side_means_and_ratio_to_the_baseline():
     }
     md = rn.render(results)
     rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in md.splitlines() if ln.startswith("| ")}
-    assert "| 10.0 | 12.0 | 11.0 | 1.00× |" in rows["baseline (no prior, no embedding)"]
-    assert "| 15.0 | 18.0 | 16.5 | 1.50× |" in rows["ShapeMask (priors + embedding)"]
+    assert "| 10.0 | 12.0 | 11.0 | 1.00× | 0.87× |" in rows["baseline (no prior, no embedding)"]
+    assert "| 15.0 | 18.0 | 16.5 | 1.50× | 1.31× |" in rows["ShapeMask (priors + embedding)"]
     assert rows["ShapeMask (priors + embedding)"].endswith("| 80.0 | 81.0 |")
-    assert "| 12.6 | 12.6 | 12.6 | – |" in rows["box-filled masks (floor)"]
+    assert "| 12.6 | 12.6 | 12.6 | – | 1.00× |" in rows["box-filled masks (floor)"]
     assert "prior only" not in md  # variants not run yet are left out, not shown as zeros
     assert "--seed 0" in md
 
