@@ -225,7 +225,13 @@ def _profile_nodes(model, num_boxes: int) -> dict[str, int]:
 
 
 def _conv_flops(nodes: dict[str, int]) -> int:
-    return sum(v for k, v in nodes.items() if k.endswith(("/convolution", "/conv_transpose")))
+    """Convolutions, and the fine head's per-instance upsampling-and-logits map (a MatMul over the channels)."""
+    return sum(
+        v
+        for k, v in nodes.items()
+        if k.endswith(("/convolution", "/conv_transpose"))
+        or (k.startswith("fine_head") and k.endswith("/Tensordot/MatMul"))
+    )
 
 
 @pytest.mark.parametrize("channels,num_convs", [(16, 2), (8, 1)])

@@ -55,8 +55,9 @@ def mask_branch_macs(cfg: ModelConfig) -> dict[str, int]:
     # prior head: box-masked mean of X, logits, class row of the priors, weighted sum of the K priors
     prior = (n * n * cm + cm * c_ * k + c_ * k * n * n + k * n * n) if m.use_shape_prior else 0
     coarse = conv(n, 1, 1, cm) + m.num_convs * conv(n, 3, cm, cm) + conv(n, 1, cm, c_)
-    # x`u` upsampling with kernel == stride (a 1x1 conv to u*u*cm + depth-to-space): one tap per output
-    fine = conv(n, 1, 1, cm) + m.num_convs * conv(n, 3, cm, cm) + f * f * cm * cm + conv(f, 1, cm, c_)
+    # x`u` upsampling (kernel == stride) and the 1x1 logits run as one linear map from cm to u*u*c_ channels at
+    # n x n (their weight product, see FineMaskHead._upsampled_logits): f*f*cm*c_ per instance
+    fine = conv(n, 1, 1, cm) + m.num_convs * conv(n, 3, cm, cm) + f * f * cm * c_
     levels = range(cfg.anchors.min_level, cfg.anchors.max_level + 1)
     projection = sum(math.ceil(cfg.image_size / 2**lv) ** 2 for lv in levels) * cfg.detector.fpn_channels * cm
     return {
