@@ -130,6 +130,10 @@ def variant_config(name: str, steps: int, seed: int, pattern: str, priors: str, 
     )
 
 
+def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics["segm"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
 def score(model: Any, ann: str, image_dir: str, progress: bool = False) -> dict[str, Any]:
     """Class-agnostic mask AP with ground-truth boxes (pycocotools), each mask scored 1.0."""
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
@@ -137,14 +141,14 @@ def score(model: Any, ann: str, image_dir: str, progress: bool = False) -> dict[
 
     predictor = predictor_for_model(model, ["object"])
     metrics, _ = evaluate_predictor(predictor.predict, ann, image_dir, "gt", None, progress=progress)
-    return {k: metrics["segm"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    return _segm(metrics)
 
 
 def box_filled(ann: str, image_dir: str) -> dict[str, Any]:
     from shapemask_training.evaluation import box_fill_predict, evaluate_predictor
 
     metrics, _ = evaluate_predictor(box_fill_predict, ann, image_dir, "gt", None, progress=False)
-    return {k: metrics["segm"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    return _segm(metrics)
 
 
 def run_variant(name: str, steps: int, seed: int, real_dir: str, work_dir: str, progress: bool) -> dict[str, Any]:
