@@ -85,6 +85,9 @@ class MaskConfig:
     canonical_level: int = 4
     use_shape_prior: bool = True  # ablation: False = uniform box prior
     use_instance_embedding: bool = True  # ablation: False = no centering in the fine head
+    # The fine head also reads the backbone's stride-4 map (C2, through a 1x1 projection): at small input
+    # sizes most boxes crop P3 (stride 8), too coarse for object boundaries. Not in the paper.
+    detail_features: bool = False
     # ablations of two fixes (issue 12), for measuring what each moved; keep the defaults otherwise
     feature_alignment: str = "measured"  # "measured" = the backbone's cell centres; "naive" = stride*(i+0.5)
     loss_normalisation: str = "foreground"  # "foreground" = reference; "mean" = per-pixel mean per instance
@@ -137,6 +140,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     gradient_clip_norm: float = 0.0  # 0 = off
+    # > 0: exponential moving averages of the trainable weights (decay min(ema_decay, (1 + t) / (10 + t)) at
+    # step t), saved with every checkpoint; evaluation and export then use the averages. 0 = off.
+    ema_decay: float = 0.0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 100

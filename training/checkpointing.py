@@ -27,32 +27,50 @@ def _by_path(variables, what: str, drop_root: bool = False) -> dict[str, tf.Vari
     return out
 
 
-def checkpoint_for(model, optimizer=None) -> tf.train.Checkpoint:
-    """A tf.train.Checkpoint over every model (and optimizer) variable, keyed by variable path."""
+def checkpoint_for(model, optimizer=None, averages: dict[str, tf.Variable] | None = None) -> tf.train.Checkpoint:
+    """A tf.train.Checkpoint over every model (and optimizer) variable, keyed by variable path.
+
+    averages: {trainable variable path: its moving average} (`train.ema_decay`), saved as `ema_variables`."""
     parts = {"model_variables": _by_path(model.variables, "the model")}
     if optimizer is not None:
         parts["optimizer_variables"] = _by_path(optimizer.variables, "the optimizer", drop_root=True)
+    if averages:
+        parts["ema_variables"] = dict(averages)
     return tf.train.Checkpoint(**parts)
 
 
-def restore_model(model, path: str) -> None:
-    """Restore the model's variables from `path`; every model variable must be present in the checkpoint."""
+def _key(group: str, path: str) -> str:
+    # the object graph escapes "." as ".." and "/" as ".S" in its keys (layer names may contain dots,
+    # e.g. the EfficientNet "blocks.3.depthwise_conv")
+    return f"{group}/" + path.replace(".", "..").replace("/", ".S")
+
+
+def restore_model(model, path: str, averages: bool = False) -> None:
+    """Restore the model's variables from `path`; every model variable must be present in the checkpoint.
+
+    averages: load the trainable weights from their moving averages (a run with `train.ema_decay` > 0);
+    a checkpoint without them is refused rather than silently giving the raw weights."""
     status = checkpoint_for(model).restore(path)
     status.expect_partial()  # optimizer slots in a training checkpoint are not needed here
     reader = tf.train.load_checkpoint(path)
     saved = {k.split("/.ATTRIBUTES")[0] for k in reader.get_variable_to_shape_map()}
-    # the object graph escapes "." as ".." and "/" as ".S" in its keys (layer names may contain dots,
-    # e.g. the EfficientNet "blocks.3.depthwise_conv")
-    missing = [
-        p
-        for p in (v.path for v in model.variables)
-        if "model_variables/" + p.replace(".", "..").replace("/", ".S") not in saved
-    ]
+    missing = [p for p in (v.path for v in model.variables) if _key("model_variables", p) not in saved]
     if missing:
         raise ValueError(
             f"checkpoint {path} lacks {len(missing)} model variables, e.g. {missing[:3]} "
             "(different model config, or a checkpoint from an older version)"
         )
+    if not averages:
+        return
+    trainable = list(model.trainable_variables)
+    lacking = [v.path for v in trainable if _key("ema_variables", v.path) not in saved]
+    if lacking:
+        raise ValueError(
+            f"checkpoint {path} has no moving averages for {len(lacking)} trainable variables, e.g. "
+            f"{lacking[:3]} (trained with train.ema_decay 0?)"
+        )
+    for v in trainable:
+        v.assign(reader.get_tensor(_key("ema_variables", v.path) + "/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def _has_iterator_state(path: str) -> bool:

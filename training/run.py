@@ -75,8 +75,9 @@ def load_trained_model(cfg: ExperimentConfig, checkpoint: str | None = None):
     ckpt_path = checkpoint or tf.train.latest_checkpoint(f"{cfg.model_dir}/checkpoints")
     if not ckpt_path:
         raise FileNotFoundError(f"no checkpoint in {cfg.model_dir}/checkpoints")
-    restore_model(model, ckpt_path)
-    log.info("restored %s", ckpt_path)
+    averages = cfg.train.ema_decay > 0
+    restore_model(model, ckpt_path, averages=averages)
+    log.info("restored %s%s", ckpt_path, " (moving averages of the weights)" if averages else "")
     return model
 
 

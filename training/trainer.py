@@ -82,6 +82,8 @@ class Trainer:
     ):
         self.cfg = cfg
         check_backbone_init(cfg.model.backbone)  # before anything slow: a frozen random stem is refused
+        if not 0.0 <= cfg.train.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0 = off), got {cfg.train.ema_decay}")
         self.strategy = strategy or get_strategy(cfg.train.tpu)
         self.precision = set_precision(cfg.train.mixed_precision, self.strategy)
         tf.random.set_seed(cfg.train.seed)
@@ -90,7 +92,16 @@ class Trainer:
             self.model: ShapeMask = build_model(cfg.model, priors=priors, pretrained_backbone=True)
             self.optimizer = make_optimizer(cfg.train)
             self.optimizer.build(self.model.trainable_variables)
-            self.checkpoint = checkpoint_for(self.model, self.optimizer)
+            # moving averages of the trainable weights (train.ema_decay), keyed like the checkpoint
+            self.averages: dict[str, tf.Variable] = (
+                {
+                    v.path: tf.Variable(v.value, trainable=False, name=f"ema_{i}")
+                    for i, v in enumerate(self.model.trainable_variables)
+                }
+                if cfg.train.ema_decay > 0
+                else {}
+            )
+            self.checkpoint = checkpoint_for(self.model, self.optimizer, self.averages)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             directory=f"{cfg.model_dir}/checkpoints",
@@ -148,10 +159,22 @@ class Trainer:
                         else tf.distribute.ReduceOp.SUM
                     )
                     out[k] = self.strategy.reduce(op, v, axis=None)
+                if self.averages:
+                    self._update_averages()
                 return out
 
             self._step_fn = fn
         return self._step_fn(batch)
+
+    def _update_averages(self) -> None:
+        """ema <- d * ema + (1 - d) * w after the step; d = min(ema_decay, (1 + t) / (10 + t)) so the first
+        steps' random initialisation is forgotten quickly (as tf.train.ExponentialMovingAverage's
+        num_updates). Cross-replica: the weights are identical on every replica after the update."""
+        t = tf.cast(self.optimizer.iterations, tf.float32)
+        d = tf.minimum(tf.constant(self.cfg.train.ema_decay, tf.float32), (1.0 + t) / (10.0 + t))
+        for v in self.model.trainable_variables:
+            e = self.averages[v.path]
+            e.assign(d * e + (1.0 - d) * tf.cast(v.value, e.dtype))
 
     def train(
         self,

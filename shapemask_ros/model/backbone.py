@@ -1,5 +1,6 @@
-"""Backbones returning (C3, C4, C5): EfficientNet-Lite0 (ImageNet, the shipped model's), Keras ResNet-50/101
-(the paper's) and a tiny ResNet for CPU tests."""
+"""Backbones returning (C3, C4, C5), or (C2, C3, C4, C5) for a mask branch that reads the stride-4 map too:
+EfficientNet-Lite0 (ImageNet, the shipped model's), Keras ResNet-50/101 (the paper's) and a tiny ResNet for
+CPU tests."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ _RESNET_OUTPUTS = {
     "resnet50": ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
     "resnet101": ("conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
 }
+_RESNET_C2 = "conv2_block3_out"
 
 
-def _tiny_backbone(image_size: int, filters: tuple[int, ...]) -> keras.Model:
+def _tiny_backbone(image_size: int, filters: tuple[int, ...], with_c2: bool = False) -> keras.Model:
     """Four strided residual stages (strides 4, 8, 16, 32); enough for synthetic shapes on a CPU."""
     inp = keras.Input((image_size, image_size, 3))
     x = layers.Conv2D(filters[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inp)
@@ -38,7 +40,7 @@ def _tiny_backbone(image_size: int, filters: tuple[int, ...]) -> keras.Model:
         y = layers.BatchNormalization(name=f"stage{i}_bn")(y)
         x = layers.ReLU()(layers.Add()([x, y]))
         outs.append(x)
-    return keras.Model(inp, outs[1:], name="tiny_backbone")
+    return keras.Model(inp, outs if with_c2 else outs[1:], name="tiny_backbone")
 
 
 def load_npz_weights(model: keras.Model, path: str) -> int:
@@ -90,8 +92,8 @@ def _freeze(base: keras.Model, cfg: BackboneConfig) -> None:
                 layer.trainable = False
 
 
-def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool) -> keras.Model:
-    base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name)
+def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool, with_c2: bool) -> keras.Model:
+    base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name, with_c2=with_c2)
     if pretrained and cfg.weights_path:
         n = load_npz_weights(base, cfg.weights_path)
         log.info("loaded %d backbone arrays from %s", n, cfg.weights_path)
@@ -135,22 +137,22 @@ def check_backbone_init(cfg: BackboneConfig) -> None:
 def _resnet_centres(image_size: int) -> dict[int, float]:
     # explicit symmetric ZeroPadding + "valid" convs/pools, 1x1 stride-2 convs: cell i of C_l is centred on
     # input pixel s * i, i.e. at coordinate s * i + 0.5, for any input size
-    return {3: 0.5, 4: 0.5, 5: 0.5}
+    return {2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}
 
 
 def _tiny_centres(image_size: int) -> dict[int, float]:
-    # five 3x3 stride-2 "same" convs (stem, stage0..3); C3..C5 come after the 3rd..5th
+    # five 3x3 stride-2 "same" convs (stem, stage0..3); C2..C5 come after the 2nd..5th
     c = same_padding_centres(image_size, (3, 3, 3, 3, 3))
-    return {3: c[3], 4: c[4], 5: c[5]}
+    return {2: c[2], 3: c[3], 4: c[4], 5: c[5]}
 
 
 def _efficientnet_lite_centres(image_size: int) -> dict[int, float]:
     # five stride-2 TF-"same" convs: stem 3x3, then the first depthwise conv of stages 2, 3, 4, 6 (3, 5, 3, 5)
     c = same_padding_centres(image_size, (3, 3, 5, 3, 5))
-    return {3: c[3], 4: c[4], 5: c[5]}
+    return {2: c[2], 3: c[3], 4: c[4], 5: c[5]}
 
 
-# Where each backbone's C3..C5 cells sit in the input: FEATURE_CENTRES[name](image_size) = {level: c}, cell i
+# Where each backbone's C2..C5 cells sit in the input: FEATURE_CENTRES[name](image_size) = {level: c}, cell i
 # of C_level centred at input coordinate 2**level * i + c (pixel k covers [k, k + 1)). The ROI crop reads
 # features at these positions, so every backbone that `build_backbone` accepts needs an entry here;
 # test/model/test_feature_alignment.py measures the centres of every entry with impulse images.
@@ -163,7 +165,7 @@ FEATURE_CENTRES: dict[str, Callable[[int], dict[int, float]]] = {
 
 
 def backbone_feature_centres(name: str, image_size: int) -> dict[int, float]:
-    """{3: c3, 4: c4, 5: c5}: input coordinate of the centre of cell 0 of C3..C5 (see FEATURE_CENTRES)."""
+    """{2: c2, 3: c3, 4: c4, 5: c5}: input coordinate of the centre of cell 0 of C2..C5 (see FEATURE_CENTRES)."""
     if name not in FEATURE_CENTRES:
         raise ValueError(
             f"backbone {name!r} has no entry in model/backbone.py FEATURE_CENTRES (where its feature cells "
@@ -172,19 +174,21 @@ def backbone_feature_centres(name: str, image_size: int) -> dict[int, float]:
     return FEATURE_CENTRES[name](image_size)
 
 
-def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = False) -> keras.Model:
-    """Functional model image (preprocessed) -> [C3, C4, C5].
+def build_backbone(
+    cfg: BackboneConfig, image_size: int, pretrained: bool = False, with_c2: bool = False
+) -> keras.Model:
+    """Functional model image (preprocessed) -> [C3, C4, C5] ([C2, C3, C4, C5] with `with_c2`).
 
     pretrained: load `cfg.weights` / `cfg.weights_path` (training); otherwise the weights stay random
     until a checkpoint is restored, so evaluation and export never need the file or the internet.
     """
     backbone_feature_centres(cfg.name, image_size)  # every buildable backbone says where its cells are
     if cfg.name == "efficientnet_lite0":
-        return _efficientnet_backbone(cfg, image_size, pretrained)
+        return _efficientnet_backbone(cfg, image_size, pretrained, with_c2)
     if cfg.name == "tiny":
         if len(cfg.tiny_filters) != 4:
             raise ValueError("backbone.tiny_filters must have 4 entries")
-        return _tiny_backbone(image_size, tuple(cfg.tiny_filters))
+        return _tiny_backbone(image_size, tuple(cfg.tiny_filters), with_c2)
     if cfg.name not in _RESNET_OUTPUTS:
         raise ValueError(f"unknown backbone {cfg.name!r}; choose efficientnet_lite0, resnet50, resnet101 or tiny")
     ctor = keras.applications.ResNet50 if cfg.name == "resnet50" else keras.applications.ResNet101
@@ -199,5 +203,6 @@ def build_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool = Fals
         base.load_weights(cfg.weights_path, skip_mismatch=False)
         log.info("loaded backbone weights from %s", cfg.weights_path)
     _freeze(base, cfg)
-    outs = [base.get_layer(n).output for n in _RESNET_OUTPUTS[cfg.name]]
+    names = ((_RESNET_C2,) if with_c2 else ()) + _RESNET_OUTPUTS[cfg.name]
+    outs = [base.get_layer(n).output for n in names]
     return keras.Model(base.input, outs, name=cfg.name)

@@ -31,6 +31,7 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 # Index of the last block of the stages whose outputs are C3 (stride 8), C4 (stride 16), C5 (stride 32).
 LITE0_FEATURE_BLOCKS = (4, 10, 15)
+LITE0_C2_BLOCK = 2  # last block of the stride-4 stage (24 channels): the mask branch's optional detail map
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 
@@ -60,12 +61,16 @@ def _block(x, i: int, cin: int, cout: int, kernel: int, stride: int, expand: int
     return x
 
 
-def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, name: str = "efficientnet_lite0"):
+def efficientnet_lite0(
+    input_shape=(224, 224, 3), include_top: bool = True, name: str = "efficientnet_lite0", with_c2: bool = False
+):
     """Functional EfficientNet-Lite0 on *preprocessed* inputs ((x - 127) / 128, RGB).
 
     include_top=True: 1000 ImageNet logits (used to check a weight conversion).
-    include_top=False: outputs [C3, C4, C5] (strides 8, 16, 32; 40, 112, 320 channels).
+    include_top=False: outputs [C3, C4, C5] (strides 8, 16, 32; 40, 112, 320 channels), with `with_c2`
+    [C2, C3, C4, C5] (C2: stride 4, 24 channels). The layers (and so the weights) are the same either way.
     """
+    feature_blocks = ((LITE0_C2_BLOCK,) if with_c2 else ()) + LITE0_FEATURE_BLOCKS
     inp = keras.Input(input_shape)
     x = layers.Conv2D(STEM_CHANNELS, 3, 2, padding="same", use_bias=False, name="conv_stem")(inp)
     x = _relu6("stem_relu")(_bn("bn0")(x))
@@ -75,7 +80,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, name
         for r in range(repeats):
             x = _block(x, i, cin, cout, kernel, stride if r == 0 else 1, expand)
             cin = cout
-            if i in LITE0_FEATURE_BLOCKS:
+            if i in feature_blocks:
                 feats.append(x)
             i += 1
     if not include_top:

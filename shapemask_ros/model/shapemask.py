@@ -21,6 +21,8 @@ from shapemask_ros.model.mask_heads import CoarseMaskHead, FineMaskHead, ShapePr
 from shapemask_ros.model.retinanet_head import RetinaNetHead
 from shapemask_ros.model.roi_sampling import assign_levels, multilevel_crop, outer_boxes
 
+DETAIL_LEVEL = 2  # the stride-4 backbone map read by `mask.detail_features`
+
 
 class ShapeMask(keras.Model):
     """RetinaNet (ResNet-FPN) detector + ShapeMask mask branch."""
@@ -31,15 +33,26 @@ class ShapeMask(keras.Model):
         a, m, d = cfg.anchors, cfg.mask, cfg.detector
         self.levels = list(range(a.min_level, a.max_level + 1))
         self.num_mask_classes = cfg.num_mask_classes
-        self.backbone = build_backbone(cfg.backbone, cfg.image_size, pretrained=pretrained_backbone)
+        self.backbone = build_backbone(
+            cfg.backbone, cfg.image_size, pretrained=pretrained_backbone, with_c2=m.detail_features
+        )
         self.fpn = FPN(d.fpn_channels, a.min_level, a.max_level, name="fpn")
         # where cell 0 of each pyramid level sits in the input: the ROI crop samples features there
         if m.feature_alignment not in ("measured", "naive"):
             raise ValueError(f"mask.feature_alignment must be 'measured' or 'naive', got {m.feature_alignment!r}")
+        c_centres = backbone_feature_centres(cfg.backbone.name, cfg.image_size)
         self.level_centres = (
-            pyramid_centres(backbone_feature_centres(cfg.backbone.name, cfg.image_size), cfg.image_size, a.max_level)
+            pyramid_centres(c_centres, cfg.image_size, a.max_level)
             if m.feature_alignment == "measured"
             else None  # the ablation: multilevel_crop's stride / 2
+        )
+        # detail_features: C2 (stride 4) projected to the mask width, cropped like the pyramid, added to the
+        # fine head's input. Zero-initialised: training starts from the plain ShapeMask fine head.
+        self.detail_centres = {DETAIL_LEVEL: c_centres[DETAIL_LEVEL] if m.feature_alignment == "measured" else 2.0}
+        self.detail_projection = (
+            layers.Conv2D(m.channels, 1, kernel_initializer="zeros", name="detail_projection")
+            if m.detail_features
+            else None
         )
         self.head = RetinaNetHead(
             d.num_classes,
@@ -71,8 +84,12 @@ class ShapeMask(keras.Model):
         return preprocess_images(self.cfg.backbone.name, images)
 
     def features(self, images, training=False):
-        c3, c4, c5 = self.backbone(self.preprocess(images), training=training)
-        return self.fpn([c3, c4, c5], training=training)
+        """{level: P_level} for the anchor levels, plus {2: C2} when the mask branch reads detail features."""
+        cs = self.backbone(self.preprocess(images), training=training)
+        feats = self.fpn(list(cs[-3:]), training=training)
+        if self.detail_projection is not None:
+            feats[DETAIL_LEVEL] = cs[0]
+        return feats
 
     def mask_branch(self, feats, boxes, classes, training=False, valid=None):
         """boxes [B, N, 4] tight boxes (input pixels), classes [B, N] int -> dict of [B, N, ...] tensors.
@@ -105,7 +122,12 @@ class ShapeMask(keras.Model):
         slots = None if valid is None else ops.reshape(ops.cast(valid, "float32") > 0.5, (-1,))
         prior, _ = self.prior_head(x, flat_boxes, flat_outer, onehot)
         coarse = self.coarse_head(x, prior, onehot, training=training, slot_mask=slots)
-        fine = self.fine_head(x, coarse, onehot, training=training, slot_mask=slots)
+        fine_x = x
+        if self.detail_projection is not None:
+            detail = {DETAIL_LEVEL: self.detail_projection(feats[DETAIL_LEVEL])}
+            at_detail = ops.full(ops.shape(levels), DETAIL_LEVEL, dtype="int32")
+            fine_x = x + ops.reshape(multilevel_crop(detail, outer, at_detail, n, self.detail_centres), (-1, n, n, cm))
+        fine = self.fine_head(fine_x, coarse, onehot, training=training, slot_mask=slots)
         fs = n * m.upsample_factor
         # -1 (not the computed box count) keeps the reshape valid for zero boxes in exported graphs
         return {

@@ -99,9 +99,9 @@ CASES = [(name, SIZE) for name in sorted(FEATURE_CENTRES)] + [("tiny", 80)]  # 8
 def test_registered_backbone_cell_centres_match_impulse_measurement(name, size):
     keras.utils.set_random_seed(0)
     cfg = BackboneConfig(name=name, tiny_filters=(8, 8, 8, 8), freeze_stem_and_stage1=False)
-    net = build_backbone(cfg, size)
+    net = build_backbone(cfg, size, with_c2=True)  # C2 too: the fine head's optional detail map
     make_position_sampler(net)
-    measured = measure_centres(lambda x: net(x, training=False), size, (3, 4, 5))
+    measured = measure_centres(lambda x: net(x, training=False), size, (2, 3, 4, 5))
     table = backbone_feature_centres(name, size)
     assert measured == pytest.approx(table, abs=1e-6), (name, measured, table)
     # the old convention (cell i centred at s * (i + 0.5)) is wrong for every backbone registered so far

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from shapemask_training.checkpointing import save_checkpoint
 from shapemask_training.run import load_trained_model
 from shapemask_training.trainer import Trainer, WarmupStepSchedule
 from support.batches import hand_batch
@@ -90,6 +91,44 @@ def test_load_trained_model_restores_every_variable_and_rejects_other_configs(tm
         load_trained_model(wider)
 
 
+def test_weight_averages_follow_the_formula_and_are_what_evaluation_loads(tmp_path):
+    decay = 0.9
+    cfg = tiny_experiment(str(tmp_path), steps=3, checkpoint_every=3, ema_decay=decay)
+    t = Trainer(cfg, strategy=tf.distribute.get_strategy())
+    assert {v.path for v in t.model.trainable_variables} == set(t.averages)
+    ema = {v.path: v.numpy() for v in t.model.trainable_variables}
+    batch = hand_batch()
+    for step in range(1, 4):
+        t.train_step(batch)
+        d = min(decay, (1.0 + step) / (10.0 + step))  # the step counter after the update
+        for v in t.model.trainable_variables:
+            ema[v.path] = d * ema[v.path] + (1 - d) * v.numpy()
+    for v in t.model.trainable_variables:
+        np.testing.assert_allclose(t.averages[v.path].numpy(), ema[v.path], rtol=1e-5, atol=1e-7, err_msg=v.path)
+    path = save_checkpoint(t.manager, 3)
+    averaged = load_trained_model(cfg, path)
+    raw = load_trained_model(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema_decay=0.0)), path)
+    differ = 0
+    for v, a, r in zip(t.model.trainable_variables, averaged.trainable_variables, raw.trainable_variables, strict=True):
+        np.testing.assert_allclose(a.numpy(), ema[v.path], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(r.numpy(), v.numpy())
+        differ += int(not np.allclose(a.numpy(), r.numpy()))
+    assert differ > 0
+    for a, r in zip(averaged.non_trainable_variables, raw.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), r.numpy())  # BN statistics, priors: as trained
+    # a run without averages cannot be evaluated as if it had them
+    plain = tiny_experiment(str(tmp_path / "plain"), steps=1, checkpoint_every=1)
+    tp = Trainer(plain, strategy=tf.distribute.get_strategy())
+    tp.train_step(batch)
+    plain_path = save_checkpoint(tp.manager, 1)
+    with pytest.raises(ValueError, match="no moving averages"):
+        load_trained_model(
+            dataclasses.replace(plain, train=dataclasses.replace(plain.train, ema_decay=0.9)), plain_path
+        )
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(tiny_experiment(str(tmp_path / "bad"), ema_decay=1.0), strategy=tf.distribute.get_strategy())
+
+
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import sys, tempfile, numpy as np
@@ -104,10 +143,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
     # per-replica batch statistics (BN) equal the global ones when both halves hold the same images
     half = hand_batch(batch=2, seed=3)
     batch = {{k: np.concatenate([v, v], 0) for k, v in half.items()}}
-    one = Trainer(tiny_experiment(tempfile.mkdtemp()), strategy=tf.distribute.get_strategy())
-    two = Trainer(tiny_experiment(tempfile.mkdtemp()), strategy=mirrored)
+    # with weight averaging on: the averages are updated in cross-replica context
+    one = Trainer(tiny_experiment(tempfile.mkdtemp(), ema_decay=0.5), strategy=tf.distribute.get_strategy())
+    two = Trainer(tiny_experiment(tempfile.mkdtemp(), ema_decay=0.5), strategy=mirrored)
     for a, b in zip(two.model.variables, one.model.variables, strict=True):
         a.assign(b)
+    for path, v in one.averages.items():
+        two.averages[path].assign(v)
     l1 = one.train_step(batch)
     dist = next(iter(mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))))
     l2 = two.train_step(dist)
@@ -119,6 +161,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
                 for a, b in zip(one.model.trainable_variables, [v for v in one.model.trainable_variables]))
     print("MAXDIFF", diff)
     assert diff < 1e-6, diff
+    ema = max(float(np.abs(one.averages[p].numpy() - two.averages[p].numpy()).max()) for p in one.averages)
+    assert ema < 1e-6, ema
+    assert any(np.abs(one.averages[v.path].numpy() - v.numpy()).max() > 0 for v in one.model.trainable_variables)
     """
 )
 
