@@ -93,7 +93,7 @@ def run_bundle_bench(
         }
     official = read_official(official_json, 640, 50)
     default = entries[0][0]
-    targets = {"fps": target(rows[default]["fps"], TARGET_FPS, True)}
+    targets = {"fps": target(rows[default]["fps"], TARGET_FPS, True, unit="frames/s")}
     if official:
         speedup = ratio(official["median_s"], rows[default]["median_s"])
         targets["official_over_ours"] = target(speedup, TARGET_OFFICIAL_OVER_OURS, True)

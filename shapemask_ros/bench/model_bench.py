@@ -167,10 +167,13 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator) / float(denominator) if denominator > 0 else None
 
 
-def target(value: float | None, goal: float, higher_is_better: bool) -> dict[str, Any]:
-    """A target check for the report: value, goal, and whether it is met (None when not measurable)."""
+def target(value: float | None, goal: float, higher_is_better: bool, unit: str = "x") -> dict[str, Any]:
+    """A target check for the report: value, goal, and whether it is met (None when not measurable).
+
+    unit: "x" for ratios (shown as 1.23x), else a unit name shown after value and goal (e.g. "frames/s")."""
     met = None if value is None else (value >= goal if higher_is_better else value <= goal)
-    return {"value": value, "goal": (">= " if higher_is_better else "<= ") + f"{goal:g}", "met": met}
+    goal_text = (">= " if higher_is_better else "<= ") + f"{goal:g}" + ("" if unit == "x" else f" {unit}")
+    return {"value": value, "goal": goal_text, "met": met, "unit": unit}
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -360,7 +363,9 @@ def targets_table(targets: Mapping[str, Mapping[str, Any]]) -> str:
     rows = ["| target | value | goal | met |", "| --- | --- | --- | --- |"]
     for name, t in targets.items():
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        rows.append(f"| {name} | {fmt_x(t['value'])} | {t['goal']} | {met} |")
+        unit = t.get("unit", "x")
+        value = fmt_x(t["value"]) if unit == "x" or t["value"] is None else f"{t['value']:.1f} {unit}"
+        rows.append(f"| {name} | {value} | {t['goal']} | {met} |")
     return "\n".join(rows)
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from shapemask_ros import cli
 from shapemask_ros.bench import runtime_bench
-from shapemask_ros.bench.model_bench import target, time_interleaved
+from shapemask_ros.bench.model_bench import target, targets_table, time_interleaved
 from shapemask_ros.config import to_dict
 from support.configs import tiny_model_config
 
@@ -70,6 +70,14 @@ def test_target_verdicts():
 
 
 # ------------------------------------------------------------------------------------------------ model
+def test_targets_table_shows_ratios_and_frame_rates_with_their_units():
+    table = targets_table(
+        {"fps": target(18.94, 20, True, unit="frames/s"), "official_over_ours": target(158.2, 50, True)}
+    )
+    assert "| fps | 18.9 frames/s | >= 20 frames/s | **no** |" in table
+    assert "| official_over_ours | 158.20x | >= 50 | yes |" in table
+
+
 def test_bench_model_cli_tiny(tmp_path, capsys):
     out = tmp_path / "model.json"
     rc = cli.main(
