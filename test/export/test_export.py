@@ -145,6 +145,7 @@ def test_resnet50_640_segment_boxes_onnx_matches_tensorflow(tmp_path):
     assert check_tensorrt_compatible(f"{out}/segment_boxes.onnx") == []
 
 
+@pytest.mark.slow
 def test_detail_features_export_to_tensorrt_ops_and_match_tensorflow(tmp_path):
     """The fine head's C2 detail crop (`mask.detail_features`) is one more gather crop: TensorRT-clean ONNX
     equal to TensorFlow, with the projection trained (non-zero) so the check covers it."""

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shapemask_training.evaluate_bundle import agnostic_coco, evaluate_bundles, format_report
+from support import REPO
 
 
 def test_agnostic_coco_maps_every_category_to_one_and_renumbers_ids_from_1():
@@ -50,3 +51,17 @@ def test_bundles_are_scored_per_box_source_with_the_box_filled_floor(tiny_set_an
     ratio = res["rows"]["tiny"]["gt"]["mask_AP"] / fill
     assert f"| tiny | gt | {res['rows']['tiny']['gt']['mask_AP']:.1f} |" in md and f"{ratio:.2f}" in md
     assert "| tiny | model |" in md and "| box-filled masks | model |" not in md
+
+
+REPORTS = sorted((REPO / "docs/results/real_data").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", [p for p in REPORTS if "rows" in json.loads(p.read_text())], ids=lambda p: p.stem)
+def test_committed_bundle_reports_are_the_rendering_of_their_json(path):
+    """docs/results/real_data/{coco128,iotkits_valid,variants_*}.md are `format_report` of the JSON beside them
+    (the heading is the --title given on the command line, not stored in the JSON)."""
+    result = json.loads(path.read_text())
+    md = path.with_suffix(".md").read_text().splitlines()
+    assert md[0].startswith("### ")
+    assert format_report(result, md[0][4:]).splitlines() == md
+    assert result["command"].startswith("shapemask evaluate-bundle ")
