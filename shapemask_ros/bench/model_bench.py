@@ -363,7 +363,7 @@ def targets_table(targets: Mapping[str, Mapping[str, Any]]) -> str:
     rows = ["| target | value | goal | met |", "| --- | --- | --- | --- |"]
     for name, t in targets.items():
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        unit = t.get("unit", "x")
+        unit = t["unit"]
         value = fmt_x(t["value"]) if unit == "x" or t["value"] is None else f"{t['value']:.1f} {unit}"
         rows.append(f"| {name} | {value} | {t['goal']} | {met} |")
     return "\n".join(rows)

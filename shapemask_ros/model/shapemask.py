@@ -48,7 +48,9 @@ class ShapeMask(keras.Model):
         )
         # detail_features: C2 (stride 4) projected to the mask width, cropped like the pyramid, added to the
         # fine head's input. Zero-initialised: training starts from the plain ShapeMask fine head.
-        self.detail_centres = {DETAIL_LEVEL: c_centres[DETAIL_LEVEL] if m.feature_alignment == "measured" else 2.0}
+        self.detail_centres = (
+            {DETAIL_LEVEL: c_centres[DETAIL_LEVEL]} if m.feature_alignment == "measured" else None
+        )  # None: multilevel_crop's stride / 2, as for the pyramid
         self.detail_projection = (
             layers.Conv2D(m.channels, 1, kernel_initializer="zeros", name="detail_projection")
             if m.detail_features
@@ -125,7 +127,7 @@ class ShapeMask(keras.Model):
         fine_x = x
         if self.detail_projection is not None:
             detail = {DETAIL_LEVEL: self.detail_projection(feats[DETAIL_LEVEL])}
-            at_detail = ops.full(ops.shape(levels), DETAIL_LEVEL, dtype="int32")
+            at_detail = ops.full_like(levels, DETAIL_LEVEL)
             fine_x = x + ops.reshape(multilevel_crop(detail, outer, at_detail, n, self.detail_centres), (-1, n, n, cm))
         fine = self.fine_head(fine_x, coarse, onehot, training=training, slot_mask=slots)
         fs = n * m.upsample_factor
