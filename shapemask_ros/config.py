@@ -369,6 +369,9 @@ class NodeConfig:
     detections_qos_depth: int = _param(10, "detections subscription queue depth", range=(1, None))
     score_threshold: float = _param(0.3, "detections below are ignored", range=(0.0, 1.0))
     mask_threshold: float = _param(0.5, "probability threshold of the pasted mask", range=(0.0, 1.0))
+    flip_average: bool = _param(
+        False, "also segment the mirrored image and average the masks: better masks, ~2x the model time"
+    )
     max_objects: int = _param(
         100, "at most this many objects per image", range=(1, MAX_OBJECTS_LIMIT), note="mono16 label image"
     )

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("gt", "gt_shrunk", "model")
 SHRINK_SEED = 0
+FLIP_SUFFIX = "+flip"  # row label suffix of the flip-averaged runs
 
 
 def agnostic_coco(data: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +59,12 @@ def evaluate_bundles(
     max_images: int | None = None,
     box_fill: bool = True,
     progress: bool = True,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
-    """{"rows": {label: {source: summary}}, "set": ..., "images": n}. bundles: (label, bundle path)."""
+    """{"rows": {label: {source: summary}}, "set": ..., "images": n}. bundles: (label, bundle path).
+
+    flip_average: each bundle is scored a second time with `Predictor.flip_average` (rows "<label> +flip").
+    """
     from shapemask_ros.runtime.predictor import Predictor
 
     data = agnostic_coco(json.loads(read_text(annotations)))
@@ -68,8 +73,11 @@ def evaluate_bundles(
         tmp_json = f.name
     try:
         rows: dict[str, dict[str, Any]] = {}
-        for label, path in bundles:
-            predictor = Predictor.load(path, backend=backend, mask_threshold=0.5)
+        runs = [(label, path, False) for label, path in bundles]
+        if flip_average:
+            runs += [(f"{label} {FLIP_SUFFIX}", path, True) for label, path in bundles]
+        for label, path, flip in runs:
+            predictor = Predictor.load(path, backend=backend, mask_threshold=0.5, flip_average=flip)
             rows[label] = {}
             for source in sources:
                 t0 = time.perf_counter()
@@ -154,6 +162,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime | tensorflow | tensorrt | auto")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--no-box-fill", action="store_true", help="leave out the box-filled reference rows")
+    p.add_argument(
+        "--flip-average",
+        action="store_true",
+        help=f"also score each bundle with mirrored-image averaging (rows '<label> {FLIP_SUFFIX}', ~2x the time)",
+    )
     p.add_argument("--title", default="", help="table heading (default: the annotation path)")
     p.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.json")
 
@@ -174,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         max_images=args.max_images,
         box_fill=not args.no_box_fill,
+        flip_average=args.flip_average,
     )
     result["command"] = "shapemask evaluate-bundle " + " ".join(
         [
@@ -181,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             f"--annotations {args.annotations}",
             f"--images {args.images}",
             f"--sources {','.join(sources)}",
+            *(["--flip-average"] if args.flip_average else []),
             f"--out {args.out}",
         ]
     )

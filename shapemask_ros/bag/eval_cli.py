@@ -52,6 +52,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     # None = not given: the params file (or NodeConfig's default) applies
     parser.add_argument("--score-threshold", type=float, default=None, help=f"default {d.score_threshold}")
     parser.add_argument("--mask-threshold", type=float, default=None, help=f"default {d.mask_threshold}")
+    parser.add_argument(
+        "--flip-average",
+        action="store_const",
+        const=True,
+        default=None,
+        help=f"also segment each mirrored frame and average the masks (~2x the model time; default {d.flip_average})",
+    )
     parser.add_argument("--max-objects", type=int, default=None, help=f"default {d.max_objects}")
     parser.add_argument("--sync-slop-s", type=float, default=None, help=f"default {d.sync_slop_s}")
     parser.add_argument(
@@ -101,6 +108,7 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
     given = {
         "score_threshold": args.score_threshold,
         "mask_threshold": args.mask_threshold,
+        "flip_average": args.flip_average,
         "max_objects": args.max_objects,
         "sync_slop_s": args.sync_slop_s,
         "detector_latency_s": args.detector_latency_s,

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TARGET_FPS = 20.0
 TARGET_OFFICIAL_OVER_OURS = 50.0
+FLIP_SUFFIX = "+flip"  # row label suffix of the flip-averaged (two-pass) runs
 FRAME_HW = (480, 640)
 
 
@@ -52,24 +53,34 @@ def run_bundle_bench(
     seed: int = 0,
     progress: bool = True,
     block: int = 3,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Time `Predictor.predict(frame, boxes)` for every (label, bundle) on ONNX Runtime, interleaved.
 
     block: calls of one bundle in a row per round, the first untimed (`time_interleaved`): a node runs one
-    model frame after frame, so a call must not pay for the previous bundle's session."""
+    model frame after frame, so a call must not pay for the previous bundle's session.
+    flip_average: also time each given bundle with `Predictor.flip_average` (rows "<label> +flip")."""
     from shapemask_ros.runtime.predictor import Predictor
 
     entries = list(bundles)
+    flipped = {f"{label} {FLIP_SUFFIX}": path for label, path in entries} if flip_average else {}
     if resnet50_cache:
         from shapemask_ros.config import ModelConfig
 
         cfg = bench_config(dataclasses.replace(ModelConfig(), image_size=640))
         path, _ = ensure_bundle(cfg, bundle_dir_for(cfg, resnet50_cache))
         entries.append(("resnet50-640 (paper config, random weights)", path))
+    entries += list(flipped.items())
     frames = camera_frames(num_images, seed)
     boxes = bench_boxes(FRAME_HW[0], num_boxes, seed)  # inside a 480 x 480 square: inside the frame too
     predictors = {
-        label: Predictor.load(path, backend="onnxruntime", intra_op_num_threads=threads, signatures=["segment_boxes"])
+        label: Predictor.load(
+            path,
+            backend="onnxruntime",
+            intra_op_num_threads=threads,
+            signatures=["segment_boxes"],
+            flip_average=label in flipped,
+        )
         for label, path in entries
     }
 
@@ -90,6 +101,7 @@ def run_bundle_bench(
             "fps": 1.0 / t["median_s"],
             "median_cpu_s": t["median_cpu_s"],
             "image_size": predictors[label].image_size,
+            "flip_average": label in flipped,
         }
     official = read_official(official_json, 640, 50)
     default = entries[0][0]
@@ -166,6 +178,11 @@ def add_args(p) -> None:
     )
     p.add_argument("--cache-dir", default="build/bench")
     p.add_argument("--official-json", default="build/official_reference/timing.json")
+    p.add_argument(
+        "--flip-average",
+        action="store_true",
+        help=f"also time each --model with mirrored-image averaging (rows '<label> {FLIP_SUFFIX}')",
+    )
 
 
 def labelled(specs: Sequence[str]) -> list[tuple[str, str]]:

@@ -271,6 +271,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
             block=args.block,
+            flip_average=args.flip_average,
         )
         _finish(args, result, bundle_bench.bundles_table(result), "bench bundles")
         return 0

@@ -100,6 +100,9 @@ GEOMETRY_REASONS = (
 )
 DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, frames stop waiting for it
 
+# Parameters that are the predictor's own settings: handed to it at start and on every change.
+PREDICTOR_PARAMS = ("mask_threshold", "flip_average")
+
 # Parameters the processor applies while running. The rest (model, backend, topics, QoS, namespace)
 # only take effect when the node is configured, so `update` rejects them instead of pretending.
 RUNTIME_PARAMS = frozenset(
@@ -107,6 +110,7 @@ RUNTIME_PARAMS = frozenset(
         "self_detect",
         "score_threshold",
         "mask_threshold",
+        "flip_average",
         "max_objects",
         "class_filter",
         "detection_image_width",
@@ -247,8 +251,7 @@ class FrameProcessor:
         self._intrinsics_cache: tuple[Any, bool, CameraIntrinsics | GeometryError] | None = None
         self._held: _Frame | None = None  # ready frame waiting for its depth image
         self._waiting_since: float | None = None  # when frames started waiting for depth (inherited)
-        if hasattr(predictor, "mask_threshold"):
-            predictor.mask_threshold = self.cfg.mask_threshold
+        self._apply_predictor_params(self.cfg)
 
     # ----------------------------------------------------------------------------------- configuration
     @property
@@ -268,8 +271,9 @@ class FrameProcessor:
         """Apply parameter changes all-or-nothing; returns {name: reason} for rejected ones ({} = applied)."""
         read_only = "read-only while running: set it at launch / reconfigure the node"
         rejected = {n: read_only for n in changes if n not in RUNTIME_PARAMS and hasattr(self.cfg, n)}
-        if "mask_threshold" in changes and not hasattr(self.predictor, "mask_threshold"):
-            rejected["mask_threshold"] = "the predictor does not support changing mask_threshold"
+        for name in PREDICTOR_PARAMS:
+            if name in changes and not hasattr(self.predictor, name):
+                rejected[name] = f"the predictor does not support changing {name}"
         new, bad = validate_node_config(self.cfg, changes)
         rejected.update(bad)
         if rejected:
@@ -279,14 +283,19 @@ class FrameProcessor:
         self._geometry = geometry_config(new)
         self._sync.configure(new.sync_slop_s, self._cache_size())
         self._depth.configure(new.sync_slop_s, self._cache_size())
-        if hasattr(self.predictor, "mask_threshold"):
-            self.predictor.mask_threshold = new.mask_threshold
+        self._apply_predictor_params(new)
         if self.self_detect != was_self_detect:
             self._sync.clear()
             self._latest = None
             self._held = None
             self._waiting_since = None
         return {}
+
+    def _apply_predictor_params(self, cfg: NodeConfig) -> None:
+        """Hand the predictor's own settings to it (a predictor without them keeps its behaviour)."""
+        for name in PREDICTOR_PARAMS:
+            if hasattr(self.predictor, name):
+                setattr(self.predictor, name, getattr(cfg, name))
 
     # -------------------------------------------------------------------------------------- logging
     def _drop(self, reason: str, detail: str, n: int = 1) -> None:

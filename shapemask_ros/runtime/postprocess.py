@@ -47,8 +47,13 @@ def paste_probabilities(
     masks: np.ndarray,
     outer_boxes: np.ndarray,
     image_size: tuple[int, int],
+    regions: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Resample each M x M map onto its region's pixel centres: (float32 crops [h, w], regions [N, 4])."""
+    """Resample each M x M map onto its region's pixel centres: (float32 crops [h, w], regions [N, 4]).
+
+    regions: [N, 4] (x, y, w, h) to sample instead of `paste_regions(outer_boxes)` -- another pass's
+    regions, so that maps of two passes over the same objects land on the same pixels (`paste_masks`).
+    """
     masks = np.asarray(masks, dtype=np.float32)
     outer = np.asarray(outer_boxes, dtype=np.float64).reshape(-1, 4)
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
@@ -56,10 +61,16 @@ def paste_probabilities(
     if masks.shape[0] != outer.shape[0]:
         raise ValueError(f"{masks.shape[0]} masks but {outer.shape[0]} outer boxes")
     m = masks.shape[1]
-    regions = paste_regions(outer, image_size)
+    if regions is None:
+        regions = paste_regions(outer, image_size)
+    else:
+        regions = np.asarray(regions, dtype=np.int32).reshape(-1, 4)
+        if regions.shape[0] != outer.shape[0]:
+            raise ValueError(f"{regions.shape[0]} regions but {outer.shape[0]} outer boxes")
+    usable = np.all(np.isfinite(outer), axis=1) & (outer[:, 2] > outer[:, 0]) & (outer[:, 3] > outer[:, 1])
     crops: list[np.ndarray] = []
-    for prob, box, (x, y, w, h) in zip(masks, outer, regions, strict=True):
-        if w == 0 or h == 0:
+    for prob, box, ok, (x, y, w, h) in zip(masks, outer, usable, regions, strict=True):
+        if w == 0 or h == 0 or not ok:
             crops.append(np.zeros((int(h), int(w)), dtype=np.float32))
             continue
         # bilinear with replicated borders == sampling.bilinear_sample's clamping. Some OpenCV builds
@@ -81,16 +92,24 @@ def paste_masks(
     outer_boxes: np.ndarray,
     image_size: tuple[int, int],
     threshold: float = 0.5,
+    second: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Paste probability maps into image pixels and threshold them.
 
     masks:        [N, M, M] probabilities, each covering its outer box.
     outer_boxes:  [N, 4] outer boxes (x1, y1, x2, y2) in original-image pixels.
     image_size:   (height, width) of the original image.
+    second:       optional (masks, outer_boxes) of a second pass over the same N objects (e.g. the mirrored
+                  image's, already mapped back); each pixel then takes the mean of the two probabilities.
+                  Its outer boxes may differ (they are clipped to another input), so it is resampled onto
+                  the first pass's regions rather than averaged map by map.
     Returns (crops, regions): N uint8 {0, 1} arrays of shape (h, w) and regions [N, 4] int32 (x, y, w, h)
     as in `paste_regions`. A pixel is foreground when its probability is >= `threshold`.
     """
     probs, regions = paste_probabilities(masks, outer_boxes, image_size)
+    if second is not None:
+        other, _ = paste_probabilities(second[0], second[1], image_size, regions=regions)
+        probs = [0.5 * (a + b) for a, b in zip(probs, other, strict=True)]
     return [(p >= threshold).astype(np.uint8) for p in probs], regions
 
 

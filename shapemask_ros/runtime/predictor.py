@@ -41,11 +41,15 @@ class Predictor:
         bundle: Bundle,
         skipped_backends: dict[str, str] | None = None,
         mask_threshold: float = 0.5,
+        flip_average: bool = False,
     ) -> None:
         self.runtime_backend = backend
         self.bundle = bundle
         self.skipped_backends: dict[str, str] = dict(skipped_backends or {})  # name -> why `auto` passed it
         self.mask_threshold = float(mask_threshold)
+        # also segment the mirrored image and average each pixel's two probabilities (test-time
+        # augmentation): better masks for about twice the model time (docs/results/README.md)
+        self.flip_average = bool(flip_average)
 
     @classmethod
     def load(
@@ -59,6 +63,7 @@ class Predictor:
         intra_op_num_threads: int = 0,
         signatures: Sequence[str] | None = None,
         mask_threshold: float = 0.5,
+        flip_average: bool = False,
     ) -> Predictor:
         """Read the bundle at `path` and create a backend: "auto" | "tensorrt" | "onnxruntime" | "tensorflow".
 
@@ -67,6 +72,7 @@ class Predictor:
         precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
         signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both);
         others are prepared on first use (a TensorRT engine build can then take minutes).
+        flip_average: see `Predictor.flip_average` (self-detection then also runs `segment_boxes`).
         """
         bundle = Bundle.read(path)
         impl, skipped = create_backend(
@@ -78,7 +84,7 @@ class Predictor:
             intra_op_num_threads=intra_op_num_threads,
             signatures=signatures,
         )
-        return cls(impl, bundle, skipped_backends=skipped, mask_threshold=mask_threshold)
+        return cls(impl, bundle, skipped_backends=skipped, mask_threshold=mask_threshold, flip_average=flip_average)
 
     # -- model facts ---------------------------------------------------------------------------------------
     @property
@@ -124,10 +130,11 @@ class Predictor:
         thr = self.mask_threshold if mask_threshold is None else float(mask_threshold)
         net_input, scale = letterbox(img, self.bundle.image_size)
         net_input = net_input[None]
+        mirror = img if self.flip_average else None
         if boxes is None:
-            inst = self._detect(net_input, scale, (height, width), score_threshold, thr)
+            inst = self._detect(net_input, scale, (height, width), score_threshold, thr, mirror)
         else:
-            inst = self._segment(net_input, scale, (height, width), boxes, classes, thr)
+            inst = self._segment(net_input, scale, (height, width), boxes, classes, thr, mirror)
         if full_masks and len(inst):
             inst.masks = list(inst.full_masks())
             inst.regions = np.tile(np.array([[0, 0, width, height]], np.int32), (len(inst), 1))
@@ -159,6 +166,7 @@ class Predictor:
         boxes: np.ndarray | list,
         classes: np.ndarray | list | None,
         thr: float,
+        mirror: np.ndarray | None = None,
     ) -> Instances:
         kept, cls, source, dropped = validate_boxes(boxes, classes, image_size)
         if len(kept) == 0:
@@ -166,17 +174,8 @@ class Predictor:
             empty.dropped = dict(dropped)
             return empty
         feed_cls, reported_cls = self._model_classes(cls, dropped)
-        net_boxes = (kept.astype(np.float64) * scale).astype(np.float32)
-        masks, outer = [], []
-        step = self.bundle.max_boxes
-        for start in range(0, len(kept), step):  # never drop boxes: split into <= max_boxes calls
-            stop = min(start + step, len(kept))
-            out = self.runtime_backend.segment_boxes(net_input, net_boxes[None, start:stop], feed_cls[None, start:stop])
-            m, o = self._check_chunk(out, stop - start)
-            masks.append(m)
-            outer.append(o)
-        all_masks = np.concatenate(masks, axis=0)
-        outer_px = np.concatenate(outer, axis=0).astype(np.float64) / scale
+        all_masks, outer_px = self._segment_maps(net_input, scale, kept, feed_cls)
+        second = None if mirror is None else self._mirrored_maps(mirror, scale, kept, feed_cls)
         return self._instances(
             kept,
             np.ones(len(kept), np.float32),
@@ -187,7 +186,38 @@ class Predictor:
             image_size,
             thr,
             dropped,
+            second,
         )
+
+    def _segment_maps(
+        self, net_input: np.ndarray, scale: float, boxes_px: np.ndarray, feed_cls: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """segment_boxes over boxes [N, 4] in original pixels -> (maps [N, M, M], outer boxes [N, 4] in
+        original pixels), in calls of at most max_boxes boxes (never dropping any)."""
+        net_boxes = (np.asarray(boxes_px, np.float64) * scale).astype(np.float32)
+        masks, outer = [], []
+        step = self.bundle.max_boxes
+        for start in range(0, len(net_boxes), step):
+            stop = min(start + step, len(net_boxes))
+            out = self.runtime_backend.segment_boxes(net_input, net_boxes[None, start:stop], feed_cls[None, start:stop])
+            m, o = self._check_chunk(out, stop - start)
+            masks.append(m)
+            outer.append(o)
+        return np.concatenate(masks, axis=0), np.concatenate(outer, axis=0).astype(np.float64) / scale
+
+    def _mirrored_maps(
+        self, image: np.ndarray, scale: float, boxes_px: np.ndarray, feed_cls: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The same boxes segmented in the left-right mirrored image, mapped back to this image's frame:
+        (maps [N, M, M], outer boxes [N, 4] in original pixels). The mirrored image is letterboxed like any
+        other (content top-left), so the model sees what it was trained on."""
+        width = image.shape[1]
+        net_input, _ = letterbox(np.ascontiguousarray(image[:, ::-1]), self.bundle.image_size)
+        b = np.asarray(boxes_px, np.float64)
+        mirrored = np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=1)
+        masks, outer = self._segment_maps(net_input[None], scale, mirrored, feed_cls)
+        back = np.stack([width - outer[:, 2], outer[:, 1], width - outer[:, 0], outer[:, 3]], axis=1)
+        return np.ascontiguousarray(masks[:, :, ::-1]), back
 
     def _check_chunk(self, out: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         masks = np.asarray(out["masks"], np.float32)
@@ -207,6 +237,7 @@ class Predictor:
         image_size: tuple[int, int],
         score_threshold: float | None,
         thr: float,
+        mirror: np.ndarray | None = None,
     ) -> Instances:
         out = self.runtime_backend.detect_and_segment(net_input)
         boxes = np.asarray(out["boxes"], np.float64).reshape(-1, 4)
@@ -242,6 +273,10 @@ class Predictor:
         if outside.any():
             dropped[OUTSIDE_IMAGE] += int(outside.sum())
         keep = np.nonzero(finite & above & nonempty)[0]
+        second = None
+        if mirror is not None and len(keep):
+            feed = np.zeros(len(keep), np.int32) if self.bundle.mask_class_agnostic else classes[keep]
+            second = self._mirrored_maps(mirror, scale, boxes_px[keep], feed.astype(np.int32))
         return self._instances(
             boxes_px[keep],
             scores[keep],
@@ -252,6 +287,7 @@ class Predictor:
             image_size,
             thr,
             dropped,
+            second,
         )
 
     def _instances(
@@ -265,15 +301,20 @@ class Predictor:
         image_size: tuple[int, int],
         thr: float,
         dropped: collections.Counter[str],
+        second: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Instances:
-        crops, regions = paste_masks(masks, outer_px, image_size, threshold=thr)
+        """second: the mirrored pass's (maps, outer boxes) for the same objects, averaged in pixels."""
+        crops, regions = paste_masks(masks, outer_px, image_size, threshold=thr, second=second)
+        scores_m = (
+            mask_scores(masks, thr) if second is None else 0.5 * (mask_scores(masks, thr) + mask_scores(second[0], thr))
+        )
         return Instances(
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
             scores=np.asarray(scores, np.float32),
             class_ids=np.asarray(class_ids, np.int32),
             masks=crops,
             regions=regions,
-            mask_scores=mask_scores(masks, thr),
+            mask_scores=scores_m.astype(np.float32),
             source_index=np.asarray(source, np.int32),
             image_size=(int(image_size[0]), int(image_size[1])),
             backend=self.backend,

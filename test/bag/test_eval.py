@@ -388,6 +388,8 @@ def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys
     )
     node = options_from_args(parser.parse_args([*base, "--params", str(mine), "--mask-threshold", "0.6"])).node
     assert (node.score_threshold, node.mask_threshold, node.publish_label_image) == (0.7, 0.6, False)
+    assert node.flip_average is False  # neither file nor flag
+    assert options_from_args(parser.parse_args([*base, "--params", str(mine), "--flip-average"])).node.flip_average
     # the file reaches the processor: no label image topic in the output bag
     bag = write_bag(tmp_path / "in", scene_bag_messages(2))
     out = tmp_path / "ev"

@@ -292,3 +292,25 @@ def test_interleaved_timing_in_blocks_times_all_but_the_first_call_of_each_block
         assert max(res[name]["times_s"]) < 0.02  # no switch cost in any timed call
     with pytest.raises(ValueError, match="block"):
         time_interleaved({"a": lambda r: None}, iters=1, warmup=0, block=0)
+
+
+def test_bench_bundles_cli_times_each_bundle_and_its_flip_averaged_run(tmp_path, capsys):
+    from support.onnx_bundle import write_onnx_bundle
+
+    bundle = write_onnx_bundle(str(tmp_path / "onnx_only"))
+    official = tmp_path / "official.json"
+    official.write_text(json.dumps({"median_s": 3.0, "image_size": 640, "resnet_depth": 50}))
+    out = tmp_path / "bundles.json"
+    argv = ["bench", "bundles", "--model", f"tiny={bundle}", "--boxes", "3", "--iters", "2", "--warmup", "1"]
+    argv += ["--threads", "1", "--no-progress", "--official-json", str(official), "--flip-average", "--out", str(out)]
+    assert cli.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert list(res["rows"]) == ["tiny", "tiny +flip"]
+    assert [r["flip_average"] for r in res["rows"].values()] == [False, True]
+    for r in res["rows"].values():
+        assert r["fps"] == pytest.approx(1.0 / r["median_s"]) and r["backend"].startswith("onnxruntime")
+    assert res["default"] == "tiny"  # the targets are the plain run's
+    assert res["targets"]["fps"]["value"] == pytest.approx(res["rows"]["tiny"]["fps"])
+    assert res["targets"]["official_over_ours"]["value"] == pytest.approx(3.0 / res["rows"]["tiny"]["median_s"])
+    table = capsys.readouterr().out
+    assert "| tiny +flip | 64² |" in table and "--flip-average" in res["command"]

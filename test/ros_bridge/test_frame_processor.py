@@ -224,6 +224,12 @@ def test_update_applies_or_rejects_all_or_nothing():
     pred.mask_threshold = 0.5
     proc2, _ = make(predictor=pred)
     assert proc2.update({"mask_threshold": 0.4}) == {} and pred.mask_threshold == 0.4
+    assert "flip_average" in proc2.update({"flip_average": True})  # this fake has no flip_average
+    assert "bool" in proc2.update({"flip_average": "yes"})["flip_average"]
+    pred.flip_average = False
+    proc3, _ = make(NodeConfig(flip_average=True), predictor=pred)
+    assert pred.flip_average is True  # handed over at start
+    assert proc3.update({"flip_average": False}) == {} and pred.flip_average is False
     assert proc2.update({"expected_rate_hz": 10, "detector_latency_s": 1.0}) == {}
     assert proc2._sync.cache_size == 12
     assert "exceed" in proc2.update({"expected_rate_hz": 1000.0})["expected_rate_hz"]

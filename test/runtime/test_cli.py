@@ -218,3 +218,25 @@ def test_build_engine_without_tensorrt_says_why(handmade, caplog):
     caplog.clear()
     assert cli.main(["build-engine", "--model", handmade, "--signatures", "segment_boxes,oops"]) == 2
     assert "--signatures" in caplog.text
+
+
+def test_predict_flip_average_flag_runs_the_mirrored_pass(handmade, tmp_path, monkeypatch):
+    from shapemask_ros.runtime.predictor import Predictor
+
+    calls = []
+    real = Predictor._mirrored_maps
+
+    def spy(self, *a, **k):
+        calls.append(len(a[2]))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Predictor, "_mirrored_maps", spy)
+    (tmp_path / "b.json").write_text(json.dumps({"boxes": [[30, 20, 90, 60], [5, 5, 25, 40]]}))
+    image = _image(tmp_path / "in.png")
+    args = ["predict", image, "--model", handmade, "--boxes", str(tmp_path / "b.json"), "--backend", "onnxruntime"]
+    assert cli.main([*args, "--out", str(tmp_path / "plain")]) == 0 and calls == []
+    assert cli.main([*args, "--out", str(tmp_path / "flip"), "--flip-average"]) == 0 and calls == [2]
+    plain = json.loads((tmp_path / "plain" / "instances.json").read_text())
+    flip = json.loads((tmp_path / "flip" / "instances.json").read_text())
+    # the handmade model's mask is the box, mirror-symmetric: the averaged masks are the same
+    assert [o["mask_area"] for o in flip["objects"]] == [o["mask_area"] for o in plain["objects"]]

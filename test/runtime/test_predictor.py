@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shapemask_ros.ops.box_ops import scale_boxes
-from shapemask_ros.ops.sampling import box_prior_in_outer
+from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
 from shapemask_ros.runtime import backends as backends_mod
 from shapemask_ros.runtime.backends import BackendUnavailable, create_backend
 from shapemask_ros.runtime.bundle import Bundle
@@ -240,3 +240,79 @@ def test_tensorrt_backend_reports_why_it_is_unavailable_here():
     assert "tensorrt" in unavailable_reason()
     with pytest.raises(BackendUnavailable, match="tensorrt"):
         TensorRTBackend(make_bundle())
+
+
+class ContentBackend(FakeBackend):
+    """A model whose mask is the input's red channel / 255 sampled over each outer box (clipped to the
+    input like the real model's): a perfect content follower, so a mirrored pass mapped back correctly
+    must give the same probabilities as the plain pass."""
+
+    def segment_boxes(self, image, boxes, classes):
+        self.calls.append((boxes[0].copy(), classes[0].copy()))
+        outer = np.clip(scale_boxes(boxes[0], 1.25), 0, S)
+        masks = np.stack([crop_and_sample(image[0, :, :, 0] / 255.0, o, M) for o in outer])
+        return {"masks": masks[None].astype(np.float32), "outer_boxes": outer[None].astype(np.float32)}
+
+
+class LeftHalfBackend(FakeBackend):
+    """An asymmetric model: foreground = the left half of each outer box, whatever the image shows."""
+
+    def segment_boxes(self, image, boxes, classes):
+        self.calls.append((boxes[0].copy(), classes[0].copy()))
+        outer = np.clip(scale_boxes(boxes[0], 1.25), 0, S)
+        masks = np.zeros((len(outer), M, M), np.float32)
+        masks[:, :, : M // 2] = 1.0
+        return {"masks": masks[None], "outer_boxes": outer[None].astype(np.float32)}
+
+
+def test_flip_average_maps_the_mirrored_pass_back_onto_the_same_pixels():
+    # portrait and landscape (outer boxes clipped at different input edges in the two passes)
+    for height, width in ((80, 50), (50, 80)):
+        rng = np.random.default_rng(height)
+        image = np.zeros((height, width, 3), np.uint8)
+        image[..., 0] = (rng.uniform(0, 1, (height // 5 + 1, width // 5 + 1)) > 0.5).repeat(5, 0).repeat(5, 1)[
+            :height, :width
+        ] * 255
+        boxes = np.array([[0, 0, 20, 30], [width - 25, 10, width, 40], [10, 12, 34, 45]], np.float64)
+        plain = Predictor(ContentBackend(), make_bundle()).predict(image, boxes)
+        fake = ContentBackend()
+        both = Predictor(fake, make_bundle(), flip_average=True).predict(image, boxes)
+        assert len(fake.calls) == 2
+        mirrored_fed = fake.calls[1][0] / (64 / max(height, width))
+        np.testing.assert_allclose(mirrored_fed[:, [0, 2]], width - boxes[:, [2, 0]], atol=1e-4)
+        np.testing.assert_array_equal(both.regions, plain.regions)
+        for a, b in zip(plain.masks, both.masks, strict=True):
+            # equal up to a few boundary pixels (bilinear sampling of the hard edges from two sides)
+            assert np.mean(a != b) < 0.03
+            assert a.sum() > 0
+
+
+def test_flip_average_takes_the_mean_of_both_passes_probabilities():
+    image = np.zeros((64, 64, 3), np.uint8)
+    box = [[16, 16, 48, 48]]
+    plain = Predictor(LeftHalfBackend(), make_bundle(), mask_threshold=0.6).predict(image, box)
+    x, _, w, _ = plain.regions[0]
+    cols = np.nonzero(plain.masks[0].any(axis=0))[0]
+    assert x + cols.max() < 33  # left half only
+    pred = Predictor(LeftHalfBackend(), make_bundle(), mask_threshold=0.6, flip_average=True)
+    # left half from one pass, right half from the other: 0.5 everywhere, below 0.6, above 0.4
+    assert pred.predict(image, box).masks[0].sum() == 0
+    half = pred.predict(image, box, mask_threshold=0.4).masks[0]
+    assert half.all() and half.shape == (40, 40)
+    np.testing.assert_allclose(pred.predict(image, box, mask_threshold=0.4).mask_scores, [0.5 * (1.0 + 1.0)])
+
+
+def test_flip_average_in_self_detection_segments_the_kept_detections_mirrored():
+    image = np.zeros((96, 128, 3), np.uint8)  # scale 0.5
+    fake = FakeBackend(detections(4))
+    inst = Predictor(fake, make_bundle(), flip_average=True).predict(image, score_threshold=0.5)
+    assert inst.source_index.tolist() == [0, 2]
+    ((fed, cls),) = fake.calls  # one segment_boxes call: the two kept detections, mirrored, class 0 (agnostic)
+    np.testing.assert_allclose(fed / 0.5, [[128 - 40, 8, 128 - 8, 40], [128 - 120, 4, 128 - 60, 60]], atol=1e-4)
+    assert cls.tolist() == [0, 0]
+    # the fake's masks are the tight boxes in both passes: the average keeps them
+    np.testing.assert_allclose(foreground_box(inst.masks[0], inst.regions[0]), [8, 8, 40, 40], atol=1.5)
+    # nothing kept: no mirrored call
+    fake = FakeBackend(detections(4))
+    assert len(Predictor(fake, make_bundle(), flip_average=True).predict(image, score_threshold=0.999)) == 0
+    assert fake.calls == []

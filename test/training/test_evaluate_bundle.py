@@ -51,6 +51,13 @@ def test_bundles_are_scored_per_box_source_with_the_box_filled_floor(tiny_set_an
     ratio = res["rows"]["tiny"]["gt"]["mask_AP"] / fill
     assert f"| tiny | gt | {res['rows']['tiny']['gt']['mask_AP']:.1f} |" in md and f"{ratio:.2f}" in md
     assert "| tiny | model |" in md and "| box-filled masks | model |" not in md
+    flip = evaluate_bundles(ann, images, [("tiny", bundle)], ("gt",), box_fill=False, progress=False, flip_average=True)
+    assert set(flip["rows"]) == {"tiny", "tiny +flip"}
+    assert flip["rows"]["tiny"]["gt"] == {
+        **res["rows"]["tiny"]["gt"],
+        "eval_s": flip["rows"]["tiny"]["gt"]["eval_s"],
+        "predict_ms": flip["rows"]["tiny"]["gt"]["predict_ms"],
+    }
 
 
 REPORTS = sorted((REPO / "docs/results/real_data").glob("*.json"))
