@@ -22,9 +22,10 @@ MODEL = default_model_dir()
 pytestmark = pytest.mark.skipif(
     not os.path.exists(os.path.join(MODEL, "model.json")), reason=f"models/{DEFAULT_MODEL} not present"
 )
-# measured mean-IoU gain over box-filled masks (model card): tote 0.570 vs 0.517 (+0.053), VOC 0.370 vs
-# 0.317 (+0.053); the synthetic demo model loses to box-filled on both (-0.121, -0.034). Required: about half.
-MARGIN = {"arc2017": 0.025, "voc": 0.025}
+# measured mean-IoU gain over box-filled masks (model card): tote 0.620 vs 0.517 (+0.103), VOC 0.381 vs
+# 0.317 (+0.064); the previous default (box jitter 0.1) +0.053 on both; the synthetic demo model loses to
+# box-filled on both (-0.121, -0.034). Required: about half the measured gain.
+MARGIN = {"arc2017": 0.05, "voc": 0.03}
 
 
 def _scene(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
