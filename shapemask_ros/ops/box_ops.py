@@ -30,6 +30,12 @@ def scale_boxes(b: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     return np.concatenate([c - half, c + half], axis=-1)
 
 
+def flip_boxes_lr(b: np.ndarray, width: float) -> np.ndarray:
+    """Boxes in the left-right mirrored image of width `width` (x -> width - x); its own inverse."""
+    b = np.asarray(b, dtype=np.float64)
+    return np.stack([width - b[..., 2], b[..., 1], width - b[..., 0], b[..., 3]], axis=-1)
+
+
 def box_area(b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)

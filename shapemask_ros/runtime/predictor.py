@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from shapemask_ros.ops.box_ops import flip_boxes_lr
 from shapemask_ros.runtime.backends import Backend, create_backend
 from shapemask_ros.runtime.bundle import Bundle
 from shapemask_ros.runtime.instances import Instances
@@ -213,11 +214,8 @@ class Predictor:
         other (content top-left), so the model sees what it was trained on."""
         width = image.shape[1]
         net_input, _ = letterbox(np.ascontiguousarray(image[:, ::-1]), self.bundle.image_size)
-        b = np.asarray(boxes_px, np.float64)
-        mirrored = np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=1)
-        masks, outer = self._segment_maps(net_input[None], scale, mirrored, feed_cls)
-        back = np.stack([width - outer[:, 2], outer[:, 1], width - outer[:, 0], outer[:, 3]], axis=1)
-        return np.ascontiguousarray(masks[:, :, ::-1]), back
+        masks, outer = self._segment_maps(net_input[None], scale, flip_boxes_lr(boxes_px, width), feed_cls)
+        return np.ascontiguousarray(masks[:, :, ::-1]), flip_boxes_lr(outer, width)
 
     def _check_chunk(self, out: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         masks = np.asarray(out["masks"], np.float32)
@@ -276,7 +274,7 @@ class Predictor:
         second = None
         if mirror is not None and len(keep):
             feed = np.zeros(len(keep), np.int32) if self.bundle.mask_class_agnostic else classes[keep]
-            second = self._mirrored_maps(mirror, scale, boxes_px[keep], feed.astype(np.int32))
+            second = self._mirrored_maps(mirror, scale, boxes_px[keep], feed)
         return self._instances(
             boxes_px[keep],
             scores[keep],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapemask_ros.ops.box_ops import scale_boxes
+from shapemask_ros.ops.box_ops import flip_boxes_lr, scale_boxes
 from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
 from shapemask_ros.runtime import backends as backends_mod
 from shapemask_ros.runtime.backends import BackendUnavailable, create_backend
@@ -263,6 +263,12 @@ class LeftHalfBackend(FakeBackend):
         masks = np.zeros((len(outer), M, M), np.float32)
         masks[:, :, : M // 2] = 1.0
         return {"masks": masks[None], "outer_boxes": outer[None].astype(np.float32)}
+
+
+def test_flip_boxes_lr_mirrors_x_and_is_its_own_inverse():
+    boxes = np.array([[0.0, 1.0, 20.0, 30.0], [55.5, 2.0, 80.0, 9.0]])
+    np.testing.assert_allclose(flip_boxes_lr(boxes, 80), [[60, 1, 80, 30], [0, 2, 24.5, 9]])
+    np.testing.assert_allclose(flip_boxes_lr(flip_boxes_lr(boxes, 80), 80), boxes)
 
 
 def test_flip_average_maps_the_mirrored_pass_back_onto_the_same_pixels():
