@@ -23,6 +23,7 @@
 #   j025s1        j025 with training seed 1 (is the jitter effect more than one lucky run?)
 # and a third (2026-12-02, sixth session), the box-jitter trade-off around the shipped 0.025:
 #   j05, j0       real_lite0 with box jitter sigma 0.05 / 0 (selection AP 29.9 / 31.5: j025 stays shipped)
+#   j05s1         j05 with training seed 1 (0.05 vs 0.025 over two seeds each)
 # Until j025 the shipped model was the 0.1-jitter real_lite0 (bundle of commit b232c8a, "real_lite0" in the
 # first batch's tables; extracted to out/bundles/real_lite0_b232c8a below): by the recipe's rule (held-out
 # COCO-mini AP, GT boxes, ckpt-1000) it scored 24.8 and no first-batch variant more than 25.4. The runs were
@@ -72,8 +73,9 @@ declare -A SETS=(
   [j025s1]="data.box_jitter_sigma=0.025 train.seed=1"
   [j05]="data.box_jitter_sigma=0.05"
   [j0]="data.box_jitter_sigma=0.0"
+  [j05s1]="data.box_jitter_sigma=0.05 train.seed=1"
 )
-VARIANTS=(c16 d16 d16_nocp d16_ema d16_ema_nocp d16_bal d32 i512 s1 m64 j025 j025s1 j05 j0)
+VARIANTS=(c16 d16 d16_nocp d16_ema d16_ema_nocp d16_bal d32 i512 s1 m64 j025 j025s1 j05 j0 j05s1)
 for name in "${VARIANTS[@]}"; do
   md=out/real_variants/$name
   # shellcheck disable=SC2086  # the overrides are separate words
@@ -124,3 +126,11 @@ $S evaluate-bundle "${J[@]}" --annotations $R/coco128_seg.json --images $R --sou
 $S evaluate-bundle "${J[@]}" --annotations $R/iotkits_valid.json --images $R --sources gt,gt_shrunk \
   --title "IoTKITs valid: box jitter sigma 0.1 / 0.05 / 0.025 (shipped) / 0, seed 0 each (in domain, never trained on)" \
   --out docs/results/real_data/jitter_iotkits_valid
+J=(--model jitter_0.05=out/bundles/j05 --model jitter_0.05_seed1=out/bundles/j05s1 --model jitter_0.025=models/real_lite0
+  --model jitter_0.025_seed1=out/bundles/j025s1)
+$S evaluate-bundle "${J[@]}" --annotations $R/coco128_seg.json --images $R --sources gt,gt_shrunk \
+  --title "coco128_seg: box jitter 0.05 vs 0.025 (shipped), two training seeds each (out of domain, never trained on)" \
+  --out docs/results/real_data/jitter_seeds_coco128
+$S evaluate-bundle "${J[@]}" --annotations $R/iotkits_valid.json --images $R --sources gt,gt_shrunk \
+  --title "IoTKITs valid: box jitter 0.05 vs 0.025 (shipped), two training seeds each (in domain, never trained on)" \
+  --out docs/results/real_data/jitter_seeds_iotkits_valid
