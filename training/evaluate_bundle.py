@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+from shapemask_ros.runtime.predictor import Predictor, flip_label
 from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, read_text
 from shapemask_training.evaluation import box_fill_predict, evaluate_predictor
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("gt", "gt_shrunk", "model")
 SHRINK_SEED = 0
-FLIP_SUFFIX = "+flip"  # row label suffix of the flip-averaged runs
 
 
 def agnostic_coco(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +65,6 @@ def evaluate_bundles(
 
     flip_average: each bundle is scored a second time with `Predictor.flip_average` (rows "<label> +flip").
     """
-    from shapemask_ros.runtime.predictor import Predictor
-
     data = agnostic_coco(json.loads(read_text(annotations)))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
@@ -75,7 +73,7 @@ def evaluate_bundles(
         rows: dict[str, dict[str, Any]] = {}
         runs = [(label, path, False) for label, path in bundles]
         if flip_average:
-            runs += [(f"{label} {FLIP_SUFFIX}", path, True) for label, path in bundles]
+            runs += [(flip_label(label), path, True) for label, path in bundles]
         for label, path, flip in runs:
             predictor = Predictor.load(path, backend=backend, mask_threshold=0.5, flip_average=flip)
             rows[label] = {}
@@ -165,7 +163,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--flip-average",
         action="store_true",
-        help=f"also score each bundle with mirrored-image averaging (rows '<label> {FLIP_SUFFIX}', ~2x the time)",
+        help=f"also score each bundle with mirrored-image averaging (rows '{flip_label('<label>')}', ~2x the time)",
     )
     p.add_argument("--title", default="", help="table heading (default: the annotation path)")
     p.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.json")

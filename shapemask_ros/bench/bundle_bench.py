@@ -27,12 +27,12 @@ from shapemask_ros.bench.runtime_bench import (
     ensure_bundle,
     read_official,
 )
+from shapemask_ros.runtime.predictor import Predictor, flip_label
 
 log = logging.getLogger(__name__)
 
 TARGET_FPS = 20.0
 TARGET_OFFICIAL_OVER_OURS = 50.0
-FLIP_SUFFIX = "+flip"  # row label suffix of the flip-averaged (two-pass) runs
 FRAME_HW = (480, 640)
 
 
@@ -60,10 +60,8 @@ def run_bundle_bench(
     block: calls of one bundle in a row per round, the first untimed (`time_interleaved`): a node runs one
     model frame after frame, so a call must not pay for the previous bundle's session.
     flip_average: also time each given bundle with `Predictor.flip_average` (rows "<label> +flip")."""
-    from shapemask_ros.runtime.predictor import Predictor
-
     entries = list(bundles)
-    flipped = {f"{label} {FLIP_SUFFIX}": path for label, path in entries} if flip_average else {}
+    flipped = {flip_label(label): path for label, path in entries} if flip_average else {}
     if resnet50_cache:
         from shapemask_ros.config import ModelConfig
 
@@ -181,7 +179,7 @@ def add_args(p) -> None:
     p.add_argument(
         "--flip-average",
         action="store_true",
-        help=f"also time each --model with mirrored-image averaging (rows '<label> {FLIP_SUFFIX}')",
+        help=f"also time each --model with mirrored-image averaging (rows '{flip_label('<label>')}')",
     )
 
 

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 UNKNOWN_CLASS = "unknown_class"  # counted in Instances.dropped: box kept, class treated as unknown (-1)
 
 
+def flip_label(label: str) -> str:
+    """Row label of a `Predictor.flip_average` run beside the plain one (`bench bundles`, `evaluate-bundle`)."""
+    return f"{label} +flip"
+
+
 class Predictor:
     """Runs a model bundle on images. Construct with `Predictor.load(path)`, or inject any `Backend`
     (tests, custom runtimes) with `Predictor(backend, bundle)`."""
@@ -273,7 +278,7 @@ class Predictor:
         keep = np.nonzero(finite & above & nonempty)[0]
         second = None
         if mirror is not None and len(keep):
-            feed = np.zeros(len(keep), np.int32) if self.bundle.mask_class_agnostic else classes[keep]
+            feed, _ = self._model_classes(classes[keep], collections.Counter())  # the detector's own ids
             second = self._mirrored_maps(mirror, scale, boxes_px[keep], feed)
         return self._instances(
             boxes_px[keep],

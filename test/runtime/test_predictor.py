@@ -318,6 +318,10 @@ def test_flip_average_in_self_detection_segments_the_kept_detections_mirrored():
     assert cls.tolist() == [0, 0]
     # the fake's masks are the tight boxes in both passes: the average keeps them
     np.testing.assert_allclose(foreground_box(inst.masks[0], inst.regions[0]), [8, 8, 40, 40], atol=1.5)
+    # class-specific mask head: the mirrored pass is fed the detector's classes of the kept detections
+    fake = FakeBackend(detections(4))
+    Predictor(fake, make_bundle(mask_class_agnostic=False), flip_average=True).predict(image, score_threshold=0.5)
+    assert fake.calls[0][1].tolist() == [1, 0]
     # nothing kept: no mirrored call
     fake = FakeBackend(detections(4))
     assert len(Predictor(fake, make_bundle(), flip_average=True).predict(image, score_threshold=0.999)) == 0
