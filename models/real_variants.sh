@@ -118,19 +118,17 @@ $S evaluate-bundle --model j025=out/bundles/j025 --model j025s1=out/bundles/j025
 $S evaluate-bundle --model j025=out/bundles/j025 --model j025s1=out/bundles/j025s1 --annotations $R/coco128_seg.json \
   --images $R --sources gt,gt_shrunk --title "coco128_seg: the shipped recipe (box jitter 0.025), seeds 0 and 1" \
   --out docs/results/real_data/j025_seeds_coco128
-# third batch: the box-jitter trade-off, seed 0 each (sigma 0.1 = the previous default, 0.025 = shipped)
+# third batch: the box-jitter trade-off. jitter_tables WHAT STEM scores the bundles in J on coco128_seg and
+# IoTKITs valid with GT and shrunk boxes (tables docs/results/real_data/STEM_{coco128,iotkits_valid})
+jitter_tables() {
+  $S evaluate-bundle "${J[@]}" --annotations $R/coco128_seg.json --images $R --sources gt,gt_shrunk \
+    --title "coco128_seg: $1 (out of domain, never trained on)" --out docs/results/real_data/$2_coco128
+  $S evaluate-bundle "${J[@]}" --annotations $R/iotkits_valid.json --images $R --sources gt,gt_shrunk \
+    --title "IoTKITs valid: $1 (in domain, never trained on)" --out docs/results/real_data/$2_iotkits_valid
+}
+# seed 0 each (sigma 0.1 = the previous default, 0.025 = shipped)
 J=(--model jitter_0.1=$PREV --model jitter_0.05=out/bundles/j05 --model jitter_0.025=models/real_lite0 --model jitter_0=out/bundles/j0)
-$S evaluate-bundle "${J[@]}" --annotations $R/coco128_seg.json --images $R --sources gt,gt_shrunk \
-  --title "coco128_seg: box jitter sigma 0.1 / 0.05 / 0.025 (shipped) / 0, seed 0 each (out of domain, never trained on)" \
-  --out docs/results/real_data/jitter_coco128
-$S evaluate-bundle "${J[@]}" --annotations $R/iotkits_valid.json --images $R --sources gt,gt_shrunk \
-  --title "IoTKITs valid: box jitter sigma 0.1 / 0.05 / 0.025 (shipped) / 0, seed 0 each (in domain, never trained on)" \
-  --out docs/results/real_data/jitter_iotkits_valid
+jitter_tables "box jitter sigma 0.1 / 0.05 / 0.025 (shipped) / 0, seed 0 each" jitter
 J=(--model jitter_0.05=out/bundles/j05 --model jitter_0.05_seed1=out/bundles/j05s1 --model jitter_0.025=models/real_lite0
   --model jitter_0.025_seed1=out/bundles/j025s1)
-$S evaluate-bundle "${J[@]}" --annotations $R/coco128_seg.json --images $R --sources gt,gt_shrunk \
-  --title "coco128_seg: box jitter 0.05 vs 0.025 (shipped), two training seeds each (out of domain, never trained on)" \
-  --out docs/results/real_data/jitter_seeds_coco128
-$S evaluate-bundle "${J[@]}" --annotations $R/iotkits_valid.json --images $R --sources gt,gt_shrunk \
-  --title "IoTKITs valid: box jitter 0.05 vs 0.025 (shipped), two training seeds each (in domain, never trained on)" \
-  --out docs/results/real_data/jitter_seeds_iotkits_valid
+jitter_tables "box jitter 0.05 vs 0.025 (shipped), two training seeds each" jitter_seeds
