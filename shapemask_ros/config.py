@@ -270,7 +270,8 @@ def mask_split_ids(split: str, all_ids: tuple[int, ...]) -> tuple[int, ...]:
 # ================================================================================ node / bag-eval parameters
 # Choices and limits of the NodeConfig fields (the field metadata below refers to them).
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "tensorflow")
-QOS_RELIABILITIES: tuple[str, ...] = ("reliable", "best_effort")
+# auto: reliable when every publisher offers it, else best_effort (ros_bridge.transport.choose_reliability)
+QOS_RELIABILITIES: tuple[str, ...] = ("auto", "reliable", "best_effort")
 DEPTH_REGISTRATIONS: tuple[str, ...] = ("none", "scale")  # how colour-image masks map onto the depth image
 MAX_OBJECTS_LIMIT = 65535  # the mono16 label image numbers objects 1..65535
 MAX_IMAGE_CACHE = 256  # raw images held for matching; 256 x 1080p rgb8 is ~1.6 GB already
@@ -360,12 +361,12 @@ class NodeConfig:
     detections_topic: str = _param("/detections", 'vision_msgs/Detection2DArray; "" = self-detection mode')
     self_detect: bool = _param(False, 'use the model\'s own RetinaNet boxes (also used when detections_topic == "")')
     image_qos_reliability: str = _param(
-        "best_effort",
-        "reliable | best_effort (camera drivers mostly best_effort)",
+        "auto",
+        "auto (reliable when every publisher is, else best_effort) | reliable | best_effort",
         choices=QOS_RELIABILITIES,
     )
     image_qos_depth: int = _param(2, "image subscription queue depth", range=(1, None))
-    detections_qos_reliability: str = _param("reliable", "reliable | best_effort", choices=QOS_RELIABILITIES)
+    detections_qos_reliability: str = _param("reliable", "auto | reliable | best_effort", choices=QOS_RELIABILITIES)
     detections_qos_depth: int = _param(10, "detections subscription queue depth", range=(1, None))
     score_threshold: float = _param(0.3, "detections below are ignored", range=(0.0, 1.0))
     mask_threshold: float = _param(0.5, "probability threshold of the pasted mask", range=(0.0, 1.0))
@@ -402,12 +403,12 @@ class NodeConfig:
     depth_topic: str = _param("", 'depth Image registered to the colour image (16UC1 mm, 32FC1 m); "" = no 3D')
     camera_info_topic: str = _param("", 'CameraInfo of the depth image; "" = camera_info next to depth_topic')
     depth_qos_reliability: str = _param(
-        "best_effort",
-        "reliable | best_effort (also hears reliable publishers)",
+        "auto",
+        "auto (reliable when every publisher is, else best_effort) | reliable | best_effort",
         choices=QOS_RELIABILITIES,
     )
     depth_qos_depth: int = _param(2, "depth subscription queue depth", range=(1, None))
-    camera_info_qos_reliability: str = _param("best_effort", "reliable | best_effort", choices=QOS_RELIABILITIES)
+    camera_info_qos_reliability: str = _param("auto", "auto | reliable | best_effort", choices=QOS_RELIABILITIES)
     camera_info_qos_depth: int = _param(2, "camera info subscription queue depth", range=(1, None))
     depth_registration: str = _param(
         "none",

@@ -3,12 +3,20 @@
 The only module that imports rclpy. Everything the node decides -- decoding, syncing, building messages,
 counting drops (`ros_bridge.frame_processor`, shared with `bag-eval`), parameters (`ros_bridge.node_params`),
 rates and the diagnostics summary (`ros_bridge.node_health`), the input queues (`ros_bridge.inbox`) --
-lives there and is tested without ROS; this module only wires it to rclpy. Tests import it with an rclpy
-stand-in installed in `sys.modules` (test/support/rclpy_standin.py).
+lives there and is tested without ROS; this module only wires it to rclpy. It is tested as a separate process
+on real rclpy (PyPI wheels) by the lane in test/ros2 (`make test-ros`).
 
 Lifecycle: configure loads the model and creates publishers; activate subscribes and starts processing;
 deactivate unsubscribes; cleanup releases the model. `--autostart` does configure + activate at start.
-/diagnostics comes from a `diagnostic_updater.Updater` (period: parameter `diagnostic_updater.period`).
+A change_state request that is not valid in the current state is answered `success=False` (Jazzy's rclpy
+would raise it out of the executor and end the process).
+/diagnostics comes from a `diagnostic_updater.Updater` (period: parameter `diagnostic_updater.period`, read
+once at start as diagnostic_updater does; a later change is rejected instead of silently ignored).
+
+Threads: the executor only runs callbacks that enqueue (subscriptions), services and the watchdog; one
+processing thread of the node's own wakes as soon as input arrives (no polling timer), so latency is the
+model's plus the transport's. Processing and the watchdog run on wall/steady time, never on ROS time: with
+`use_sim_time` and no `/clock` the node keeps working and says that /clock is missing.
 
 3D outputs (docs/geometry.md, docs/ros.md): with `depth_topic` set the node also subscribes to the depth
 image and its CameraInfo and publishes `objects3d` (ObjectGeometryArray) and `points` (PointCloud2, built
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 import sys
 import threading
@@ -33,14 +42,15 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
-from rosidl_runtime_py.utilities import get_message
 
 from shapemask_ros.config import validate_node_config
 from shapemask_ros.ros_bridge.inbox import Inbox
@@ -71,9 +81,32 @@ from shapemask_ros.ros_bridge.node_params import (
     uses_depth,
     uses_detector,
 )
+from shapemask_ros.ros_bridge.transport import SequenceGaps, choose_reliability, silent_input_kind
 from shapemask_ros.runtime.bundle import resolve_model_path
 
 _LOG_EVERY_S = 5.0  # processing errors: one log line per kind of failure per period
+# read once by diagnostic_updater.Updater at construction; changing them later would be silently ignored
+_UPDATER_PARAMS = frozenset({"diagnostic_updater.period", "diagnostic_updater.use_fqn"})
+
+
+def import_message(type_name: str) -> Any:
+    """The Python class of 'pkg/msg/Type' (or 'pkg/Type') from its generated package, without
+    rosidl_runtime_py (not on PyPI). A missing package is named in the error."""
+    parts = type_name.split("/")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[1] != "msg") or not all(parts):
+        raise ValueError(f"message type must be 'pkg/msg/Type' or 'pkg/Type', got {type_name!r}")
+    package, name = parts[0], parts[-1]
+    try:
+        module = importlib.import_module(f"{package}.msg")
+    except ImportError as e:
+        raise ImportError(
+            f"message package '{package}' is not importable ({e}); build it or source the workspace that has it",
+            name=package,
+        ) from e
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ImportError(f"package '{package}' has no message '{name}'", name=package) from None
 
 
 class RclpyFactory:
@@ -86,7 +119,7 @@ class RclpyFactory:
         """rclpy class of 'pkg/msg/Type' (or 'pkg/Type'), cached."""
         cls = self._classes.get(type_name)
         if cls is None:
-            cls = self._classes[type_name] = get_message(type_name)
+            cls = self._classes[type_name] = import_message(type_name)
         return cls
 
     def make(self, type_name: str, **fields: Any) -> Any:
@@ -102,8 +135,9 @@ class RclpyFactory:
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
-    """KEEP_LAST QoS of `depth` (at least 1) with 'reliable' or 'best_effort' reliability."""
-    reliable = reliability == "reliable"  # validate_node_config allows only reliable | best_effort
+    """KEEP_LAST QoS of `depth` (at least 1) with 'reliable' or 'best_effort' reliability (resolve 'auto'
+    with `choose_reliability` first)."""
+    reliable = reliability == "reliable"
     rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)), reliability=rel)
 
@@ -125,6 +159,25 @@ def _logged_transition(fn: Callable[[Any, State], TransitionCallbackReturn]) -> 
     return wrapper
 
 
+@dataclasses.dataclass
+class _Input:
+    """One subscribed input: what was asked for, the live subscription and its transport counters."""
+
+    key: str  # image | detections | depth | camera_info
+    type_name: str
+    topic: str
+    requested: str  # auto | reliable | best_effort
+    depth: int
+    enqueue: Callable[[Any], bool]  # True when the inbox pushed out its oldest entry
+    sub: Any = None
+    qos: QoSProfile | None = None
+    reliability: str = ""  # what `sub` uses now
+    gaps: SequenceGaps = dataclasses.field(default_factory=SequenceGaps)
+    arrivals: int = 0
+    incompatible_qos: int = 0
+    lost_events: int = 0
+
+
 class ShapeMaskNode(LifecycleNode):
     """Lifecycle node: images (+ Detection2DArray) in, InstanceMaskArray / labels / detections out.
 
@@ -136,6 +189,8 @@ class ShapeMaskNode(LifecycleNode):
     ) -> None:
         super().__init__(node_name, **kwargs)
         self._now = steady_clock  # rates, watchdog and drop logs run on a steady clock, not ROS time
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)  # timers that must fire without /clock
+        self._guard_change_state()
         self._specs = parameter_specs()
         for spec in self._specs:
             descriptor = ParameterDescriptor(name=spec.name, description=spec.description)
@@ -150,6 +205,7 @@ class ShapeMaskNode(LifecycleNode):
                     f"parameter '{spec.name}' (type {spec.ros_type.lower()}, default {spec.default!r}): {e}"
                 ) from e
         self._cfg = config_from_parameters(self._parameter_values())
+        self._updater_ready = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._stats = NodeStats(clock=self._now)
@@ -159,14 +215,16 @@ class ShapeMaskNode(LifecycleNode):
         self._factory: RclpyFactory | None = None
         self._backend = "none"
         self._pubs: dict[str, Any] = {}
-        self._subs: list[tuple[Any, str, QoSProfile, str]] = []  # (subscription, type, qos, input key)
-        self._input_timers: list[Any] = []  # processing + watchdog (never rclpy's own `_timers`)
+        self._inputs: list[_Input] = []
+        self._watchdog_timer: Any = None
         self._last_input: dict[str, float] = {}
         self._last_warn: dict[str, float] = {}
         self._silent: set[str] = set()
         self._activated_at = 0.0
         self._inbox = Inbox(1)
-        self._process_group = MutuallyExclusiveCallbackGroup()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._running = False
         self._input_group = ReentrantCallbackGroup()
         self._detach_logging = forward_logging(self.get_logger())  # core modules' `logging` -> /rosout
         # diagnostic_updater declares `diagnostic_updater.period` (through _on_set_parameters) and owns
@@ -174,6 +232,35 @@ class ShapeMaskNode(LifecycleNode):
         self._updater = Updater(self, period=1.0)
         self._updater.setHardwareID("none")
         self._updater.add("segmentation", self._diagnose)
+        self._updater_ready = True
+        # the health timer runs on steady time: under use_sim_time without /clock it still fires
+        self._health_timer = self.create_timer(1.0, self._health, clock=self._steady)
+        self._sim_clock_warned = False
+
+    def _guard_change_state(self) -> None:
+        """Answer an invalid change_state request with success=False instead of raising.
+
+        Jazzy's rclpy (7.1.x) raises RCLError "Transition is not registered" out of the service handler,
+        which ends `executor.spin()` and the process, and the client gets no reply; Kilted answers
+        success=False itself. The wrapper keeps the behaviour the same on both."""
+        service: Any = getattr(self, "_service_change_state", None)
+        handler = getattr(service, "callback", None)
+        if service is None or handler is None:  # an rclpy without this attribute: nothing to guard
+            return
+
+        def guarded(request: Any, response: Any) -> Any:
+            try:
+                return handler(request, response)
+            except Exception as e:
+                state = self._state_machine.current_state[1]
+                self.get_logger().warning(
+                    f"change_state rejected: transition {request.transition.id} '{request.transition.label}' "
+                    f"is not valid in state '{state}' ({type(e).__name__}: {e})"
+                )
+                response.success = False
+                return response
+
+        service.callback = guarded
 
     # ---- parameters ---------------------------------------------------------------------------------
     def _parameter_values(self) -> dict[str, Any]:
@@ -183,6 +270,14 @@ class ShapeMaskNode(LifecycleNode):
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         # rclpy hands every parameter set on the node to every callback: split_changes ignores the ones
         # that are not NodeConfig fields (use_sim_time, diagnostic_updater.*).
+        late = sorted(p.name for p in params if p.name in _UPDATER_PARAMS) if self._updater_ready else []
+        if late:
+            reason = "; ".join(
+                f"{name}: read once when the node starts (diagnostic_updater does not watch it); set it at launch"
+                for name in late
+            )
+            self.get_logger().warning(f"parameter update rejected: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
         changes = {p.name: p.value for p in params}
         apply, rejected = split_changes(self._cfg, changes, configured=self._processor is not None)
         if not rejected and apply and self._processor is not None:
@@ -271,40 +366,74 @@ class ShapeMaskNode(LifecycleNode):
         cfg = self._cfg
         assert self._factory is not None
         image_type = image_type_for_topic(cfg.image_topic)
-        inputs = [("image", image_type, cfg.image_topic, cfg.image_qos_reliability, cfg.image_qos_depth)]
+        callbacks = {
+            "image": lambda msg: self._inbox.put(self._inbox.images, (msg, image_type)),
+            "detections": lambda msg: self._inbox.put(self._inbox.detections, msg),
+            "depth": lambda msg: self._inbox.put(self._inbox.depth, msg),
+            "camera_info": lambda msg: self._inbox.put(self._inbox.camera_info, msg),
+        }
+        specs = [("image", image_type, cfg.image_topic, cfg.image_qos_reliability, cfg.image_qos_depth)]
         if uses_detector(cfg):
-            inputs.append(
+            specs.append(
                 ("detections", DETECTIONS_TYPE, cfg.detections_topic, cfg.detections_qos_reliability,
                  cfg.detections_qos_depth)
             )  # fmt: skip
         if uses_depth(cfg):
             depth_topic = cfg.depth_topic.strip()
-            inputs.append(("depth", IMAGE_TYPE, depth_topic, cfg.depth_qos_reliability, cfg.depth_qos_depth))
-            inputs.append(
+            specs.append(("depth", IMAGE_TYPE, depth_topic, cfg.depth_qos_reliability, cfg.depth_qos_depth))
+            specs.append(
                 ("camera_info", CAMERA_INFO_TYPE, camera_info_topic_for(cfg), cfg.camera_info_qos_reliability,
                  cfg.camera_info_qos_depth)
             )  # fmt: skip
-        callbacks = {
-            "image": lambda msg: self._on_input("image", self._inbox.images, (msg, image_type)),
-            "detections": lambda msg: self._on_input("detections", self._inbox.detections, msg),
-            "depth": lambda msg: self._on_input("depth", self._inbox.depth, msg),
-            "camera_info": lambda msg: self._on_input("camera_info", self._inbox.camera_info, msg),
-        }
-        for key, type_name, topic, reliability, depth in inputs:
-            qos = make_qos(reliability, depth)
-            sub = self.create_subscription(
-                self._factory.message_class(type_name), topic, callbacks[key], qos, callback_group=self._input_group
-            )
-            self._subs.append((sub, type_name, qos, key))
         self._activated_at = self._now()
         self._last_input.clear()
-        self._input_timers = [
-            self.create_timer(0.01, self._process, callback_group=self._process_group),
-            self.create_timer(1.0, self._watchdog),
-        ]
+        self._inputs = [_Input(k, t, topic, rel, depth, callbacks[k]) for k, t, topic, rel, depth in specs]
+        for inp in self._inputs:
+            self._subscribe(inp)
+        self._start_worker()
+        self._watchdog_timer = self.create_timer(1.0, self._watchdog, clock=self._steady)
         mode = f"detections from {cfg.detections_topic}" if uses_detector(cfg) else "self-detection"
         three_d = f"3D from {cfg.depth_topic.strip()} + {camera_info_topic_for(cfg)}" if uses_depth(cfg) else "no 3D"
-        self.get_logger().info(f"active: {cfg.image_topic} ({image_type}), {mode}, {three_d}, backend {self._backend}")
+        qos = ", ".join(f"{i.key} {i.reliability}" for i in self._inputs)
+        self.get_logger().info(
+            f"active: {cfg.image_topic} ({image_type}), {mode}, {three_d}, backend {self._backend}; QoS {qos}"
+        )
+
+    def _offered_reliabilities(self, topic: str) -> list[str]:
+        infos = self.get_publishers_info_by_topic(topic)
+        return [str(getattr(i.qos_profile.reliability, "name", i.qos_profile.reliability)).lower() for i in infos]
+
+    def _subscribe(self, inp: _Input) -> None:
+        """(Re)create the subscription of `inp` with the reliability its publishers call for."""
+        assert self._factory is not None
+        reliability = choose_reliability(inp.requested, self._offered_reliabilities(inp.topic))
+        if inp.sub is not None:
+            self.destroy_subscription(inp.sub)
+            inp.sub = None
+        qos = make_qos(reliability, inp.depth)
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, inp=inp: self._on_incompatible_qos(inp, info),
+            message_lost=lambda info, inp=inp: self._on_message_lost(inp, info),
+        )
+        inp.sub = self.create_subscription(
+            self._factory.message_class(inp.type_name),
+            inp.topic,
+            lambda msg, info, inp=inp: self._on_input(inp, msg, info),
+            qos,
+            callback_group=self._input_group,
+            event_callbacks=events,
+        )
+        inp.qos, inp.reliability = qos, reliability
+        inp.gaps.last = None  # a new reader: sequence numbers restart their comparison
+
+    def _on_incompatible_qos(self, inp: _Input, info: Any) -> None:
+        inp.incompatible_qos += int(getattr(info, "total_count_change", 1) or 1)
+        self._stats.count(f"incompatible_qos.{inp.key}")
+
+    def _on_message_lost(self, inp: _Input, info: Any) -> None:
+        n = int(getattr(info, "total_count_change", 1) or 0)
+        inp.lost_events += n
+        self._stats.count(f"lost.transport.{inp.key}", n)
 
     @_logged_transition
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -328,12 +457,14 @@ class ShapeMaskNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:
-        subs, timers = self._subs, self._input_timers
-        self._subs, self._input_timers = [], []
-        for sub, *_ in subs:
-            self.destroy_subscription(sub)
-        for timer in timers:
+        inputs, timer = self._inputs, self._watchdog_timer
+        self._inputs, self._watchdog_timer = [], None
+        for inp in inputs:
+            if inp.sub is not None:
+                self.destroy_subscription(inp.sub)
+        if timer is not None:
             self.destroy_timer(timer)
+        self._stop_worker()
 
     def _release(self) -> None:
         """Back to 'unconfigured': inputs, publishers, processor and model released."""
@@ -352,13 +483,45 @@ class ShapeMaskNode(LifecycleNode):
         self._detach_logging()
         super().destroy_node()
 
-    # ---- data path: callbacks only enqueue; one processing thread does the work ----------------------
-    def _on_input(self, key: str, queue: Any, item: Any) -> None:
-        self._last_input[key] = self._now()
-        self._stats.count(key)
+    # ---- data path: callbacks only enqueue; the processing thread does the work ----------------------
+    def _on_input(self, inp: _Input, msg: Any, info: Any = None) -> None:
+        self._last_input[inp.key] = self._now()
+        inp.arrivals += 1
+        self._stats.count(inp.key)
+        sequence = info.get("publication_sequence_number") if isinstance(info, dict) else None
+        if sequence is not None:
+            missing = inp.gaps.observe(int(sequence), inp.sub.get_publisher_count() if inp.sub else 0)
+            if missing:
+                self._stats.count(f"lost.sequence_gap.{inp.key}", missing)
         # of CameraInfo only the newest is kept: replacing it is not a drop
-        if self._inbox.put(queue, item) and key != "camera_info":
+        if inp.enqueue(msg) and inp.key != "camera_info":
             self._stats.count("drop.inbox_overflow")
+        self._wake.set()
+
+    def _start_worker(self) -> None:
+        self._running = True
+        self._wake.clear()
+        self._worker = threading.Thread(target=self._work, name="shapemask_processing", daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self) -> None:
+        self._running = False
+        self._wake.set()
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30.0)
+
+    def _work(self) -> None:
+        """Processing thread: wake on input (or every 50 ms, for frames waiting on depth), process."""
+        while self._running:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            if not self._running:
+                break
+            try:
+                self._process()
+            except Exception as e:  # _process guards its parts; this keeps the thread alive regardless
+                self._report_error("process", e)
 
     def _guarded(self, where: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run fn; any exception is counted and logged (throttled per `where`) -- never raised."""
@@ -377,7 +540,7 @@ class ShapeMaskNode(LifecycleNode):
 
     def _process(self) -> None:
         inbox = self._inbox.drain()
-        if not any(inbox):
+        if not any(inbox) and not self._processor_holds_frame():
             return
 
         def subscribed(name: str) -> bool:  # build costly outputs only for someone
@@ -401,6 +564,7 @@ class ShapeMaskNode(LifecycleNode):
             )
         if result is None:
             return
+        self._wake.set()  # more than one frame may have become ready: look again at once
         self._stats.count("processed")
         self._stats.add_latency(float(getattr(result, "latency_s", 0.0)))
         for name in OUTPUTS:
@@ -409,30 +573,68 @@ class ShapeMaskNode(LifecycleNode):
             if msg is not None and pub is not None:
                 self._guarded(f"publish_{name}", pub.publish, msg)
 
+    def _processor_holds_frame(self) -> bool:
+        # a frame waiting for its depth image is re-examined on the 50 ms wake-up
+        return bool(getattr(self._processor, "holds_frame", False))
+
     # ---- health -------------------------------------------------------------------------------------
     def _watchdog(self) -> None:
+        """Every second (steady time): follow publishers' QoS for 'auto' inputs; say why an input is silent."""
         now = self._now()
         warn_s = max(self._cfg.no_input_warn_s, 0.5)
         silent: set[str] = set()
-        for sub, type_name, qos, key in list(self._subs):
-            idle = now - self._last_input.get(key, self._activated_at)
+        for inp in list(self._inputs):
+            if inp.requested == "auto":
+                wanted = choose_reliability("auto", self._offered_reliabilities(inp.topic))
+                if wanted != inp.reliability:
+                    self.get_logger().info(
+                        f"{inp.topic}: publishers now call for {wanted} (was {inp.reliability}); re-subscribing"
+                    )
+                    self._guarded("resubscribe", self._subscribe, inp)
+            idle = now - self._last_input.get(inp.key, self._activated_at)
             if idle < warn_s:
                 continue
-            silent.add(sub.topic_name)
-            if now - self._last_warn.get(sub.topic_name, -float("inf")) < max(warn_s, 10.0):
+            silent.add(inp.topic)
+            if now - self._last_warn.get(inp.topic, -float("inf")) < max(warn_s, 10.0):
                 continue
-            self._last_warn[sub.topic_name] = now
-            if self.count_publishers(sub.topic_name) > 0:
-                infos = self.get_publishers_info_by_topic(sub.topic_name)
-                self.get_logger().warning(silent_input_message(sub.topic_name, type_name, qos, infos, idle))
+            self._last_warn[inp.topic] = now
+            if self.count_publishers(inp.topic):
+                self.get_logger().warning(self._silence_text(inp, idle))
             else:
-                self.get_logger().info(f"waiting for a publisher on {sub.topic_name} ({type_name})")
+                self.get_logger().info(f"waiting for a publisher on {inp.topic} ({inp.type_name})")
         self._silent = silent
+
+    def _silence_text(self, inp: _Input, idle: float) -> str:
+        infos = self.get_publishers_info_by_topic(inp.topic)
+        kind = silent_input_kind(len(infos), inp.incompatible_qos, inp.arrivals)
+        if kind == "stopped":
+            return (
+                f"{inp.topic}: no message for {idle:.1f} s after {inp.arrivals} arrived; {len(infos)} publisher(s) "
+                f"still matched (publisher paused, or messages lost in transport: "
+                f"{inp.gaps.lost + inp.lost_events} counted lost so far)"
+            )
+        assert inp.qos is not None
+        return silent_input_message(inp.topic, inp.type_name, inp.qos, infos, idle, kind)
+
+    def _health(self) -> None:
+        """Steady-time check independent of activation: sim time without /clock stalls ROS-time timers."""
+        use_sim = bool(self.get_parameter_or("use_sim_time", Parameter("use_sim_time", value=False)).value)
+        if not use_sim:
+            self._sim_clock_warned = False
+            return
+        if self.get_clock().now().nanoseconds == 0 and not self._sim_clock_warned:
+            self._sim_clock_warned = True
+            self.get_logger().warning(
+                "use_sim_time is true but no /clock message has arrived: processing goes on (it runs on steady "
+                "time), but output stamps follow the inputs and /diagnostics (diagnostic_updater, on ROS "
+                "time) is paused until /clock is published"
+            )
+            self._stats.count("warning.no_clock")
 
     def _diagnose(self, stat: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
         """diagnostic_updater task: backend, rates, latency, drops by reason (see docs/ros.md)."""
         try:
-            state = "active" if self._subs else ("inactive" if self._processor is not None else "unconfigured")
+            state = "active" if self._inputs else ("inactive" if self._processor is not None else "unconfigured")
             pstats = getattr(self._processor, "stats", None)
             summary = diagnostic_summary(state, self._backend, self._stats.report(), pstats, self._silent)
             level = DiagnosticStatus.OK if summary.level == "OK" else DiagnosticStatus.WARN

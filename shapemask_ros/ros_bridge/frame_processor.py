@@ -260,6 +260,11 @@ class FrameProcessor:
         return bool(self.cfg.self_detect or not self.cfg.detections_topic)
 
     @property
+    def holds_frame(self) -> bool:
+        """True while a ready frame waits for its depth image (the caller should call step() again soon)."""
+        return self._held is not None
+
+    @property
     def expects_depth(self) -> bool:
         """True when frames from step() wait for / need a depth image (depth_topic set or add_depth used)."""
         return bool(self.cfg.depth_topic) or self._depth_seen

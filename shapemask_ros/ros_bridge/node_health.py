@@ -28,12 +28,24 @@ def qos_text(qos: Any) -> str:
     )
 
 
-def silent_input_message(topic: str, our_type: str, our_qos: Any, publishers: list[Any], silent_s: float) -> str:
-    """Warning for 'publishers exist but nothing arrives': names both QoS profiles and type mismatches."""
+_SILENCE_CAUSES = {
+    "incompatible_qos": "rmw reported an incompatible QoS with a publisher",
+    "never_arrived": "publishers are matched but nothing ever arrived: a type mismatch, or a transport that "
+    "cannot carry the messages",
+}
+
+
+def silent_input_message(
+    topic: str, our_type: str, our_qos: Any, publishers: list[Any], silent_s: float, kind: str = ""
+) -> str:
+    """Warning for 'publishers exist but nothing arrives': the cause `kind` found (see
+    `transport.silent_input_kind`), both QoS profiles and type mismatches."""
+    cause = _SILENCE_CAUSES.get(
+        kind, "Likely a QoS mismatch (a best_effort publisher never reaches a reliable subscriber) or a type mismatch"
+    )
     lines = [
-        f"{len(publishers)} publisher(s) on {topic} but no message for {silent_s:.1f} s. "
-        f"Likely a QoS mismatch (a best_effort publisher never reaches a reliable subscriber) "
-        f"or a type mismatch. Subscriber ({our_type}): {qos_text(our_qos)}"
+        f"{len(publishers)} publisher(s) on {topic} but no message for {silent_s:.1f} s: {cause}. "
+        f"Subscriber ({our_type}): {qos_text(our_qos)}"
     ]
     for info in publishers:
         ptype = str(info.topic_type)
@@ -44,7 +56,7 @@ def silent_input_message(topic: str, our_type: str, our_qos: Any, publishers: li
             _policy_name(info.qos_profile.reliability) == "best_effort"
             and _policy_name(our_qos.reliability) == "reliable"
         ):
-            hint = "  <-- best_effort publisher vs reliable subscriber: set *_qos_reliability to best_effort"
+            hint = "  <-- best_effort publisher vs reliable subscriber: set *_qos_reliability to auto or best_effort"
         lines.append(
             f"  publisher {info.node_namespace.rstrip('/')}/{info.node_name} ({ptype}): "
             f"{qos_text(info.qos_profile)}{hint}"

@@ -117,8 +117,9 @@ print(len(names))
 print("\\n".join(failed))
 """
 
-# rclpy exists only in a ROS environment: the node module is the one place that imports it at module level
-NEEDS_ROS = ("shapemask_ros.node",)
+# rclpy exists only in a ROS environment: the node and the tool that drives a node process (test lane and
+# node benchmark) are the only modules that import it at module level
+NEEDS_ROS = ("shapemask_ros.node", "shapemask_ros.bench.node_driver", "shapemask_ros.bench.node_bench")
 
 
 def test_every_module_imports_without_the_training_package():

@@ -2,7 +2,6 @@
 
 support.configs        tiny model / experiment configs (model tests run in seconds on 2 cores)
 support.bags           synthetic camera bags written with rosbags (bag, node and fuzz tests)
-support.rclpy_standin  a faithful rclpy stand-in for driving the node without ROS
 support.fuzz_plugin    `make fuzz`: every hypothesis property at >= 10,000 examples
 support.resume_job, support.rosidl_parse_msgs   scripts the tests run as subprocesses
 """

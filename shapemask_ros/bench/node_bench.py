@@ -1,0 +1,169 @@
+"""Latency and throughput of the real node process (a benchmark, not a test): stamp -> mask over DDS.
+
+    python -m shapemask_ros.bench.node_bench [--rates 10,30] [--frames 300] [--boxes 20] [--soak 10000]
+
+Run inside a ROS environment (e.g. `. ~/.cache/shapemask_ros/ros-jazzy/env.sh` after `make test-ros`, or a
+sourced workspace) with the recommended transport (`FASTRTPS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml`).
+Per input rate: the node as its own process (autostart, 640x480 rgb8 + Detection2DArray, reliable QoS),
+stamp -> masks received p50/p90/max, output rate, drops by reason (from /diagnostics), the node's RSS after
+warm-up and at the end; next to the Predictor's own per-frame time on the same frames and boxes, measured
+in this process in the same run (before the node starts, so the two do not compete for the cores).
+`--soak N` adds a run of N frames at the highest rate for RSS growth. Prints a markdown table; `--out` JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from shapemask_ros.bench.node_driver import Driver, default_boxes, send_frames, synthetic_rgb
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def predictor_time(model: str, backend: str, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
+    """Median seconds of `Predictor.predict` over `frames` (after a warm-up pass)."""
+    from shapemask_ros.runtime.bundle import resolve_model_path
+    from shapemask_ros.runtime.predictor import Predictor
+
+    predictor = Predictor.load(resolve_model_path(model), backend=backend)
+    for rgb, boxes in frames:
+        predictor.predict(rgb, np.asarray(boxes, np.float32))
+    times = []
+    for k in range(rounds):
+        rgb, boxes = frames[k % len(frames)]
+        t0 = time.perf_counter()
+        predictor.predict(rgb, np.asarray(boxes, np.float32))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _drops(driver: Driver, node_name: str, timeout: float = 3.0) -> dict[str, float]:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diags = driver.subscribe(DiagnosticArray, "/diagnostics", reliable=False)
+    values: dict[str, float] = {}
+
+    def found() -> bool:
+        for msg in diags.messages:
+            for status in msg.status:
+                if status.name.startswith(f"{node_name}:") and status.values:
+                    values.update({kv.key: float(kv.value) for kv in status.values if _numeric(kv.value)})
+                    return True
+        return False
+
+    driver.wait_for(found, timeout)
+    diags.close()
+    keep = ("drop", "lost", "superseded", "_total", "error")
+    return {k: v for k, v in sorted(values.items()) if v and any(w in k for w in keep)}
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list, n: int) -> dict[str, Any]:
+    """One node process, `n` frames at `rate` Hz: latency percentiles, output rate, drops, RSS."""
+    h, w = args.height, args.width
+    params = {"backend": args.backend, **({"model_path": args.model} if args.model else {})}
+    node = driver.start_node(params, autostart=True)
+    try:
+        warm = send_frames(driver, 20, 5.0, size=(h, w), frames=frames, settle_s=5.0)
+        rss_start = _rss_mb(node.popen.pid)
+        # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
+        run = send_frames(driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=int(20 * rate / 5.0) + 1)
+        rss_end = _rss_mb(node.popen.pid)
+        drops = _drops(driver, node.name)
+    finally:
+        node.stop()
+    lat = np.asarray(run.latencies) * 1e3
+    stamps = sorted(run.by_stamp[s][0] for s in run.by_stamp if s in run.sent)
+    span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    return {
+        "rate_hz": rate,
+        "frames_sent": n,
+        "frames_back": run.received,
+        "warmup_back": warm.received,
+        "latency_ms": {k: float(np.percentile(lat, q)) for k, q in (("p50", 50), ("p90", 90), ("max", 100))}
+        if len(lat)
+        else {},
+        "output_fps": (len(stamps) - 1) / span if len(stamps) > 1 else 0.0,
+        "rss_mb": {"start": rss_start, "end": rss_end},
+        "node_counters": drops,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="shapemask_ros.bench.node_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--rates", default="10,30", help="input rates in Hz, comma-separated")
+    p.add_argument("--frames", type=int, default=300, help="frames per rate")
+    p.add_argument("--boxes", type=int, default=20, help="boxes per frame")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--model", default="", help='model bundle ("" = the node\'s default, models/real_lite0)')
+    p.add_argument("--soak", type=int, default=0, help="frames of an extra run at the highest rate (RSS growth)")
+    p.add_argument("--out", default="", help="write the result as JSON")
+    args = p.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    frames = [
+        (synthetic_rgb(args.height, args.width, i), default_boxes(args.height, args.width, args.boxes))
+        for i in range(8)
+    ]
+    pred_s = predictor_time(args.model, args.backend, frames, rounds=40)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    driver = Driver()
+    try:
+        runs = [run_rate(driver, args, rate, frames, args.frames) for rate in rates]
+        soak = run_rate(driver, args, max(rates), frames, args.soak) if args.soak else None
+    finally:
+        driver.close()
+    result = {
+        "predictor_ms": pred_s * 1e3,
+        "predictor_max_fps": 1.0 / pred_s,
+        "runs": runs,
+        "soak": soak,
+        "size": [args.width, args.height],
+        "boxes": args.boxes,
+        "backend": args.backend,
+        "transport_profile": os.path.basename(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")) or "default",
+    }
+    print(f"Predictor alone: {pred_s * 1e3:.1f} ms/frame ({1 / pred_s:.1f} frames/s), {args.boxes} boxes, "
+          f"{args.width}x{args.height}, {args.backend}")  # fmt: skip
+    print("| input Hz | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
+          "out / min(in, predictor max) | RSS MB start -> end | node counters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs + ([soak] if soak else []):
+        lat = {k: r["latency_ms"].get(k, float("nan")) for k in ("p50", "p90", "max")}
+        cap = min(r["rate_hz"], 1.0 / pred_s)
+        print(
+            f"| {r['rate_hz']:g} | {r['frames_back']} / {r['frames_sent']} | "
+            f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / (pred_s * 1e3):.2f}x | "
+            f"{r['output_fps']:.1f} | {r['output_fps'] / cap:.2f} | "
+            f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | {r['node_counters']} |"
+        )
+    if args.out:
+        tmp = f"{args.out}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
