@@ -83,10 +83,15 @@ def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list
     params = {"backend": args.backend, **({"model_path": args.model} if args.model else {})}
     node = driver.start_node(params, autostart=True)
     try:
-        warm = send_frames(driver, 20, 5.0, size=(h, w), frames=frames, settle_s=5.0)
+        warm = send_frames(
+            driver, 20, 5.0, size=(h, w), frames=frames, settle_s=5.0, reliable=args.camera_qos == "reliable"
+        )
         rss_start = _rss_mb(node.popen.pid)
         # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
-        run = send_frames(driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=int(20 * rate / 5.0) + 1)
+        run = send_frames(
+            driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=int(20 * rate / 5.0) + 1,
+            reliable=args.camera_qos == "reliable",
+        )  # fmt: skip
         rss_end = _rss_mb(node.popen.pid)
         drops = _drops(driver, node.name)
     finally:
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--model", default="", help='model bundle ("" = the node\'s default, models/real_lite0)')
+    p.add_argument("--camera-qos", default="reliable", choices=("reliable", "best_effort"), help="the camera's QoS")
     p.add_argument("--soak", type=int, default=0, help="frames of an extra run at the highest rate (RSS growth)")
     p.add_argument("--out", default="", help="write the result as JSON")
     args = p.parse_args(argv)
@@ -141,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         "size": [args.width, args.height],
         "boxes": args.boxes,
         "backend": args.backend,
+        "camera_qos": args.camera_qos,
         "transport_profile": os.path.basename(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")) or "default",
     }
-    print(f"Predictor alone: {pred_s * 1e3:.1f} ms/frame ({1 / pred_s:.1f} frames/s), {args.boxes} boxes, "
-          f"{args.width}x{args.height}, {args.backend}")  # fmt: skip
+    transport = result["transport_profile"] if result["transport_profile"] != "default" else "Fast DDS defaults"
+    print(
+        f"Predictor alone: {pred_s * 1e3:.1f} ms/frame ({1 / pred_s:.1f} frames/s), {args.boxes} boxes, "
+        f"{args.width}x{args.height}, {args.backend}; camera QoS {args.camera_qos}, transport {transport}"
+    )
     print("| input Hz | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
           "out / min(in, predictor max) | RSS MB start -> end | node counters |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
