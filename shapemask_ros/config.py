@@ -327,11 +327,14 @@ def _param(
     choices: tuple[str, ...] | None = None,
     nonempty: bool = False,
     note: str = "",
+    live: bool = False,
 ) -> Any:
     """A NodeConfig field whose metadata documents and constrains it (in the spirit of the `restrictions`
     of tensorflow/models' configs): `description` (ROS ParameterDescriptor), `range` (inclusive bounds,
     None = open), `above` (exclusive lower bound), `choices`, `nonempty` (strings), `note` (added to the
-    reason a value is rejected). `check_node_config` enforces them."""
+    reason a value is rejected). `check_node_config` enforces them. `live`: the running node applies a
+    change (the frame processor takes it); the others define ROS entities or the loaded model and need a
+    reconfigure (`LIVE_PARAMS` / `RESTART_PARAMS`, read by the node and the processor alike)."""
     meta: dict[str, Any] = {"description": description}
     for key, value in (("range", range), ("above", above), ("choices", choices)):
         if value is not None:
@@ -340,6 +343,8 @@ def _param(
         meta["nonempty"] = True
     if note:
         meta["note"] = note
+    if live:
+        meta["live"] = True
     return field(default=default, metadata=meta)
 
 
@@ -368,35 +373,43 @@ class NodeConfig:
     image_qos_depth: int = _param(2, "image subscription queue depth", range=(1, None))
     detections_qos_reliability: str = _param("reliable", "auto | reliable | best_effort", choices=QOS_RELIABILITIES)
     detections_qos_depth: int = _param(10, "detections subscription queue depth", range=(1, None))
-    score_threshold: float = _param(0.3, "detections below are ignored", range=(0.0, 1.0))
-    mask_threshold: float = _param(0.5, "probability threshold of the pasted mask", range=(0.0, 1.0))
+    score_threshold: float = _param(0.3, "detections below are ignored", range=(0.0, 1.0), live=True)
+    mask_threshold: float = _param(0.5, "probability threshold of the pasted mask", range=(0.0, 1.0), live=True)
     flip_average: bool = _param(
-        False, "also segment the mirrored image and average the masks: better masks, ~2x the model time"
+        False, "also segment the mirrored image and average the masks: better masks, ~2x the model time", live=True
     )
     max_objects: int = _param(
-        100, "at most this many objects per image", range=(1, MAX_OBJECTS_LIMIT), note="mono16 label image"
+        100, "at most this many objects per image", range=(1, MAX_OBJECTS_LIMIT), note="mono16 label image", live=True
     )
-    class_filter: tuple[str, ...] = _param((), "keep only these class ids (strings as in the detector); () = all")
+    class_filter: tuple[str, ...] = _param(
+        (), "keep only these class ids (strings as in the detector); () = all", live=True
+    )
     detection_image_width: int = _param(
         0,
         "size of the image the detector saw; 0 = same as the camera image",
         range=(0, None),
         note="0 = same size as the camera image",
+        live=True,
     )
     detection_image_height: int = _param(
         0,
         "height of the image the detector saw; 0 = same as the camera image",
         range=(0, None),
         note="0 = same size as the camera image",
+        live=True,
     )
-    sync_slop_s: float = _param(0.05, "approximate match window after exact-stamp matching", range=(0.0, None))
-    detector_latency_s: float = _param(0.5, "longest expected detector delay; sizes the image cache", range=(0.0, None))
-    expected_rate_hz: float = _param(30.0, "camera rate; image cache = ceil(rate * latency) + 2", above=0.0)
+    sync_slop_s: float = _param(
+        0.05, "approximate match window after exact-stamp matching", range=(0.0, None), live=True
+    )
+    detector_latency_s: float = _param(
+        0.5, "longest expected detector delay; sizes the image cache", range=(0.0, None), live=True
+    )
+    expected_rate_hz: float = _param(30.0, "camera rate; image cache = ceil(rate * latency) + 2", above=0.0, live=True)
     publish_label_image: bool = _param(True, "mono16 instance labels on /shapemask/labels")
     publish_refined_detections: bool = _param(True, "vision_msgs/Detection2DArray on /shapemask/detections")
     publish_overlay: bool = _param(True, "debug overlay on /shapemask/overlay (only built when subscribed)")
     no_input_warn_s: float = _param(
-        5.0, "warn when publishers exist but nothing arrives (QoS mismatch)", range=(0.0, None)
+        5.0, "warn when publishers exist but nothing arrives (QoS mismatch)", range=(0.0, None), live=True
     )
     output_namespace: str = _param("/shapemask", "namespace of the output topics", nonempty=True)
     # 3D outputs for grasp planners (docs/geometry.md): off while depth_topic is "".
@@ -414,25 +427,42 @@ class NodeConfig:
         "none",
         "none: colour size | scale: same optical frame, other resolution",
         choices=DEPTH_REGISTRATIONS,
+        live=True,
     )
-    depth_rectified: bool = _param(False, "depth is rectified (image_rect): use CameraInfo P, no distortion")
+    depth_rectified: bool = _param(False, "depth is rectified (image_rect): use CameraInfo P, no distortion", live=True)
     depth_wait_s: float = _param(
-        0.1, "a ready frame waits this long for its depth image, then goes out without 3D", range=(0.0, None)
+        0.1, "a ready frame waits this long for its depth image, then goes out without 3D", range=(0.0, None), live=True
     )
     publish_objects3d: bool = _param(True, "shapemask_ros/ObjectGeometryArray on <output_namespace>/objects3d")
     publish_points: bool = _param(True, "PointCloud2 on <output_namespace>/points (built only when subscribed)")
     # Defaults read from GeometryConfig (one source), which also checks their values (`check_node_config`);
     # its registration is depth_registration.
-    geometry_min_points: int = _param(_GEOMETRY_DEFAULTS.min_points, "fewer inlier points -> status too_few_points")
-    geometry_mad_k: float = _param(_GEOMETRY_DEFAULTS.mad_k, "depth band half-width in robust sigmas; <= 0 = off")
-    geometry_min_band_m: float = _param(_GEOMETRY_DEFAULTS.min_band_m, "depth band never narrower than +- this")
-    geometry_percentile_low: float = _param(_GEOMETRY_DEFAULTS.percentile_low, "percentile band; 0 / 100 = off")
-    geometry_percentile_high: float = _param(
-        _GEOMETRY_DEFAULTS.percentile_high, "upper end of the percentile band; 100 = off"
+    geometry_min_points: int = _param(
+        _GEOMETRY_DEFAULTS.min_points, "fewer inlier points -> status too_few_points", live=True
     )
-    geometry_min_depth_m: float = _param(_GEOMETRY_DEFAULTS.min_depth_m, "nearer readings are invalid; 0 = off")
-    geometry_max_depth_m: float = _param(_GEOMETRY_DEFAULTS.max_depth_m, "farther readings are invalid; 0 = off")
+    geometry_mad_k: float = _param(
+        _GEOMETRY_DEFAULTS.mad_k, "depth band half-width in robust sigmas; <= 0 = off", live=True
+    )
+    geometry_min_band_m: float = _param(
+        _GEOMETRY_DEFAULTS.min_band_m, "depth band never narrower than +- this", live=True
+    )
+    geometry_percentile_low: float = _param(
+        _GEOMETRY_DEFAULTS.percentile_low, "percentile band; 0 / 100 = off", live=True
+    )
+    geometry_percentile_high: float = _param(
+        _GEOMETRY_DEFAULTS.percentile_high, "upper end of the percentile band; 100 = off", live=True
+    )
+    geometry_min_depth_m: float = _param(
+        _GEOMETRY_DEFAULTS.min_depth_m, "nearer readings are invalid; 0 = off", live=True
+    )
+    geometry_max_depth_m: float = _param(
+        _GEOMETRY_DEFAULTS.max_depth_m, "farther readings are invalid; 0 = off", live=True
+    )
 
+
+# Which parameters a running node applies (field metadata `live`); the rest need a reconfigure.
+LIVE_PARAMS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig) if f.metadata.get("live"))
+RESTART_PARAMS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig)) - LIVE_PARAMS
 
 # Mapping of the NodeConfig parameters onto GeometryConfig (every field of it).
 GEOMETRY_PARAMS: dict[str, str] = {

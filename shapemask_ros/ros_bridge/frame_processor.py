@@ -34,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import GEOMETRY_PARAMS, NodeConfig, cache_size_for, geometry_config, validate_node_config
+from shapemask_ros.config import (
+    LIVE_PARAMS,
+    NodeConfig,
+    cache_size_for,
+    geometry_config,
+    validate_node_config,
+)
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
 from shapemask_ros.geometry.objects3d import (
     Objects3D,
@@ -103,30 +109,6 @@ DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, 
 # Parameters that are the predictor's own settings: handed to it at start and on every change.
 PREDICTOR_PARAMS = ("mask_threshold", "flip_average")
 
-# Parameters the processor applies while running. The rest (model, backend, topics, QoS, namespace)
-# only take effect when the node is configured, so `update` rejects them instead of pretending.
-RUNTIME_PARAMS = frozenset(
-    {
-        "self_detect",
-        "score_threshold",
-        "mask_threshold",
-        "flip_average",
-        "max_objects",
-        "class_filter",
-        "detection_image_width",
-        "detection_image_height",
-        "sync_slop_s",
-        "detector_latency_s",
-        "expected_rate_hz",
-        "publish_label_image",
-        "publish_refined_detections",
-        "publish_overlay",
-        "no_input_warn_s",
-        "depth_rectified",
-        "depth_wait_s",
-        *GEOMETRY_PARAMS,
-    }
-)
 _LOG_EVERY_S = 5.0
 
 
@@ -275,7 +257,7 @@ class FrameProcessor:
     def update(self, changes: dict[str, Any]) -> dict[str, str]:
         """Apply parameter changes all-or-nothing; returns {name: reason} for rejected ones ({} = applied)."""
         read_only = "read-only while running: set it at launch / reconfigure the node"
-        rejected = {n: read_only for n in changes if n not in RUNTIME_PARAMS and hasattr(self.cfg, n)}
+        rejected = {n: read_only for n in changes if n not in LIVE_PARAMS and hasattr(self.cfg, n)}
         for name in PREDICTOR_PARAMS:
             if name in changes and not hasattr(self.predictor, name):
                 rejected[name] = f"the predictor does not support changing {name}"

@@ -15,37 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig, cache_size_for, merge
+from shapemask_ros.config import RESTART_PARAMS, NodeConfig, cache_size_for, merge
 
 NODE_NAME = "shapemask_node"
 NODE_CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig))
-# Parameters that define ROS entities or the loaded model: applying them needs a new configure.
-RESTART_PARAMS: frozenset[str] = frozenset(
-    {
-        "model_path",
-        "backend",
-        "engine_cache_dir",
-        "image_topic",
-        "detections_topic",
-        "self_detect",
-        "image_qos_reliability",
-        "image_qos_depth",
-        "detections_qos_reliability",
-        "detections_qos_depth",
-        "publish_label_image",
-        "publish_refined_detections",
-        "publish_overlay",
-        "output_namespace",
-        "depth_topic",
-        "camera_info_topic",
-        "depth_qos_reliability",
-        "depth_qos_depth",
-        "camera_info_qos_reliability",
-        "camera_info_qos_depth",
-        "publish_objects3d",
-        "publish_points",
-    }
-)
 RESTART_REASON = "requires reconfigure (deactivate, cleanup, configure)"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"

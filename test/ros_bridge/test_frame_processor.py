@@ -193,8 +193,10 @@ def test_overlay_only_when_wanted():
     assert res.overlay.encoding == "rgb8" and res.overlay.header is img.header
     assert (ov[25, 25] != orig[25, 25]).any()  # mask centre is tinted
     np.testing.assert_array_equal(ov[45:, :], orig[45:, :])  # far from the object: untouched
-    proc.update({"publish_overlay": False})
-    assert proc.process(*frame(2), want_overlay=True).overlay is None
+    # publish_overlay decides whether the node creates the publisher: restart-only, for the processor too
+    assert "read-only" in proc.update({"publish_overlay": False})["publish_overlay"]
+    off, _ = make(NodeConfig(publish_overlay=False))
+    assert off.process(*frame(2), want_overlay=True).overlay is None
 
 
 def test_compressed_image_type_inferred():
@@ -218,7 +220,7 @@ def test_update_applies_or_rejects_all_or_nothing():
     assert "unknown" in proc.update({"nonsense": 1})["nonsense"]
     assert "read-only" in proc.update({"image_topic": "/other"})["image_topic"]
     assert set(proc.update({"score_threshold": 1.5, "max_objects": 0})) == {"score_threshold", "max_objects"}
-    assert "bool" in proc.update({"publish_overlay": 1})["publish_overlay"]
+    assert "bool" in proc.update({"depth_rectified": 1})["depth_rectified"]
     assert "mask_threshold" in proc.update({"mask_threshold": 0.4})  # the fake predictor cannot take it
     pred = FakePredictor()
     pred.mask_threshold = 0.5
@@ -292,3 +294,17 @@ def test_drops_are_logged_throttled_per_reason():
         proc.process(yuv, None)
     assert proc.stats.dropped["unsupported_encoding"] == 3
     assert len(log.lines) == 1 and "unsupported_encoding" in log.lines[0] and "yuv422" in log.lines[0]
+
+
+def test_processor_applies_exactly_the_live_parameters():
+    """One home for live vs restart (the `live` field metadata): the processor agrees with the node."""
+    from shapemask_ros.config import LIVE_PARAMS, RESTART_PARAMS
+
+    pred = FakePredictor()
+    pred.mask_threshold, pred.flip_average = 0.5, False
+    proc, _ = make(predictor=pred)
+    for name in sorted(RESTART_PARAMS):
+        assert "read-only" in proc.update({name: getattr(proc.cfg, name)}).get(name, ""), name
+    for name in sorted(LIVE_PARAMS):
+        assert proc.update({name: getattr(proc.cfg, name)}) == {}, name
+    assert {"self_detect", "publish_label_image", "publish_overlay", "publish_refined_detections"} <= RESTART_PARAMS
