@@ -44,3 +44,17 @@ def coco_mini_dir() -> Path | None:
     """../shared/data/coco_mini (or $SHAPEMASK_COCO_MINI) when present."""
     p = Path(os.environ.get("SHAPEMASK_COCO_MINI", REPO.parent / "shared/data/coco_mini"))
     return p if (p / "annotations/instances_train2017.json").exists() else None
+
+
+def require_shared_data(path: Path | None, what: str) -> Path:
+    """`path` when the shared data is there; otherwise skip locally, but fail under CI=true: CI lays
+    ../shared beside the clone, so a missing folder there is a broken set-up, not a reason to pass."""
+    import pytest
+
+    if path is not None:
+        return path
+    message = f"{what} not found (../shared/data, or the environment variable that points to it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " -- required under CI=true")
+    pytest.skip(message)
+

@@ -22,6 +22,7 @@ from shapemask_training.priors import (
     save_priors,
 )
 from support import REPO as REPO_ROOT
+from support.configs import require_shared_data
 
 # Planted templates as polygons in the unit box [0, 1]^2 (each touches all four box edges).
 _T = np.linspace(0, 2 * np.pi, 64, endpoint=False)
@@ -212,9 +213,7 @@ def _coco_mini() -> Path | None:
 
 
 def test_coco_mini_agnostic_and_class_specific():
-    ann = _coco_mini()
-    if ann is None:
-        pytest.skip("coco_mini not found (set SHAPEMASK_COCO_MINI)")
+    ann = require_shared_data(_coco_mini(), "coco_mini (SHAPEMASK_COCO_MINI)")
     priors, info = compute_priors(str(ann), k=100, progress=False, n_init=1)
     assert priors.shape == (1, 100, 32, 32) and np.all(np.isfinite(priors))
     assert info["num_masks"] == 731 and info["skipped"].get("crowd") == 8

@@ -45,7 +45,13 @@ def test_schedule_scales_with_the_budget_and_models_are_cached_per_variant_seed_
     assert (c.train.steps, c.train.warmup_steps, list(c.train.lr_decay_steps)) == (400, 80, [300, 368])
     dirs = {_cfg(n, s, seed).model_dir for n in rn.VARIANTS for s in (400, 600) for seed in (0, 1)}
     assert len(dirs) == len(rn.VARIANTS) * 4
-    assert _cfg("full").model_dir == _cfg("full").model_dir  # same inputs, same cached model
+    # the cache key is the configuration's content: rebuilt from the same inputs it is the same directory,
+    # with only the work dir changed it moves with it, and the priors file (an input) changes it
+    full = _cfg("full")
+    assert full.model_dir == rn.variant_config("full", 600, 0, "/d/boards/train-*.tfrecord", "/p.npy", "w").model_dir
+    assert _cfg("full", tmp="other").model_dir == full.model_dir.replace("w/models", "other/models", 1)
+    other_priors = rn.variant_config("full", 600, 0, "/d/boards/train-*.tfrecord", "/q.npy", "w")
+    assert other_priors.model_dir != full.model_dir
 
 
 def _run(variant, seed, ap):

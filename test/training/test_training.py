@@ -150,6 +150,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         a.assign(b)
     for path, v in one.averages.items():
         two.averages[path].assign(v)
+    before = [v.numpy().copy() for v in one.model.trainable_variables]
     l1 = one.train_step(batch)
     dist = next(iter(mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))))
     l2 = two.train_step(dist)
@@ -157,9 +158,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
         np.testing.assert_allclose(float(l1[k]), float(l2[k]), rtol=1e-5, err_msg=k)
     diff = max(float(np.abs(a.numpy() - b.numpy()).max())
                for a, b in zip(one.model.trainable_variables, two.model.trainable_variables, strict=True))
-    moved = max(float(np.abs(a.numpy() - b.numpy()).max())
-                for a, b in zip(one.model.trainable_variables, [v for v in one.model.trainable_variables]))
-    print("MAXDIFF", diff)
+    # the step must have moved the weights well beyond the tolerance, or "equal after the step" says nothing
+    moved = max(float(np.abs(a.numpy() - b).max()) for a, b in zip(one.model.trainable_variables, before, strict=True))
+    print("MAXDIFF", diff, "MOVED", moved)
+    assert moved > 1e-4, moved
     assert diff < 1e-6, diff
     ema = max(float(np.abs(one.averages[p].numpy() - two.averages[p].numpy()).max()) for p in one.averages)
     assert ema < 1e-6, ema
