@@ -63,12 +63,21 @@ def test_segment_boxes_mode_shapes_and_outer_boxes(agnostic_model):
     np.testing.assert_allclose(out["outer_boxes"].numpy()[0], np.asarray(outer_boxes(boxes[0], 64, 64)), atol=1e-4)
 
 
-def test_detect_and_segment_mode_shapes(agnostic_model):
+def test_detect_and_segment_mode_shapes():
+    # an untrained head scores every anchor ~0.01 (its prior-probability bias): threshold 0 keeps them, so
+    # the outputs hold real detections (NMS leaves fewer than max_detections) and the batch-1 cut is tested
+    cfg = tiny_model_config()
+    cfg.postprocess.score_threshold, cfg.postprocess.max_detections = 0.0, 100
+    model = build_model(cfg)
     img = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
-    out = tf.function(agnostic_model.detect_and_segment)(img)
+    out = tf.function(model.detect_and_segment)(img)
     n = int(out["num_detections"][0])
+    assert 0 < n < 100
     assert out["boxes"].shape == (1, n, 4) and out["scores"].shape == (1, n)
     assert out["masks"].shape == (1, n, 128, 128) and out["classes"].dtype == tf.int32
+    assert out["outer_boxes"].shape == (1, n, 4)
+    masks, scores = out["masks"].numpy(), out["scores"].numpy()
+    assert np.all((masks >= 0) & (masks <= 1)) and np.all(scores > 0)
 
 
 def test_gather_crop_matches_numpy_reference_and_crop_and_resize():
