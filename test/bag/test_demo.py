@@ -64,5 +64,14 @@ def test_demo_end_to_end_with_a_tiny_bundle(tmp_path, capsys, tiny_bundle):
         "/shapemask/points",
         "/camera/color/image_raw",
     }
-    # a second run replaces both outputs (make demo is repeatable)
+    # a second run replaces both outputs (make demo is repeatable): same results, nothing appended or left over
+    first_mtime = (bag_eval / "report.json").stat().st_mtime_ns
+    overlays = sorted(p.name for p in (bag_eval / "overlays").iterdir())
+    (bag_eval / "stale-marker").write_text("from the first run")
     assert cli.main(args) == 0
+    again = json.loads((bag_eval / "report.json").read_text())
+    assert (bag_eval / "report.json").stat().st_mtime_ns > first_mtime
+    assert not (bag_eval / "stale-marker").exists()  # the directory was replaced, not written into
+    assert sorted(p.name for p in (bag_eval / "overlays").iterdir()) == overlays
+    assert again["frames"] == report["frames"] and again["accuracy"] == report["accuracy"]
+    assert sorted(p.name for p in out.iterdir()) == ["bag_eval", "demo_bag", "demo_bag.gt.json"]  # no temp dirs
