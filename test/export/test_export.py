@@ -116,15 +116,36 @@ def test_onnxruntime_and_tensorflow_predictors_agree(exported):
     np.testing.assert_allclose(da.boxes, db.boxes, atol=1e-3)
 
 
-def test_export_replaces_a_bundle_atomically(tmp_path, exported):
+def _snapshot(root):
+    return {
+        os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(root)
+        for f in files
+    }
+
+
+def test_export_replaces_a_bundle_atomically(tmp_path, exported, monkeypatch):
+    from shapemask_ros.export import bundle as bundle_mod
+
     model, _ = exported
     target = tmp_path / "bundle"
     export_bundle(model, str(target), ["a", "b", "c"], saved_model=False)
-    before = (target / "model.json").read_text()
-    with pytest.raises(ValueError, match="class names"):
+    before = _snapshot(target)
+    with pytest.raises(ValueError, match="class names"):  # refused before anything is written
         export_bundle(model, str(target), ["only-one"], saved_model=False)
-    assert (target / "model.json").read_text() == before
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+    assert _snapshot(target) == before
+
+    # killed half-way: the priors are written and an ONNX file is half done when the export dies
+    def dies_half_way(fn, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half an onnx file")
+        raise RuntimeError("killed half-way through the export")
+
+    monkeypatch.setattr(bundle_mod, "export_onnx", dies_half_way)
+    with pytest.raises(RuntimeError, match="half-way"):
+        export_bundle(model, str(target), ["x", "y", "z"], saved_model=False)
+    assert _snapshot(target) == before  # the old bundle, byte for byte
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]  # and nothing beside it
 
 
 @pytest.mark.slow

@@ -92,8 +92,11 @@ def test_stale_temp_file_of_a_killed_writer_is_removed_but_a_live_one_is_kept(tm
 # ------------------------------------------------------------------------------- real SIGKILLs, reruns
 
 
-def _kill_rerun(cmd: list[str], workdir: Path, seeds: list[int], outputs, env: dict | None = None) -> list[dict]:
-    """Baseline run, then per seed: start, SIGKILL at a random moment, rerun; compare the outputs."""
+def _kill_rerun(
+    cmd: list[str], workdir: Path, seeds: list[int], outputs, env: dict | None = None, intact_after_kill: bool = False
+) -> list[dict]:
+    """Baseline run, then per seed: start, SIGKILL at a random moment, rerun; compare the outputs.
+    intact_after_kill: also require the previous outputs, unchanged, right after the kill (atomic replace)."""
     env = env or ENV
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=workdir, capture_output=True)
@@ -115,6 +118,8 @@ def _kill_rerun(cmd: list[str], workdir: Path, seeds: list[int], outputs, env: d
                 break
             delay /= 2
         left = _temporaries(workdir)
+        if intact_after_kill:
+            assert outputs() == expected, f"seed {seed}: the kill left the previous outputs changed"
         r = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
         assert _temporaries(workdir) == [], f"seed {seed}: litter after the rerun"
@@ -179,7 +184,21 @@ from support.configs import tiny_model_config
 keras.utils.set_random_seed(0)
 cfg = tiny_model_config(image_size=64)
 model = build_model(cfg)
-model.set_priors(np.random.default_rng(0).uniform(size=tuple(model.prior_head.priors.shape)).astype(np.float32))
+pause = len(sys.argv) > 1 and sys.argv[1] == "--pause-half-way"
+seed = 1 if pause else 0  # the paused export writes other priors: an in-place write would show
+model.set_priors(np.random.default_rng(seed).uniform(size=tuple(model.prior_head.priors.shape)).astype(np.float32))
+if pause:
+    # the second ONNX file never starts: the first is written, then the process waits to be killed
+    import time
+    from shapemask_ros.export import bundle as bundle_mod
+    real, calls = bundle_mod.export_onnx, []
+    def pausing(*args, **kwargs):
+        if calls:
+            print("half-way", flush=True)
+            time.sleep(600)
+        calls.append(1)
+        return real(*args, **kwargs)
+    bundle_mod.export_onnx = pausing
 export_bundle(model, "bundle", ["a", "b", "c"], saved_model=False)
 """
 
@@ -203,5 +222,20 @@ def test_killed_export_leaves_nothing_a_rerun_does_not_clean(tmp_path):
                 out[n] = (weights, sorted(node.op_type for node in g.node), [i.name for i in g.input])
         return out
 
-    log = _kill_rerun([sys.executable, "-c", EXPORT], tmp_path, [0], outputs, env)
+    log = _kill_rerun([sys.executable, "-c", EXPORT], tmp_path, [0], outputs, env, intact_after_kill=True)
     assert log[0]["killed"]
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]  # nothing else beside it, whatever its name
+    # a kill at a random moment mostly lands in imports and model building: also kill one for sure half-way
+    # through writing (one ONNX file written, the next not started) and check the old bundle is untouched
+    expected = outputs()
+    p = subprocess.Popen([sys.executable, "-c", EXPORT, "--pause-half-way"], env=env, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "half-way"
+    finally:
+        p.kill()
+        p.wait()
+    assert outputs() == expected, "a kill half-way through writing changed the existing bundle"
+    r = subprocess.run([sys.executable, "-c", EXPORT], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert outputs() == expected and sorted(os.listdir(tmp_path)) == ["bundle"]
