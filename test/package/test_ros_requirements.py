@@ -178,3 +178,17 @@ def test_the_ros_core_imports_without_tensorflow_or_training():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(modules) >= 20
+
+
+def test_docs_point_to_the_file_instead_of_repeating_it():
+    # docs/ros.md and the README's ROS section install requirements-ros.txt; no pip line names its packages.
+    reqs = set(requirements_ros())
+    for doc in ("docs/ros.md", "README.md"):
+        text = (REPO / doc).read_text()
+        assert "pip install -r src/shapemask_ros/requirements-ros.txt" in text, doc
+        for line in text.splitlines():
+            if "pip install" not in line:
+                continue
+            args = line.split("pip install", 1)[1].split("#", 1)[0].split()
+            named = {re.sub(r"[<>=!~;\[].*", "", a.strip("\"'`")).lower() for a in args if not a.startswith("-")}
+            assert not named & reqs, f"{doc}: {line.strip()!r} repeats requirements-ros.txt"
