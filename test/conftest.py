@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,7 +48,7 @@ def marks_whole_module_tf(path: Path) -> bool:
 class _UnimportedModule(pytest.File):
     """A `tf` test module in the lane without TensorFlow: one skipped item in its name, never imported."""
 
-    def collect(self):  # type: ignore[override]
+    def collect(self) -> Iterator[pytest.Item]:
         item = _ModuleSkipped.from_parent(self, name="module")
         item.add_marker(pytest.mark.skip(reason=NO_TF_REASON))
         yield item
@@ -57,7 +58,7 @@ class _ModuleSkipped(pytest.Item):
     def runtest(self) -> None:  # never reached: the skip mark stops it at setup
         raise AssertionError("a module that needs TensorFlow ran without it")
 
-    def reportinfo(self):  # type: ignore[override]
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.path.name} (not imported)"
 
 
