@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config import DEPTH_REGISTRATIONS
+from shapemask_ros.geometry.undistort import undistort_points
 
 log = logging.getLogger(__name__)
 
 # Models handled by cv2.undistortPoints (k1 k2 p1 p2 [k3 [k4 k5 k6 ...]]) and by cv2.fisheye (k1..k4).
 _PINHOLE_MODELS = ("plumb_bob", "rational_polynomial")
 _FISHEYE_MODELS = ("equidistant",)
-_UNDISTORT_CRITERIA = (3, 30, 1e-9)  # cv2.TERM_CRITERIA_COUNT | EPS, enough for sub-1e-6 ray error
 
 
 class GeometryError(ValueError):
@@ -236,7 +236,7 @@ class CameraIntrinsics:
         """Undistorted normalised coordinates (x/z, y/z) of pixel indices (rows, cols), float64.
 
         Zero distortion: the pinhole formula, computed directly. Otherwise looked up in a per-intrinsics
-        table made once with cv2.undistortPoints (cv2.fisheye for `equidistant`) and cached.
+        table made once with OpenCV's iterative undistortion (geometry.undistort) and cached.
         """
         if not self.has_distortion:
             k = self.k
@@ -275,16 +275,10 @@ def _pinhole_ray_table(intr: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _ray_table(intr: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
     """[H, W] undistorted normalised x and y for every pixel index (cached: CameraInfo rarely changes)."""
-    import cv2  # only needed for distorted cameras
-
     vv, uu = np.mgrid[0 : intr.height, 0 : intr.width]
     pts = np.stack([uu.ravel(), vv.ravel()], axis=-1).astype(np.float64).reshape(-1, 1, 2)
     d = np.asarray(intr.d, np.float64)
-    crit = _UNDISTORT_CRITERIA
-    if intr.distortion_model in _FISHEYE_MODELS:
-        und = cv2.fisheye.undistortPoints(pts, intr.matrix, d, criteria=crit)
-    else:
-        und = cv2.undistortPoints(pts, intr.matrix, d, criteria=crit)
+    und = undistort_points(pts, intr.matrix, d, fisheye=intr.distortion_model in _FISHEYE_MODELS)
     und = und.reshape(intr.height, intr.width, 2)
     return np.ascontiguousarray(und[..., 0]), np.ascontiguousarray(und[..., 1])
 
@@ -298,8 +292,8 @@ class Alignment:
 
     Identity when both have the same size. With registration "scale" (same optical frame, different
     resolution) depth pixel j samples colour pixel floor((j + 0.5) * image_w / depth_w): nearest neighbour
-    with centres aligned, as cv2.INTER_NEAREST_EXACT (which can differ by one pixel at exact ties because
-    of its fixed-point arithmetic; identical for integer ratios such as 1280x720 -> 640x360).
+    with centres aligned, as Pillow and OpenCV 5's INTER_NEAREST_EXACT (OpenCV 4.x's rounds exact ties down:
+    for 1280x720 -> 640x360 it takes the even pixels, this the odd ones). Computed here, not by OpenCV.
     """
 
     depth_shape: tuple[int, int]

@@ -29,6 +29,7 @@ def tiny_bundle(tmp_path_factory):
     return export_bundle(build_model(cfg), str(out), names, saved_model=False)
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_demo_end_to_end_with_a_tiny_bundle(tmp_path, capsys, tiny_bundle):
     out = tmp_path / "out"

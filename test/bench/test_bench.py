@@ -78,6 +78,7 @@ def test_targets_table_shows_ratios_and_frame_rates_with_their_units():
     assert "| official_over_ours | 158.20x | >= 50 | yes |" in table
 
 
+@pytest.mark.tf
 def test_bench_model_cli_tiny(tmp_path, capsys):
     out = tmp_path / "model.json"
     rc = cli.main(
@@ -142,6 +143,7 @@ def test_read_official(tmp_path):
     assert runtime_bench.read_official(str(path), 640, None)["comparable"] is False  # tiny backbone
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_bench_runtime_cli_tiny(tmp_path, capsys):
     official = tmp_path / "official.json"
@@ -248,6 +250,7 @@ def test_cached_bundle_must_match_the_configuration(tmp_path):
     assert runtime_bench.bundle_dir_for(cfg, "build/bench").endswith("bundle-tiny-64-score0")
 
 
+@pytest.mark.tf
 def test_bench_runtime_refuses_a_bundle_without_saved_model(tmp_path, caplog):
     from support.onnx_bundle import write_onnx_bundle
 
@@ -294,6 +297,7 @@ def test_interleaved_timing_in_blocks_times_all_but_the_first_call_of_each_block
         time_interleaved({"a": lambda r: None}, iters=1, warmup=0, block=0)
 
 
+@pytest.mark.tf
 def test_bench_bundles_cli_times_each_bundle_and_its_flip_averaged_run(tmp_path, capsys):
     from support.onnx_bundle import write_onnx_bundle
 

@@ -27,6 +27,8 @@ from shapemask_training.evaluation import (
     shrink_boxes,
 )
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 H = W = 64
 CATS = (3, 7)  # non-contiguous COCO ids: contiguous class 0 -> 3, 1 -> 7
 

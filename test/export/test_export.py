@@ -17,6 +17,8 @@ from shapemask_ros.model.shapemask import build_model
 from shapemask_ros.runtime.predictor import Predictor
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _perturbed_model(cfg, seed=1, scale=0.01):
     """Random weights with distinct detection scores (init weights give ties that NMS may break either way)."""

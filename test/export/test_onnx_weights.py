@@ -18,6 +18,8 @@ from shapemask_ros.export.onnx_weights import FP16_SUFFIX, store_weights_fp16
 from shapemask_ros.model.shapemask import build_model
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _graph(w: np.ndarray, big: np.ndarray, tiny: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
     """y = ((x @ w) + bias) @ big @ tiny: four float32 initializers of different kinds."""

@@ -13,6 +13,7 @@ from shapemask_ros.geometry.depth import (
     depth_to_metres,
     intrinsics_for_depth,
 )
+from shapemask_ros.geometry.undistort import opencv_version
 from support.geometry import camera_info
 
 K = [[50.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]]
@@ -161,15 +162,23 @@ def test_unknown_registration_rejected():
 
 
 @pytest.mark.parametrize(("depth_shape", "image_shape"), [((24, 32), (48, 64)), ((96, 128), (48, 64))])
-def test_scale_mapping_matches_cv2_nearest_exact(depth_shape, image_shape):
+def test_scale_mapping_samples_the_nearest_centre(depth_shape, image_shape):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, image_shape, dtype=np.uint8)
     align = check_alignment(depth_shape, image_shape, "scale")
     rows, src_r = align.depth_indices(0, image_shape[0], axis=0)
     cols, src_c = align.depth_indices(0, image_shape[1], axis=1)
     assert len(rows) == depth_shape[0] and len(cols) == depth_shape[1]
-    ref = cv2.resize(img, depth_shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
-    np.testing.assert_array_equal(img[np.ix_(src_r, src_c)], ref)
+    # the rule in exact integers: floor((j + 0.5) * n_image / n_depth) = (2j + 1) * n_image // (2 n_depth)
+    exact_r = (2 * rows + 1) * image_shape[0] // (2 * depth_shape[0])
+    exact_c = (2 * cols + 1) * image_shape[1] // (2 * depth_shape[1])
+    np.testing.assert_array_equal(src_r, exact_r)
+    np.testing.assert_array_equal(src_c, exact_c)
+    if opencv_version(cv2) >= (5, 0):
+        # OpenCV 5's INTER_NEAREST_EXACT follows the same rule (Pillow's); 4.x (Humble 4.5.4, Jazzy 4.6.0)
+        # rounds exact ties down (a 2x shrink takes pixels 0, 2, 4 where this takes 1, 3, 5)
+        ref = cv2.resize(img, depth_shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
+        np.testing.assert_array_equal(img[np.ix_(src_r, src_c)], ref)
 
 
 def test_intrinsics_for_depth_scales_only_with_registration():

@@ -14,6 +14,8 @@ from shapemask_ros.config import BackboneConfig, ExperimentConfig, ModelConfig, 
 from shapemask_ros.model.backbone import build_backbone, check_backbone_init
 from support.configs import REPO
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 
 

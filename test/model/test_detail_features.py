@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from shapemask_ros.model.backbone import backbone_feature_centres
@@ -15,6 +16,8 @@ from shapemask_ros.model.roi_sampling import multilevel_crop, outer_boxes
 from shapemask_ros.model.shapemask import DETAIL_LEVEL, build_model
 from shapemask_ros.ops.sampling import crop_and_sample
 from support.configs import tiny_model_config
+
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
 
 
 def _inputs(seed=0, s=64):

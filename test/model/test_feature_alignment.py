@@ -22,6 +22,8 @@ from shapemask_ros.model.fpn import FPN, pyramid_centres
 from shapemask_ros.model.roi_sampling import multilevel_crop
 from shapemask_ros.ops.sampling import crop_and_sample
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 SIZE = 64  # small: a ResNet-101 forward of 64 impulse images stays a few seconds
 
 

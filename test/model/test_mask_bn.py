@@ -9,6 +9,8 @@ import pytest
 from shapemask_ros.model.shapemask import build_model
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _bn_layers(model):
     return model.coarse_head.stack.norms + model.fine_head.stack.norms

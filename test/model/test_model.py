@@ -21,6 +21,8 @@ from shapemask_ros.model.shapemask import build_model
 from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 @pytest.fixture(scope="module")
 def agnostic_model():

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support import REPO as REPO_ROOT
 
 REPO = REPO_ROOT
@@ -122,6 +124,7 @@ print("\\n".join(failed))
 NEEDS_ROS = ("shapemask_ros.node", "shapemask_ros.bench.node_driver", "shapemask_ros.bench.node_bench")
 
 
+@pytest.mark.tf
 def test_every_module_imports_without_the_training_package():
     code = BLOCKER.format(blocked=set(TRAINING), skip=set(NEEDS_ROS))
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -69,12 +69,25 @@ def test_package_xml_is_valid_format3_ament_cmake_interface_package(pkg):
         "launch_ros",
         "python3-numpy",
         "python3-yaml",
+        "python3-venv",  # the README's venv step on a stock ros:<distro> image (no ensurepip there)
     }:
         assert needed in execs, needed
     # every message package the node and the .msg files use is a runtime dependency
     assert MSG_PACKAGES_USED_BY_NODE <= execs
-    # pip-only libraries are not rosdep keys in package.xml (installed from requirements.txt)
+    # pip-only libraries are not rosdep keys in package.xml (installed from requirements-ros.txt)
     assert not execs & {"onnxruntime", "tensorflow", "keras", "rosbags", "tensorrt"}
+
+
+# The non-ROS rosdep keys of package.xml, each checked by hand in ros/rosdistro's rosdep/python.yaml (resolving
+# to the Ubuntu package of the same name on jammy and noble). A new key goes here only after that check.
+ROSDEP_KEYS_CHECKED = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-venv", "python3-pytest",
+                       "python3-catkin-pkg"}  # fmt: skip
+
+
+def test_every_system_rosdep_key_was_checked_against_rosdistro(pkg):
+    deps = pkg.buildtool_depends + pkg.build_depends + pkg.exec_depends + pkg.test_depends
+    keys = {d.name for d in deps if d.name.startswith(("python3-", "python-"))}
+    assert keys - ROSDEP_KEYS_CHECKED == set()
 
 
 def test_every_find_package_has_a_matching_depend(pkg):

@@ -155,6 +155,7 @@ def test_killed_bag_eval_leaves_nothing_a_rerun_does_not_clean(tmp_path):
     assert sum(e["killed"] for e in log) >= 2
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_killed_priors_leaves_nothing_a_rerun_does_not_clean(tmp_path):
     from shapemask_ros.datasets.synthetic import generate_dataset
@@ -203,6 +204,7 @@ export_bundle(model, "bundle", ["a", "b", "c"], saved_model=False)
 """
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_killed_export_leaves_nothing_a_rerun_does_not_clean(tmp_path):
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "test"), ENV["PYTHONPATH"]])}

@@ -118,6 +118,7 @@ def test_predict_removes_stale_mask_files(handmade, tmp_path):
     assert json.loads((out / "instances.json").read_text())["num_objects"] == 1
 
 
+@pytest.mark.tf
 def test_predict_on_an_exported_model(exported, tmp_path):
     image = _image(tmp_path / "in.jpg")
     (tmp_path / "b.json").write_text(json.dumps([{"box": [30, 20, 90, 60], "class": "box"}, {"box": [5, 5, 40, 40]}]))

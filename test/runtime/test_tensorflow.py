@@ -63,8 +63,8 @@ def write_tf_bundle(root: str, signatures: tuple[str, ...] = ("segment_boxes", "
     return root
 
 
+@pytest.mark.tf
 def test_tensorflow_backend_runs_both_signatures(tmp_path):
-    pytest.importorskip("tensorflow")
     root = write_tf_bundle(str(tmp_path / "b"))
     pred = Predictor.load(root, backend="auto")  # no TensorRT, no ONNX: TensorFlow
     assert pred.backend.startswith("tensorflow:")
@@ -83,8 +83,8 @@ def test_tensorflow_backend_runs_both_signatures(tmp_path):
     assert len(pred.predict(np.zeros((16, 32, 3), np.uint8), score_threshold=0.4)) == 0
 
 
+@pytest.mark.tf
 def test_missing_signature_is_a_clear_error(tmp_path):
-    pytest.importorskip("tensorflow")
     root = write_tf_bundle(str(tmp_path / "b"), signatures=("segment_boxes",))
     with pytest.raises(RuntimeError, match="lacks signature 'detect_and_segment'"):
         Predictor.load(root, backend="tensorflow")

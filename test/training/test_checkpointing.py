@@ -8,6 +8,8 @@ import pytest
 
 from shapemask_training.checkpointing import checkpoint_for, restore_model
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _model(seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)

@@ -15,6 +15,8 @@ from shapemask_training.priors import compute_priors, save_priors
 from shapemask_training.run import evaluate_experiment, train_experiment
 from support.configs import tiny_experiment
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 # Tiny training is noisy: at 300 steps the trained AP ranged 12.9-23.0 over train seeds 0-5 and between reruns
 # of one seed (float-reduction order differs run to run; one CI run gave 14.4). 600 steps raise the floor: 15.8-25.3
 # (mean 20.8) over seeds 0-11 on 2 cores, against 10.4 for box-filled masks.

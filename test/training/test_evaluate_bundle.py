@@ -9,6 +9,8 @@ import pytest
 from shapemask_training.evaluate_bundle import agnostic_coco, evaluate_bundles, format_report
 from support import REPO
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def test_agnostic_coco_maps_every_category_to_one_and_renumbers_ids_from_1():
     data = {

@@ -25,6 +25,8 @@ from shapemask_training.experiments.variants import select_variants, variant_con
 from support import REPO as REPO_ROOT
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 MODULES = {m.STUDY: m for m in (novel_categories, perturbed_boxes, less_data, mask_width)}
 FAKE_DATA = SyntheticData(
     root="/w/data/d",

@@ -13,6 +13,8 @@ from pycocotools import mask as mask_utils
 from shapemask_training.data.copy_paste import CopyPasteConfig, Cutout, make_composites, paste
 from shapemask_training.data.importers import default_label_dir, import_dataset, split_holdout
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _write_image(path, h=40, w=60, value=128):
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -9,6 +9,8 @@ import tensorflow as tf
 from shapemask_training.losses import mask_losses
 from support.configs import tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _sigmoid_ce(logits, labels):
     return np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))

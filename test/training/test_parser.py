@@ -19,6 +19,8 @@ from shapemask_ros.ops.sampling import crop_and_sample
 from shapemask_training.data.parser import build_dataset, subsample_keep
 from shapemask_training.data.tfrecords import encode_mask_png, make_example
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 S = 128
 
 

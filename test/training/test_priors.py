@@ -24,6 +24,8 @@ from shapemask_training.priors import (
 from support import REPO as REPO_ROOT
 from support.configs import require_shared_data
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 # Planted templates as polygons in the unit box [0, 1]^2 (each touches all four box edges).
 _T = np.linspace(0, 2 * np.pi, 64, endpoint=False)
 TEMPLATES = {"disc": np.stack([0.5 + 0.5 * np.cos(_T), 0.5 + 0.5 * np.sin(_T)], 1)}

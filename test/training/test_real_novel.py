@@ -11,6 +11,8 @@ import pytest
 
 from shapemask_training.experiments import real_novel as rn
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

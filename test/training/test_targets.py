@@ -14,6 +14,8 @@ from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample, grid_points
 from shapemask_training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
     # Anywhere from half a pixel outside the image to half a pixel past it (the clamped range).

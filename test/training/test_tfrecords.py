@@ -17,6 +17,8 @@ from pycocotools import mask as mask_utils
 from shapemask_training.data import tfrecords as rec
 from shapemask_training.data.tfrecords import add_tfrecords_args, run_make_tfrecords, shard_path, write_tfrecords
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def _rle_mask(h: int, w: int) -> np.ndarray:
     m = np.zeros((h, w), np.uint8)

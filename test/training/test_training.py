@@ -18,6 +18,8 @@ from shapemask_training.trainer import Trainer, WarmupStepSchedule
 from support.batches import hand_batch
 from support.configs import REPO, tiny_experiment, tiny_model_config
 
+pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
+
 
 def test_lr_schedule_warmup_and_steps():
     s = WarmupStepSchedule(0.08, 500, 0.1, (30000, 40000), 0.1)

@@ -46,6 +46,7 @@ def _run(model_dir: Path, pattern: str, losses: Path, *extra: str) -> subprocess
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_then_resume_gives_identical_losses(tmp_path, records):
     base = tmp_path / "base.jsonl"
