@@ -57,4 +57,3 @@ def require_shared_data(path: Path | None, what: str) -> Path:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " -- required under CI=true")
     pytest.skip(message)
-
