@@ -32,6 +32,7 @@ from shapemask_ros.geometry.depth import (
     GeometryError,
     check_alignment,
     intrinsics_for_depth,
+    ray_cache,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class Objects3D:
 
     centroids / box_centers / box_sizes are NaN and the rotation the identity when nothing was computed
     (status no_depth, empty_mask, bad_mask). box_quaternions are (x, y, z, w) like geometry_msgs.
-    points: per-object inlier points [M_i, 3] float32 when requested, else None.
+    points: per-object inlier points [M_i, 3] float32 when requested, else None; `cloud` is their
+    concatenation (computed anyway, so the PointCloud2 needs no copy).
     """
 
     instance_index: np.ndarray  # [N] int32
@@ -67,6 +69,7 @@ class Objects3D:
     status: list[str]
     points: list[np.ndarray] | None = None
     counts: dict[str, int] = field(default_factory=dict)  # status -> number of objects
+    cloud: np.ndarray | None = None  # [sum M_i, 3] float32: all points in object order (points[i] are views)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -189,22 +192,30 @@ def _median(a: np.ndarray) -> float:
 BAND_SAMPLE_POINTS = 1024
 
 
-def _depth_band(z: np.ndarray, crop: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray | None, float]:
-    """Inliers on the depth crop (None = every valid pixel) and the median of the valid depths z.
+def _depth_band(z: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray | None, float]:
+    """Which valid depths z are inliers (None = all) and their median.
 
-    Statistics come from an even stride of at most BAND_SAMPLE_POINTS of z; the band is applied to the
-    crop so the caller indexes depth and rays once, with the final mask."""
+    Statistics come from an even stride of at most BAND_SAMPLE_POINTS of z; the band is tested on z
+    (the valid pixels only, not the whole crop)."""
     sample = z if z.size <= BAND_SAMPLE_POINTS else z[:: -(-z.size // BAND_SAMPLE_POINTS)]
     med = _median(sample)
-    keep = None  # NaN (invalid) crop pixels compare False (no warning); they are not valid anyway
+    keep = None
     if cfg.mad_k > 0:
         band = max(cfg.mad_k * MAD_TO_SIGMA * _median(np.abs(sample - med)), cfg.min_band_m)
-        keep = np.abs(crop - med) <= band
+        keep = np.abs(z - med) <= band
     if cfg.percentile_low > 0 or cfg.percentile_high < 100:
         lo, hi = np.percentile(sample, [cfg.percentile_low, cfg.percentile_high])
-        inside = (crop >= lo) & (crop <= hi)
+        inside = (z >= lo) & (z <= hi)
         keep = inside if keep is None else keep & inside
     return keep, med
+
+
+def _valid_depth(crop: np.ndarray, cfg: GeometryConfig) -> np.ndarray:
+    """Pixels of a depth crop inside the configured range (NaN = invalid compares False, no warning)."""
+    with np.errstate(invalid="ignore"):
+        valid = (crop >= cfg.min_depth_m) if cfg.min_depth_m > 0 else (crop > 0)
+        valid &= (crop <= cfg.max_depth_m) if cfg.max_depth_m > 0 else (crop < np.inf)
+    return valid
 
 
 def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) -> tuple[tuple[Any, ...], np.ndarray]:
@@ -278,13 +289,13 @@ def compute_objects3d(
     if n == 0:
         out.box_quaternions = np.zeros((0, 4))
         out.points = [] if return_points else None
+        out.cloud = np.zeros((0, 3), np.float32) if return_points else None
         return out
-    with np.errstate(invalid="ignore"):  # NaN compares False: invalid pixels drop out here, once per frame
-        valid = (depth >= cfg.min_depth_m) if cfg.min_depth_m > 0 else (depth > 0)
-        valid &= (depth <= cfg.max_depth_m) if cfg.max_depth_m > 0 else (depth < np.inf)
-    # Pass 1, per object: valid pixels under the mask, depth band, back-projection, first two moments.
-    # Pass 2, batched: the box axes of all objects in one eigh. Pass 3, per object: extents.
-    rays_x, rays_y = intr.ray_images()
+    # Pass 1, per object and only on its ROI (no full-frame array is built or copied per frame or per
+    # object): valid pixels under the mask, depth band, back-projection with rays undistorted only where
+    # needed (RayCache), first two moments. Pass 2, batched: the box axes of all objects in one eigh.
+    # Pass 3, per object: extents.
+    rays = ray_cache(intr)
     region_list = region_arr.tolist()
     pts_all: list[np.ndarray | None] = [None] * n
     cov = np.zeros((n, 3, 3))
@@ -298,7 +309,7 @@ def compute_objects3d(
         n_mask = int(np.count_nonzero(m))
         out.num_mask_pixels[i] = n_mask
         crop = depth[index]
-        ok = m & valid[index]
+        ok = m & _valid_depth(crop, cfg)
         z = crop[ok]  # boolean indexing of crops: far cheaper than nonzero + fancy indexing
         nv = z.size
         out.num_valid_points[i] = nv
@@ -306,14 +317,15 @@ def compute_objects3d(
         if n_mask == 0 or nv == 0:
             out.status[i] = STATUS_EMPTY_MASK if n_mask == 0 else STATUS_NO_DEPTH
             continue
-        keep, out.median_depth[i] = _depth_band(z, crop, cfg)
+        keep, out.median_depth[i] = _depth_band(z, cfg)
         if keep is not None:
-            ok &= keep
-            z = crop[ok]
+            ok[ok] = keep  # the band was tested on the valid depths only; back onto the crop for the rays
+            z = z[keep]
+        rx, ry = rays.take(index, ok)
         pts = np.empty((3, z.size))
         pts[2] = z
-        np.multiply(rays_x[index][ok], pts[2], out=pts[0])
-        np.multiply(rays_y[index][ok], pts[2], out=pts[1])
+        np.multiply(rx, pts[2], out=pts[0])
+        np.multiply(ry, pts[2], out=pts[1])
         out.num_inliers[i] = z.size
         out.centroids[i], cov[i] = _moments(pts)
         out.status[i] = STATUS_OK if z.size >= cfg.min_points else STATUS_TOO_FEW_POINTS
@@ -321,16 +333,19 @@ def compute_objects3d(
     done = np.array([p is not None for p in pts_all])
     if done.any():
         out.box_rotations[done] = _box_axes(cov[done], out.centroids[done])
-    pts_out: list[np.ndarray] = []
     for i, obj_pts in enumerate(pts_all):
-        if obj_pts is None:
-            pts_out.append(np.zeros((0, 3), np.float32))
-            continue
-        out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
-        if return_points:
-            pts_out.append(obj_pts.T.astype(np.float32))
+        if obj_pts is not None:
+            out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
     out.box_quaternions = rotation_to_quaternion(out.box_rotations)
-    out.points = pts_out if return_points else None
+    if return_points:
+        # one float32 cloud of all objects (what the PointCloud2 needs); points[i] are views of it
+        bounds = np.cumsum([0] + [0 if p is None else p.shape[1] for p in pts_all]).tolist()
+        cloud = np.empty((bounds[-1], 3), np.float32)
+        for obj_pts, a, b in zip(pts_all, bounds[:-1], bounds[1:], strict=True):
+            if obj_pts is not None:
+                cloud[a:b] = obj_pts.T  # float64 -> float32 on assignment, as astype(np.float32)
+        out.cloud = cloud
+        out.points = [cloud[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     for s in out.status:
         out.counts[s] = out.counts.get(s, 0) + 1
     return out
