@@ -62,7 +62,10 @@ def synthetic(n: int = 20, seed: int = 0):
     """The frame3d benchmark's 640x480 scene: depth in metres, cropped ellipse masks and their regions."""
     rgb, depth_mm, boxes = scene(n, seed)
     inst = StandinPredictor().predict(rgb, boxes, None)
-    return depth_to_metres(depth_mm, "16UC1"), inst
+    depth = depth_to_metres(depth_mm, "16UC1")
+    # what a caller's own float depth may hold besides NaN: zeros, negative values, infinities
+    depth[::7, ::11], depth[3::13, 5::17], depth[5::19, 2::23] = 0.0, np.inf, -0.5
+    return depth, inst
 
 
 K640 = [[610.0, 0, 319.5], [0, 610.0, 239.5], [0, 0, 1]]
