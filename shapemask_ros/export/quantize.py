@@ -338,7 +338,7 @@ def quantize_bundle(
         },
         "quantized_ops": list(SEED_OPS) + [f"{op} of quantized inputs" for op in CHAIN_OPS],
         "kept_float": list(keep_float),
-        "source_bundle": os.path.abspath(src_dir),
+        "source_bundle": str(src_dir),
         "graphs": {},
     }
     with AtomicDir(dst_dir, overwrite=True) as out:
