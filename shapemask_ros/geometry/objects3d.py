@@ -32,6 +32,7 @@ from shapemask_ros.geometry.depth import (
     GeometryError,
     check_alignment,
     intrinsics_for_depth,
+    ray_cache,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class Objects3D:
 
     centroids / box_centers / box_sizes are NaN and the rotation the identity when nothing was computed
     (status no_depth, empty_mask, bad_mask). box_quaternions are (x, y, z, w) like geometry_msgs.
-    points: per-object inlier points [M_i, 3] float32 when requested, else None.
+    points: per-object inlier points [M_i, 3] float32 when requested, else None; `cloud` is their
+    concatenation (computed anyway, so the PointCloud2 needs no copy).
     """
 
     instance_index: np.ndarray  # [N] int32
@@ -67,6 +69,7 @@ class Objects3D:
     status: list[str]
     points: list[np.ndarray] | None = None
     counts: dict[str, int] = field(default_factory=dict)  # status -> number of objects
+    cloud: np.ndarray | None = None  # [sum M_i, 3] float32 (a view of rows x, y, z): all points in object order
 
     def __len__(self) -> int:
         return len(self.status)
@@ -196,15 +199,23 @@ def _depth_band(z: np.ndarray, crop: np.ndarray, cfg: GeometryConfig) -> tuple[n
     crop so the caller indexes depth and rays once, with the final mask."""
     sample = z if z.size <= BAND_SAMPLE_POINTS else z[:: -(-z.size // BAND_SAMPLE_POINTS)]
     med = _median(sample)
-    keep = None  # NaN (invalid) crop pixels compare False (no warning); they are not valid anyway
+    keep = None
     if cfg.mad_k > 0:
         band = max(cfg.mad_k * MAD_TO_SIGMA * _median(np.abs(sample - med)), cfg.min_band_m)
-        keep = np.abs(crop - med) <= band
+        keep = np.abs(crop - med) <= band  # NaN (invalid) pixels compare False; they are not valid anyway
     if cfg.percentile_low > 0 or cfg.percentile_high < 100:
         lo, hi = np.percentile(sample, [cfg.percentile_low, cfg.percentile_high])
         inside = (crop >= lo) & (crop <= hi)
         keep = inside if keep is None else keep & inside
     return keep, med
+
+
+def _valid_depth(crop: np.ndarray, cfg: GeometryConfig) -> np.ndarray:
+    """Pixels of a depth crop inside the configured range (NaN = invalid compares False; NumPy >= 2 raises
+    no floating-point warning for comparisons, so no errstate is needed)."""
+    valid = (crop >= cfg.min_depth_m) if cfg.min_depth_m > 0 else (crop > 0)
+    valid &= (crop <= cfg.max_depth_m) if cfg.max_depth_m > 0 else (crop < np.inf)
+    return valid
 
 
 def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) -> tuple[tuple[Any, ...], np.ndarray]:
@@ -278,13 +289,13 @@ def compute_objects3d(
     if n == 0:
         out.box_quaternions = np.zeros((0, 4))
         out.points = [] if return_points else None
+        out.cloud = np.zeros((0, 3), np.float32) if return_points else None
         return out
-    with np.errstate(invalid="ignore"):  # NaN compares False: invalid pixels drop out here, once per frame
-        valid = (depth >= cfg.min_depth_m) if cfg.min_depth_m > 0 else (depth > 0)
-        valid &= (depth <= cfg.max_depth_m) if cfg.max_depth_m > 0 else (depth < np.inf)
-    # Pass 1, per object: valid pixels under the mask, depth band, back-projection, first two moments.
-    # Pass 2, batched: the box axes of all objects in one eigh. Pass 3, per object: extents.
-    rays_x, rays_y = intr.ray_images()
+    # Pass 1, per object and only on its ROI (no full-frame array is built or copied per frame or per
+    # object): valid pixels under the mask, depth band, back-projection with rays undistorted only where
+    # needed (RayCache), first two moments. Pass 2, batched: the box axes of all objects in one eigh.
+    # Pass 3, per object: extents.
+    rays = ray_cache(intr)
     region_list = region_arr.tolist()
     pts_all: list[np.ndarray | None] = [None] * n
     cov = np.zeros((n, 3, 3))
@@ -298,7 +309,7 @@ def compute_objects3d(
         n_mask = int(np.count_nonzero(m))
         out.num_mask_pixels[i] = n_mask
         crop = depth[index]
-        ok = m & valid[index]
+        ok = m & _valid_depth(crop, cfg)
         z = crop[ok]  # boolean indexing of crops: far cheaper than nonzero + fancy indexing
         nv = z.size
         out.num_valid_points[i] = nv
@@ -307,13 +318,14 @@ def compute_objects3d(
             out.status[i] = STATUS_EMPTY_MASK if n_mask == 0 else STATUS_NO_DEPTH
             continue
         keep, out.median_depth[i] = _depth_band(z, crop, cfg)
-        if keep is not None:
+        if keep is not None:  # tested on the crop: faster than on z and scattering back into ok (measured)
             ok &= keep
             z = crop[ok]
+        rx, ry = rays.take(index, ok)
         pts = np.empty((3, z.size))
         pts[2] = z
-        np.multiply(rays_x[index][ok], pts[2], out=pts[0])
-        np.multiply(rays_y[index][ok], pts[2], out=pts[1])
+        np.multiply(rx, pts[2], out=pts[0])
+        np.multiply(ry, pts[2], out=pts[1])
         out.num_inliers[i] = z.size
         out.centroids[i], cov[i] = _moments(pts)
         out.status[i] = STATUS_OK if z.size >= cfg.min_points else STATUS_TOO_FEW_POINTS
@@ -321,16 +333,20 @@ def compute_objects3d(
     done = np.array([p is not None for p in pts_all])
     if done.any():
         out.box_rotations[done] = _box_axes(cov[done], out.centroids[done])
-    pts_out: list[np.ndarray] = []
     for i, obj_pts in enumerate(pts_all):
-        if obj_pts is None:
-            pts_out.append(np.zeros((0, 3), np.float32))
-            continue
-        out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
-        if return_points:
-            pts_out.append(obj_pts.T.astype(np.float32))
+        if obj_pts is not None:
+            out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
     out.box_quaternions = rotation_to_quaternion(out.box_rotations)
-    out.points = pts_out if return_points else None
+    if return_points:
+        # one float32 cloud of all objects, stored as rows x, y, z (what the PointCloud2 reads; row copies
+        # are 10x faster than writing transposed), points[i] are [M_i, 3] views of it
+        bounds = np.cumsum([0] + [0 if p is None else p.shape[1] for p in pts_all]).tolist()
+        rows = np.empty((3, bounds[-1]), np.float32)
+        for obj_pts, a, b in zip(pts_all, bounds[:-1], bounds[1:], strict=True):
+            if obj_pts is not None:
+                rows[:, a:b] = obj_pts  # float64 -> float32 on assignment, as astype(np.float32)
+        out.cloud = rows.T
+        out.points = [out.cloud[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     for s in out.status:
         out.counts[s] = out.counts.get(s, 0) + 1
     return out

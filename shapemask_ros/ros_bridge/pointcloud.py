@@ -60,7 +60,9 @@ def pointcloud_fields(
 
     Rows with a non-finite coordinate are left out (counted and logged) so the cloud can be dense.
     """
-    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    pts = np.asarray(points)
+    # float32 input stays float32 (the cloud's type: same bytes, no float64 copy of the whole cloud)
+    pts = (pts if pts.dtype == np.float32 else pts.astype(np.float64, copy=False)).reshape(-1, 3)
     ids = np.broadcast_to(np.asarray(instance_ids), (len(pts),))
     if ids.size and (np.any(ids < 0) or np.any(ids > np.iinfo(np.uint32).max)):
         raise ValueError("instance ids must fit in uint32")
@@ -107,9 +109,13 @@ def objects_pointcloud(factory: MessageFactory, header: Any, objects: Any, *, id
     if objects.points is None:
         raise ValueError("Objects3D has no points: call compute_objects3d(..., return_points=True)")
     pts = [np.asarray(p, np.float32).reshape(-1, 3) for p in objects.points]
-    ids = [np.full(len(p), int(i), np.uint32) for p, i in zip(pts, objects.instance_index, strict=True)]
-    all_pts = np.concatenate(pts) if pts else np.zeros((0, 3), np.float32)
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
+    cloud = getattr(objects, "cloud", None)  # compute_objects3d's concatenation of `points`: no copy needed
+    if cloud is not None:
+        all_pts = cloud
+    else:
+        all_pts = np.concatenate(pts) if pts else np.zeros((0, 3), np.float32)
+    counts = [len(p) for p in pts]
+    all_ids = np.repeat(np.asarray(objects.instance_index, np.int64)[: len(counts)], counts)
     return make_pointcloud(factory, header, all_pts, all_ids, id_field=id_field)
 
 

@@ -6,10 +6,12 @@
      "mask_class_agnostic": bool, "max_boxes": 100, "mask_size": 128, "score_threshold": 0.05,
      "onnx": {"segment_boxes": "segment_boxes.onnx", "detect_and_segment": "detect_and_segment.onnx"},
      "saved_model": "saved_model", "priors": "priors.npy", "preprocessing": "...", "created_by": ...,
-     "onnx_weights": "fp32" | "fp16"}
+     "onnx_weights": "fp32" | "fp16" | "int8", "quantization": {...}}
 
 `onnx_weights` is informational (the runtime needs nothing from it): "fp16" bundles store their ONNX weights
-as float16 initializers cast to float32 inside the graph (`shapemask_ros.export.onnx_weights`).
+as float16 initializers cast to float32 inside the graph (`shapemask_ros.export.onnx_weights`); "int8"
+bundles are QDQ graphs made by `shapemask quantize` (`shapemask_ros.export.quantize`), whose
+`quantization` record says how (calibration data, activation type, what stayed float).
 
 `Bundle.read` checks every field and resolves the file names against the bundle directory (local or
 gs://, read through `shapemask_ros.utils.io`). A bundle may leave out either the ONNX graphs or the
@@ -88,6 +90,8 @@ class Bundle:
     priors: str | None = None
     preprocessing: str = ""
     created_by: Any = None
+    onnx_weights: str = "fp32"  # "fp32" | "fp16" | "int8" (informational, see the module docstring)
+    quantization: dict[str, Any] | None = None  # how an int8 bundle was made
 
     @property
     def has_onnx(self) -> bool:
@@ -212,7 +216,18 @@ class Bundle:
             priors=priors,
             preprocessing=str(meta.get("preprocessing", "")),
             created_by=meta.get("created_by"),
+            onnx_weights=_onnx_weights(meta_path, get("onnx_weights", str, "fp32")),
+            quantization=get("quantization", (dict, type(None)), None),
         )
+
+
+ONNX_WEIGHTS = ("fp32", "fp16", "int8")
+
+
+def _onnx_weights(meta_path: str, value: str) -> str:
+    if value not in ONNX_WEIGHTS:
+        raise ValueError(f"{meta_path}: 'onnx_weights' must be one of {ONNX_WEIGHTS}, got {value!r}")
+    return value
 
 
 def _check_model_config(

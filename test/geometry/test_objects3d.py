@@ -271,15 +271,30 @@ def test_large_objects_match_an_exact_reference(distortion):
         assert abs(got.median_depth[i] - np.nanmedian(depth[(masks[i] != 0)])) < 0.01  # sampled median
 
 
-def test_ray_images_equal_normalized_rays():
+def test_ray_cache_computes_only_asked_pixels_and_equals_whole_image_rays():
+    from shapemask_ros.geometry.depth import ray_cache
+
     for d in ((), (0.1, -0.2, 0.001, 0.001, 0.05)):
         intr = CameraIntrinsics.from_matrix([[150.0, 0, 79.5], [0, 152.0, 59.5], [0, 0, 1]], W, H, d)
-        xs, ys = intr.ray_images()
         v, u = np.indices((H, W))
-        xr, yr = intr.normalized_rays(v, u)
-        np.testing.assert_array_equal(xs, xr)
-        np.testing.assert_array_equal(ys, yr)
-        assert intr.ray_images()[0] is xs  # cached per intrinsics
+        xr, yr = intr.undistort_pixels(v.ravel(), u.ravel())  # the whole image in one call
+        cache = ray_cache(intr)
+        assert ray_cache(intr) is cache  # one per intrinsics
+        pick = np.zeros((30, 40), bool)
+        pick[5:20:3, 7:33:2] = True
+        index = (slice(10, 40), slice(50, 90))
+        before = int(cache.known.sum())
+        xs, ys = cache.take(index, pick)
+        np.testing.assert_array_equal(xs, xr.reshape(H, W)[index][pick])
+        np.testing.assert_array_equal(ys, yr.reshape(H, W)[index][pick])
+        assert int(cache.known.sum()) - before <= int(pick.sum())  # nothing outside the picked pixels
+        ix = np.ix_(np.array([3, 4, 40, 41]), np.array([0, 9, 150]))
+        xs, ys = cache.take(ix, np.ones((4, 3), bool))
+        np.testing.assert_array_equal(xs, xr.reshape(H, W)[ix].ravel())
+        np.testing.assert_array_equal(ys, yr.reshape(H, W)[ix].ravel())
+        xs, ys = intr.normalized_rays(v, u)
+        np.testing.assert_array_equal(xs, xr.reshape(H, W))
+        np.testing.assert_array_equal(ys, yr.reshape(H, W))
 
 
 def test_limit_blas_threads_sets_one_thread_in_a_fresh_process():

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 
-from shapemask_ros.geometry import depth as depth_mod
 from shapemask_ros.geometry.depth import CameraIntrinsics
 from shapemask_ros.geometry.undistort import CRITERIA, opencv_version, undistort_points
 
@@ -111,18 +110,14 @@ def test_every_opencv_api_gives_the_installed_opencvs_rays(api, model, d):
 
 @pytest.mark.parametrize(("model", "d"), CAMERAS)
 def test_camera_intrinsics_use_the_cv2_they_find(monkeypatch, model, d):
-    # CameraIntrinsics end to end on the OpenCV 4.5 API: the ray table is built with the cv2 imported at
-    # call time, so a node on Humble gets 3D output for a distorted camera.
+    # CameraIntrinsics end to end on the OpenCV 4.5 API: rays are undistorted with the cv2 imported at call
+    # time, so a node on Humble gets 3D output for a distorted camera.
     intr = CameraIntrinsics.from_matrix(KK, W, H, d, model)
-    depth_mod._ray_table.cache_clear()
-    ref_x, ref_y = intr.ray_images()
-    depth_mod._ray_table.cache_clear()
+    rows, cols = (a.ravel() for a in np.mgrid[0:H, 0:W])
+    ref_x, ref_y = intr.undistort_pixels(rows, cols)  # computed every call, never from the ray cache
     calls: list[str] = []
     monkeypatch.setitem(sys.modules, "cv2", standin("4.5", calls))
-    try:
-        x, y = intr.ray_images()
-    finally:
-        depth_mod._ray_table.cache_clear()  # no table from the stand-in outlives the test
+    x, y = intr.undistort_pixels(rows, cols)
     assert calls == [EXPECTED_CALL[("4.5", model == "equidistant")]]
     np.testing.assert_allclose(x, ref_x, atol=1e-8)
     np.testing.assert_allclose(y, ref_y, atol=1e-8)

@@ -281,7 +281,7 @@ def test_cmake_installs_the_ros_layout(tmp_path):
         assert (share / rel).is_file(), rel
     assert not [p for p in prefix.rglob("training") if p.is_dir()], "training/ must not be installed"
     # the shipped bundles are tracked in git; real_lite0 is the node's default model_path: always installed
-    for name in ("real_lite0", "demo"):
+    for name in ("real_lite0", "demo", "real_lite0_int8"):
         files = [p.relative_to(ROOT) for p in (ROOT / "models" / name).iterdir() if p.is_file()]
         assert len(files) >= 4, name
         for rel in files:

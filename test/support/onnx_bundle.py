@@ -33,7 +33,33 @@ def _image_zero() -> list[onnx.NodeProto]:
     ]
 
 
-def write_onnx_bundle(root: str, image_size: int = S, max_boxes: int = 100) -> str:
+def _conv_term(seed: int = 0) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A small convolution stack on the image, reduced to a scalar `conv_term` (~0.05) added to the masks:
+    something for `shapemask quantize` to quantize (Conv -> Relu -> Conv -> Relu, a residual Add)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 2e-3, (4, 3, 3, 3)).astype(np.float32), "cw1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "cb1"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 1, 1)).astype(np.float32), "cw2"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "cb2"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "c_scale"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["img_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["img_nchw", "cw1", "cb1"], ["f1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["f1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "cw2", "cb2"], ["f2"], name="conv2"),
+        helper.make_node("Relu", ["f2"], ["r2"], name="relu2"),
+        helper.make_node("Add", ["r1", "r2"], ["res"], name="residual"),
+        helper.make_node("ReduceMean", ["res"], ["f_mean"], keepdims=0),
+        helper.make_node("Mul", ["f_mean", "c_scale"], ["conv_term"]),
+    ]
+    return nodes, inits
+
+
+def write_onnx_bundle(root: str, image_size: int = S, max_boxes: int = 100, conv: bool = False) -> str:
+    """The bundle at `root`. conv: segment_boxes' masks also depend on the image through a small
+    convolution stack (_conv_term), so quantization has float work to replace."""
     os.makedirs(root, exist_ok=True)
     prior = box_prior_in_outer(np.array([0.1, 0.1, 0.9, 0.9]), np.array([0.0, 0.0, 1.0, 1.0]), M)
     a = np.array(
@@ -47,14 +73,18 @@ def write_onnx_bundle(root: str, image_size: int = S, max_boxes: int = 100) -> s
         numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
     ]
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, S, S, 3])
+    conv_nodes, conv_inits = _conv_term() if conv else ([], [])
+    consts += conv_inits
     seg = helper.make_graph(
         [
             *_image_zero(),
-            helper.make_node("MatMul", ["boxes", "scale_125"], ["outer_boxes"]),
+            helper.make_node("MatMul", ["boxes", "scale_125"], ["outer_boxes"], name="box_matmul"),
             helper.make_node("Shape", ["classes"], ["n_shape"]),
             helper.make_node("Concat", ["n_shape", "mm"], ["mask_shape"], axis=0),
             helper.make_node("Expand", ["prior", "mask_shape"], ["masks_raw"]),
-            helper.make_node("Add", ["masks_raw", "img_zero"], ["masks"]),
+            helper.make_node("Add", ["masks_raw", "img_zero"], ["masks_pre" if conv else "masks"]),
+            *conv_nodes,
+            *([helper.make_node("Add", ["masks_pre", "conv_term"], ["masks"])] if conv else []),
         ],
         "segment_boxes",
         [
