@@ -30,7 +30,8 @@ def test_demo_bundle_is_small_and_documented():
         assert must in card
 
 
-def test_demo_model_segments_unseen_scenes_with_given_boxes():
+def object_ious() -> tuple[list[float], list[float]]:
+    """(model, box-filled) IoU of every object of six fresh synthetic scenes, given their true boxes."""
     predictor = Predictor.load(str(DEMO), backend="onnxruntime")
     ious, box_ious = [], []
     for seed in range(1000, 1006):  # seeds outside the training (1) and validation (2) sets
@@ -48,7 +49,42 @@ def test_demo_model_segments_unseen_scenes_with_given_boxes():
             box = np.zeros_like(gt, bool)
             box[y1:y2, x1:x2] = True
             box_ious.append(_iou(box, gt.astype(bool)))
+    return ious, box_ious
+
+
+# Regression bound: per-object IoUs as measured for this exact bundle (keyed by the ONNX file's hash), so a
+# mask pasted a pixel off fails, not only a model that stopped segmenting. Re-measure after re-shipping:
+# PYTHONPATH=test python test/training/test_demo_model.py
+IOU_RECORD = REPO / "test" / "training" / "demo_model_ious.json"
+IOU_TOLERANCE = 0.005
+
+
+def _bundle_hash() -> str:
+    import hashlib
+
+    return hashlib.sha256((DEMO / "segment_boxes.onnx").read_bytes()).hexdigest()
+
+
+def test_demo_model_masks_match_their_measurement_object_by_object():
+    record = json.loads(IOU_RECORD.read_text())
+    assert record["segment_boxes_sha256"] == _bundle_hash(), "models/demo changed: re-measure (see above)"
+    got, want = np.asarray(object_ious()[0]), np.asarray(record["ious"])
+    assert got.shape == want.shape
+    worst = int(np.argmax(np.abs(got - want)))
+    assert abs(got[worst] - want[worst]) <= IOU_TOLERANCE, f"object {worst}: {got[worst]:.4f} vs {want[worst]:.4f}"
+
+
+def test_demo_model_segments_unseen_scenes_with_given_boxes():
+    ious, box_ious = object_ious()
     print(f"IoU mean {np.mean(ious):.3f} median {np.median(ious):.3f}; box-filled {np.mean(box_ious):.3f}")
     # measured when the model was made: IoU mean 0.764 / median 0.766 vs 0.470 for box-filled masks
     assert np.mean(ious) > np.mean(box_ious) + 0.15
     assert np.median(ious) > 0.6
+
+
+if __name__ == "__main__":  # re-measure the regression record for models/demo
+    out = {"segment_boxes_sha256": _bundle_hash(), "ious": object_ious()[0]}
+    tmp = IOU_RECORD.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(IOU_RECORD)
+    print(f"wrote {IOU_RECORD}")
