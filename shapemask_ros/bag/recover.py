@@ -355,7 +355,9 @@ class Sqlite3Recovery(_RecoveryBase):
         return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
 
     def _read_connections(self) -> list[Connection]:
-        cur = self._db.execute("SELECT * FROM topics ORDER BY id")
+        # by rowid: rosbag2's `id INTEGER PRIMARY KEY` is the rowid, and stays readable when the schema text is
+        # garbled (then the `id` column reads NULL)
+        cur = self._db.execute("SELECT rowid AS shapemask_rowid, * FROM topics ORDER BY rowid")
         cols = [c[0] for c in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         defs: dict[str, tuple[str, str]] = {}
@@ -377,7 +379,7 @@ class Sqlite3Recovery(_RecoveryBase):
                 qos = []
             out.append(
                 Connection(
-                    int(r["id"]),
+                    int(r["shapemask_rowid"]),
                     self._text(r.get("name")),
                     typ,
                     msgdef,
@@ -392,13 +394,14 @@ class Sqlite3Recovery(_RecoveryBase):
     def _rows(self, with_data: bool) -> Iterator[tuple[int, int, int, Any]]:
         """(id, topic id, timestamp, data) of every readable row in id order; records the damage while
         scanning (`with_data=False`) and counts rows whose data alone is unreadable while reading."""
-        cols = "id, topic_id, timestamp" + (", data" if with_data else ", NULL")
+        # rowid, not `id`: the same value, but still there when the schema's "id INTEGER PRIMARY KEY" is garbled
+        cols = "rowid, topic_id, timestamp" + (", data" if with_data else ", NULL")
         d = self.damage
         assert d is not None
         last = -(2**63)
         while True:
             try:
-                for row in self._db.execute(f"SELECT {cols} FROM messages WHERE id > ? ORDER BY id", (last,)):
+                for row in self._db.execute(f"SELECT {cols} FROM messages WHERE rowid > ? ORDER BY rowid", (last,)):
                     last = row[0]
                     yield row
                 return  # the end of the table
@@ -408,7 +411,7 @@ class Sqlite3Recovery(_RecoveryBase):
             probe, failed, found = last + 1, 0, False
             while probe - last <= MAX_ROW_GAP:
                 try:
-                    row = self._db.execute(f"SELECT {cols} FROM messages WHERE id = ?", (probe,)).fetchone()
+                    row = self._db.execute(f"SELECT {cols} FROM messages WHERE rowid = ?", (probe,)).fetchone()
                 except sqlite3.DatabaseError:
                     row = None
                     failed += 1
@@ -466,9 +469,15 @@ def sqlite_quick_check(path: Path) -> str | None:
             first = str(rows[0][0]) if rows else "no result"
             if first != "ok":
                 return " ".join(first.split())
-            # a row whose topic id was garbled is consistent for SQLite but dropped by rosbags' JOIN
+            # a topics table whose `id` no longer aliases the rowid (a garbled "INTEGER PRIMARY KEY" in the
+            # schema, found by `make fuzz`) reads every id as NULL: rosbags' JOIN then drops every message
+            garbled = con.execute("SELECT count(*) FROM topics WHERE id IS NOT rowid").fetchone()[0]
+            if garbled:
+                return f"{garbled} topics whose id is not their row id (garbled schema)"
+            # a row whose topic id was garbled is consistent for SQLite but dropped by rosbags' JOIN; NOT EXISTS,
+            # not NOT IN: one NULL id in the subquery makes `NOT IN` false for every row
             orphans = con.execute(
-                "SELECT count(*) FROM messages WHERE topic_id NOT IN (SELECT id FROM topics)"
+                "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM topics t WHERE t.id = m.topic_id)"
             ).fetchone()[0]
         finally:
             con.close()
