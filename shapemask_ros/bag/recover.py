@@ -62,6 +62,7 @@ class Damage:
     last_good_ns: int | None = None  # log time of the last message read
     lost_time_ranges_ns: list[list[int]] = field(default_factory=list)  # [start, end] of skipped chunks
     wal_applied: bool = False  # sqlite3: rows from a write-ahead log were read
+    missing_files: list[str] = field(default_factory=list)  # pieces of a split bag that are not there
 
     @property
     def messages_lost(self) -> int | None:
@@ -93,16 +94,25 @@ class Damage:
             parts.append(f"lost chunk t={a / 1e9:.3f}..{b / 1e9:.3f} s")
         if self.wal_applied:
             parts.append("write-ahead log applied")
+        if self.missing_files:
+            parts.append(f"missing pieces: {', '.join(self.missing_files)}")
         return f"{self.file}: damaged ({self.reason}); " + ", ".join(parts)
 
 
-def _payload(data: bytes | memoryview) -> bytes | memoryview:
-    """rosbag2 message compression without metadata.yaml to say so: zstd frames are recognised by magic."""
+def decompress_message(data: bytes | memoryview) -> bytes | memoryview:
+    """rosbag2 message compression without metadata.yaml to say so: zstd frames are recognised by magic.
+    A frame that does not decompress is returned as it is (it then fails to decode and is counted)."""
     if bytes(data[:4]) == ZSTD_MAGIC:
         from rosbags.rosbag2.reader import zstd  # the zstd module rosbags itself uses
 
-        return zstd.decompress(bytes(data))
+        try:
+            return zstd.decompress(bytes(data))
+        except Exception as e:  # a corrupt frame: one message, counted where it fails to decode
+            log.debug("a zstd-compressed message does not decompress: %s", e)
     return data
+
+
+_payload = decompress_message
 
 
 def _one_line(e: BaseException) -> str:
