@@ -41,6 +41,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a --ray local instance (default: all)")
     parser.add_argument(
+        "--ray-ship-model",
+        action="store_true",
+        help="send the model bundle through Ray's object store (for nodes that cannot read --model's path)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads per process (0 = the cores divided among workers)"
     )
     parser.add_argument("--image-topic", default="", help="sensor_msgs/Image or CompressedImage topic")
@@ -236,7 +241,9 @@ def run_fleet(args: argparse.Namespace, opts: BagEvalOptions) -> int:
 
     spec = PredictorSpec(args.model, args.backend, args.threads)
     try:
-        res = evaluate_fleet(jobs, opts, args.out, spec, args.workers, args.ray, args.ray_cpus, progress)
+        res = evaluate_fleet(
+            jobs, opts, args.out, spec, args.workers, args.ray, args.ray_cpus, args.ray_ship_model, progress
+        )
     finally:
         bar.close()
     t = res.report["totals"]

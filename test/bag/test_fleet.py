@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -223,3 +224,58 @@ def test_cli_fleet_errors_are_one_line(fleet, tmp_path, capsys):
     (tmp_path / "taken" / "x").write_text("x")
     code = cli.main(["bag-eval", "--bag", str(root / "day1"), "--image-topic", IMAGE, "--out", str(tmp_path / "taken")])
     assert code == 2 and "not a fleet output directory" in capsys.readouterr().err
+
+
+@pytest.fixture
+def local_ray():
+    """A Ray instance on 127.0.0.1 with 2 CPUs for this test only (stopped after it)."""
+    ray = pytest.importorskip("ray")
+    import sys
+
+    # workers import the package and the test helpers (the fake predictor) from the paths this test uses
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # starting Ray and its workers: ~20-40 s on 2 shared cores
+def test_ray_gives_the_serial_results_each_worker_loading_the_model_once(fleet, tmp_path, local_ray):
+    root, manifest = fleet
+    serial = _run(manifest, tmp_path / "serial").report
+    jobs = collect_jobs([], str(manifest), {})
+    on_ray = evaluate_fleet(jobs, _opts(), str(tmp_path / "ray"), SPEC, ray_address="auto").report
+    assert _results(on_ray) == _results(serial)
+    assert on_ray["pooled_accuracy"] == serial["pooled_accuracy"]
+    for row in serial["bags"]:
+        if row["status"] == "ok":
+            assert _masks(tmp_path / "serial", row) == _masks(tmp_path / "ray", row)
+    assert {r["worker"]["model_loads"] for r in on_ray["bags"]} == {1}
+    assert on_ray["run"]["executor"] == "ray (auto)"
+    assert local_ray.is_initialized()  # an instance the caller started is left to the caller
+
+
+@pytest.mark.slow
+def test_ray_ships_the_model_bundle_through_the_object_store(tmp_path, local_ray):
+    """The real shipped model, its files sent once through the object store (no worker reads its path)."""
+    from shapemask_ros.runtime.bundle import resolve_model_path
+
+    bundle = Path(resolve_model_path(""))
+    if not bundle.exists():
+        pytest.skip("the shipped demo model is not built")
+    for k in range(2):
+        write_bag(tmp_path / "bags" / f"b{k}", scene_bag_messages(2), "mcap")
+    jobs = collect_jobs([str(tmp_path / "bags")], "", {"image_topic": IMAGE, "detections_topic": DETS})
+    spec = PredictorSpec(model=str(bundle), backend="onnxruntime")
+    rep = evaluate_fleet(jobs, _opts(), str(tmp_path / "o"), spec, ray_address="auto", ship_model=True).report
+    assert rep["totals"]["bags_ok"] == 2 and rep["totals"]["processed"] == 4
+    assert rep["run"]["model_shipped_through_object_store"]
+    assert all(r["backend"].startswith("onnxruntime") for r in rep["bags"])
+    assert all("shapemask-bundle-" in r["worker"]["model_path"] for r in rep["bags"])

@@ -42,24 +42,49 @@ class PredictorSpec:
     backend: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads per process (0 = its default)
     factory: Callable[[], Any] | None = None
+    # Ray: the bundle's files in the object store ({relative path: bytes}), for workers that cannot read
+    # `model`; each worker process writes them to a temporary directory once and loads from there
+    bundle_ref: Any = field(default=None, compare=False)
 
     def cache_key(self) -> str:
         if self.factory is not None:
             return f"factory:{getattr(self.factory, '__module__', '')}.{getattr(self.factory, '__qualname__', '')}"
-        return f"{self.model}|{self.backend}|{self.threads}"
+        return f"{self.model}|{self.backend}|{self.threads}|{'shipped' if self.bundle_ref is not None else 'path'}"
 
 
 _PREDICTORS: dict[str, Any] = {}
 _LOADS: dict[str, int] = {}  # per process: how often each spec was loaded (1; reported in the row)
 
 
+def _materialise(bundle_ref: Any) -> str:
+    """The shipped bundle written to a temporary directory of this process (removed when it exits)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import ray
+
+    files: dict[str, bytes] = ray.get(bundle_ref)
+    root = tempfile.mkdtemp(prefix="shapemask-bundle-")
+    atexit.register(shutil.rmtree, root, True)
+    for rel, data in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # stay inside the temporary directory
+            raise BagError(f"shipped model bundle: bad file name {rel!r}")
+        dst = Path(root, rel)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+    return root
+
+
 def get_predictor(spec: PredictorSpec) -> Any:
     """This process's predictor for `spec`, loaded on first use."""
     key = spec.cache_key()
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = (
-            spec.factory() if spec.factory is not None else load_predictor(spec.model, spec.backend, spec.threads)
-        )
+        if spec.factory is not None:
+            _PREDICTORS[key] = spec.factory()
+        else:
+            path = _materialise(spec.bundle_ref) if spec.bundle_ref is not None else spec.model
+            _PREDICTORS[key] = load_predictor(path, spec.backend, spec.threads)
         _LOADS[key] = _LOADS.get(key, 0) + 1
     return _PREDICTORS[key]
 
@@ -159,7 +184,8 @@ def run_job(task: JobTask) -> dict[str, Any]:
         # overwrite: what is there has no valid record (another key, or a run killed before its record)
         opts = BagEvalOptions(**kw, bag=job.bag, out=str(Path(task.out_root) / BAGS / job.id), overwrite=True)
         res = evaluate_bag(opts, predictor=predictor, progress=lambda s: log.debug("%s", s))
-        row = report_row(job, res.report)
+        report = res.report
+        row = report_row(job, report)
         pool = res.accuracy_pool
     except BagError as e:
         row, pool = fault_row(job, str(e)), None
@@ -167,6 +193,8 @@ def run_job(task: JobTask) -> dict[str, Any]:
         log.exception("bag %s failed", job.bag)
         row, pool = fault_row(job, f"{type(e).__name__}: {' '.join(str(e).split())}"), None
     row["worker"] = {"pid": os.getpid(), "model_loads": _LOADS.get(task.predictor.cache_key(), 0)}
+    if row["status"] == "ok":  # where this process loaded the model from (a temporary copy when shipped)
+        row["worker"]["model_path"] = report["model"]["path"]
     row["job_s"] = time.perf_counter() - t0
     record = {"key": key, "row": row, "pool": pool}
     atomic_write_text(str(_record_path(task)), json.dumps(json_safe(record), sort_keys=True))

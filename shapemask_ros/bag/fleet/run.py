@@ -76,6 +76,7 @@ def evaluate_fleet(
     workers: int = 1,
     ray_address: str = "",
     ray_cpus: int | None = None,
+    ship_model: bool = False,
     progress: Callable[[JobTask, dict[str, Any]], None] | None = None,
 ) -> FleetResult:
     """Evaluate every bag of `jobs` with the shared options of `opts` and write the aggregated report.
@@ -105,7 +106,7 @@ def evaluate_fleet(
 
     t0 = time.perf_counter()
     if ray_address:
-        run_ray(tasks, ray_address, done, num_cpus=ray_cpus)
+        run_ray(tasks, ray_address, done, num_cpus=ray_cpus, ship_model=ship_model)
     elif workers > 1:
         run_processes(tasks, workers, done)
     else:
@@ -117,6 +118,7 @@ def evaluate_fleet(
         "executor": executor,
         "workers": workers if not ray_address else None,
         "ray_address": ray_address or None,
+        "model_shipped_through_object_store": bool(ray_address and ship_model),
         "onnxruntime_threads_per_worker": threads,
         "model": spec.model or ("(shipped demo model)" if spec.factory is None else spec.cache_key()),
         "model_sha256": model_sha,

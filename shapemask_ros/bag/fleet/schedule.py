@@ -13,6 +13,8 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from shapemask_ros.bag.fleet.job import JobTask, fault_row, run_job
@@ -60,10 +62,27 @@ def run_processes(tasks: Sequence[JobTask], workers: int, on_done: OnDone) -> No
             on_done(t, rec)
 
 
-def run_ray(tasks: Sequence[JobTask], address: str, on_done: OnDone, num_cpus: int | None = None) -> None:
+def ship_bundle(model_dir: str) -> Any:
+    """The files of a model bundle put into Ray's object store once (workers fetch them once per process)."""
+    import ray
+
+    root = Path(model_dir)
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return ray.put(files)
+
+
+def run_ray(
+    tasks: Sequence[JobTask],
+    address: str,
+    on_done: OnDone,
+    num_cpus: int | None = None,
+    ship_model: bool = False,
+) -> None:
     """One Ray task per bag on the cluster at `address` ('auto': the one `ray start` made on this machine;
-    'local': a new local instance with `num_cpus`). Bags and the model bundle are read by path: every node
-    must reach them (shared storage). Ray reuses its worker processes, so each loads the model once."""
+    'local': a new instance on 127.0.0.1 with `num_cpus`; an already initialised Ray is used as it is).
+    Bags are read by path: every node must reach them (shared storage). The model bundle too, unless
+    `ship_model`: then it travels once through the object store. Ray reuses its worker processes, so each
+    loads the model once."""
     try:
         import ray
     except ImportError:
@@ -73,11 +92,16 @@ def run_ray(tasks: Sequence[JobTask], address: str, on_done: OnDone, num_cpus: i
     started = False
     if not ray.is_initialized():
         if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address, log_to_driver=False)
         started = True
     try:
+        if ship_model and tasks and tasks[0].predictor.factory is None:
+            from shapemask_ros.runtime.bundle import resolve_model_path
+
+            ref = ship_bundle(resolve_model_path(tasks[0].predictor.model))
+            tasks = [replace(t, predictor=replace(t.predictor, bundle_ref=ref)) for t in tasks]
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_job)
         refs = {remote.remote(t): t for t in tasks}
         pending = list(refs)
