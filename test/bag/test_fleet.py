@@ -279,3 +279,12 @@ def test_ray_ships_the_model_bundle_through_the_object_store(tmp_path, local_ray
     assert rep["run"]["model_shipped_through_object_store"]
     assert all(r["backend"].startswith("onnxruntime") for r in rep["bags"])
     assert all("shapemask-bundle-" in r["worker"]["model_path"] for r in rep["bags"])
+
+
+def test_cli_ray_without_a_cluster_is_one_line(fleet, tmp_path, capsys, monkeypatch):
+    root, _manifest = fleet
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = ["bag-eval", "--bag", str(root / "day1"), "--image-topic", IMAGE, "--out", str(tmp_path / "o")]
+    code = cli.main([*args, "--ray", "auto"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and ("Ray cluster" in err or "needs the `ray` package" in err)

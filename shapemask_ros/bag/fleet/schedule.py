@@ -94,7 +94,11 @@ def run_ray(
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         else:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except Exception as e:  # no cluster there (ConnectionError), a version mismatch, ...
+                msg = " ".join(str(e).split())[:300]
+                raise RuntimeError(f"cannot connect to the Ray cluster at {address!r}: {msg}") from None
         started = True
     try:
         if ship_model and tasks and tasks[0].predictor.factory is None:
