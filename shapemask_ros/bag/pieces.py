@@ -218,6 +218,7 @@ class PiecewiseReader:
         self._readers: list[tuple[Piece, PieceReader]] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._problems: list[str] = []
+        self._noted: set[int] = set()  # id() of the piece readers whose damage is in _problems
 
     def open(self) -> PiecewiseReader:
         """Open every present piece (decompressing compressed ones to a temporary directory). Raises
@@ -252,9 +253,8 @@ class PiecewiseReader:
                     raise
                 self._problems.append(f"{piece.name} unreadable: {e}")
                 continue
-            if reader.damage is not None:
-                self._problems.append(f"{piece.name}: {reader.damage.reason}")
             self._readers.append((piece, reader))
+            self._check_piece(piece, reader)
         if not self._readers:
             self.close()
             raise BagError(f"cannot read bag {lay.root}: no readable piece ({'; '.join(self._problems)})")
@@ -268,18 +268,32 @@ class PiecewiseReader:
                 else:
                     merged[key] = prev._replace(msgcount=prev.msgcount + c.msgcount)
         self.connections = list(merged.values())
-        if self._problems:
-            read = sum(c.msgcount for c in self.connections)
+        self._update_damage()
+        return self
+
+    def _check_piece(self, piece: Piece, reader: PieceReader) -> None:
+        """Record a piece's damage once (found when it is opened, or only while reading it)."""
+        if reader.damage is not None and id(reader) not in self._noted:
+            self._noted.add(id(reader))
+            self._problems.append(f"{piece.name}: {reader.damage.reason}")
+
+    def _update_damage(self) -> None:
+        """`damage` from the problems so far (updated in place: BagReader holds the same record)."""
+        if not self._problems:
+            return
+        lay = self.layout
+        read = sum(c.msgcount for c in self.connections)
+        if self.damage is None:
             self.damage = Damage(
                 lay.storage,
                 str(lay.root),
-                "; ".join(self._problems),
+                "",
                 file_bytes=sum(p.path.stat().st_size for p in lay.present if p.path is not None),
-                messages_read=read,
                 messages_expected=lay.message_count,
                 missing_files=list(lay.missing),
             )
-        return self
+        self.damage.reason = "; ".join(self._problems)
+        self.damage.messages_read = read
 
     @property
     def start_time(self) -> int:
@@ -299,11 +313,13 @@ class PiecewiseReader:
         """Messages of `connections` (empty = all), piece after piece in recording order."""
         wanted = {c.topic for c in connections} or None
         merged = {(c.topic, c.msgtype): c for c in self.connections}
-        for _piece, reader in self._readers:
+        for piece, reader in self._readers:
             for m in reader.messages(wanted):
                 conn = merged.get((m.topic, m.connection.msgtype))
                 if conn is not None:
                     yield conn, m.log_time_ns, m.raw
+            self._check_piece(piece, reader)  # damage only reading finds (rows whose data is unreadable)
+            self._update_damage()
 
     def close(self) -> None:
         for _piece, reader in self._readers:

@@ -391,6 +391,9 @@ class BagReader:
             except StopIteration:
                 expected = sum(c.msgcount for c in conns)
                 got = sum(yielded.values())
+                late = getattr(self._reader, "damage", None)
+                if late is not None and self.damage is None:  # found only while reading (e.g. unreadable data)
+                    self._note_damage(late)
                 if self.recovered or isinstance(self._reader, PiecewiseReader) or got >= expected:
                     return
                 # the index (MCAP summary, metadata) promised more: a damaged index silently skips messages
