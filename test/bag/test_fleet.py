@@ -288,3 +288,31 @@ def test_cli_ray_without_a_cluster_is_one_line(fleet, tmp_path, capsys, monkeypa
     code = cli.main([*args, "--ray", "auto"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and ("Ray cluster" in err or "needs the `ray` package" in err)
+
+
+def test_cli_fleet_with_the_shipped_model_reports_resumes_and_exits_1_on_a_failed_bag(fleet, tmp_path, capsys):
+    """End to end through the command line: the real shipped model in 2 worker processes."""
+    from shapemask_ros.runtime.bundle import resolve_model_path
+
+    if not Path(resolve_model_path("")).exists():
+        pytest.skip("the shipped demo model is not built")
+    root, _manifest = fleet
+    bags = [str(root / "day1" / b) for b in ("robot0", "robot1", "robot_junk")]
+    args = ["bag-eval", "--bag", *bags, "--image-topic", IMAGE, "--detections-topic", DETS]
+    args += ["--out", str(tmp_path / "o"), "--workers", "2", "--overlays", "0"]
+    assert cli.main(args) == 1  # one bag failed: its row says why, the others are evaluated
+    out = capsys.readouterr().out
+    assert "2 of 3 evaluated (1 failed, 0 reused)" in out
+    rep = json.loads((tmp_path / "o" / "fleet_report.json").read_text())
+    assert rep["run"]["onnxruntime_threads_per_worker"] >= 1 and rep["bags"][0]["status"] == "error"
+    assert all(r["backend"].startswith("onnxruntime") for r in rep["bags"][1:])
+    assert cli.main(args) == 1
+    assert "(1 failed, 2 reused)" in capsys.readouterr().out
+
+
+def test_onnxruntime_threads_are_divided_among_workers(monkeypatch):
+    from shapemask_ros.bag.fleet import schedule
+
+    monkeypatch.setattr(schedule.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert [schedule.threads_per_worker(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    assert schedule.threads_per_worker(4, threads=3) == 3  # --threads wins
