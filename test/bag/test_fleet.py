@@ -177,11 +177,12 @@ def test_resume_reuses_finished_bags_keyed_by_content_model_and_parameters(fleet
     before = report_file.stat().st_mtime_ns
     # a killed run: one bag's record never written, a temporary left half-written
     (out / ".fleet" / "robot2.json").unlink()
-    (out / "bags" / ".robot2.tmp-999999").mkdir()
+    (out / "bags" / ".robot2.tmp-abcd1234").mkdir()  # as AtomicDir names it; no process holds it
     again = _run(manifest, out).report
     rows = {r["id"]: r for r in again["bags"]}
     assert {i for i, r in rows.items() if r.get("reused")} == {"robot0", "robot1", "robot3", "robot_cut"}
     assert report_file.stat().st_mtime_ns == before  # reused, not rewritten
+    assert not (out / "bags" / ".robot2.tmp-abcd1234").exists()  # the killed run's temporary is gone
     assert _results(again) == _results(first)
     # the content of one bag changes, same path, names and sizes (other box values): only it is evaluated again
     fresh = _bag(tmp_path / "fresh" / "robot0", 4, 3, "sqlite3")
