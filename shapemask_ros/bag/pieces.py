@@ -153,7 +153,8 @@ def bag_layout(target: Path) -> Layout:
         pieces = []
         for n in names:
             path = _find(target, n)
-            compressed = path is not None and (mode == "file" and path.name.endswith(ZSTD_SUFFIX) or is_zstd_file(path))
+            # by the file itself: a piece decompressed by hand after recording is read as it is
+            compressed = path is not None and is_zstd_file(path)
             pieces.append(Piece(Path(n).name, path, compressed, counts.get(Path(n).name)))
         try:
             total: int | None = int(meta["message_count"])
