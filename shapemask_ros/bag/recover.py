@@ -63,6 +63,7 @@ class Damage:
     lost_time_ranges_ns: list[list[int]] = field(default_factory=list)  # [start, end] of skipped chunks
     wal_applied: bool = False  # sqlite3: rows from a write-ahead log were read
     missing_files: list[str] = field(default_factory=list)  # pieces of a split bag that are not there
+    orphan_messages: int = 0  # messages whose topic (sqlite3 row) / channel (mcap record) is unreadable
 
     @property
     def messages_lost(self) -> int | None:
@@ -94,6 +95,8 @@ class Damage:
             parts.append(f"lost chunk t={a / 1e9:.3f}..{b / 1e9:.3f} s")
         if self.wal_applied:
             parts.append("write-ahead log applied")
+        if self.orphan_messages:
+            parts.append(f"{self.orphan_messages} messages of a topic whose record is lost skipped")
         if self.missing_files:
             parts.append(f"missing pieces: {', '.join(self.missing_files)}")
         return f"{self.file}: damaged ({self.reason}); " + ", ".join(parts)
@@ -175,6 +178,8 @@ class McapRecovery(_RecoveryBase):
         d = self.damage
         d.messages_read = sum(counts.values())
         d.last_good_ns = self._end or None
+        if d.orphan_messages:
+            d.reason = d.reason or f"{d.orphan_messages} messages on a channel whose record is lost"
         if not d.reason and d.messages_expected is not None and d.messages_read < d.messages_expected:
             d.reason = "fewer messages than the bag's summary counts"
         if not d.reason:
@@ -255,6 +260,8 @@ class McapRecovery(_RecoveryBase):
                     if isinstance(r, Message):
                         if r.channel_id in self._channels:
                             yield r.channel_id, r.log_time, r.data
+                        elif scan:  # its Channel record is lost: the message cannot be attributed
+                            d.orphan_messages += 1
                     elif scan and isinstance(r, Schema):
                         self._schemas[r.id] = r
                     elif scan and isinstance(r, Channel):
@@ -340,6 +347,12 @@ class Sqlite3Recovery(_RecoveryBase):
             n += 1
         self.connections = [c._replace(msgcount=counts[c.id]) for c in self.connections]
         d = self.damage
+        # rows whose topic id names no readable topic cannot be decoded or attributed: lost, and said so
+        known = {c.id for c in self.connections}
+        d.orphan_messages = sum(v for tid, v in counts.items() if tid not in known)
+        if d.orphan_messages:
+            d.reason = d.reason or f"{d.orphan_messages} rows whose topic id is not in the topics table"
+        n -= d.orphan_messages
         d.messages_read = n
         d.last_good_ns = self._end or None
         if not d.reason and d.messages_expected is not None and n < d.messages_expected:
