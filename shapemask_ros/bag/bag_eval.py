@@ -26,6 +26,7 @@ import cv2
 
 from shapemask_ros.bag.eval_report import build_report
 from shapemask_ros.bag.pairing import PairedFrame, Pairer, PairInput
+from shapemask_ros.bag.pooled_ap import accuracy_pool
 from shapemask_ros.bag.reader import BagError, BagMessage, BagReader
 from shapemask_ros.bag.report import FramePrediction, GroundTruth, frame_prediction, write_report
 from shapemask_ros.bag.timing import TimedPredictor
@@ -106,6 +107,7 @@ class BagEvalResult:
     report_json: Path
     report_md: Path
     report: dict[str, Any]
+    accuracy_pool: dict[str, Any] | None = None  # this bag's share of an AP pooled over bags (pooled_ap.py)
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -122,8 +124,9 @@ def _best_label(inst: Any) -> tuple[str, float]:
     return str(inst.hypotheses[0].class_id), float(inst.hypotheses[0].score)
 
 
-def load_predictor(model: str, backend: str) -> Any:
-    """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise."""
+def load_predictor(model: str, backend: str, threads: int = 0) -> Any:
+    """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise.
+    `threads`: ONNX Runtime intra-op threads (0 = its default: every core)."""
     from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
@@ -132,7 +135,7 @@ def load_predictor(model: str, backend: str) -> Any:
         hint = " (the shipped demo model: build it, or pass --model)" if not model else ""
         raise BagError(f"model bundle not found: {path}{hint}")
     try:
-        return Predictor.load(path, backend)
+        return Predictor.load(path, backend, intra_op_num_threads=threads)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
         raise BagError(f"cannot load model {path} with backend {backend!r}: {e}") from None
 
@@ -407,8 +410,9 @@ def evaluate_bag(
             if opts.gt_topic:
                 gt = GroundTruth.from_messages(ev.gt_msgs, f"topic {opts.gt_topic}")
             report = build_report(ev, reader, gt, wall)
+            pool = accuracy_pool(gt, ev.preds, ev.stamps_read) if gt is not None else None
             if reader.damage is not None:
                 say(f"damaged input: {reader.damage.describe()}")
             json_path, md_path = write_report(out.path, report)
             final = out.commit()
-    return BagEvalResult(final, final / "bag", final / json_path.name, final / md_path.name, report)
+    return BagEvalResult(final, final / "bag", final / json_path.name, final / md_path.name, report, pool)

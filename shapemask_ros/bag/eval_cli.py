@@ -15,8 +15,40 @@ from shapemask_ros.config import NodeConfig
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of `shapemask bag-eval`."""
     d = NodeConfig()
-    parser.add_argument("--bag", required=True, help="rosbag2 directory (or a .mcap / .db3 file)")
-    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument(
+        "--bag",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="rosbag2 directory (or a .mcap / .db3 file); several bags, a directory of bags or a quoted glob "
+        "evaluate a fleet: per-bag outputs under OUT/bags/ and one OUT/fleet_report.md (docs/fleet_eval.md)",
+    )
+    parser.add_argument(
+        "--manifest", default="", help="YAML/JSON list of bags with their own topics and ground truth (fleet)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fleet: evaluate N bags at once in local processes (model loaded once each)",
+    )
+    parser.add_argument(
+        "--ray",
+        default="",
+        metavar="auto|ADDRESS|local",
+        help="fleet: one Ray task per bag on the cluster at ADDRESS ('auto': the one `ray start` made here; "
+        "'local': a new local instance); needs the `ray` extra",
+    )
+    parser.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a --ray local instance (default: all)")
+    parser.add_argument(
+        "--ray-ship-model",
+        action="store_true",
+        help="send the model bundle through Ray's object store (for nodes that cannot read --model's path)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads per process (0 = the cores divided among workers)"
+    )
+    parser.add_argument("--image-topic", default="", help="sensor_msgs/Image or CompressedImage topic")
     parser.add_argument(
         "--detections-topic", default="", help="vision_msgs/Detection2DArray topic; omit for self-detection"
     )
@@ -119,7 +151,7 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
         given["detection_image_height"] = int(args.detection_image_size[1])
     node = dataclasses.replace(node, **{k: v for k, v in given.items() if v is not None})
     return BagEvalOptions(
-        bag=args.bag,
+        bag=args.bag[0] if args.bag else "",
         image_topic=args.image_topic,
         out=args.out,
         detections_topic=args.detections_topic,
@@ -174,14 +206,77 @@ def summary_lines(result: BagEvalResult) -> list[str]:
     return lines
 
 
+def is_fleet(args: argparse.Namespace) -> bool:
+    """Several bags, a manifest, a glob, a directory of bags, workers or Ray: the fleet evaluation."""
+    from pathlib import Path
+
+    from shapemask_ros.bag.fleet.inputs import is_bag
+
+    if len(args.bag) != 1 or args.manifest or args.workers > 1 or args.ray:
+        return True
+    p = Path(args.bag[0])
+    return any(c in args.bag[0] for c in "*?[") or (p.is_dir() and not is_bag(p))
+
+
+def run_fleet(args: argparse.Namespace, opts: BagEvalOptions) -> int:
+    """`shapemask bag-eval` over many bags (bag/fleet/)."""
+    from tqdm import tqdm
+
+    from shapemask_ros.bag.fleet.inputs import TOPIC_KEYS, collect_jobs
+    from shapemask_ros.bag.fleet.job import PredictorSpec
+    from shapemask_ros.bag.fleet.run import evaluate_fleet
+
+    if args.workers < 1:
+        raise BagError("--workers must be >= 1")
+    if args.video:
+        raise BagError("--video is for one bag; a fleet writes --overlays PNGs per bag")
+    jobs = collect_jobs(args.bag, args.manifest, {k: getattr(opts, k) for k in TOPIC_KEYS})
+    bar = tqdm(total=len(jobs), unit="bag", desc="bag-eval", disable=None)
+
+    def progress(task: object, record: dict) -> None:
+        row = record["row"]
+        bar.update(1)
+        if row["status"] != "ok":
+            bar.write(f"{row['bag']}: {row['status']}: {row['error']}")
+
+    spec = PredictorSpec(args.model, args.backend, args.threads)
+    try:
+        res = evaluate_fleet(
+            jobs, opts, args.out, spec, args.workers, args.ray, args.ray_cpus, args.ray_ship_model, progress
+        )
+    finally:
+        bar.close()
+    t = res.report["totals"]
+    print(f"fleet report: {res.report_md} (+ {res.report_json.name}); per-bag outputs: {res.out / 'bags'}")
+    print(
+        f"bags:         {t['bags_ok']} of {t['bags']} evaluated ({t['bags_failed']} failed, {t['bags_reused']} "
+        f"reused), {t['processed']} of {t['images_read']} frames processed"
+    )
+    p = res.report.get("pooled_accuracy")
+    if p and "mask_ap" in p:
+        print(f"pooled mask AP: {p['mask_ap']['AP']:.1f} over {p['images_evaluated']} images of {p['bags']} bags")
+    return 0 if t["bags_failed"] == 0 else 1
+
+
 def run(args: argparse.Namespace) -> int:
-    """`shapemask bag-eval`; user errors -> one line on stderr and exit code 2."""
+    """`shapemask bag-eval`; user errors -> one line on stderr and exit code 2 (a fleet with failed bags: 1)."""
     from shapemask_ros.utils.threads import limit_blas_threads
 
     limit_blas_threads()  # tiny NumPy BLAS calls in the 3D stage; see utils/threads.py
     try:
         opts = options_from_args(args)
     except (OSError, ValueError) as e:  # unreadable or invalid --params
+        print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
+        return 2
+    if not args.bag and not args.manifest:
+        print("shapemask bag-eval: error: give --bag (or --manifest)", file=sys.stderr)
+        return 2
+    try:
+        if is_fleet(args):
+            return run_fleet(args, opts)
+        if not opts.image_topic:
+            raise BagError("--image-topic is required")
+    except (BagError, RuntimeError) as e:
         print(f"shapemask bag-eval: error: {e}", file=sys.stderr)
         return 2
     try:

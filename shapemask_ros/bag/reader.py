@@ -33,10 +33,12 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
+from shapemask_ros.bag.pieces import PiecewiseReader, bag_layout, is_storage_file, is_zstd_file
 from shapemask_ros.bag.recover import (
     Damage,
     McapRecovery,
     Sqlite3Recovery,
+    decompress_message,
     mcap_summary_crc_ok,
     open_recovery,
     sqlite_quick_check,
@@ -103,19 +105,19 @@ def _has_wal(db: Path) -> bool:
 
 def _resolve_bag_path(path: Path) -> Path:
     """The bag directory, or a lone .mcap/.db3 inside a directory whose metadata.yaml is missing (a
-    recorder that was killed never writes it)."""
+    recorder that was killed never writes it); a directory of split or compressed pieces stays a directory."""
     if not path.exists():
         raise BagError(f"bag not found: {path}")
     if path.is_dir() and not (path / "metadata.yaml").exists():
-        files = sorted(p for p in path.iterdir() if p.suffix in _STORAGE_SUFFIXES)
-        if len(files) == 1:
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_storage_file(p))
+        if not files:
+            raise BagError(f"{path} is not a rosbag2 directory: no metadata.yaml and no .mcap/.db3 storage files")
+        if len(files) == 1 and files[0].suffix in _STORAGE_SUFFIXES:
             log.warning("%s has no metadata.yaml; reading %s directly", path, files[0].name)
             return files[0]
-        raise BagError(
-            f"{path} is not a rosbag2 directory: no metadata.yaml and "
-            f"{'no' if not files else len(files)} .mcap/.db3 storage files"
-        )
-    if path.is_file() and path.suffix not in _STORAGE_SUFFIXES:
+        log.warning("%s has no metadata.yaml; reading its %d storage files in name order", path, len(files))
+        return path
+    if path.is_file() and not is_storage_file(path):
         raise BagError(f"{path}: not a rosbag2 bag (want a bag directory, a .mcap or a .db3 file)")
     return path
 
@@ -176,6 +178,11 @@ class BagReader:
     def open(self) -> BagReader:
         """Open the bag; BagError when it is missing, of an unsupported kind, or damaged and strict."""
         target = _resolve_bag_path(self.path)
+        if target.is_dir() or is_zstd_file(target):
+            layout = bag_layout(target)
+            if not layout.simple:  # split, piece missing, or zstd per file: one reader per piece
+                self._open_pieces(layout)
+                return self
         storage_file = self._recovery_file(target)
         if storage_file is not None and storage_file.suffix == ".db3" and _has_wal(storage_file):
             # rosbags opens databases immutable, which ignores the log: its rows would be silently lost
@@ -222,6 +229,16 @@ class BagReader:
                     )
                     self._note_damage(rec.damage)
         return self
+
+    def _open_pieces(self, layout: Any) -> None:
+        """A split and/or file-compressed bag: each present piece read by its own single-file BagReader."""
+
+        def open_piece(path: Path) -> BagReader:
+            return BagReader(path, typestore=self.typestore, strict=self.strict).open()
+
+        self._reader = PiecewiseReader(layout, open_piece, strict=self.strict).open()
+        if self._reader.damage is not None:
+            self._note_damage(self._reader.damage)
 
     def _check_mcap_summary(self, storage_file: Path) -> None:
         """rosbags reads an MCAP file through its summary (index) section and trusts it: a damaged summary
@@ -326,6 +343,8 @@ class BagReader:
     def storage_id(self) -> str:
         """'mcap' or 'sqlite3' (from metadata.yaml, else the storage file's suffix)."""
         target = _resolve_bag_path(self.path)
+        if isinstance(self._reader, PiecewiseReader):
+            return self._reader.layout.storage
         if target.is_file():
             return {".mcap": "mcap", ".db3": "sqlite3"}.get(target.suffix, target.suffix)
         try:
@@ -372,7 +391,10 @@ class BagReader:
             except StopIteration:
                 expected = sum(c.msgcount for c in conns)
                 got = sum(yielded.values())
-                if self.recovered or got >= expected:
+                late = getattr(self._reader, "damage", None)
+                if late is not None and self.damage is None:  # found only while reading (e.g. unreadable data)
+                    self._note_damage(late)
+                if self.recovered or isinstance(self._reader, PiecewiseReader) or got >= expected:
                     return
                 # the index (MCAP summary, metadata) promised more: a damaged index silently skips messages
                 e: Exception = BagError(f"only {got} of the {expected} messages the bag's index counts were readable")
@@ -396,6 +418,8 @@ class BagReader:
             if not self.recovered:
                 yielded[(conn.topic, int(log_time))] += 1
             self.read_counts[conn.topic] += 1
+            if self.reader.compression_mode != "message":  # else rosbags decompressed it already
+                raw = decompress_message(raw)  # per-message zstd in a bag whose metadata.yaml is missing
             yield BagMessage(
                 conn.topic,
                 _normalise(conn.msgtype),

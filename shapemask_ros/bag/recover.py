@@ -62,6 +62,8 @@ class Damage:
     last_good_ns: int | None = None  # log time of the last message read
     lost_time_ranges_ns: list[list[int]] = field(default_factory=list)  # [start, end] of skipped chunks
     wal_applied: bool = False  # sqlite3: rows from a write-ahead log were read
+    missing_files: list[str] = field(default_factory=list)  # pieces of a split bag that are not there
+    orphan_messages: int = 0  # messages whose topic (sqlite3 row) / channel (mcap record) is unreadable
 
     @property
     def messages_lost(self) -> int | None:
@@ -93,16 +95,27 @@ class Damage:
             parts.append(f"lost chunk t={a / 1e9:.3f}..{b / 1e9:.3f} s")
         if self.wal_applied:
             parts.append("write-ahead log applied")
+        if self.orphan_messages:
+            parts.append(f"{self.orphan_messages} messages of a topic whose record is lost skipped")
+        if self.missing_files:
+            parts.append(f"missing pieces: {', '.join(self.missing_files)}")
         return f"{self.file}: damaged ({self.reason}); " + ", ".join(parts)
 
 
-def _payload(data: bytes | memoryview) -> bytes | memoryview:
-    """rosbag2 message compression without metadata.yaml to say so: zstd frames are recognised by magic."""
+def decompress_message(data: bytes | memoryview) -> bytes | memoryview:
+    """rosbag2 message compression without metadata.yaml to say so: zstd frames are recognised by magic.
+    A frame that does not decompress is returned as it is (it then fails to decode and is counted)."""
     if bytes(data[:4]) == ZSTD_MAGIC:
         from rosbags.rosbag2.reader import zstd  # the zstd module rosbags itself uses
 
-        return zstd.decompress(bytes(data))
+        try:
+            return zstd.decompress(bytes(data))
+        except Exception as e:  # a corrupt frame: one message, counted where it fails to decode
+            log.debug("a zstd-compressed message does not decompress: %s", e)
     return data
+
+
+_payload = decompress_message
 
 
 def _one_line(e: BaseException) -> str:
@@ -165,6 +178,8 @@ class McapRecovery(_RecoveryBase):
         d = self.damage
         d.messages_read = sum(counts.values())
         d.last_good_ns = self._end or None
+        if d.orphan_messages:
+            d.reason = d.reason or f"{d.orphan_messages} messages on a channel whose record is lost"
         if not d.reason and d.messages_expected is not None and d.messages_read < d.messages_expected:
             d.reason = "fewer messages than the bag's summary counts"
         if not d.reason:
@@ -245,6 +260,8 @@ class McapRecovery(_RecoveryBase):
                     if isinstance(r, Message):
                         if r.channel_id in self._channels:
                             yield r.channel_id, r.log_time, r.data
+                        elif scan:  # its Channel record is lost: the message cannot be attributed
+                            d.orphan_messages += 1
                     elif scan and isinstance(r, Schema):
                         self._schemas[r.id] = r
                     elif scan and isinstance(r, Channel):
@@ -330,6 +347,12 @@ class Sqlite3Recovery(_RecoveryBase):
             n += 1
         self.connections = [c._replace(msgcount=counts[c.id]) for c in self.connections]
         d = self.damage
+        # rows whose topic id names no readable topic cannot be decoded or attributed: lost, and said so
+        known = {c.id for c in self.connections}
+        d.orphan_messages = sum(v for tid, v in counts.items() if tid not in known)
+        if d.orphan_messages:
+            d.reason = d.reason or f"{d.orphan_messages} rows whose topic id is not in the topics table"
+        n -= d.orphan_messages
         d.messages_read = n
         d.last_good_ns = self._end or None
         if not d.reason and d.messages_expected is not None and n < d.messages_expected:
@@ -355,7 +378,9 @@ class Sqlite3Recovery(_RecoveryBase):
         return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
 
     def _read_connections(self) -> list[Connection]:
-        cur = self._db.execute("SELECT * FROM topics ORDER BY id")
+        # by rowid: rosbag2's `id INTEGER PRIMARY KEY` is the rowid, and stays readable when the schema text is
+        # garbled (then the `id` column reads NULL)
+        cur = self._db.execute("SELECT rowid AS shapemask_rowid, * FROM topics ORDER BY rowid")
         cols = [c[0] for c in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         defs: dict[str, tuple[str, str]] = {}
@@ -377,7 +402,7 @@ class Sqlite3Recovery(_RecoveryBase):
                 qos = []
             out.append(
                 Connection(
-                    int(r["id"]),
+                    int(r["shapemask_rowid"]),
                     self._text(r.get("name")),
                     typ,
                     msgdef,
@@ -392,13 +417,14 @@ class Sqlite3Recovery(_RecoveryBase):
     def _rows(self, with_data: bool) -> Iterator[tuple[int, int, int, Any]]:
         """(id, topic id, timestamp, data) of every readable row in id order; records the damage while
         scanning (`with_data=False`) and counts rows whose data alone is unreadable while reading."""
-        cols = "id, topic_id, timestamp" + (", data" if with_data else ", NULL")
+        # rowid, not `id`: the same value, but still there when the schema's "id INTEGER PRIMARY KEY" is garbled
+        cols = "rowid, topic_id, timestamp" + (", data" if with_data else ", NULL")
         d = self.damage
         assert d is not None
         last = -(2**63)
         while True:
             try:
-                for row in self._db.execute(f"SELECT {cols} FROM messages WHERE id > ? ORDER BY id", (last,)):
+                for row in self._db.execute(f"SELECT {cols} FROM messages WHERE rowid > ? ORDER BY rowid", (last,)):
                     last = row[0]
                     yield row
                 return  # the end of the table
@@ -408,7 +434,7 @@ class Sqlite3Recovery(_RecoveryBase):
             probe, failed, found = last + 1, 0, False
             while probe - last <= MAX_ROW_GAP:
                 try:
-                    row = self._db.execute(f"SELECT {cols} FROM messages WHERE id = ?", (probe,)).fetchone()
+                    row = self._db.execute(f"SELECT {cols} FROM messages WHERE rowid = ?", (probe,)).fetchone()
                 except sqlite3.DatabaseError:
                     row = None
                     failed += 1
@@ -466,9 +492,15 @@ def sqlite_quick_check(path: Path) -> str | None:
             first = str(rows[0][0]) if rows else "no result"
             if first != "ok":
                 return " ".join(first.split())
-            # a row whose topic id was garbled is consistent for SQLite but dropped by rosbags' JOIN
+            # a topics table whose `id` no longer aliases the rowid (a garbled "INTEGER PRIMARY KEY" in the
+            # schema, found by `make fuzz`) reads every id as NULL: rosbags' JOIN then drops every message
+            garbled = con.execute("SELECT count(*) FROM topics WHERE id IS NOT rowid").fetchone()[0]
+            if garbled:
+                return f"{garbled} topics whose id is not their row id (garbled schema)"
+            # a row whose topic id was garbled is consistent for SQLite but dropped by rosbags' JOIN; NOT EXISTS,
+            # not NOT IN: one NULL id in the subquery makes `NOT IN` false for every row
             orphans = con.execute(
-                "SELECT count(*) FROM messages WHERE topic_id NOT IN (SELECT id FROM topics)"
+                "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM topics t WHERE t.id = m.topic_id)"
             ).fetchone()[0]
         finally:
             con.close()

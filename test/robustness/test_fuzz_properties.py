@@ -12,14 +12,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from rosbags.rosbag2 import CompressionMode
 
 from shapemask_ros.bag.reader import BagError, BagReader
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, check_alignment, intrinsics_for_depth
 from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_to_array
 from shapemask_ros.ros_bridge.sync import Synchronizer
-from support.bags import scene_bag_messages, write_bag
+from support.bags import scene_bag_messages, write_bag, write_split_bag
 from support.geometry import TS, camera_info
 
 FLOATS = st.one_of(
@@ -179,6 +180,10 @@ MUTATION = st.one_of(
     strict=st.booleans(),
     metadata=st.booleans(),
 )
+# found by `make fuzz` (issue 26): one byte garbles "id INTEGER PRIMARY KEY" of the topics table's schema, every
+# topic id then reads NULL and rosbags' JOIN silently returned 0 of the 8 messages, with no damage recorded
+@example(storage="sqlite3", mutations=[("write", 0.05199005745798059, b"\t")], strict=False, metadata=False)
+@example(storage="sqlite3", mutations=[("write", 0.05199005745798059, b"\t")], strict=True, metadata=False)
 def test_corrupted_bag_is_read_or_refused_never_crashes_never_silently_short(storage, mutations, strict, metadata):
     """A bag corrupted anywhere either opens and reads -- every message decoded or counted, and fewer
     messages than recorded only with the loss in `damage` -- or is refused with a BagError."""
@@ -211,6 +216,94 @@ def test_corrupted_bag_is_read_or_refused_never_crashes_never_silently_short(sto
                         decoded += 1
                 assert decoded + sum(r.dropped.values()) == n  # every message decoded or counted
                 if n < total:  # a short read is never silent
+                    assert r.damage is not None
+        except BagError as e:
+            assert str(e) and "\n" not in str(e)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_SPLIT: dict[tuple[str, str], tuple[Path, int]] = {}
+
+
+def _pristine_split(storage: str, compression: str) -> tuple[Path, int]:
+    """A valid bag in 3 pieces (built once per process) and its message count."""
+    key = (storage, compression)
+    if key not in _SPLIT:
+        root = Path(tempfile.mkdtemp(prefix="fuzzsplit-"))
+        atexit.register(shutil.rmtree, root, True)
+        msgs = scene_bag_messages(frames=6)
+        _SPLIT[key] = (write_split_bag(root / "rec", msgs, storage, 3, CompressionMode[compression]), len(msgs))
+    return _SPLIT[key]
+
+
+@QUICK
+@given(
+    storage=st.sampled_from(["mcap", "sqlite3"]),
+    compression=st.sampled_from(["NONE", "FILE", "MESSAGE"]),
+    piece=st.integers(0, 2),
+    mutations=st.lists(st.one_of(MUTATION, st.just(("delete", 0.0, b""))), min_size=1, max_size=3),
+    strict=st.booleans(),
+    metadata=st.booleans(),
+)
+# found by the first 1,000-example run: two zero bytes in a zstd-compressed sqlite3 piece (no checksum in the
+# frame: it decompresses to a damaged database) lost rows that only reading found, and no damage was reported
+@example(
+    storage="sqlite3",
+    compression="FILE",
+    piece=0,
+    mutations=[("write", 0.375, b"\x00"), ("write", 0.421875, b"\x00")],
+    strict=False,
+    metadata=False,
+)
+# found by `make fuzz`-style 10,000 examples: four zero bytes in a zstd-compressed sqlite3 piece garble its
+# topics table; the recovery reader skipped the rows of the unreadable topics without a word
+@example(
+    storage="sqlite3",
+    compression="FILE",
+    piece=1,
+    mutations=[("write", 0.197265625, b"\x00\x00\x00\x00")],
+    strict=False,
+    metadata=False,
+)
+def test_corrupted_split_bag_is_read_or_refused_never_silently_short(
+    storage, compression, piece, mutations, strict, metadata
+):
+    """Issue 26: a split (and file- or message-compressed) bag with one piece corrupted or deleted reads
+    the rest -- never fewer messages than recorded without `damage` saying so -- or is a BagError."""
+    src, total = _pristine_split(storage, compression)
+    work = Path(tempfile.mkdtemp(prefix="fuzzsplitcut-"))
+    try:
+        bag = work / "rec"
+        shutil.copytree(src, bag)
+        if not metadata:
+            (bag / "metadata.yaml").unlink()
+        f = sorted(p for p in bag.iterdir() if p.name != "metadata.yaml")[piece]
+        for kind, where, payload in mutations:
+            if not f.exists():
+                break
+            if kind == "delete":
+                f.unlink()
+                continue
+            at = int(where * os.path.getsize(f))
+            with open(f, "r+b") as h:
+                if kind == "truncate":
+                    h.truncate(at)
+                else:
+                    h.seek(at)
+                    h.write(payload if kind == "write" else bytes(len(payload)))
+        try:
+            with BagReader(bag, strict=strict) as r:
+                n = decoded = 0
+                for m in r.messages():
+                    n += 1
+                    if r.decode_or_none(m) is not None:
+                        decoded += 1
+                assert decoded + sum(r.dropped.values()) == n
+                # the one loss no reader can see: the *last* piece gone with metadata.yaml (nothing in the
+                # other pieces says there was one more; docs/bag_eval.md says so)
+                unknowable = not metadata and piece == 2 and not f.exists()
+                if n < total and not unknowable:
                     assert r.damage is not None
         except BagError as e:
             assert str(e) and "\n" not in str(e)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import yaml
+import zstandard
 from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
@@ -232,6 +236,58 @@ def write_bag(
         for topic, typ, t, m in messages:
             raw = m if isinstance(m, (bytes, bytearray, memoryview)) else TS.serialize_cdr(m, typ)
             w.write(conns[topic], t, raw)
+    return path
+
+
+def write_split_bag(
+    path: Path,
+    messages: Sequence[tuple[str, str, int, Any]],
+    storage: str = "mcap",
+    pieces: int = 3,
+    compression: CompressionMode = CompressionMode.NONE,
+) -> Path:
+    """A bag split as `ros2 bag record --max-bag-size` splits it: `<name>_<i>.<ext>` pieces in recording
+    order with one metadata.yaml listing them; FILE compression zstd-compresses each finished piece to
+    `<name>_<i>.<ext>.zstd` (rosbag2's `--compression-mode file`), MESSAGE compresses each message."""
+    path.mkdir(parents=True)
+    ext = "mcap" if storage == "mcap" else "db3"
+    size = -(-len(messages) // pieces)
+    chunks = [messages[i * size : (i + 1) * size] for i in range(pieces)]
+    meta: dict[str, Any] = {}
+    names, files = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, chunk in enumerate(chunks):
+            piece = write_bag(
+                Path(tmp) / f"p{i}",
+                chunk,
+                storage,
+                CompressionMode.MESSAGE if compression == CompressionMode.MESSAGE else CompressionMode.NONE,
+            )
+            info = yaml.safe_load((piece / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            name = f"{path.name}_{i}.{ext}"
+            if compression == CompressionMode.FILE:
+                name += ".zstd"
+                with open(piece / f"p{i}.{ext}", "rb") as fin, open(path / name, "wb") as fout:
+                    zstandard.ZstdCompressor().copy_stream(fin, fout)
+            else:
+                shutil.move(piece / f"p{i}.{ext}", path / name)
+            names.append(name)
+            files.append({**info["files"][0], "path": name})
+            if not meta:
+                meta = info
+            else:
+                for mine, theirs in zip(
+                    meta["topics_with_message_count"], info["topics_with_message_count"], strict=True
+                ):
+                    mine["message_count"] += theirs["message_count"]
+    meta["relative_file_paths"] = names
+    meta["files"] = files
+    meta["message_count"] = len(messages)
+    meta["duration"] = {"nanoseconds": messages[-1][2] - messages[0][2]}
+    if compression != CompressionMode.NONE:
+        meta["compression_mode"] = compression.name.lower()
+        meta["compression_format"] = "zstd"
+    (path / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": meta}))
     return path
 
 
