@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.bench.node_driver import Driver, default_boxes, send_frames, synthetic_rgb
+from shapemask_ros.bench.node_driver import Driver, default_boxes, node_counters, send_frames, synthetic_rgb
 
 
 def _rss_mb(pid: int) -> float:
@@ -49,34 +49,6 @@ def predictor_time(model: str, backend: str, frames: list[tuple[np.ndarray, list
     return float(np.median(times))
 
 
-def _drops(driver: Driver, node_name: str, timeout: float = 3.0) -> dict[str, float]:
-    from diagnostic_msgs.msg import DiagnosticArray
-
-    diags = driver.subscribe(DiagnosticArray, "/diagnostics", reliable=False)
-    values: dict[str, float] = {}
-
-    def found() -> bool:
-        for msg in diags.messages:
-            for status in msg.status:
-                if status.name.startswith(f"{node_name}:") and status.values:
-                    values.update({kv.key: float(kv.value) for kv in status.values if _numeric(kv.value)})
-                    return True
-        return False
-
-    driver.wait_for(found, timeout)
-    diags.close()
-    keep = ("drop", "lost", "superseded", "_total", "error")
-    return {k: v for k, v in sorted(values.items()) if v and any(w in k for w in keep)}
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list, n: int) -> dict[str, Any]:
     """One node process, `n` frames at `rate` Hz: latency percentiles, output rate, drops, RSS."""
     h, w = args.height, args.width
@@ -93,7 +65,7 @@ def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list
             reliable=args.camera_qos == "reliable",
         )  # fmt: skip
         rss_end = _rss_mb(node.popen.pid)
-        drops = _drops(driver, node.name)
+        drops = node_counters(driver, node.name)
     finally:
         node.stop()
     lat = np.asarray(run.latencies) * 1e3
@@ -131,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         (synthetic_rgb(args.height, args.width, i), default_boxes(args.height, args.width, args.boxes))
         for i in range(8)
     ]
-    pred_s = predictor_time(args.model, args.backend, frames, rounds=40)
+    pred_before = predictor_time(args.model, args.backend, frames, rounds=40)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     driver = Driver()
     try:
@@ -139,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         soak = run_rate(driver, args, max(rates), frames, args.soak) if args.soak else None
     finally:
         driver.close()
+    # measured before and after the node runs (no node running either time): a host's speed drifts
+    pred_after = predictor_time(args.model, args.backend, frames, rounds=40)
+    pred_s = (pred_before + pred_after) / 2
     result = {
+        "predictor_ms_before_after": [pred_before * 1e3, pred_after * 1e3],
         "predictor_ms": pred_s * 1e3,
         "predictor_max_fps": 1.0 / pred_s,
         "runs": runs,

@@ -26,7 +26,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 NODE_NAME = "shapemask_node"
@@ -141,7 +141,8 @@ class Driver:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f"lane_driver_{os.getpid()}", context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # one thread: rclpy's multi-threaded executor thrashes the GIL and bunches our camera's publishes
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
@@ -183,6 +184,32 @@ class Driver:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def node_counters(driver: Driver, node_name: str, timeout: float = 3.0) -> dict[str, float]:
+    """The node's non-zero counters (totals, drops by reason, transport loss, errors) from its next
+    /diagnostics message."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diags = driver.subscribe(DiagnosticArray, "/diagnostics", reliable=False)
+    values: dict[str, float] = {}
+
+    def found() -> bool:
+        for msg in diags.messages:
+            for status in msg.status:
+                if status.name.startswith(f"{node_name}:") and status.values:
+                    for kv in status.values:
+                        try:
+                            values[kv.key] = float(kv.value)
+                        except ValueError:
+                            pass
+                    return True
+        return False
+
+    driver.wait_for(found, timeout)
+    diags.close()
+    keep = ("drop", "lost", "superseded", "_total", "error")
+    return {k: v for k, v in sorted(values.items()) if v and any(w in k for w in keep)}
 
 
 class Collector:
@@ -335,6 +362,8 @@ def send_frames(
         if not driver.wait_for(lambda: matched() and masks.sub.get_publisher_count() > 0, timeout=30.0):
             raise TimeoutError("the node's subscriptions / masks publisher did not match in 30 s")
         settle_qos(driver, image_topic, reliable)
+        if not driver.wait_for(matched, timeout=10.0):  # our writers matched the re-created reader again
+            raise TimeoutError("the node's re-created image subscription did not match in 10 s")
         prepared = frames or [(synthetic_rgb(h, w, i % 8), default_boxes(h, w, boxes)) for i in range(min(n, 8))]
         sent: dict[int, float] = {}
         t0 = time.monotonic()
