@@ -177,6 +177,7 @@ class _Input:
     # if the node is spun by a multi-threaded executor (e.g. in a component container)
     group: MutuallyExclusiveCallbackGroup = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     arrivals: int = 0
+    publishers: int = 0  # matched publishers, refreshed by the watchdog (a graph query per message is costly)
     incompatible_qos: int = 0
     lost_events: int = 0
 
@@ -426,6 +427,7 @@ class ShapeMaskNode(LifecycleNode):
             event_callbacks=events,
         )
         inp.qos, inp.reliability = qos, reliability
+        inp.publishers = inp.sub.get_publisher_count()
         inp.gaps.last = None  # a new reader: sequence numbers restart their comparison
 
     def _on_incompatible_qos(self, inp: _Input, info: Any) -> None:
@@ -492,7 +494,7 @@ class ShapeMaskNode(LifecycleNode):
         self._stats.count(inp.key)
         sequence = info.get("publication_sequence_number") if isinstance(info, dict) else None
         if sequence is not None:
-            missing = inp.gaps.observe(int(sequence), inp.sub.get_publisher_count() if inp.sub else 0)
+            missing = inp.gaps.observe(int(sequence), inp.publishers)
             if missing:
                 self._stats.count(f"lost.sequence_gap.{inp.key}", missing)
         # of CameraInfo only the newest is kept: replacing it is not a drop
@@ -586,6 +588,7 @@ class ShapeMaskNode(LifecycleNode):
         warn_s = max(self._cfg.no_input_warn_s, 0.5)
         silent: set[str] = set()
         for inp in list(self._inputs):
+            inp.publishers = inp.sub.get_publisher_count() if inp.sub is not None else 0
             if inp.requested == "auto":
                 wanted = choose_reliability("auto", self._offered_reliabilities(inp.topic))
                 if wanted != inp.reliability:
