@@ -31,6 +31,7 @@ OPTIONAL = {
     "keras": "TensorFlow backend",
     "tensorrt": "TensorRT backend",
     "cuda": "TensorRT backend (cuda-python)",
+    "ray": "fleet bag-eval on a Ray cluster (--ray; pip extra shapemask_ros[ray])",
 }
 
 
