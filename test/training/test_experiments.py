@@ -567,3 +567,19 @@ def test_seed_flag_trains_a_new_model_and_writes_a_seed_report(tiny_runs, tmp_pa
     assert p["provenance"]["seeds"]["model"] == 1 and p["provenance"]["seeds"]["priors_kmeans"] == 1
     assert row["priors_path"] != seed0["priors_path"]
     assert "--seed 1" in p["provenance"]["command"]
+
+
+def test_provenance_records_paths_relative_to_the_repository(monkeypatch):
+    """Committed results never carry this machine's absolute paths (work dir, argv0, paths in the command)."""
+    from shapemask_training.experiments import provenance as prov
+    from shapemask_training.experiments.variants import REPO_ROOT as ROOT
+    from shapemask_training.experiments.variants import repo_relative
+
+    monkeypatch.setattr(prov.sys, "argv", [str(ROOT / "training/experiments/__main__.py")])
+    work = str(ROOT / "out/experiments")
+    p = prov.provenance(get_budget("tiny"), ["less_data", "--work-dir", work, "--out", "/elsewhere/x"], work)
+    assert p["work_dir"] == "out/experiments" and p["argv0"] == "training/experiments/__main__.py"
+    assert "--work-dir out/experiments" in p["command"] and "--out /elsewhere/x" in p["command"]
+    assert str(ROOT) not in json.dumps(p)
+    assert repo_relative("gs://bucket/p.npy") == "gs://bucket/p.npy" and repo_relative("") == ""
+    assert repo_relative(str(ROOT) + "2/x") == "../" + ROOT.name + "2/x"  # a sibling folder is not inside

@@ -17,7 +17,7 @@ import numpy as np
 from shapemask_training.experiments.budgets import Budget
 from shapemask_training.experiments.data_cache import TRAIN_DATA_SEED, VAL_DATA_SEED
 from shapemask_training.experiments.scoring import SHRINK_SEED
-from shapemask_training.experiments.variants import BASE_CONFIG, REPO_ROOT
+from shapemask_training.experiments.variants import BASE_CONFIG, REPO_ROOT, repo_relative
 
 
 def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dict[str, Any]:
@@ -33,7 +33,10 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cmd = None if argv is None else shlex.join([".venv/bin/python", "-m", "shapemask_training.experiments", *argv])
+    # absolute paths inside the repository are recorded relative to it (the command stays runnable from the root)
+    root = str(REPO_ROOT)
+    args = [repo_relative(a) if os.path.isabs(a) and os.path.commonpath([a, root]) == root else a for a in argv or []]
+    cmd = None if argv is None else shlex.join([".venv/bin/python", "-m", "shapemask_training.experiments", *args])
     return {
         "command": cmd,
         "git_commit": git("rev-parse", "HEAD"),
@@ -54,6 +57,6 @@ def provenance(budget: Budget, argv: Sequence[str] | None, work_dir: str) -> dic
             "shrink": SHRINK_SEED,
             "priors_kmeans": budget.model_seed,
         },
-        "work_dir": work_dir,
-        "argv0": sys.argv[0] if sys.argv else "",
+        "work_dir": repo_relative(work_dir),
+        "argv0": repo_relative(sys.argv[0]) if sys.argv else "",
     }

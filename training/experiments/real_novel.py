@@ -39,7 +39,7 @@ from shapemask_ros.config import ExperimentConfig, load_config, to_dict
 from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
 from shapemask_training.experiments.hashing import digest
-from shapemask_training.experiments.variants import train_variant
+from shapemask_training.experiments.variants import repo_relative, train_variant
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def run_variant(name: str, steps: int, seed: int, real_dir: str, work_dir: str, 
         "seed": seed,
         "steps": steps,
         "train_source": VARIANTS[name][2],
-        "priors_path": priors,
+        "priors_path": repo_relative(priors),
         "train": train,
         "novel": score(model, files["novel"], real_dir, progress),
         "seen": score(model, files["seen"], real_dir, progress),

@@ -24,6 +24,16 @@ from shapemask_training.experiments.scoring import evaluate_model
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_relative(path: str) -> str:
+    """`path` as recorded in results JSON: relative to the repository root, never this machine's absolute
+    path (remote URLs and "" unchanged)."""
+    if not path or "://" in path:
+        return path
+    return os.path.relpath(os.path.abspath(path), REPO_ROOT)
+
+
 BASE_CONFIG = REPO_ROOT / "training" / "configs" / "synthetic_tiny.yaml"
 
 
@@ -123,7 +133,7 @@ def train_variant(cfg: ExperimentConfig, progress: bool = False, reuse: bool = T
     t0 = time.perf_counter()
     last = train_experiment(cfg, progress=progress)
     rec = {
-        "model_dir": cfg.model_dir,
+        "model_dir": repo_relative(cfg.model_dir),
         "steps": cfg.train.steps,
         "seed": cfg.train.seed,
         "batch_size": cfg.train.batch_size,
@@ -162,7 +172,7 @@ def run_variant(
         "overrides": variant.overrides,
         "prior_ids": list(variant.prior_ids) if variant.prior_ids is not None else "all",
         "fraction": variant.fraction,
-        "priors_path": priors,
+        "priors_path": repo_relative(priors),
         "train": train,
         "eval": evaluate_model(model, data, box_sources, splits, progress=progress),
     }
