@@ -156,6 +156,18 @@ def test_synchronizer_pairs_within_slop_and_never_reuses_or_loses_track(ops, slo
 _BAGS: dict[str, tuple[Path, int]] = {}
 
 
+def _damage(f: Path, kind: str, where: float, payload: bytes) -> None:
+    """One mutation of a bag file: 'truncate' at fraction `where` of its size, 'write' `payload` there, or
+    'zero' as many bytes."""
+    at = int(where * os.path.getsize(f))
+    with open(f, "r+b") as h:
+        if kind == "truncate":
+            h.truncate(at)
+        else:
+            h.seek(at)
+            h.write(payload if kind == "write" else bytes(len(payload)))
+
+
 def _pristine(storage: str) -> tuple[Path, int]:
     """A small valid bag of `storage` (built once per process) and its message count."""
     if storage not in _BAGS:
@@ -196,14 +208,7 @@ def test_corrupted_bag_is_read_or_refused_never_crashes_never_silently_short(sto
             (bag / "metadata.yaml").unlink()
         (f,) = [p for p in bag.iterdir() if p.suffix in (".mcap", ".db3")]
         for kind, where, payload in mutations:
-            size = os.path.getsize(f)
-            at = int(where * size)
-            with open(f, "r+b") as h:
-                if kind == "truncate":
-                    h.truncate(at)
-                else:
-                    h.seek(at)
-                    h.write(payload if kind == "write" else bytes(len(payload)))
+            _damage(f, kind, where, payload)
         try:
             with BagReader(bag, strict=strict) as r:
                 n = decoded = 0
@@ -285,13 +290,7 @@ def test_corrupted_split_bag_is_read_or_refused_never_silently_short(
             if kind == "delete":
                 f.unlink()
                 continue
-            at = int(where * os.path.getsize(f))
-            with open(f, "r+b") as h:
-                if kind == "truncate":
-                    h.truncate(at)
-                else:
-                    h.seek(at)
-                    h.write(payload if kind == "write" else bytes(len(payload)))
+            _damage(f, kind, where, payload)
         try:
             with BagReader(bag, strict=strict) as r:
                 n = decoded = 0
