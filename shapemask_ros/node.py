@@ -59,6 +59,7 @@ from shapemask_ros.ros_bridge.node_health import (
     KeyedThrottle,
     NodeStats,
     diagnostic_summary,
+    policy_name,
     silent_input_message,
 )
 from shapemask_ros.ros_bridge.node_params import (
@@ -177,6 +178,7 @@ class _Input:
     # if the node is spun by a multi-threaded executor (e.g. in a component container)
     group: MutuallyExclusiveCallbackGroup = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     arrivals: int = 0
+    last_arrival: float | None = None  # steady clock
     publishers: int = 0  # matched publishers, refreshed by the watchdog (a graph query per message is costly)
     incompatible_qos: int = 0
     lost_events: int = 0
@@ -221,7 +223,6 @@ class ShapeMaskNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._inputs: list[_Input] = []
         self._watchdog_timer: Any = None
-        self._last_input: dict[str, float] = {}
         self._last_warn: dict[str, float] = {}
         self._silent: set[str] = set()
         self._activated_at = 0.0
@@ -389,7 +390,6 @@ class ShapeMaskNode(LifecycleNode):
                  cfg.camera_info_qos_depth)
             )  # fmt: skip
         self._activated_at = self._now()
-        self._last_input.clear()
         self._inputs = [_Input(k, t, topic, rel, depth, callbacks[k]) for k, t, topic, rel, depth in specs]
         for inp in self._inputs:
             self._subscribe(inp)
@@ -404,7 +404,7 @@ class ShapeMaskNode(LifecycleNode):
 
     def _offered_reliabilities(self, topic: str) -> list[str]:
         infos = self.get_publishers_info_by_topic(topic)
-        return [str(getattr(i.qos_profile.reliability, "name", i.qos_profile.reliability)).lower() for i in infos]
+        return [policy_name(i.qos_profile.reliability) for i in infos]
 
     def _subscribe(self, inp: _Input) -> None:
         """(Re)create the subscription of `inp` with the reliability its publishers call for."""
@@ -489,7 +489,7 @@ class ShapeMaskNode(LifecycleNode):
 
     # ---- data path: callbacks only enqueue; the processing thread does the work ----------------------
     def _on_input(self, inp: _Input, msg: Any, info: Any = None) -> None:
-        self._last_input[inp.key] = self._now()
+        inp.last_arrival = self._now()
         inp.arrivals += 1
         self._stats.count(inp.key)
         sequence = info.get("publication_sequence_number") if isinstance(info, dict) else None
@@ -596,7 +596,7 @@ class ShapeMaskNode(LifecycleNode):
                         f"{inp.topic}: publishers now call for {wanted} (was {inp.reliability}); re-subscribing"
                     )
                     self._guarded("resubscribe", self._subscribe, inp)
-            idle = now - self._last_input.get(inp.key, self._activated_at)
+            idle = now - (self._activated_at if inp.last_arrival is None else inp.last_arrival)
             if idle < warn_s:
                 continue
             silent.add(inp.topic)

@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 
 
-def _policy_name(policy: Any) -> str:
+def policy_name(policy: Any) -> str:
+    """Lower-case name of an rclpy QoS policy value (enum member or plain value): 'reliable', 'keep_last'."""
     return str(getattr(policy, "name", policy)).lower()
 
 
 def qos_text(qos: Any) -> str:
     """Short QoS description (reliability, durability, history/depth) of an rclpy QoSProfile-like object."""
     return (
-        f"reliability={_policy_name(qos.reliability)} durability={_policy_name(qos.durability)} "
-        f"history={_policy_name(qos.history)} depth={qos.depth}"
+        f"reliability={policy_name(qos.reliability)} durability={policy_name(qos.durability)} "
+        f"history={policy_name(qos.history)} depth={qos.depth}"
     )
 
 
@@ -53,8 +54,8 @@ def silent_input_message(
         if ptype.replace("/msg/", "/") != our_type.replace("/msg/", "/"):
             hint = f"  <-- TYPE MISMATCH (we expect {our_type})"
         elif (
-            _policy_name(info.qos_profile.reliability) == "best_effort"
-            and _policy_name(our_qos.reliability) == "reliable"
+            policy_name(info.qos_profile.reliability) == "best_effort"
+            and policy_name(our_qos.reliability) == "reliable"
         ):
             hint = "  <-- best_effort publisher vs reliable subscriber: set *_qos_reliability to auto or best_effort"
         lines.append(
