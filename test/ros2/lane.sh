@@ -6,7 +6,8 @@
 # prefix. It must lie outside the source tree: cmake refuses generated targets whose include paths (the
 # venv's NumPy headers) are inside the source directory.
 # Cached: the venv is rebuilt when its requirements file changes, vision_msgs when its files change; this
-# package is re-built and re-installed incrementally on every call (a few seconds when nothing changed).
+# package is re-built and re-installed incrementally on every call (a few seconds when nothing changed), in a
+# build directory of its own per checkout path.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DISTRO="${1:-jazzy}"
@@ -51,8 +52,11 @@ if ! stamp_ok "$BUILD/vision_msgs.stamp" "$vm_hash"; then
   build_pkg vision_msgs test/ros2/vision_msgs
   echo "$vm_hash" > "$BUILD/vision_msgs.stamp"
 fi
-echo "test-ros: building shapemask_ros (CMakeLists.txt)"
-build_pkg shapemask_ros .
+# One build directory per checkout: a CMake cache remembers its source directory and refuses another, so
+# two checkouts (a CI copy, a worktree) sharing this LANE_HOME each get their own.
+src_key=$(printf %s "$ROOT" | sha256sum | cut -c1-12)
+echo "test-ros: building shapemask_ros (CMakeLists.txt) from $ROOT"
+build_pkg "shapemask_ros-$src_key" .
 
 SITE="$PREFIX/lib/python3.11/site-packages"
 cat > "$LANE_HOME/env.sh" <<ENV
