@@ -121,6 +121,11 @@ class DataConfig:
     scale_max: float = 1.2
     hflip: bool = True
     box_jitter_sigma: float = 0.1  # paper 0.1, tensorflow/tpu default 0.025; 0 disables
+    # Cut boxes: with this probability an instance's training box has each edge moved inward by U(0, box_cut_max)
+    # x its side (before the jitter), as a detector that cuts objects would give. Teaches masks to reach past a
+    # box that is too small; 0 disables (and leaves every other random draw unchanged).
+    box_cut_prob: float = 0.0
+    box_cut_max: float = 0.15
     mask_split: str = "all"  # all | voc | nonvoc | comma separated category ids: which classes get mask loss
     subsample_fraction: float = 1.0  # keep this fraction of training images (by image id hash)
     shuffle_buffer: int = 256

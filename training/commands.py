@@ -99,8 +99,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--box-source",
         default="model",
-        choices=["model", "gt", "gt_shrunk"],
-        help="model detections, ground-truth boxes, or GT boxes shrunk by U(0.75, 1) (paper Table 3)",
+        choices=["model", "gt", "gt_shrunk", "gt_noisy"],
+        help="model detections, ground-truth boxes, GT boxes shrunk by U(0.75, 1) (paper Table 3), or GT boxes "
+        "with each edge moved by N(0, 0.1 x side) (a detector's errors)",
     )
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--splits", default="", help="comma list of named splits for per-split AP, e.g. voc,nonvoc")

@@ -1,11 +1,12 @@
 """`shapemask evaluate-bundle`: score exported bundles on any COCO-format set, class-agnostic, side by side.
 
 For each bundle (through the same `Predictor` the node uses, ONNX Runtime by default) and each box source —
-ground-truth boxes, ground-truth boxes shrunk by U(0.75, 1) per side (paper Table 3), the bundle's own
-detections — COCO mask AP (and box AP for detections) with pycocotools, next to the floor every mask branch
-must beat: box-filled masks on the same given boxes. Every category of the set is mapped to one ("object"),
-so class-agnostic models are scored on what they are for: the shape of each object. With given boxes every
-mask scores 1.0 (the box is given, only the mask is judged). Writes `<out>.md` and `<out>.json`.
+ground-truth boxes, ground-truth boxes shrunk by U(0.75, 1) per side (paper Table 3), ground-truth boxes
+with each edge moved by N(0, 0.1 x side) (a detector's errors), the bundle's own detections — COCO mask AP
+(and box AP for detections) with pycocotools, next to the floor every mask branch must beat: box-filled
+masks on the same given boxes. Every category of the set is mapped to one ("object"), so class-agnostic
+models are scored on what they are for: the shape of each object. With given boxes every mask scores 1.0
+(the box is given, only the mask is judged). Writes `<out>.md` and `<out>.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from shapemask_training.evaluation import box_fill_predict, evaluate_predictor
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("gt", "gt_shrunk", "model")
+SOURCES = ("gt", "gt_shrunk", "gt_noisy", "model")
 SHRINK_SEED = 0
 
 
@@ -156,7 +157,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--annotations", required=True, help="COCO instances JSON (any categories)")
     p.add_argument("--images", required=True, help="directory the JSON's file_names are relative to")
-    p.add_argument("--sources", default=",".join(SOURCES), help="box sources: gt, gt_shrunk, model")
+    p.add_argument("--sources", default=",".join(SOURCES), help="box sources: gt, gt_shrunk, gt_noisy, model")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime | tensorflow | tensorrt | auto")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--no-box-fill", action="store_true", help="leave out the box-filled reference rows")

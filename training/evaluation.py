@@ -46,6 +46,7 @@ class BoxSource(str, Enum):
     MODEL = "model"  # the model's own detections
     GT = "gt"  # ground-truth boxes (non-crowd)
     GT_SHRUNK = "gt_shrunk"  # ground-truth boxes, width and height each shrunk by U(0.75, 1.0)
+    GT_NOISY = "gt_noisy"  # ground-truth boxes, each edge moved by N(0, 0.1 x side): a detector's errors
 
     @classmethod
     def parse(cls, value: str | BoxSource) -> BoxSource:
@@ -92,6 +93,19 @@ def shrink_boxes(boxes: np.ndarray, seed: int, image_id: int = 0, low: float = 0
     return box_ops.shrink_boxes(np.asarray(boxes, np.float64), rng, low, high).astype(np.float32)
 
 
+def noisy_boxes(
+    boxes: np.ndarray, seed: int, image_id: int = 0, height: float = np.inf, width: float = np.inf, sigma: float = 0.1
+) -> np.ndarray:
+    """Detector-like noise: each edge moved by N(0, sigma x side), seeded by (seed, image_id) as
+    `shrink_boxes`; clipped to the image, and a box left with no area keeps its true extent (every ground
+    truth object keeps a box, so AP stays comparable with the other sources)."""
+    rng = np.random.default_rng([int(seed), int(image_id), 1])
+    b = np.asarray(boxes, np.float64)
+    out = box_ops.clip_boxes(box_ops.perturb_edges(b, rng, sigma), height, width)
+    empty = (out[:, 2] - out[:, 0] < 1.0) | (out[:, 3] - out[:, 1] < 1.0)
+    return np.where(empty[:, None], b, out).astype(np.float32)
+
+
 def _read_rgb(path: str) -> np.ndarray | None:
     """uint8 RGB image (local or gs://), or None when missing / undecodable."""
     try:
@@ -116,7 +130,7 @@ def evaluate_predictor(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run `predict_fn(image_rgb, boxes, classes) -> Instances` over a COCO set and evaluate it.
 
-    box_source: "model" (boxes = classes = None: the model detects), "gt" or "gt_shrunk" (non-crowd
+    box_source: "model" (boxes = classes = None: the model detects), "gt", "gt_shrunk" or "gt_noisy" (non-crowd
     ground-truth boxes and their contiguous classes; images without any are not predicted on).
     category_ids: contiguous class index -> COCO category id (None: all ground-truth ids, sorted);
     only these categories are evaluated. max_images: the first N images by id; only those are evaluated.
@@ -159,6 +173,8 @@ def evaluate_predictor(
                 continue
             if source is BoxSource.GT_SHRUNK:
                 boxes = shrink_boxes(boxes, seed, image_id)
+            elif source is BoxSource.GT_NOISY:
+                boxes = noisy_boxes(boxes, seed, image_id, float(im["height"]), float(im["width"]))
         t0 = time.perf_counter()
         inst = predict_fn(image, boxes, classes)
         seconds.append(time.perf_counter() - t0)
@@ -196,9 +212,9 @@ def _classes_from_source(inst: Instances, classes: np.ndarray) -> Instances:
 
 def box_fill_predict(image: np.ndarray, boxes: np.ndarray | None, classes: np.ndarray | None) -> Any:
     """A 'mask branch' that learned nothing: every mask is its box (the pixels whose centre lies inside).
-    Needs given boxes (GT or shrunk GT); returns `Instances` like the predictor."""
+    Needs given boxes (GT, shrunk or noisy GT); returns `Instances` like the predictor."""
     if boxes is None:
-        raise ValueError("box-filled masks need given boxes (box source gt or gt_shrunk)")
+        raise ValueError("box-filled masks need given boxes (box source gt, gt_shrunk or gt_noisy)")
     h, w = image.shape[:2]
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     # pixel c covers [c, c + 1): inside when its centre c + 0.5 lies in [x1, x2)
@@ -267,5 +283,6 @@ __all__ = [
     "evaluate_predictor",
     "format_metrics_table",
     "gt_boxes_for_image",
+    "noisy_boxes",
     "shrink_boxes",
 ]

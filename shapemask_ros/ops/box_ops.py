@@ -57,3 +57,17 @@ def shrink_boxes(b: np.ndarray, rng: np.random.Generator, low: float = 0.75, hig
     b = np.asarray(b, dtype=np.float64)
     f = rng.uniform(low, high, size=b.shape[:-1] + (2,))
     return scale_boxes(b, f)
+
+
+def perturb_edges(b: np.ndarray, rng: np.random.Generator, sigma: float = 0.1) -> np.ndarray:
+    """Detector-like box noise: each edge moves independently by N(0, sigma x the box's side along it).
+
+    Boxes [..., 4] xyxy; an edge pair that would cross is collapsed onto its midpoint (callers clip and
+    drop empty boxes)."""
+    b = np.asarray(b, dtype=np.float64)
+    wh = np.concatenate([b[..., 2:] - b[..., :2]] * 2, axis=-1)
+    out = b + rng.normal(0.0, sigma, size=b.shape) * wh
+    mid = (out[..., :2] + out[..., 2:]) / 2
+    lo = np.minimum(out[..., :2], mid)
+    hi = np.maximum(out[..., 2:], mid)
+    return np.concatenate([lo, hi], axis=-1)

@@ -24,6 +24,7 @@ from shapemask_training.evaluation import (
     evaluate_predictor,
     format_metrics_table,
     gt_boxes_for_image,
+    noisy_boxes,
     shrink_boxes,
 )
 
@@ -287,9 +288,27 @@ def test_shrunk_boxes_are_seeded_and_inside_the_originals():
     assert np.allclose(a[:, :2] + a[:, 2:], boxes[:, :2] + boxes[:, 2:], atol=1e-3)
 
 
+def test_noisy_boxes_move_each_edge_by_sigma_of_its_side_seeded_and_inside_the_image():
+    n = 20000
+    box = np.array([[200.0, 300.0, 300.0, 500.0]], np.float32)  # w 100, h 200, far from the image edges
+    a = noisy_boxes(np.repeat(box, n, 0), seed=0, image_id=3, height=2000.0, width=2000.0)
+    assert np.array_equal(a, noisy_boxes(np.repeat(box, n, 0), seed=0, image_id=3, height=2000.0, width=2000.0))
+    assert not np.array_equal(a, noisy_boxes(np.repeat(box, n, 0), seed=1, image_id=3, height=2000.0, width=2000.0))
+    moved = (a - box) / np.array([100.0, 200.0, 100.0, 200.0])
+    np.testing.assert_allclose(moved.std(0), 0.1, rtol=0.05)  # every edge, sigma x its side
+    assert np.all(np.abs(moved.mean(0)) < 0.005)
+    assert abs(np.corrcoef(moved[:, 0], moved[:, 2])[0, 1]) < 0.05  # edges move independently
+    # near the image border: clipped; a box pushed out of the image keeps its true extent
+    edge = np.array([[0.0, 0.0, 4.0, 4.0]] * 500, np.float32)
+    b = noisy_boxes(edge, seed=0, image_id=1, height=4.0, width=4.0, sigma=2.0)
+    assert b.min() >= 0.0 and b.max() <= 4.0
+    assert np.all(b[:, 2:] - b[:, :2] >= 1.0)
+
+
 def test_box_source_parse():
     assert BoxSource.parse("gt_shrunk") is BoxSource.GT_SHRUNK
-    with pytest.raises(ValueError, match="model, gt, gt_shrunk"):
+    assert BoxSource.parse("gt_noisy") is BoxSource.GT_NOISY
+    with pytest.raises(ValueError, match="model, gt, gt_shrunk, gt_noisy"):
         BoxSource.parse("shrunk")
 
 

@@ -136,6 +136,39 @@ def test_flip_mirrors_boxes_and_targets(tmp_path) -> None:
     assert seen == {True, False}
 
 
+def test_cut_boxes_are_too_small_but_targets_still_cover_the_whole_object(tmp_path) -> None:
+    """data.box_cut_prob: the mask branch's box is cut inside the object, its target is not (so the model
+    learns masks that reach past a box that is too small); the detector's boxes stay exact."""
+    h, w = 64, S
+    mask = _rect(h, w, 30, 10, 90, 50)
+    path = _write(tmp_path / "a.tfrecord", [_example(np.full((h, w, 3), 90, np.uint8), [(1, mask)])])
+    cfg = dict(scale_min=1.0, scale_max=1.0, box_jitter_sigma=0.0, hflip=False, shuffle_buffer=1)
+    tight = np.array([30.0, 10.0, 90.0, 50.0])
+    data_cfg, model_cfg = _cfgs(**cfg, box_cut_prob=1.0, box_cut_max=0.15)
+    cut_seen = 0
+    for batch in build_dataset(path, data_cfg, model_cfg, True, 1, (1,), seed=4).take(6):
+        b = {k: v.numpy()[0] for k, v in batch.items()}
+        np.testing.assert_allclose(b["gt_boxes"][0], tight, atol=1e-4)
+        mb = b["mask_boxes"][0]
+        assert np.all(mb[:2] >= tight[:2] - 1e-4) and np.all(mb[2:] <= tight[2:] + 1e-4)
+        inward = np.concatenate([mb[:2] - tight[:2], tight[2:] - mb[2:]]) / np.tile(tight[2:] - tight[:2], 2)
+        assert inward.max() <= 0.15 + 1e-4
+        cut_seen += bool(inward.min() > 0)
+        ref = crop_and_sample(mask, b["mask_outer_boxes"][0].astype(np.float64), 128)
+        clear = np.abs(ref - 0.5) > 1e-3
+        np.testing.assert_array_equal(b["fine_mask_targets"][0][clear], (ref[clear] >= 0.5).astype(np.float32))
+        # the target reaches past the cut box: foreground outside the given box exists
+        o = b["mask_outer_boxes"][0]
+        xs = o[0] + (np.arange(128) + 0.5) * (o[2] - o[0]) / 128
+        outside = (xs < mb[0] - 1) | (xs > mb[2] + 1)
+        assert b["fine_mask_targets"][0][:, outside].sum() > 0
+    assert cut_seen == 6
+    # box_cut_prob 0 (the default) leaves the mask boxes tight
+    data_cfg, model_cfg = _cfgs(**cfg)
+    b = _first(build_dataset(path, data_cfg, model_cfg, True, 1, (1,), seed=4))
+    np.testing.assert_allclose(b["mask_boxes"][0, 0], tight, atol=1e-4)
+
+
 @pytest.mark.parametrize("is_training", [False, True])
 def test_gt_boxes_map_back_with_image_info(tmp_path, is_training: bool) -> None:
     h, w = 100, 60

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample, grid_points
-from shapemask_training.data.targets import crop_masks_to_boxes, jitter_boxes_tf, mask_targets
+from shapemask_training.data.targets import crop_masks_to_boxes, cut_boxes_tf, jitter_boxes_tf, mask_targets
 
 pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
 
@@ -132,6 +132,28 @@ def test_jitter_is_seeded_and_clipped() -> None:
         assert np.all(out[:, 2:] - out[:, :2] >= 1.0 - 1e-5)
     # sigma 0 leaves in-image boxes unchanged.
     np.testing.assert_array_equal(jitter_boxes_tf(boxes, 0.0, tf.constant([1, 2]), 32.0, 64.0).numpy(), boxes)
+
+
+def test_cut_boxes_only_shrink_a_fraction_of_boxes_by_at_most_the_cut() -> None:
+    n, prob, cut = 20000, 0.5, 0.15
+    box = np.array([100.0, 200.0, 300.0, 600.0], np.float32)  # w 200, h 400
+    out = cut_boxes_tf(np.tile(box, (n, 1)), prob, cut, tf.constant([5, 9], tf.int64)).numpy()
+    wh = np.tile(box[2:] - box[:2], 2)
+    inward = np.concatenate([out[:, :2] - box[:2], box[2:] - out[:, 2:]], axis=1) / wh  # per edge, >= 0
+    assert inward.min() >= -1e-6 and inward.max() <= cut + 1e-6  # never grows, never more than the cut
+    changed = np.any(inward > 1e-6, axis=1)
+    assert abs(changed.mean() - prob) < 0.02  # about `prob` of the boxes are cut ...
+    assert np.mean(inward[changed] > 0) > 0.99  # ... on every edge
+    np.testing.assert_allclose(inward[changed].mean(0), cut / 2, rtol=0.05)  # U(0, cut) per edge
+    # edges move independently: the cut box is not centred on the original
+    centre_shift = (out[changed, :2] + out[changed, 2:]) / 2 - (box[:2] + box[2:]) / 2
+    assert centre_shift.std(0).min() > 1.0
+    seeded = [cut_boxes_tf(np.tile(box, (50, 1)), prob, cut, tf.constant(s)).numpy() for s in ([5, 9], [5, 9], [6, 9])]
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    assert not np.array_equal(seeded[0], seeded[2])
+    np.testing.assert_array_equal(cut_boxes_tf(box[None], 0.0, cut, tf.constant([1, 2])).numpy(), box[None])
+    with pytest.raises(ValueError, match="box_cut_max"):
+        cut_boxes_tf(box[None], 0.5, 0.5, tf.constant([1, 2]))
 
 
 def test_bad_crop_size_is_an_error() -> None:

@@ -30,7 +30,13 @@ import tensorflow as tf
 from shapemask_ros.config import DataConfig, ModelConfig, mask_split_ids
 from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_training.data import tfrecords as rec
-from shapemask_training.data.targets import jitter_boxes_tf, mask_targets
+from shapemask_training.data.targets import (
+    clip_boxes_tf,
+    cut_boxes_tf,
+    jitter_boxes_tf,
+    keep_min_size,
+    mask_targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +173,14 @@ class _Parser:
         k = tf.minimum(tf.reduce_sum(tf.cast(valid, tf.int32)), self.max_inst)
         sel = order[:k]
         sel_boxes = tf.gather(boxes, sel)
+        jitter_seed = seeds[4]
+        if self.is_training and self.data_cfg.box_cut_prob > 0:
+            # its own seeds split from the jitter's: configs without cuts keep every draw they had
+            cut_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[4], num=2))
+            sel_boxes = cut_boxes_tf(sel_boxes, self.data_cfg.box_cut_prob, self.data_cfg.box_cut_max, cut_seed)
+            sel_boxes = keep_min_size(clip_boxes_tf(sel_boxes, s, s), s, s)
         if self.is_training and self.data_cfg.box_jitter_sigma > 0:
-            sel_boxes = jitter_boxes_tf(sel_boxes, self.data_cfg.box_jitter_sigma, seeds[4], s, s)
+            sel_boxes = jitter_boxes_tf(sel_boxes, self.data_cfg.box_jitter_sigma, jitter_seed, s, s)
         sel_outer = outer_boxes(sel_boxes, s, s, self.outer_scale)
 
         # Decode only the sampled masks; the slots past k are zeros (fixed count for map_fn).

@@ -99,16 +99,35 @@ def jitter_boxes_tf(
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     if sigma <= 0.0:
-        return _keep_min_size(clip_boxes_tf(boxes, height, width), height, width)
+        return keep_min_size(clip_boxes_tf(boxes, height, width), height, width)
     noise = tf.random.stateless_normal(tf.stack([tf.shape(boxes)[0], 4]), seed=seed, stddev=sigma)
     wh = boxes[:, 2:] - boxes[:, :2]
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0 + noise[:, :2] * wh
     wh = wh * tf.exp(noise[:, 2:])
     out = tf.concat([centre - wh / 2.0, centre + wh / 2.0], axis=-1)
-    return _keep_min_size(clip_boxes_tf(out, height, width), height, width)
+    return keep_min_size(clip_boxes_tf(out, height, width), height, width)
 
 
-def _keep_min_size(boxes: tf.Tensor, height: tf.Tensor | float, width: tf.Tensor | float) -> tf.Tensor:
+def cut_boxes_tf(boxes: tf.Tensor, prob: float, max_cut: float, seed: tf.Tensor) -> tf.Tensor:
+    """Boxes [N, 4] too small, as a detector that cuts objects gives: with probability `prob` per box, each
+    edge moves inward by U(0, max_cut) x the box's side along it (so a box keeps >= 1 - 2 max_cut of a side).
+
+    `seed` is a stateless seed; callers clip and keep a minimum size afterwards (jitter_boxes_tf does)."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    if prob <= 0.0 or max_cut <= 0.0:
+        return boxes
+    if max_cut >= 0.5:
+        raise ValueError(f"box_cut_max must be < 0.5 (an edge cannot cross the box's centre), got {max_cut}")
+    s_pick, s_cut = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    n = tf.shape(boxes)[0]
+    pick = tf.cast(tf.random.stateless_uniform([n, 1], s_pick) < prob, tf.float32)
+    cut = tf.random.stateless_uniform([n, 4], s_cut, 0.0, max_cut) * pick
+    wh = boxes[:, 2:] - boxes[:, :2]
+    inward = tf.concat([cut[:, :2] * wh, -cut[:, 2:] * wh], axis=-1)
+    return boxes + inward
+
+
+def keep_min_size(boxes: tf.Tensor, height: tf.Tensor | float, width: tf.Tensor | float) -> tf.Tensor:
     """Grow boxes [N, 4] (already clipped) to at least 1 px per side while staying inside the image."""
     height = tf.cast(height, tf.float32)
     width = tf.cast(width, tf.float32)

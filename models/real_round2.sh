@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Issue 23 (real model, round 2), 2026-12-06: all the real COCO there is (coco_mini + coco_tiny) and boxes that
+# are too small. Each variant is the shipped recipe (training/configs/real_lite0.yaml, models/make_real_model.sh)
+# with the settings below changed; results in docs/results/real_data/round2_*.{md,json}.
+#
+#   r2          train mix with coco_tiny (COCO x5, composites cut from all of it), box jitter 0.025: data alone
+#   r2cut       r2 + cut boxes: half the training boxes have each edge moved inward by U(0, 0.15) x side
+#   r2cut_s1    r2cut, training seed 1
+#
+# Usage: models/real_round2.sh data | train NAME | select NAME | export NAME | eval NAME...
+# Needs ../shared/data (coco_mini, coco_tiny, iotkits, coco128_seg) and the converted backbone (step 1 of
+# models/make_real_model.sh). coco128_seg and IoTKITs valid/ are never trained on or used to choose; the
+# checkpoint is chosen on 20 % of coco_mini and of coco_tiny held out (out/real2/coco_select.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=.venv/bin/shapemask
+D=${SHAPEMASK_DATA:-../shared/data}
+R=out/real2
+CFG=training/configs/real_lite0.yaml
+export TF_CPP_MIN_LOG_LEVEL=2
+
+data() {
+  mkdir -p $R
+  [ -f out/backbones/efficientnet_lite0_imagenet.npz ] || $S convert-backbone --out out/backbones/efficientnet_lite0_imagenet.npz
+  $S import-dataset --coco $D/iotkits/train/_annotations.coco.json --agnostic --out $R/iotkits_train.json
+  $S import-dataset --coco $D/iotkits/valid/_annotations.coco.json --agnostic --out $R/iotkits_valid.json
+  $S import-dataset --yolo-seg $D/coco128_seg/images/train2017 --agnostic --out $R/coco128_seg.json
+  # the same coco_mini split as round 1 (seed 0, 20 %), and 20 % of coco_tiny held out the same way
+  $S import-dataset --coco $D/coco_mini/annotations/instances_train2017.json=$D/coco_mini/train2017 --agnostic \
+    --out $R/coco_mini_train.json --holdout 0.2 --holdout-out $R/coco_mini_select.json --seed 0
+  $S import-dataset --coco $D/coco_tiny/annotations/instances_train2017.json=$D/coco_tiny/train2017 \
+    --coco $D/coco_tiny/annotations/instances_val2017.json=$D/coco_tiny/val2017 --agnostic \
+    --out $R/coco_tiny_train.json --holdout 0.2 --holdout-out $R/coco_tiny_select.json --seed 0
+  $S import-dataset --coco $R/coco_mini_train.json=$R --coco $R/coco_tiny_train.json=$R --agnostic --out $R/coco_train.json
+  $S import-dataset --coco $R/coco_mini_select.json=$R --coco $R/coco_tiny_select.json=$R --agnostic --out $R/coco_select.json
+  # composites: COCO cut-outs weighted 3:1 over the boards, on both sets' images
+  $S copy-paste --cutouts $R/coco_train.json=$R:3 --cutouts $R/iotkits_train.json=$R:1 \
+    --backgrounds $R/coco_train.json=$R --backgrounds $R/iotkits_train.json=$R --images 2500 --seed 0 --out $R/cp
+  local C=$R/coco_train.json
+  $S import-dataset --coco $C=$R --coco $C=$R --coco $C=$R --coco $C=$R --coco $C=$R \
+    --coco $R/iotkits_train.json=$R --coco $R/cp/annotations.json --agnostic --out $R/train_mix.json
+  $S priors --annotations $R/train_mix.json --k 32 --out $R/priors_k32.npy --picture $R/priors_k32.png
+  $S make-tfrecords --annotations $R/train_mix.json --images $R --out $R/tfrecords/train --shards 8
+}
+
+DATA="data.train_pattern=$R/tfrecords/train-*.tfrecord model.mask.priors_path=$R/priors_k32.npy"
+declare -A SETS=(
+  [r2]="$DATA"
+  [r2cut]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15"
+  [r2cut_s1]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
+)
+
+overrides() {  # NAME -> "--set k=v ..." with its own name and model_dir
+  echo "--set ${SETS[$1]} name=$1 model_dir=out/real2_variants/$1"
+}
+
+case "${1:-}" in
+  data) data ;;
+  train) $S train --config $CFG $(overrides "$2") ;;
+  select)
+    for n in 200 400 600 800 1000; do
+      $S eval --config $CFG $(overrides "$2") --checkpoint out/real2_variants/$2/checkpoints/ckpt-$n \
+        --annotations $R/coco_select.json --images $R --box-source gt --metrics out/real2_variants/$2/select_$n.json
+    done ;;
+  export)
+    $S export --config $CFG $(overrides "$2") --checkpoint out/real2_variants/$2/checkpoints/ckpt-${3:-1000} \
+      --annotations $R/coco_train.json --out out/real2_bundles/$2 --no-saved-model --verify --onnx-weights fp16 ;;
+  eval)
+    shift
+    M=(); for n in "$@"; do M+=(--model "$n=out/real2_bundles/$n"); done
+    $S evaluate-bundle "${M[@]}" --model real_lite0=models/real_lite0 --sources gt,gt_shrunk,gt_noisy \
+      --annotations $R/coco128_seg.json --images $R --out docs/results/real_data/round2_coco128 \
+      --title "coco128_seg (real COCO images, 80 categories; never trained on)"
+    $S evaluate-bundle "${M[@]}" --model real_lite0=models/real_lite0 --sources gt,gt_shrunk,gt_noisy \
+      --annotations $R/iotkits_valid.json --images $R --out docs/results/real_data/round2_iotkits_valid \
+      --title "IoTKITs valid (electronics boards; never trained on)" ;;
+  *) echo "usage: $0 data | train NAME | select NAME | export NAME [STEP] | eval NAME..." >&2; exit 2 ;;
+esac
