@@ -106,9 +106,20 @@ def prepare_data(source: str, real_dir: str, work_dir: str, progress: bool = Fal
     return pattern, priors
 
 
-def variant_config(name: str, steps: int, seed: int, pattern: str, priors: str, work_dir: str) -> ExperimentConfig:
-    """real_lite0.yaml with the variant's mask switches, data, priors, steps (schedule scaled) and seed."""
-    _, mask, _ = VARIANTS[name]
+def variant_config(
+    name: str,
+    steps: int,
+    seed: int,
+    pattern: str,
+    priors: str,
+    work_dir: str,
+    mask: dict[str, bool] | None = None,
+    study: str = "real_novel",
+) -> ExperimentConfig:
+    """real_lite0.yaml with the variant's mask switches (default: this study's VARIANTS[name]), data, priors,
+    steps (schedule scaled) and seed; `study` names the run (another study reusing the recipe)."""
+    if mask is None:
+        _, mask, _ = VARIANTS[name]
     over = {
         "model": {"mask": {"priors_path": priors, **mask}},
         "data": {"train_pattern": pattern},
@@ -125,9 +136,7 @@ def variant_config(name: str, steps: int, seed: int, pattern: str, priors: str, 
     cfg = load_config(str(BASE_CONFIG), over)
     d = to_dict(cfg)
     d.pop("name"), d.pop("model_dir")
-    return dataclasses.replace(
-        cfg, name=f"real_novel/{name}", model_dir=os.path.join(work_dir, "models", digest(d, 16))
-    )
+    return dataclasses.replace(cfg, name=f"{study}/{name}", model_dir=os.path.join(work_dir, "models", digest(d, 16)))
 
 
 def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
