@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
@@ -44,6 +44,9 @@ from shapemask_ros.ros_bridge.image_codec import (
 from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
 from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, OBJECTS3D_TYPE, POINTS_TYPE
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
+
+if TYPE_CHECKING:
+    from shapemask_ros.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,11 @@ class BagEvalOptions:
         if bad:
             raise BagError(f"invalid parameters: {bad}")
 
+    def predictor_config(self) -> NodeConfig:
+        """What the predictor is loaded with: the node parameters (engine cache, mask settings) with this
+        run's model and backend."""
+        return dataclasses.replace(self.node, model_path=self.model, backend=self.backend)
+
     def node_config(self) -> NodeConfig:
         """The processor's parameters: `node` with this run's topics."""
         return dataclasses.replace(
@@ -124,20 +132,19 @@ def _best_label(inst: Any) -> tuple[str, float]:
     return str(inst.hypotheses[0].class_id), float(inst.hypotheses[0].score)
 
 
-def load_predictor(model: str, backend: str, threads: int = 0) -> Any:
-    """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise.
-    `threads`: ONNX Runtime intra-op threads (0 = its default: every core)."""
+def load_bag_predictor(config: NodeConfig, threads: int = 0) -> Predictor:
+    """`runtime.predictor.load_predictor` (the node's loading) with its errors as BagError, bag-eval's and the
+    demo's user errors. `threads`: ONNX Runtime intra-op threads (0 = its default: every core)."""
     from shapemask_ros.runtime.bundle import resolve_model_path
-    from shapemask_ros.runtime.predictor import Predictor
+    from shapemask_ros.runtime.predictor import ModelNotFoundError, load_predictor
 
-    path = resolve_model_path(model)
-    if not Path(path).exists():
-        hint = " (the shipped demo model: build it, or pass --model)" if not model else ""
-        raise BagError(f"model bundle not found: {path}{hint}")
     try:
-        return Predictor.load(path, backend, intra_op_num_threads=threads)
+        return load_predictor(config, intra_op_num_threads=threads)
+    except ModelNotFoundError as e:
+        raise BagError(str(e)) from None
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
-        raise BagError(f"cannot load model {path} with backend {backend!r}: {e}") from None
+        path = resolve_model_path(config.model_path)
+        raise BagError(f"cannot load model {path} with backend {config.backend!r}: {e}") from None
 
 
 class BagEvaluation:
@@ -392,7 +399,7 @@ def evaluate_bag(
                 )
         if predictor is None:
             say(f"loading model {opts.model or '(shipped demo model)'} (backend {opts.backend})")
-            predictor = load_predictor(opts.model, opts.backend)
+            predictor = load_bag_predictor(opts.predictor_config())
         try:
             out = AtomicOutputDir(opts.out, overwrite=opts.overwrite)
         except FileExistsError as e:

@@ -27,6 +27,7 @@ from shapemask_ros.bench.runtime_bench import (
     ensure_bundle,
     read_official,
 )
+from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.predictor import Predictor, flip_label
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ def run_bundle_bench(
         label: Predictor.load(
             path,
             backend="onnxruntime",
-            intra_op_num_threads=threads,
-            signatures=["segment_boxes"],
+            options=BackendOptions(intra_op_num_threads=threads, signatures=["segment_boxes"]),
             flip_average=label in flipped,
         )
         for label, path in entries

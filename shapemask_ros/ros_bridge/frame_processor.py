@@ -66,6 +66,7 @@ from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.overlay import overlay_image
+from shapemask_ros.runtime.predictor import PredictorProtocol
 
 # Counters that always exist (0 until they happen), so diagnostics show the full set.
 DROP_REASONS = (
@@ -105,9 +106,6 @@ GEOMETRY_REASONS = (
     "depth_unused",  # depth message older than a processed frame's match (depth faster than processing)
 )
 DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, frames stop waiting for it
-
-# Parameters that are the predictor's own settings: handed to it at start and on every change.
-PREDICTOR_PARAMS = ("mask_threshold", "flip_average")
 
 _LOG_EVERY_S = 5.0
 
@@ -200,13 +198,14 @@ class FrameProcessor:
 
     def __init__(
         self,
-        predictor: Any,
+        predictor: PredictorProtocol,
         cfg: NodeConfig,
         factory: MessageFactory,
         clock: Callable[[], float] = time.monotonic,
         logger: Any = None,
     ) -> None:
-        """`predictor` follows the runtime Predictor contract (predict, backend, class_names);
+        """`predictor`: a runtime `Predictor` or any other `PredictorProtocol` (predict, backend, class_names,
+        and the settable mask_threshold and flip_average);
         `logger` needs .warning(str) and .error(str) (a logging.Logger or an rclpy logger)."""
         new, bad = validate_node_config(cfg, {})
         if bad:
@@ -216,7 +215,7 @@ class FrameProcessor:
         self.factory = factory
         self.clock = clock
         self.log = logger or logging.getLogger(__name__)
-        self.stats = ProcessorStats(backend=str(getattr(predictor, "backend", "")))
+        self.stats = ProcessorStats(backend=str(predictor.backend))
         self._sync = Synchronizer(self.cfg.sync_slop_s, self._cache_size())
         self._sync.counters = self.stats.dropped  # one set of counters
         self._latest: tuple[tuple[int, int], Any, str] | None = None  # self-detection: newest image only
@@ -258,9 +257,6 @@ class FrameProcessor:
         """Apply parameter changes all-or-nothing; returns {name: reason} for rejected ones ({} = applied)."""
         read_only = "read-only while running: set it at launch / reconfigure the node"
         rejected = {n: read_only for n in changes if n not in LIVE_PARAMS and hasattr(self.cfg, n)}
-        for name in PREDICTOR_PARAMS:
-            if name in changes and not hasattr(self.predictor, name):
-                rejected[name] = f"the predictor does not support changing {name}"
         new, bad = validate_node_config(self.cfg, changes)
         rejected.update(bad)
         if rejected:
@@ -279,10 +275,9 @@ class FrameProcessor:
         return {}
 
     def _apply_predictor_params(self, cfg: NodeConfig) -> None:
-        """Hand the predictor's own settings to it (a predictor without them keeps its behaviour)."""
-        for name in PREDICTOR_PARAMS:
-            if hasattr(self.predictor, name):
-                setattr(self.predictor, name, getattr(cfg, name))
+        """Hand the predictor its own settings."""
+        self.predictor.mask_threshold = cfg.mask_threshold
+        self.predictor.flip_average = cfg.flip_average
 
     # -------------------------------------------------------------------------------------- logging
     def _drop(self, reason: str, detail: str, n: int = 1) -> None:
@@ -611,7 +606,7 @@ class FrameProcessor:
         return objects, depth_header
 
     def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None) -> Instances:
-        names = list(getattr(self.predictor, "class_names", []) or [])
+        names = list(self.predictor.class_names)
         try:
             if parsed is None:
                 return self.predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
@@ -627,7 +622,7 @@ class FrameProcessor:
     ) -> FrameResult:
         h, w = rgb.shape[:2]
         frame_drops: Counter = Counter()
-        names = list(getattr(self.predictor, "class_names", []) or [])
+        names = list(self.predictor.class_names)
         parsed: ParsedDetections | None = None
         if detections_msg is not None:
             parsed = detections_to_arrays(detections_msg, (h, w), self.cfg)
@@ -639,7 +634,7 @@ class FrameProcessor:
         if tuple(int(v) for v in instances.image_size) != (h, w):
             raise ValueError(f"predictor returned image_size {instances.image_size}, image is {(h, w)}")
         frame_drops.update(instances.dropped)
-        backend = str(getattr(self.predictor, "backend", "") or instances.backend)
+        backend = str(self.predictor.backend or instances.backend)
         self.stats.backend = backend
         masks = instances_to_mask_array(self.factory, instances, header, names, parsed, backend=backend)
         labels = (

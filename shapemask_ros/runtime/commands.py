@@ -270,6 +270,7 @@ def write_outputs(
 
 def run_predict(args: argparse.Namespace) -> int:
     """Segment one image; 0 = written, 2 = bad input (image, boxes, model bundle), 1 = no backend."""
+    from shapemask_ros.runtime.backends import BackendOptions
     from shapemask_ros.runtime.predictor import Predictor
 
     if not 0.0 <= args.mask_threshold <= 1.0:
@@ -281,8 +282,7 @@ def run_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.load(
             model,
             backend=args.backend,
-            engine_cache_dir=args.engine_cache_dir or None,
-            intra_op_num_threads=args.threads,
+            options=BackendOptions(engine_cache_dir=args.engine_cache_dir or None, intra_op_num_threads=args.threads),
             mask_threshold=args.mask_threshold,
             flip_average=args.flip_average,
         )
