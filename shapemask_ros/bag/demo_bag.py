@@ -44,6 +44,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.report import STAMP_KEY
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.datasets import synthetic
 from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
@@ -67,7 +68,6 @@ TOPIC_TYPES = {
 }
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "shapemask_ros.bag_gt/1"
-STAMP_KEY = "stamp_ns"  # images[i][STAMP_KEY]: header stamp of the image message, integer nanoseconds
 
 
 @dataclass

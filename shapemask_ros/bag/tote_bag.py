@@ -36,7 +36,6 @@ from shapemask_ros.bag.demo_bag import (
     FRAME_ID,
     GT_FORMAT,
     IMAGE_TOPIC,
-    STAMP_KEY,
     TOPIC_TYPES,
     DemoBag,
     DemoBagConfig,
@@ -45,6 +44,7 @@ from shapemask_ros.bag.demo_bag import (
     gt_path_for,
 )
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.report import STAMP_KEY
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
 from shapemask_ros.utils.io import atomic_write_text

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -181,11 +180,3 @@ def add_args(p) -> None:
         action="store_true",
         help=f"also time each --model with mirrored-image averaging (rows '{flip_label('<label>')}')",
     )
-
-
-def labelled(specs: Sequence[str]) -> list[tuple[str, str]]:
-    out = []
-    for spec in specs:
-        label, _, path = spec.rpartition("=")
-        out.append((label or os.path.basename(os.path.normpath(path)), path))
-    return out

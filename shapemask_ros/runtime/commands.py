@@ -159,6 +159,8 @@ def parse_boxes(data: Any, class_names: tuple[str, ...] = ()) -> tuple[np.ndarra
     Shape and type errors raise ValueError; invalid coordinates (NaN, empty, outside) are left for the
     Predictor, which drops and counts them.
     """
+    from shapemask_ros.runtime.preprocess import box_array
+
     classes: list[int] | None = None
     if isinstance(data, dict):
         if "boxes" not in data:
@@ -184,10 +186,7 @@ def parse_boxes(data: Any, class_names: tuple[str, ...] = ()) -> tuple[np.ndarra
         boxes = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"boxes must be numbers [[x1, y1, x2, y2], ...]: {e}") from e
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {boxes.shape}")
+    boxes = box_array(boxes)
     if classes is not None and len(classes) != len(boxes):
         raise ValueError(f"{len(classes)} classes for {len(boxes)} boxes")
     return boxes, None if classes is None else np.asarray(classes, np.int64)
