@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 
-from shapemask_ros.bag.eval_report import build_report
+from shapemask_ros.bag.eval_report import EvalRun, build_report
 from shapemask_ros.bag.pairing import PairedFrame, Pairer, PairInput
 from shapemask_ros.bag.pooled_ap import accuracy_pool
 from shapemask_ros.bag.reader import BagError, BagMessage, BagReader
@@ -177,6 +177,44 @@ class BagEvaluation:
         self.with_geometry = 0
         self.has_gt = bool(opts.gt or opts.gt_topic)
         self.loop_cpu_s = 0.0
+
+    def result(self) -> EvalRun:
+        """The finished run as the report reads it (call after `run`, once the writer is closed)."""
+
+        def counts(counter: Any) -> dict[str, int]:
+            return {k: int(v) for k, v in counter.items() if v}
+
+        o, timed = self.opts, self.timed
+        return EvalRun(
+            bag=str(o.bag),
+            image_topic=o.image_topic,
+            detections_topic=o.detections_topic,
+            depth_topic=o.depth_topic,
+            camera_info_topic=o.camera_info_topic,
+            max_frames=o.max_frames,
+            storage=o.storage,
+            config=self.cfg,
+            model_path=str(getattr(getattr(timed, "bundle", None), "path", "") or o.model or "(given predictor)"),
+            backend=str(getattr(timed, "backend", "") or self.processor.stats.backend),
+            skipped_backends=dict(getattr(timed, "skipped_backends", {}) or {}),
+            class_names=tuple(getattr(timed, "class_names", []) or []),
+            frames=tuple(self.frames),
+            preds=tuple(self.preds),
+            stamps_read=tuple(self.stamps_read),
+            images_read=self.images_read,
+            with_geometry=self.with_geometry,
+            output_topics=dict(sorted(self.writer.counts.items())),
+            overlay_files=tuple(self.overlay_files),
+            video=self.video is not None,
+            processor_drops=counts(self.processor.stats.dropped),
+            processor_drops_3d=counts(self.processor.stats.dropped_3d),
+            pairing_drops=counts(self.drops),
+            writer_not_copied=counts(self.writer.not_copied),
+            copied=self.copied,
+            copy_s=self.copy_s,
+            overlay_s=self.overlay_s,
+            loop_cpu_s=self.loop_cpu_s,
+        )
 
     # -- outputs
     def _conn(self, name: str, typ: str) -> Any:
@@ -416,7 +454,7 @@ def evaluate_bag(
             gt = gt_file
             if opts.gt_topic:
                 gt = GroundTruth.from_messages(ev.gt_msgs, f"topic {opts.gt_topic}")
-            report = build_report(ev, reader, gt, wall)
+            report = build_report(ev.result(), reader, gt, wall)
             pool = accuracy_pool(gt, ev.preds, ev.stamps_read) if gt is not None else None
             if reader.damage is not None:
                 say(f"damaged input: {reader.damage.describe()}")
