@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_predictor
+from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
 from shapemask_ros.bag.eval_cli import summary_lines
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.config import NodeConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
     t0 = time.perf_counter()
     try:
         log(f"[1/3] loading the model {args.model or '(the shipped default model)'}")
-        predictor = load_predictor(args.model, args.backend)
+        predictor = load_bag_predictor(NodeConfig(model_path=args.model, backend=args.backend))
         tote = args.scene == "tote"
         cfg = demo_bag.DemoBagConfig(
             frames=args.frames or (24 if tote else 60),

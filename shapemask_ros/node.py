@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import os
 import sys
 import threading
 import time
@@ -315,17 +314,12 @@ class ShapeMaskNode(LifecycleNode):
         if bad:  # before the model is loaded: fail fast, naming every bad parameter
             raise ValueError(f"invalid parameters: {bad}")
         from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
-        from shapemask_ros.runtime.predictor import Predictor
+        from shapemask_ros.runtime.predictor import load_predictor
 
         factory = RclpyFactory()
         masks_cls = factory.message_class(MASKS_TYPE)  # fails clearly if msgs were not built
-        model = resolve_model_path(cfg.model_path)
-        if not os.path.exists(model) and "://" not in model:
-            raise FileNotFoundError(
-                f"model bundle not found: {model} (set model_path, or build/install models/real_lite0)"
-            )
-        self.get_logger().info(f"loading model {model} (backend requested: {cfg.backend})")
-        predictor = Predictor.load(model, backend=cfg.backend, engine_cache_dir=cfg.engine_cache_dir or None)
+        self.get_logger().info(f"loading model {resolve_model_path(cfg.model_path)} (backend requested: {cfg.backend})")
+        predictor = load_predictor(cfg)
         self._backend = str(getattr(predictor, "backend", "unknown"))
         skipped = dict(getattr(predictor, "skipped_backends", None) or {})
         used = f"inference backend in use: {self._backend} (requested: {cfg.backend}"

@@ -171,7 +171,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shapemask_ros.bench.bundle_bench import labelled
+    from shapemask_ros.utils.cli_args import labelled_paths as labelled
 
     bundles = labelled(args.model)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())

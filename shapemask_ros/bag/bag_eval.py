@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
-from shapemask_ros.bag.eval_report import build_report
+from shapemask_ros.bag.eval_report import EvalRun, build_report
 from shapemask_ros.bag.pairing import PairedFrame, Pairer, PairInput
 from shapemask_ros.bag.pooled_ap import accuracy_pool
 from shapemask_ros.bag.reader import BagError, BagMessage, BagReader
@@ -44,6 +44,9 @@ from shapemask_ros.ros_bridge.image_codec import (
 from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
 from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, OBJECTS3D_TYPE, POINTS_TYPE
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
+
+if TYPE_CHECKING:
+    from shapemask_ros.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,11 @@ class BagEvalOptions:
         if bad:
             raise BagError(f"invalid parameters: {bad}")
 
+    def predictor_config(self) -> NodeConfig:
+        """What the predictor is loaded with: the node parameters (engine cache, mask settings) with this
+        run's model and backend."""
+        return dataclasses.replace(self.node, model_path=self.model, backend=self.backend)
+
     def node_config(self) -> NodeConfig:
         """The processor's parameters: `node` with this run's topics."""
         return dataclasses.replace(
@@ -124,20 +132,19 @@ def _best_label(inst: Any) -> tuple[str, float]:
     return str(inst.hypotheses[0].class_id), float(inst.hypotheses[0].score)
 
 
-def load_predictor(model: str, backend: str, threads: int = 0) -> Any:
-    """Predictor for a bundle path ("" = the shipped demo model); BagError with the reason otherwise.
-    `threads`: ONNX Runtime intra-op threads (0 = its default: every core)."""
+def load_bag_predictor(config: NodeConfig, threads: int = 0) -> Predictor:
+    """`runtime.predictor.load_predictor` (the node's loading) with its errors as BagError, bag-eval's and the
+    demo's user errors. `threads`: ONNX Runtime intra-op threads (0 = its default: every core)."""
     from shapemask_ros.runtime.bundle import resolve_model_path
-    from shapemask_ros.runtime.predictor import Predictor
+    from shapemask_ros.runtime.predictor import ModelNotFoundError, load_predictor
 
-    path = resolve_model_path(model)
-    if not Path(path).exists():
-        hint = " (the shipped demo model: build it, or pass --model)" if not model else ""
-        raise BagError(f"model bundle not found: {path}{hint}")
     try:
-        return Predictor.load(path, backend, intra_op_num_threads=threads)
+        return load_predictor(config, intra_op_num_threads=threads)
+    except ModelNotFoundError as e:
+        raise BagError(str(e)) from None
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
-        raise BagError(f"cannot load model {path} with backend {backend!r}: {e}") from None
+        path = resolve_model_path(config.model_path)
+        raise BagError(f"cannot load model {path} with backend {config.backend!r}: {e}") from None
 
 
 class BagEvaluation:
@@ -170,6 +177,44 @@ class BagEvaluation:
         self.with_geometry = 0
         self.has_gt = bool(opts.gt or opts.gt_topic)
         self.loop_cpu_s = 0.0
+
+    def result(self) -> EvalRun:
+        """The finished run as the report reads it (call after `run`, once the writer is closed)."""
+
+        def counts(counter: Any) -> dict[str, int]:
+            return {k: int(v) for k, v in counter.items() if v}
+
+        o, timed = self.opts, self.timed
+        return EvalRun(
+            bag=str(o.bag),
+            image_topic=o.image_topic,
+            detections_topic=o.detections_topic,
+            depth_topic=o.depth_topic,
+            camera_info_topic=o.camera_info_topic,
+            max_frames=o.max_frames,
+            storage=o.storage,
+            config=self.cfg,
+            model_path=str(getattr(getattr(timed, "bundle", None), "path", "") or o.model or "(given predictor)"),
+            backend=str(getattr(timed, "backend", "") or self.processor.stats.backend),
+            skipped_backends=dict(getattr(timed, "skipped_backends", {}) or {}),
+            class_names=tuple(getattr(timed, "class_names", []) or []),
+            frames=tuple(self.frames),
+            preds=tuple(self.preds),
+            stamps_read=tuple(self.stamps_read),
+            images_read=self.images_read,
+            with_geometry=self.with_geometry,
+            output_topics=dict(sorted(self.writer.counts.items())),
+            overlay_files=tuple(self.overlay_files),
+            video=self.video is not None,
+            processor_drops=counts(self.processor.stats.dropped),
+            processor_drops_3d=counts(self.processor.stats.dropped_3d),
+            pairing_drops=counts(self.drops),
+            writer_not_copied=counts(self.writer.not_copied),
+            copied=self.copied,
+            copy_s=self.copy_s,
+            overlay_s=self.overlay_s,
+            loop_cpu_s=self.loop_cpu_s,
+        )
 
     # -- outputs
     def _conn(self, name: str, typ: str) -> Any:
@@ -392,7 +437,7 @@ def evaluate_bag(
                 )
         if predictor is None:
             say(f"loading model {opts.model or '(shipped demo model)'} (backend {opts.backend})")
-            predictor = load_predictor(opts.model, opts.backend)
+            predictor = load_bag_predictor(opts.predictor_config())
         try:
             out = AtomicOutputDir(opts.out, overwrite=opts.overwrite)
         except FileExistsError as e:
@@ -409,7 +454,7 @@ def evaluate_bag(
             gt = gt_file
             if opts.gt_topic:
                 gt = GroundTruth.from_messages(ev.gt_msgs, f"topic {opts.gt_topic}")
-            report = build_report(ev, reader, gt, wall)
+            report = build_report(ev.result(), reader, gt, wall)
             pool = accuracy_pool(gt, ev.preds, ev.stamps_read) if gt is not None else None
             if reader.damage is not None:
                 say(f"damaged input: {reader.damage.describe()}")

@@ -34,7 +34,6 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,11 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.report import STAMP_KEY
+from shapemask_ros.bag.scene_helpers import FRAME_ID, Messages, simulate_detector
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.datasets import synthetic
-from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
-from shapemask_ros.ros_bridge.factory import RosbagsFactory
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
-from shapemask_ros.ros_bridge.typestore import get_typestore
 from shapemask_ros.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -58,7 +56,6 @@ IMAGE_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 DETECTIONS_TOPIC = "/detections"
-FRAME_ID = "camera_color_optical_frame"
 TOPIC_TYPES = {
     IMAGE_TOPIC: "sensor_msgs/msg/Image",
     DEPTH_TOPIC: "sensor_msgs/msg/Image",
@@ -67,7 +64,6 @@ TOPIC_TYPES = {
 }
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "shapemask_ros.bag_gt/1"
-STAMP_KEY = "stamp_ns"  # images[i][STAMP_KEY]: header stamp of the image message, integer nanoseconds
 
 
 @dataclass
@@ -254,112 +250,6 @@ def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def _simulate_detector(
-    boxes: list[tuple[str, str, tuple[float, float, float, float]]],
-    cfg: DemoBagConfig,
-    rng: np.random.Generator,
-    frame: int,
-    family_names: list[str],
-) -> tuple[list[tuple[str, str, float, tuple[float, float, float, float]]], dict[str, int]]:
-    """[(class_id, id, score, box)] from ground-truth (class, track id, box): jitter, misses, false boxes."""
-    out = []
-    stats = {"true": 0, "missed": 0, "spurious": 0}
-    w_img, h_img = cfg.width, cfg.height
-    for cls, track_id, (x1, y1, x2, y2) in boxes:
-        if rng.random() < cfg.miss_prob:
-            stats["missed"] += 1
-            continue
-        w, h = x2 - x1, y2 - y1
-        cx = (x1 + x2) / 2 + rng.normal(0, cfg.box_jitter) * w
-        cy = (y1 + y2) / 2 + rng.normal(0, cfg.box_jitter) * h
-        w *= math.exp(rng.normal(0, cfg.box_jitter))
-        h *= math.exp(rng.normal(0, cfg.box_jitter))
-        box = (max(cx - w / 2, 0.0), max(cy - h / 2, 0.0), min(cx + w / 2, w_img), min(cy + h / 2, h_img))
-        out.append((cls, track_id, float(rng.uniform(0.55, 0.99)), box))
-        stats["true"] += 1
-    for j in range(int(rng.poisson(cfg.spurious_per_frame))):
-        side = min(w_img, h_img)
-        w, h = rng.uniform(0.06, 0.25, 2) * side
-        x1, y1 = rng.uniform(0, w_img - w), rng.uniform(0, h_img - h)
-        cls = family_names[int(rng.integers(0, len(family_names)))]
-        out.append((cls, f"fp{frame}_{j}", float(rng.uniform(0.3, 0.55)), (x1, y1, x1 + w, y1 + h)))
-        stats["spurious"] += 1
-    return out, stats
-
-
-class _Messages:
-    """Message builders for the demo topics (rosbags classes via the project factory)."""
-
-    def __init__(self) -> None:
-        self.store = get_typestore()
-        self.f = RosbagsFactory(self.store)
-
-    def header(self, stamp_ns: int) -> Any:
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-        return self.f.make(
-            "std_msgs/msg/Header",
-            stamp=self.f.make("builtin_interfaces/msg/Time", sec=sec, nanosec=nsec),
-            frame_id=FRAME_ID,
-        )
-
-    def depth(self, header: Any, mm: np.ndarray) -> Any:
-        h, w = mm.shape
-        return self.f.make(
-            "sensor_msgs/msg/Image",
-            header=header,
-            height=h,
-            width=w,
-            encoding="16UC1",
-            is_bigendian=0,
-            step=2 * w,
-            data=self.f.u8(mm.astype("<u2").view(np.uint8)),
-        )
-
-    def camera_info(self, header: Any, k: np.ndarray, width: int, height: int) -> Any:
-        p = np.zeros((3, 4))
-        p[:, :3] = k
-        return self.f.make(
-            "sensor_msgs/msg/CameraInfo",
-            header=header,
-            height=height,
-            width=width,
-            distortion_model="plumb_bob",
-            d=np.zeros(5),
-            k=k.reshape(-1).astype(np.float64),
-            r=np.eye(3).reshape(-1),
-            p=p.reshape(-1),
-            binning_x=0,
-            binning_y=0,
-            roi=self.f.make(
-                "sensor_msgs/msg/RegionOfInterest",
-                x_offset=0,
-                y_offset=0,
-                height=0,
-                width=0,
-                do_rectify=False,
-            ),
-        )
-
-    def detections(self, header: Any, dets: Sequence[tuple[str, str, float, tuple[float, ...]]]) -> Any:
-        items = []
-        for cls, det_id, score, box in dets:
-            hyp = self.f.make(
-                "vision_msgs/msg/ObjectHypothesisWithPose",
-                hypothesis=self.f.make("vision_msgs/msg/ObjectHypothesis", class_id=cls, score=score),
-                pose=identity_pose_with_covariance(self.f),
-            )
-            items.append(
-                self.f.make(
-                    "vision_msgs/msg/Detection2D",
-                    header=header,
-                    results=[hyp],
-                    bbox=bounding_box_2d(self.f, np.asarray(box)),
-                    id=det_id,
-                )
-            )
-        return self.f.make("vision_msgs/msg/Detection2DArray", header=header, detections=items)
-
-
 def _annotation(inst: Any, spec: Any, track: str, image_id: int, ann_id: int, k: np.ndarray) -> dict[str, Any]:
     """COCO annotation of one visible object, with its track id, plane depth and true 3D centroid."""
     rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
@@ -382,7 +272,7 @@ def _annotation(inst: Any, spec: Any, track: str, image_id: int, ann_id: int, k:
 class _Recorder:
     """Renders frames and writes their messages in receive order; collects the ground truth."""
 
-    def __init__(self, cfg: DemoBagConfig, writer: BagWriter, msgs: _Messages) -> None:
+    def __init__(self, cfg: DemoBagConfig, writer: BagWriter, msgs: Messages) -> None:
         self.cfg, self.writer, self.msgs = cfg, writer, msgs
         self.syn = synthetic
         self.k = camera_matrix(cfg.width, cfg.height)
@@ -419,7 +309,7 @@ class _Recorder:
             x, y, w, h = ann["bbox"]
             gt_boxes.append((self.syn.resolve_family(inst.category_id).name, track, (x, y, x + w, y + h)))
         rng_det = np.random.default_rng([cfg.seed, 2, t])
-        dets, stats = _simulate_detector(gt_boxes, cfg, rng_det, t, self.family_names)
+        dets, stats = simulate_detector(gt_boxes, cfg, rng_det, t, self.family_names)
         for key, v in stats.items():
             self.detector[key] += v
         latency_ns = int(rng_det.uniform(*cfg.latency_s) * 1e9)
@@ -478,7 +368,7 @@ def make_demo_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
     cfg.validate()
     out = Path(out)
     gt_file = gt_path_for(out)
-    msgs = _Messages()
+    msgs = Messages()
     with AtomicOutputDir(out, overwrite=overwrite, create=False) as tmp:
         with BagWriter(tmp.path, msgs.store, storage=cfg.storage, compress=cfg.compress) as bw:
             rec = _Recorder(cfg, bw, msgs)

@@ -239,7 +239,7 @@ def run_fleet(args: argparse.Namespace, opts: BagEvalOptions) -> int:
         if row["status"] != "ok":
             bar.write(f"{row['bag']}: {row['status']}: {row['error']}")
 
-    spec = PredictorSpec(args.model, args.backend, args.threads)
+    spec = PredictorSpec(args.model, args.backend, args.threads, engine_cache_dir=opts.node.engine_cache_dir)
     try:
         res = evaluate_fleet(
             jobs, opts, args.out, spec, args.workers, args.ray, args.ray_cpus, args.ray_ship_model, progress

@@ -1,28 +1,71 @@
 """The report of a bag-eval run (`report.json` / `report.md` content): inputs, model, outputs, frame counts,
-per-frame timing and CPU, drops, the config, and accuracy / 3D error against ground truth when given."""
+per-frame timing and CPU, drops, the config, and accuracy / 3D error against ground truth when given.
+
+The evaluator (`bag_eval.BagEvaluation`) hands over a finished run as an `EvalRun`: what it measured and
+counted, and nothing of its working state, so the report never reaches into the evaluator.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from shapemask_ros.bag.reader import BagReader
 from shapemask_ros.bag.report import (
     REPORT_FORMAT,
+    FramePrediction,
     GroundTruth,
     evaluate_accuracy,
     geometry_summary,
     latency_stats,
     now_iso,
 )
-from shapemask_ros.config import to_dict
-
-if TYPE_CHECKING:  # the run loop imports this module
-    from shapemask_ros.bag.bag_eval import BagEvaluation
+from shapemask_ros.config import NodeConfig, to_dict
 
 
-def build_report(ev: BagEvaluation, reader: BagReader, gt: GroundTruth | None, wall: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvalRun:
+    """A finished bag-eval run: its inputs and options, the model, and what the run measured and counted."""
+
+    # inputs and options
+    bag: str
+    image_topic: str
+    detections_topic: str
+    depth_topic: str
+    camera_info_topic: str
+    max_frames: int
+    storage: str
+    config: NodeConfig  # the processor's parameters
+    # the model: the bundle actually loaded (resolved path), else what was asked for
+    model_path: str
+    backend: str
+    skipped_backends: dict[str, str]
+    class_names: tuple[str, ...]
+    # per processed frame: seconds by stage and CPU ("total", "model", ..., "cpu_model", ...), and predictions
+    frames: tuple[dict[str, float], ...]
+    preds: tuple[FramePrediction, ...]
+    stamps_read: tuple[int, ...]  # header stamps of every image read (ground truth of unread frames is not due)
+    images_read: int
+    with_geometry: int
+    # outputs
+    output_topics: dict[str, int]  # output bag topic -> messages written
+    overlay_files: tuple[str, ...]
+    video: bool
+    # drops by reason (zero counts left out)
+    processor_drops: dict[str, int]
+    processor_drops_3d: dict[str, int]
+    pairing_drops: dict[str, int]
+    writer_not_copied: dict[str, int]
+    # the loop's own costs
+    copied: int
+    copy_s: float
+    overlay_s: float
+    loop_cpu_s: float
+
+
+def build_report(ev: EvalRun, reader: BagReader, gt: GroundTruth | None, wall: float) -> dict[str, Any]:
     """The report dict of a finished run `ev` that took `wall` seconds (`gt`: its ground truth, if any)."""
-    o = ev.opts
+    o = ev
     keys = ("total", "model", "network", "geometry", "overhead", "io", "process_other", "encode")
     per_frame = {k: latency_stats([f[k] for f in ev.frames]) for k in keys}
     cpu_keys = ("cpu_model", "cpu_overhead", "cpu_io", "cpu_process", "cpu_encode")
@@ -34,9 +77,6 @@ def build_report(ev: BagEvaluation, reader: BagReader, gt: GroundTruth | None, w
     # Everything of the read/process/write loop that is not model, 3D or overlays: reading every message,
     # copying the inputs, pairing, the processor's own work and writing the outputs.
     run_over = wall - model_sum - sum(f["geometry"] for f in ev.frames) - ev.overlay_s
-    proc_drops = {k: int(v) for k, v in ev.processor.stats.dropped.items() if v}
-    sync_drops = {k: int(v) for k, v in ev.drops.items() if v}
-    backend = str(getattr(ev.timed, "backend", "") or ev.processor.stats.backend)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": now_iso(),
@@ -54,18 +94,17 @@ def build_report(ev: BagEvaluation, reader: BagReader, gt: GroundTruth | None, w
             "damage": reader.damage.to_dict() if reader.damage is not None else None,
         },
         "model": {
-            # the bundle actually loaded (resolved path), else what was asked for
-            "path": str(getattr(getattr(ev.timed, "bundle", None), "path", "") or o.model or "(given predictor)"),
-            "backend": backend,
-            "skipped_backends": dict(getattr(ev.timed, "skipped_backends", {}) or {}),
-            "class_names": list(getattr(ev.timed, "class_names", []) or []),
+            "path": ev.model_path,
+            "backend": ev.backend,
+            "skipped_backends": dict(ev.skipped_backends),
+            "class_names": list(ev.class_names),
         },
         "output": {
             "bag": "bag",
             "storage": o.storage,
-            "topics": dict(sorted(ev.writer.counts.items())),
-            "overlays": ev.overlay_files,
-            "video": "overlay.mp4" if ev.video is not None else None,
+            "topics": dict(ev.output_topics),
+            "overlays": list(ev.overlay_files),
+            "video": "overlay.mp4" if ev.video else None,
         },
         "frames": {
             "images_read": ev.images_read,
@@ -95,13 +134,13 @@ def build_report(ev: BagEvaluation, reader: BagReader, gt: GroundTruth | None, w
             "overlay_s": ev.overlay_s,
         },
         "drops": {
-            "processor": proc_drops,
-            "processor_3d": {k: int(v) for k, v in ev.processor.stats.dropped_3d.items() if v},
-            "pairing": sync_drops,
+            "processor": dict(ev.processor_drops),
+            "processor_3d": dict(ev.processor_drops_3d),
+            "pairing": dict(ev.pairing_drops),
             "reader": {k: int(v) for k, v in reader.dropped.items() if v},
-            "writer_not_copied": {k: int(v) for k, v in ev.writer.not_copied.items() if v},
+            "writer_not_copied": dict(ev.writer_not_copied),
         },
-        "config": to_dict(ev.cfg),
+        "config": to_dict(ev.config),
     }
     if gt is not None:
         report["accuracy"] = evaluate_accuracy(gt, ev.preds, ev.stamps_read)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import yaml
 from rosbags.interfaces import Connection
 
+from shapemask_ros.bag.errors import BagError
 from shapemask_ros.bag.recover import ZSTD_MAGIC, Damage
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,6 @@ class PiecewiseReader:
     def open(self) -> PiecewiseReader:
         """Open every present piece (decompressing compressed ones to a temporary directory). Raises
         ValueError when nothing at all is readable, or on the first missing/damaged piece when strict."""
-        from shapemask_ros.bag.reader import BagError  # the error type single-file readers raise
-
         lay = self.layout
         if lay.missing:
             msg = f"{len(lay.missing)} of {len(lay.pieces)} pieces missing: {', '.join(lay.missing)}"

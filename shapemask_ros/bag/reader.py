@@ -33,6 +33,7 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
+from shapemask_ros.bag.errors import BagError  # raised here; importable from here too
 from shapemask_ros.bag.pieces import PiecewiseReader, bag_layout, is_storage_file, is_zstd_file
 from shapemask_ros.bag.recover import (
     Damage,
@@ -50,14 +51,6 @@ log = logging.getLogger(__name__)
 _STORAGE_SUFFIXES = (".mcap", ".db3")
 _LOG_EVERY_S = 5.0
 _REPAIR_HINT = "a recording that was killed can be repaired with `ros2 bag reindex` or `mcap recover`"
-
-
-class BagError(Exception):
-    """A problem with the user's bag or arguments: shown as one line, exit code 2, no traceback."""
-
-    def __init__(self, message: object = "") -> None:
-        # one line: storage errors may quote multi-line text (SQLite quotes a damaged schema; found by fuzz)
-        super().__init__(" ".join(str(message).split()))
 
 
 class MessageDecodeError(ValueError):

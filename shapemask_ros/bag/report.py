@@ -33,7 +33,7 @@ from shapemask_ros.utils.formatting import fmt, json_safe
 from shapemask_ros.utils.io import atomic_write_text, read_text
 
 REPORT_FORMAT = "shapemask_ros.bag_eval_report/1"
-STAMP_KEY = "stamp_ns"
+STAMP_KEY = "stamp_ns"  # ground truth images[i][STAMP_KEY]: header stamp of the image message, integer ns
 MATCH_IOU = 0.5
 _GEOMETRY_USABLE = ("ok", "too_few_points")
 

@@ -36,15 +36,14 @@ from shapemask_ros.bag.demo_bag import (
     FRAME_ID,
     GT_FORMAT,
     IMAGE_TOPIC,
-    STAMP_KEY,
     TOPIC_TYPES,
     DemoBag,
     DemoBagConfig,
-    _Messages,
-    _simulate_detector,
     gt_path_for,
 )
 from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.report import STAMP_KEY
+from shapemask_ros.bag.scene_helpers import Messages, simulate_detector
 from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
 from shapemask_ros.utils.io import atomic_write_text
@@ -146,7 +145,7 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
     offsets = crop_offsets(cfg.frames, cfg.width, cfg.height, full_w, full_h)
     out = Path(out)
     gt_file = gt_path_for(out)
-    msgs = _Messages()
+    msgs = Messages()
     period_ns = int(round(1e9 / cfg.fps))
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -201,7 +200,7 @@ def make_tote_bag(out: str | Path, cfg: DemoBagConfig | None = None, overwrite: 
                     )
                     gt_boxes.append((scene.names[i], f"obj{i}", box))
                 rng = np.random.default_rng([cfg.seed, 3, t])
-                dets, stats = _simulate_detector(gt_boxes, cfg, rng, t, names)
+                dets, stats = simulate_detector(gt_boxes, cfg, rng, t, names)
                 for key, v in stats.items():
                     detector[key] += v
                 header = msgs.header(stamp)

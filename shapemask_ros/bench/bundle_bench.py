@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from shapemask_ros.bench.runtime_bench import (
     ensure_bundle,
     read_official,
 )
+from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.predictor import Predictor, flip_label
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ def run_bundle_bench(
         label: Predictor.load(
             path,
             backend="onnxruntime",
-            intra_op_num_threads=threads,
-            signatures=["segment_boxes"],
+            options=BackendOptions(intra_op_num_threads=threads, signatures=["segment_boxes"]),
             flip_average=label in flipped,
         )
         for label, path in entries
@@ -181,11 +180,3 @@ def add_args(p) -> None:
         action="store_true",
         help=f"also time each --model with mirrored-image averaging (rows '{flip_label('<label>')}')",
     )
-
-
-def labelled(specs: Sequence[str]) -> list[tuple[str, str]]:
-    out = []
-    for spec in specs:
-        label, _, path = spec.rpartition("=")
-        out.append((label or os.path.basename(os.path.normpath(path)), path))
-    return out

@@ -254,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.bench == "bundles":
         from shapemask_ros.bench import bundle_bench
+        from shapemask_ros.utils.cli_args import labelled_paths
 
         if not args.model:
             from shapemask_ros.runtime.bundle import default_model_dir
@@ -261,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
             args.model = [f"default={default_model_dir()}"]
         model_bench.configure_threads(args.threads)
         result = bundle_bench.run_bundle_bench(
-            bundle_bench.labelled(args.model),
+            labelled_paths(args.model),
             num_boxes=args.boxes,
             iters=args.iters,
             warmup=args.warmup,

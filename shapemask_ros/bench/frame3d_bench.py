@@ -44,6 +44,8 @@ class StandinPredictor:
 
     backend = "standin"
     class_names = ("object",)
+    mask_threshold = 0.5  # PredictorProtocol's settings: the stand-in's masks are already binary
+    flip_average = False
 
     def predict(self, image: np.ndarray, boxes: Any, classes: Any, score_threshold: Any = None) -> Instances:
         h, w = image.shape[:2]

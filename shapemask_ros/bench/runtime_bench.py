@@ -189,6 +189,7 @@ def run_runtime_bench(
     before TensorFlow starts (pass its result as `threads_info` for the report).
     backbone: the bundle's backbone name for the official comparison (None = from model.json).
     """
+    from shapemask_ros.runtime.backends import BackendOptions
     from shapemask_ros.runtime.predictor import Predictor
 
     if num_boxes < 1 or any(int(n) < 1 for n in box_counts):
@@ -200,7 +201,9 @@ def run_runtime_bench(
     try:  # both backends are required: the comparison between them is the point
         predictors = {
             "tensorflow": Predictor.load(bundle_path, backend="tensorflow"),
-            "onnxruntime": Predictor.load(bundle_path, backend="onnxruntime", intra_op_num_threads=n_threads),
+            "onnxruntime": Predictor.load(
+                bundle_path, backend="onnxruntime", options=BackendOptions(intra_op_num_threads=n_threads)
+            ),
         }
     except RuntimeError as e:
         raise ValueError(f"cannot benchmark {bundle_path} (needs its SavedModel and ONNX graphs): {e}") from e

@@ -1,7 +1,7 @@
 """Write a model bundle: SavedModel (two signatures) + ONNX (opset 17, both modes) + priors + model.json.
 
 The bundle is assembled in a temporary sibling directory and moved into place at the end, so a reader
-never sees a half-written bundle. Format: see shapemask_ros/runtime/bundle.py.
+never sees a half-written bundle. Format: `BundleMeta` in shapemask_ros/runtime/bundle.py.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -17,11 +18,11 @@ import tensorflow as tf
 from shapemask_ros.config import ModelConfig, to_dict
 from shapemask_ros.export.onnx_weights import store_weights_fp16
 from shapemask_ros.model.shapemask import ShapeMask
+from shapemask_ros.runtime.bundle import MODEL_JSON, BundleMeta
 from shapemask_ros.utils.io import AtomicDir, save_npy
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "shapemask_ros.bundle/1"
 ONNX_WEIGHTS = ("fp32", "fp16")
 PREPROCESSING = (
     "RGB uint8 -> float32 0..255, resize keeping aspect so the longer side = S (bilinear), pad bottom/right "
@@ -107,7 +108,7 @@ def export_bundle(
     t0 = time.time()
     with atomic:
         fns = serving_functions(model)
-        files: dict = {"priors": "priors.npy"}
+        files: dict[str, Any] = {"priors": "priors.npy"}
         save_npy(os.path.join(tmp, "priors.npy"), model.prior_head.priors.numpy())
         if saved_model:
             module = tf.Module()
@@ -123,24 +124,24 @@ def export_bundle(
                 export_onnx(fn, os.path.join(tmp, f"{name}.onnx"), opset, onnx_weights)
                 files["onnx"][name] = f"{name}.onnx"
             files["onnx_weights"] = onnx_weights
-        meta = {
-            "format": BUNDLE_FORMAT,
-            "image_size": cfg.image_size,
-            "class_names": list(class_names),
-            "num_classes": cfg.detector.num_classes,
-            "mask_class_agnostic": cfg.mask.class_agnostic,
-            "max_boxes": max_boxes,
-            "mask_size": cfg.mask.crop_size * cfg.mask.upsample_factor,
-            "score_threshold": cfg.postprocess.score_threshold,
-            "opset": opset,
-            "preprocessing": PREPROCESSING,
-            "model_config": to_dict(cfg),
-            "created_by": "shapemask export",
+        base = BundleMeta(
+            image_size=cfg.image_size,
+            class_names=tuple(class_names),
+            num_classes=cfg.detector.num_classes,
+            mask_class_agnostic=cfg.mask.class_agnostic,
+            max_boxes=max_boxes,
+            mask_size=cfg.mask.crop_size * cfg.mask.upsample_factor,
+            score_threshold=cfg.postprocess.score_threshold,
+            opset=opset,
+            preprocessing=PREPROCESSING,
+            model_config=to_dict(cfg),
+            created_by="shapemask export",
             **files,
-            **(extra or {}),
-        }
-        with open(os.path.join(tmp, "model.json"), "w") as f:
-            json.dump(meta, f, indent=2)
+        )
+        # the caller's extra keys (category_ids, a created_by of its own), checked by the reader's own rules
+        meta = BundleMeta.from_json({**base.to_json(), **(extra or {})}, MODEL_JSON)
+        with open(os.path.join(tmp, MODEL_JSON), "w") as f:
+            json.dump(meta.to_json(), f, indent=2)
         atomic.commit()
     log.info("exported bundle to %s in %.1f s", out_dir, time.time() - t0)
     return out_dir

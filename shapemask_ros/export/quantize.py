@@ -28,6 +28,7 @@ Predictor loads it like any bundle. Calibrate on training data only, never on th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.runtime.bundle import MODEL_JSON, SIGNATURES, Bundle
+from shapemask_ros.runtime.bundle import MODEL_JSON, SIGNATURES, Bundle, BundleMeta
 from shapemask_ros.utils.io import AtomicDir
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ def quantize_bundle(
         raise ValueError(f"no calibration feeds recorded ({counts}): check --calibration")
     log_fn(f"calibration feeds recorded in {time.perf_counter() - t0:.0f} s: {counts}")
     with open(os.path.join(src_dir, MODEL_JSON), encoding="utf-8") as f:
-        meta = json.load(f)
+        meta = BundleMeta.from_json(json.load(f), os.path.join(src_dir, MODEL_JSON))
     record: dict[str, Any] = {
         "format": "QDQ",
         "tool": _ort_version(),
@@ -358,11 +359,10 @@ def quantize_bundle(
             log_fn(f"{sig}: {info['quantized_nodes']} nodes quantized in {time.perf_counter() - t1:.0f} s")
         if bundle.priors:
             shutil.copy(bundle.priors, os.path.join(tmp, os.path.basename(bundle.priors)))
-        meta["onnx_weights"] = "int8"
-        meta["quantization"] = record
-        meta.pop("saved_model", None)  # the SavedModel (if any) is the float model: not part of this bundle
+        # the SavedModel (if any) is the float model: not part of this bundle
+        meta = dataclasses.replace(meta, onnx_weights="int8", quantization=record, saved_model=None)
         with open(os.path.join(tmp, MODEL_JSON), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
+            json.dump(meta.to_json(), f, indent=2)
             f.write("\n")
         card = os.path.join(src_dir, "MODEL_CARD.md")
         if os.path.exists(card):

@@ -41,11 +41,7 @@ from shapemask_ros.config import (
     geometry_config,
     validate_node_config,
 )
-from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
-from shapemask_ros.geometry.objects3d import (
-    Objects3D,
-    objects3d_from_instances,
-)
+from shapemask_ros.geometry.objects3d import Objects3D
 from shapemask_ros.ros_bridge.detections import (
     ParsedDetections,
     detections_to_arrays,
@@ -56,16 +52,16 @@ from shapemask_ros.ros_bridge.image_codec import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
     ImageDecodeError,
-    depth_to_array,
     image_to_rgb,
     labels_to_image_msg,
     rgb_to_image_msg,
 )
-from shapemask_ros.ros_bridge.messages import instances_to_mask_array, objects3d_message
-from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
+from shapemask_ros.ros_bridge.messages import instances_to_mask_array
+from shapemask_ros.ros_bridge.objects3d_stage import Objects3DStage
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.overlay import overlay_image
+from shapemask_ros.runtime.predictor import PredictorProtocol
 
 # Counters that always exist (0 until they happen), so diagnostics show the full set.
 DROP_REASONS = (
@@ -105,9 +101,6 @@ GEOMETRY_REASONS = (
     "depth_unused",  # depth message older than a processed frame's match (depth faster than processing)
 )
 DEPTH_SILENT_S = 1.0  # no depth image for this long: the depth stream is down, frames stop waiting for it
-
-# Parameters that are the predictor's own settings: handed to it at start and on every change.
-PREDICTOR_PARAMS = ("mask_threshold", "flip_average")
 
 _LOG_EVERY_S = 5.0
 
@@ -200,13 +193,14 @@ class FrameProcessor:
 
     def __init__(
         self,
-        predictor: Any,
+        predictor: PredictorProtocol,
         cfg: NodeConfig,
         factory: MessageFactory,
         clock: Callable[[], float] = time.monotonic,
         logger: Any = None,
     ) -> None:
-        """`predictor` follows the runtime Predictor contract (predict, backend, class_names);
+        """`predictor`: a runtime `Predictor` or any other `PredictorProtocol` (predict, backend, class_names,
+        and the settable mask_threshold and flip_average);
         `logger` needs .warning(str) and .error(str) (a logging.Logger or an rclpy logger)."""
         new, bad = validate_node_config(cfg, {})
         if bad:
@@ -216,7 +210,7 @@ class FrameProcessor:
         self.factory = factory
         self.clock = clock
         self.log = logger or logging.getLogger(__name__)
-        self.stats = ProcessorStats(backend=str(getattr(predictor, "backend", "")))
+        self.stats = ProcessorStats(backend=str(predictor.backend))
         self._sync = Synchronizer(self.cfg.sync_slop_s, self._cache_size())
         self._sync.counters = self.stats.dropped  # one set of counters
         self._latest: tuple[tuple[int, int], Any, str] | None = None  # self-detection: newest image only
@@ -229,8 +223,7 @@ class FrameProcessor:
         )
         self._depth_seen = False  # add_depth was called: frames from step() then expect depth
         self._last_depth_at: float | None = None  # processor clock at the newest depth arrival
-        self._camera_info: Any = None
-        self._intrinsics_cache: tuple[Any, bool, CameraIntrinsics | GeometryError] | None = None
+        self._stage3d = Objects3DStage(factory)  # keeps the newest CameraInfo
         self._held: _Frame | None = None  # ready frame waiting for its depth image
         self._waiting_since: float | None = None  # when frames started waiting for depth (inherited)
         self._apply_predictor_params(self.cfg)
@@ -258,9 +251,6 @@ class FrameProcessor:
         """Apply parameter changes all-or-nothing; returns {name: reason} for rejected ones ({} = applied)."""
         read_only = "read-only while running: set it at launch / reconfigure the node"
         rejected = {n: read_only for n in changes if n not in LIVE_PARAMS and hasattr(self.cfg, n)}
-        for name in PREDICTOR_PARAMS:
-            if name in changes and not hasattr(self.predictor, name):
-                rejected[name] = f"the predictor does not support changing {name}"
         new, bad = validate_node_config(self.cfg, changes)
         rejected.update(bad)
         if rejected:
@@ -279,10 +269,9 @@ class FrameProcessor:
         return {}
 
     def _apply_predictor_params(self, cfg: NodeConfig) -> None:
-        """Hand the predictor's own settings to it (a predictor without them keeps its behaviour)."""
-        for name in PREDICTOR_PARAMS:
-            if hasattr(self.predictor, name):
-                setattr(self.predictor, name, getattr(cfg, name))
+        """Hand the predictor its own settings."""
+        self.predictor.mask_threshold = cfg.mask_threshold
+        self.predictor.flip_average = cfg.flip_average
 
     # -------------------------------------------------------------------------------------- logging
     def _drop(self, reason: str, detail: str, n: int = 1) -> None:
@@ -368,7 +357,7 @@ class FrameProcessor:
 
     def add_camera_info(self, msg: Any) -> None:
         """Keep the newest CameraInfo of the depth image (validated when a frame uses it)."""
-        self._camera_info = msg
+        self._stage3d.camera_info = msg
 
     # ----------------------------------------------------------------------------------- processing
     def _next_frame(self) -> _Frame | None:
@@ -504,41 +493,6 @@ class FrameProcessor:
         return result
 
     # ------------------------------------------------------------------------------------------- 3D
-    def _intrinsics(self, camera_info_msg: Any | None) -> CameraIntrinsics:
-        """Intrinsics of the given (or newest stored) CameraInfo; GeometryError with the reason otherwise."""
-        msg = camera_info_msg if camera_info_msg is not None else self._camera_info
-        if msg is None:
-            raise GeometryError("missing_camera_info", "no CameraInfo received for the depth image")
-        rectified = self.cfg.depth_rectified
-        cached = self._intrinsics_cache
-        if cached is not None and cached[0] is msg and cached[1] == rectified:
-            result = cached[2]
-        else:
-            try:
-                result = CameraIntrinsics.from_camera_info(msg, rectified=rectified)
-            except GeometryError as e:
-                result = e
-            except (TypeError, ValueError, AttributeError) as e:  # fields of the wrong type or shape
-                result = GeometryError("bad_intrinsics", f"unreadable CameraInfo: {type(e).__name__}: {e}")
-            self._intrinsics_cache = (msg, rectified, result)
-        if isinstance(result, GeometryError):
-            raise result
-        return result
-
-    @staticmethod
-    def _check_frames(depth_header: Any, image_header: Any, camera_info_msg: Any) -> None:
-        """Registered depth lives in the colour image's optical frame (and so does its CameraInfo)."""
-        depth_frame = str(getattr(depth_header, "frame_id", "") or "")
-        info_header = getattr(camera_info_msg, "header", None)
-        for what, hdr in (("colour image", image_header), ("CameraInfo", info_header)):
-            other = str(getattr(hdr, "frame_id", "") or "")
-            if depth_frame and other and other != depth_frame:
-                raise GeometryError(
-                    "frame_mismatch",
-                    f"depth is in frame {depth_frame!r} but the {what} in {other!r}: use depth registered to "
-                    "the colour camera (e.g. aligned_depth_to_color) and its CameraInfo",
-                )
-
     def _add_geometry(
         self,
         result: FrameResult,
@@ -548,70 +502,34 @@ class FrameProcessor:
         want_points: bool,
         missing_depth: str,
     ) -> None:
-        """The 3D stage: fills result.objects / objects3d / points, or geometry_error (counted, logged)."""
+        """The 3D stage (objects3d_stage.py): fills result.objects / objects3d / points, or geometry_error
+        (counted, logged)."""
         t0 = self.clock()
-        reason, detail = missing_depth, "no depth image matched the frame within sync_slop_s / depth_wait_s"
-        try:
-            if depth_msg is not None:
-                points = want_points and self.cfg.publish_points
-                objects, depth_header = self._objects3d(
-                    result.instances, image_header, depth_msg, camera_info_msg, points
-                )
-                ids = [str(inst.detection_id) for inst in result.masks.instances]
-                result.objects = objects
-                if self.cfg.publish_objects3d:
-                    result.objects3d = objects3d_message(self.factory, depth_header, objects, ids)
-                if points:
-                    result.points = objects_pointcloud(self.factory, depth_header, objects)
-                reason = ""
-        except GeometryError as e:
-            reason, detail = e.reason, e.detail or str(e)
-            result.objects = result.objects3d = result.points = None
-        except Exception as e:  # a bug in the 3D stage must not cost the masks
-            reason, detail = "internal_error", f"{e!r}\n{traceback.format_exc(limit=3)}"
-            result.objects = result.objects3d = result.points = None
+        out = self._stage3d.run(
+            result.instances,
+            result.masks,
+            image_header,
+            depth_msg,
+            camera_info_msg,
+            rectified=self.cfg.depth_rectified,
+            geometry=self._geometry,
+            want_points=want_points and self.cfg.publish_points,
+            want_objects3d=self.cfg.publish_objects3d,
+            missing_depth=missing_depth,
+        )
+        result.objects, result.objects3d, result.points = out.objects, out.objects3d, out.points
         result.geometry_s = self.clock() - t0
-        result.geometry_error = reason
-        self.stats.geometry_error = reason
-        if reason:
-            self._drop_3d(reason, detail)
+        result.geometry_error = out.error
+        self.stats.geometry_error = out.error
+        if out.error:
+            self._drop_3d(out.error, out.detail)
         else:
             self.stats.frames_3d += 1
             assert result.objects is not None
             self.stats.objects_3d.update(result.objects.status)
 
-    def _objects3d(
-        self,
-        instances: Instances,
-        image_header: Any,
-        depth_msg: Any,
-        camera_info_msg: Any | None,
-        return_points: bool,
-    ) -> tuple[Objects3D, Any]:
-        """Objects3D of the frame and the depth header; GeometryError for unusable input."""
-        intrinsics = self._intrinsics(camera_info_msg)
-        try:
-            depth_header = depth_msg.header
-            stamp_of(depth_msg)
-        except (AttributeError, ValueError) as e:
-            raise GeometryError("bad_depth", f"depth image header: {e}") from None
-        info = camera_info_msg if camera_info_msg is not None else self._camera_info
-        self._check_frames(depth_header, image_header, info)
-        try:
-            depth_m = depth_to_array(depth_msg)
-        except ImageDecodeError as e:
-            raise GeometryError(
-                "bad_encoding" if e.reason == "unsupported_encoding" else "bad_depth", e.detail
-            ) from None
-        if not np.isfinite(depth_m).any():
-            raise GeometryError("all_invalid_depth", "no pixel of the depth image has a valid reading")
-        objects = objects3d_from_instances(
-            depth_m, intrinsics, instances, config=self._geometry, return_points=return_points
-        )
-        return objects, depth_header
-
     def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None) -> Instances:
-        names = list(getattr(self.predictor, "class_names", []) or [])
+        names = list(self.predictor.class_names)
         try:
             if parsed is None:
                 return self.predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
@@ -627,7 +545,7 @@ class FrameProcessor:
     ) -> FrameResult:
         h, w = rgb.shape[:2]
         frame_drops: Counter = Counter()
-        names = list(getattr(self.predictor, "class_names", []) or [])
+        names = list(self.predictor.class_names)
         parsed: ParsedDetections | None = None
         if detections_msg is not None:
             parsed = detections_to_arrays(detections_msg, (h, w), self.cfg)
@@ -639,7 +557,7 @@ class FrameProcessor:
         if tuple(int(v) for v in instances.image_size) != (h, w):
             raise ValueError(f"predictor returned image_size {instances.image_size}, image is {(h, w)}")
         frame_drops.update(instances.dropped)
-        backend = str(getattr(self.predictor, "backend", "") or instances.backend)
+        backend = str(self.predictor.backend or instances.backend)
         self.stats.backend = backend
         masks = instances_to_mask_array(self.factory, instances, header, names, parsed, backend=backend)
         labels = (

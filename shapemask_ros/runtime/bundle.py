@@ -1,6 +1,7 @@
 """The exported model bundle: a directory with `model.json`, ONNX graphs, a SavedModel and the priors.
 
-`model.json` (format `shapemask_ros.bundle/1`) is the contract between export and the runtime:
+`model.json` (format `shapemask_ros.bundle/1`) is the contract between export and the runtime, typed once as
+`BundleMeta` (export writes `BundleMeta.to_json()`, the runtime reads `BundleMeta.from_json`):
 
     {"format": "shapemask_ros.bundle/1", "image_size": S, "class_names": [...], "num_classes": C,
      "mask_class_agnostic": bool, "max_boxes": 100, "mask_size": 128, "score_threshold": 0.05,
@@ -13,8 +14,8 @@ as float16 initializers cast to float32 inside the graph (`shapemask_ros.export.
 bundles are QDQ graphs made by `shapemask quantize` (`shapemask_ros.export.quantize`), whose
 `quantization` record says how (calibration data, activation type, what stayed float).
 
-`Bundle.read` checks every field and resolves the file names against the bundle directory (local or
-gs://, read through `shapemask_ros.utils.io`). A bundle may leave out either the ONNX graphs or the
+`Bundle.read` checks every field (`BundleMeta.from_json`) and resolves the file names against the bundle
+directory (local or gs://, read through `shapemask_ros.utils.io`). A bundle may leave out either the ONNX graphs or the
 SavedModel (set to null / omitted), but every file it names must exist, and at least one complete set of
 model files must be present. The priors are weights inside the model; a missing priors file only warns.
 """
@@ -25,15 +26,19 @@ import json
 import logging
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from shapemask_ros.config import PostprocessConfig
 from shapemask_ros.utils import io
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "shapemask_ros.bundle/1"
+# the model's default (config.py), also what a model.json without a score_threshold gets
+DEFAULT_SCORE_THRESHOLD: float = PostprocessConfig.score_threshold
 MODEL_JSON = "model.json"
 SIGNATURES: tuple[str, ...] = ("segment_boxes", "detect_and_segment")
+ONNX_WEIGHTS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # The shipped default model (models/<name>, installed to share/shapemask_ros/models/<name>): the node,
 # the launch file, bag-eval, predict and the demo use it when no model is given.
 DEFAULT_MODEL = "real_lite0"
@@ -73,6 +78,148 @@ def _join(root: str, name: str) -> str:
     return posixpath.join(root.rstrip("/"), name)
 
 
+@dataclass(frozen=True)
+class BundleMeta:
+    """The contents of `model.json`, the one type export writes (`to_json`) and the runtime reads (`from_json`).
+
+    File names are as written (relative to the bundle directory); `Bundle` resolves them. Keys this type does
+    not name (`category_ids`, an exporter's `extra`) are kept in `extra`, so a round trip loses nothing."""
+
+    image_size: int
+    class_names: tuple[str, ...]
+    num_classes: int
+    mask_class_agnostic: bool
+    max_boxes: int = 100
+    mask_size: int = 128
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    opset: int | None = None
+    preprocessing: str | None = None
+    model_config: dict[str, Any] | None = None
+    created_by: Any = None
+    priors: str | None = None
+    saved_model: str | None = None
+    onnx: dict[str, str] | None = None  # signature -> file name
+    onnx_weights: str | None = None  # "fp32" | "fp16" | "int8"; None = not recorded (read as "fp32")
+    quantization: dict[str, Any] | None = None  # how an int8 bundle was made
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # the order export has always written; optional fields that are None are left out
+    _KEYS: ClassVar[tuple[str, ...]] = (
+        "image_size",
+        "class_names",
+        "num_classes",
+        "mask_class_agnostic",
+        "max_boxes",
+        "mask_size",
+        "score_threshold",
+        "opset",
+        "preprocessing",
+        "model_config",
+        "created_by",
+        "priors",
+        "saved_model",
+        "onnx",
+        "onnx_weights",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `model.json` object (key order as export writes it; None-valued optional keys left out)."""
+        out: dict[str, Any] = {"format": BUNDLE_FORMAT}
+        for key in self._KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if key == "class_names" else value
+        out.update(self.extra)  # extra keys may also replace a field's value, in that field's place
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
+        return out
+
+    @staticmethod
+    def from_json(meta: dict[str, Any], meta_path: str = MODEL_JSON) -> BundleMeta:
+        """Validate a parsed `model.json` (named `meta_path` in errors). ValueError with the reason."""
+        fmt = meta.get("format")
+        if fmt != BUNDLE_FORMAT:
+            raise ValueError(
+                f"{meta_path}: unsupported bundle format {fmt!r} (this runtime reads {BUNDLE_FORMAT!r}); "
+                "re-export the model with this version of shapemask_ros"
+            )
+
+        def get(key: str, types: type | tuple[type, ...], default: Any = ...) -> Any:
+            if key not in meta:
+                if default is ...:
+                    raise ValueError(f"{meta_path}: missing required field '{key}'")
+                return default
+            value = meta[key]
+            # bool is an int subclass: never accept it where a number is meant
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+                raise ValueError(f"{meta_path}: field '{key}' has the wrong type ({value!r})")
+            return value
+
+        image_size = get("image_size", int)
+        num_classes = get("num_classes", int)
+        max_boxes = get("max_boxes", int, 100)
+        mask_size = get("mask_size", int, 128)
+        for key, value in (
+            ("image_size", image_size),
+            ("num_classes", num_classes),
+            ("max_boxes", max_boxes),
+            ("mask_size", mask_size),
+        ):
+            if value <= 0:
+                raise ValueError(f"{meta_path}: field '{key}' must be positive, got {value}")
+        class_names = get("class_names", list)
+        if not all(isinstance(n, str) for n in class_names):
+            raise ValueError(f"{meta_path}: 'class_names' must be a list of strings")
+        if len(class_names) != num_classes:
+            raise ValueError(f"{meta_path}: {len(class_names)} class_names but num_classes = {num_classes}")
+        agnostic = get("mask_class_agnostic", bool)
+        score_threshold = float(get("score_threshold", (int, float), DEFAULT_SCORE_THRESHOLD))
+
+        model_config = meta.get("model_config")
+        _check_model_config(meta_path, model_config, image_size, num_classes, agnostic, mask_size)
+        onnx = get("onnx", (dict, type(None)), None)
+        for sig, name in (onnx or {}).items():
+            if sig not in SIGNATURES:
+                raise ValueError(f"{meta_path}: unknown ONNX signature {sig!r}; expected {SIGNATURES}")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{meta_path}: onnx.{sig} must be a file name")
+        saved_model = get("saved_model", (str, type(None)), None)
+        priors = get("priors", (str, type(None)), None)
+        onnx_weights = get("onnx_weights", str, None)
+        if onnx_weights is not None and onnx_weights not in ONNX_WEIGHTS:
+            raise ValueError(f"{meta_path}: 'onnx_weights' must be one of {ONNX_WEIGHTS}, got {onnx_weights!r}")
+        preprocessing = meta.get("preprocessing")
+        return BundleMeta(
+            image_size=image_size,
+            class_names=tuple(class_names),
+            num_classes=num_classes,
+            mask_class_agnostic=agnostic,
+            max_boxes=max_boxes,
+            mask_size=mask_size,
+            score_threshold=score_threshold,
+            opset=meta.get("opset"),
+            preprocessing=None if preprocessing is None else str(preprocessing),
+            model_config=model_config,
+            created_by=meta.get("created_by"),
+            priors=priors,
+            saved_model=saved_model,
+            onnx=onnx,
+            onnx_weights=onnx_weights,
+            quantization=get("quantization", (dict, type(None)), None),
+            extra={k: v for k, v in meta.items() if k not in _NAMED_KEYS},
+        )
+
+    def check_complete(self, meta_path: str = MODEL_JSON) -> None:
+        """ValueError unless the bundle names both ONNX graphs, or none and a SavedModel."""
+        if self.onnx and not all(s in self.onnx for s in SIGNATURES):
+            raise ValueError(f"{meta_path}: 'onnx' must name both {SIGNATURES}, got {sorted(self.onnx)}")
+        if not self.onnx and not self.saved_model:
+            raise ValueError(f"{meta_path}: the bundle names neither ONNX graphs nor a SavedModel")
+
+
+_NAMED_KEYS = frozenset(("format", "quantization", *BundleMeta._KEYS))
+
+
 @dataclass
 class Bundle:
     """A validated model bundle. Paths are resolved (absolute, or remote URLs); None = not shipped."""
@@ -84,7 +231,7 @@ class Bundle:
     mask_class_agnostic: bool
     max_boxes: int = 100
     mask_size: int = 128
-    score_threshold: float = 0.05
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
     onnx: dict[str, str] = field(default_factory=dict)  # signature -> resolved .onnx path
     saved_model: str | None = None
     priors: str | None = None
@@ -132,63 +279,14 @@ class Bundle:
             raise ValueError(f"{meta_path}: not valid JSON ({e})") from e
         if not isinstance(meta, dict):
             raise ValueError(f"{meta_path}: top level must be a JSON object")
-        return Bundle._from_meta(path, meta_path, meta)
+        return Bundle.from_meta(path, BundleMeta.from_json(meta, meta_path), meta_path)
 
     @staticmethod
-    def _from_meta(path: str, meta_path: str, meta: dict[str, Any]) -> Bundle:
-        fmt = meta.get("format")
-        if fmt != BUNDLE_FORMAT:
-            raise ValueError(
-                f"{meta_path}: unsupported bundle format {fmt!r} (this runtime reads {BUNDLE_FORMAT!r}); "
-                "re-export the model with this version of shapemask_ros"
-            )
-
-        def get(key: str, types: type | tuple[type, ...], default: Any = ...) -> Any:
-            if key not in meta:
-                if default is ...:
-                    raise ValueError(f"{meta_path}: missing required field '{key}'")
-                return default
-            value = meta[key]
-            # bool is an int subclass: never accept it where a number is meant
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-                raise ValueError(f"{meta_path}: field '{key}' has the wrong type ({value!r})")
-            return value
-
-        image_size = get("image_size", int)
-        num_classes = get("num_classes", int)
-        max_boxes = get("max_boxes", int, 100)
-        mask_size = get("mask_size", int, 128)
-        for key, value in (
-            ("image_size", image_size),
-            ("num_classes", num_classes),
-            ("max_boxes", max_boxes),
-            ("mask_size", mask_size),
-        ):
-            if value <= 0:
-                raise ValueError(f"{meta_path}: field '{key}' must be positive, got {value}")
-        class_names = get("class_names", list)
-        if not all(isinstance(n, str) for n in class_names):
-            raise ValueError(f"{meta_path}: 'class_names' must be a list of strings")
-        if len(class_names) != num_classes:
-            raise ValueError(f"{meta_path}: {len(class_names)} class_names but num_classes = {num_classes}")
-        agnostic = get("mask_class_agnostic", bool)
-        score_threshold = float(get("score_threshold", (int, float), 0.05))
-
-        _check_model_config(
-            meta_path, meta.get("model_config"), image_size, num_classes, agnostic, get("mask_size", int, 128)
-        )
-        onnx_meta = get("onnx", (dict, type(None)), None) or {}
-        onnx: dict[str, str] = {}
-        for sig, name in onnx_meta.items():
-            if sig not in SIGNATURES:
-                raise ValueError(f"{meta_path}: unknown ONNX signature {sig!r}; expected {SIGNATURES}")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"{meta_path}: onnx.{sig} must be a file name")
-            onnx[sig] = _join(path, name)
-        saved_model_name = get("saved_model", (str, type(None)), None)
-        saved_model = _join(path, saved_model_name) if saved_model_name else None
-        priors_name = get("priors", (str, type(None)), None)
-        priors = _join(path, priors_name) if priors_name else None
+    def from_meta(path: str, meta: BundleMeta, meta_path: str = MODEL_JSON) -> Bundle:
+        """The bundle in directory `path` described by `meta`: file names resolved, named files checked."""
+        onnx = {sig: _join(path, name) for sig, name in (meta.onnx or {}).items()}
+        saved_model = _join(path, meta.saved_model) if meta.saved_model else None
+        priors = _join(path, meta.priors) if meta.priors else None
 
         missing = [p for p in [*onnx.values(), *([saved_model] if saved_model else [])] if not io.exists(p)]
         if missing:
@@ -196,38 +294,26 @@ class Bundle:
         if priors and not io.exists(priors):
             log.warning("model bundle %s: priors file %s is missing (not needed for inference)", path, priors)
         elif priors:
-            check_priors_file(priors, 1 if agnostic else num_classes)
-        if onnx and not all(s in onnx for s in SIGNATURES):
-            raise ValueError(f"{meta_path}: 'onnx' must name both {SIGNATURES}, got {sorted(onnx)}")
-        if not onnx and saved_model is None:
-            raise ValueError(f"{meta_path}: the bundle names neither ONNX graphs nor a SavedModel")
+            check_priors_file(priors, 1 if meta.mask_class_agnostic else meta.num_classes)
+        meta.check_complete(meta_path)
 
         return Bundle(
             path=path,
-            image_size=image_size,
-            class_names=tuple(class_names),
-            num_classes=num_classes,
-            mask_class_agnostic=agnostic,
-            max_boxes=max_boxes,
-            mask_size=mask_size,
-            score_threshold=score_threshold,
+            image_size=meta.image_size,
+            class_names=meta.class_names,
+            num_classes=meta.num_classes,
+            mask_class_agnostic=meta.mask_class_agnostic,
+            max_boxes=meta.max_boxes,
+            mask_size=meta.mask_size,
+            score_threshold=meta.score_threshold,
             onnx=onnx,
             saved_model=saved_model,
             priors=priors,
-            preprocessing=str(meta.get("preprocessing", "")),
-            created_by=meta.get("created_by"),
-            onnx_weights=_onnx_weights(meta_path, get("onnx_weights", str, "fp32")),
-            quantization=get("quantization", (dict, type(None)), None),
+            preprocessing=meta.preprocessing or "",
+            created_by=meta.created_by,
+            onnx_weights=meta.onnx_weights or "fp32",
+            quantization=meta.quantization,
         )
-
-
-ONNX_WEIGHTS = ("fp32", "fp16", "int8")
-
-
-def _onnx_weights(meta_path: str, value: str) -> str:
-    if value not in ONNX_WEIGHTS:
-        raise ValueError(f"{meta_path}: 'onnx_weights' must be one of {ONNX_WEIGHTS}, got {value!r}")
-    return value
 
 
 def _check_model_config(

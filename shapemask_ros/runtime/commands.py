@@ -159,6 +159,8 @@ def parse_boxes(data: Any, class_names: tuple[str, ...] = ()) -> tuple[np.ndarra
     Shape and type errors raise ValueError; invalid coordinates (NaN, empty, outside) are left for the
     Predictor, which drops and counts them.
     """
+    from shapemask_ros.runtime.preprocess import box_array
+
     classes: list[int] | None = None
     if isinstance(data, dict):
         if "boxes" not in data:
@@ -184,10 +186,7 @@ def parse_boxes(data: Any, class_names: tuple[str, ...] = ()) -> tuple[np.ndarra
         boxes = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"boxes must be numbers [[x1, y1, x2, y2], ...]: {e}") from e
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {boxes.shape}")
+    boxes = box_array(boxes)
     if classes is not None and len(classes) != len(boxes):
         raise ValueError(f"{len(classes)} classes for {len(boxes)} boxes")
     return boxes, None if classes is None else np.asarray(classes, np.int64)
@@ -270,6 +269,7 @@ def write_outputs(
 
 def run_predict(args: argparse.Namespace) -> int:
     """Segment one image; 0 = written, 2 = bad input (image, boxes, model bundle), 1 = no backend."""
+    from shapemask_ros.runtime.backends import BackendOptions
     from shapemask_ros.runtime.predictor import Predictor
 
     if not 0.0 <= args.mask_threshold <= 1.0:
@@ -281,8 +281,7 @@ def run_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.load(
             model,
             backend=args.backend,
-            engine_cache_dir=args.engine_cache_dir or None,
-            intra_op_num_threads=args.threads,
+            options=BackendOptions(engine_cache_dir=args.engine_cache_dir or None, intra_op_num_threads=args.threads),
             mask_threshold=args.mask_threshold,
             flip_average=args.flip_average,
         )

@@ -99,7 +99,7 @@ class EngineCache:
             raise EngineCacheError(
                 f"TensorRT engine cache directory {self.cache_dir!r} is not writable ({e.strerror or e}). "
                 "Point the 'engine_cache_dir' parameter (ROS parameter engine_cache_dir, "
-                "Predictor.load(engine_cache_dir=...), or $XDG_CACHE_HOME) at a writable, persistent "
+                "BackendOptions(engine_cache_dir=...), or $XDG_CACHE_HOME) at a writable, persistent "
                 "directory."
             ) from e
 

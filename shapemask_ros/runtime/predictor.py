@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from shapemask_ros.config import NodeConfig
 from shapemask_ros.ops.box_ops import flip_boxes_lr
-from shapemask_ros.runtime.backends import Backend, create_backend
-from shapemask_ros.runtime.bundle import Bundle
+from shapemask_ros.runtime.backends import Backend, BackendOptions, create_backend
+from shapemask_ros.runtime.bundle import Bundle, resolve_model_path
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.postprocess import mask_scores, paste_masks
 from shapemask_ros.runtime.preprocess import (
@@ -26,6 +28,7 @@ from shapemask_ros.runtime.preprocess import (
     validate_boxes,
     validate_image,
 )
+from shapemask_ros.utils import io
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,24 @@ UNKNOWN_CLASS = "unknown_class"  # counted in Instances.dropped: box kept, class
 def flip_label(label: str) -> str:
     """Row label of a `Predictor.flip_average` run beside the plain one (`bench bundles`, `evaluate-bundle`)."""
     return f"{label} +flip"
+
+
+class PredictorProtocol(Protocol):
+    """What a frame processor needs of a predictor: `Predictor`, or a stand-in (tests, benchmarks, a timing
+    wrapper). `mask_threshold` and `flip_average` are the predictor's own live settings, set by the processor."""
+
+    mask_threshold: float
+    flip_average: bool
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    def predict(
+        self, image: np.ndarray, boxes: Any = None, classes: Any = None, score_threshold: float | None = None
+    ) -> Instances: ...
 
 
 class Predictor:
@@ -62,34 +83,18 @@ class Predictor:
         cls,
         path: str,
         backend: str = "auto",
-        engine_cache_dir: str | None = None,
-        providers: Sequence[Any] | None = None,
+        options: BackendOptions | None = None,
         *,
-        precision: str = "fp16",
-        intra_op_num_threads: int = 0,
-        signatures: Sequence[str] | None = None,
         mask_threshold: float = 0.5,
         flip_average: bool = False,
     ) -> Predictor:
-        """Read the bundle at `path` and create a backend: "auto" | "tensorrt" | "onnxruntime" | "tensorflow".
+        """Read the bundle at `path` and create a backend: "auto" | "tensorrt" | "onnxruntime" | "tensorflow",
+        with `options` (engine cache, providers, precision, threads, signatures: see `BackendOptions`).
 
-        engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
-        providers: ONNX Runtime providers (None = CUDA when available, then CPU).
-        precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
-        signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both);
-        others are prepared on first use (a TensorRT engine build can then take minutes).
         flip_average: see `Predictor.flip_average` (self-detection then also runs `segment_boxes`).
         """
         bundle = Bundle.read(path)
-        impl, skipped = create_backend(
-            bundle,
-            backend,
-            engine_cache_dir=engine_cache_dir or None,
-            providers=providers,
-            precision=precision,
-            intra_op_num_threads=intra_op_num_threads,
-            signatures=signatures,
-        )
+        impl, skipped = create_backend(bundle, backend, options)
         return cls(impl, bundle, skipped_backends=skipped, mask_threshold=mask_threshold, flip_average=flip_average)
 
     # -- model facts ---------------------------------------------------------------------------------------
@@ -323,3 +328,27 @@ class Predictor:
             backend=self.backend,
             dropped=dict(dropped),
         )
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model bundle at the configured path (a user error: the message says what to set)."""
+
+
+def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0) -> Predictor:
+    """The predictor `config` asks for, the one loading path of the node, bag-eval and the demo: the bundle
+    `model_path` ("" = the shipped default), `backend`, `engine_cache_dir`, `mask_threshold`, `flip_average`.
+
+    intra_op_num_threads: ONNX Runtime threads (0 = its default: every core; a fleet of workers shares them).
+    Raises ModelNotFoundError (no bundle there), FileNotFoundError (a file of the bundle missing), ValueError
+    (a bad bundle), RuntimeError (no backend can run it).
+    """
+    path = resolve_model_path(config.model_path)
+    if not io.is_remote(path) and not os.path.exists(path):
+        hint = "set model_path / --model, or build models/real_lite0" if not config.model_path else "check the path"
+        raise ModelNotFoundError(f"model bundle not found: {path} ({hint})")
+    options = BackendOptions(
+        engine_cache_dir=config.engine_cache_dir or None, intra_op_num_threads=intra_op_num_threads
+    )
+    return Predictor.load(
+        path, config.backend, options, mask_threshold=config.mask_threshold, flip_average=config.flip_average
+    )

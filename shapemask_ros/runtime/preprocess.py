@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from typing import Any
 
 import cv2
 import numpy as np
@@ -88,6 +89,20 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return out, float(scale)
 
 
+def box_array(boxes: Any) -> np.ndarray:
+    """`boxes` as float64 [N, 4] (x1, y1, x2, y2); an empty input is [0, 4]. ValueError for any other shape or
+    non-numbers (a caller bug or a bad file, never data to drop). The values are not checked here."""
+    try:
+        b = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"boxes must be numeric [N, 4] (x1, y1, x2, y2), got {boxes!r:.80}") from e
+    if b.size == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {b.shape}")
+    return b
+
+
 def validate_boxes(
     boxes: np.ndarray | list,
     classes: np.ndarray | list | None,
@@ -102,14 +117,7 @@ def validate_boxes(
     A wrongly shaped array is a caller bug and raises ValueError.
     """
     height, width = int(image_size[0]), int(image_size[1])
-    try:
-        b = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"boxes must be numeric [N, 4] (x1, y1, x2, y2), got {boxes!r:.80}") from e
-    if b.size == 0:
-        b = b.reshape(0, 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {b.shape}")
+    b = box_array(boxes)
     n = b.shape[0]
     if classes is None:
         c = np.full((n,), -1, dtype=np.int64)

@@ -407,3 +407,27 @@ def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys
                      "--params", str(bad)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "score_treshold" in err and "Traceback" not in err
+
+
+def test_the_node_parameters_reach_the_backend_from_bag_eval_and_a_fleet(tmp_path, monkeypatch):
+    """bag-eval loads with its --params (engine_cache_dir included), as the node does; so does a fleet worker."""
+    from shapemask_ros.bag.fleet.job import PredictorSpec, get_predictor
+    from support.backends import StopLoading, record_backend_options
+
+    seen = record_backend_options(monkeypatch)
+    bag = write_bag(tmp_path / "in", scene_bag_messages(1))
+    cache = str(tmp_path / "engines")
+    opts = BagEvalOptions(
+        bag=str(bag),
+        image_topic=IMAGE,
+        out=str(tmp_path / "o"),
+        model=str(REPO_ROOT / "models" / "demo"),
+        backend="onnxruntime",
+        node=NodeConfig(engine_cache_dir=cache),
+    )
+    with pytest.raises(StopLoading, match="onnxruntime"):
+        evaluate_bag(opts)
+    spec = PredictorSpec(str(REPO_ROOT / "models" / "demo"), "onnxruntime", threads=2, engine_cache_dir=cache)
+    with pytest.raises(StopLoading):
+        get_predictor(spec)
+    assert [(o.engine_cache_dir, o.intra_op_num_threads) for o in seen] == [(cache, 0), (cache, 2)]

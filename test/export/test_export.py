@@ -3,6 +3,7 @@ atomic bundle replacement, and the ONNX Runtime and TensorFlow predictor backend
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
@@ -14,6 +15,7 @@ from shapemask_ros.config import BackboneConfig, ModelConfig
 from shapemask_ros.export.bundle import export_bundle, random_inputs, serving_functions
 from shapemask_ros.export.onnx_check import check_tensorrt_compatible, compare_with_tensorflow, op_counts
 from shapemask_ros.model.shapemask import build_model
+from shapemask_ros.runtime.bundle import BundleMeta
 from shapemask_ros.runtime.predictor import Predictor
 from support.configs import tiny_model_config
 
@@ -38,6 +40,23 @@ def exported(tmp_path_factory):
     model = _perturbed_model(cfg)
     out = export_bundle(model, str(tmp_path_factory.mktemp("b") / "bundle"), ["a", "b", "c"])
     return model, out
+
+
+# what export has always written (models/*/model.json add category_ids from `shapemask export`)
+EXPORTED_KEYS = [
+    "format", "image_size", "class_names", "num_classes", "mask_class_agnostic", "max_boxes", "mask_size",
+    "score_threshold", "opset", "preprocessing", "model_config", "created_by", "priors", "saved_model", "onnx",
+    "onnx_weights",
+]  # fmt: skip
+
+
+def test_written_model_json_round_trips_through_bundle_meta(exported):
+    _, out = exported
+    with open(os.path.join(out, "model.json")) as f:
+        raw = json.load(f)
+    assert list(raw) == EXPORTED_KEYS
+    assert list(BundleMeta.from_json(raw).to_json().items()) == list(raw.items())
+    assert raw["score_threshold"] == 0.0 and raw["class_names"] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("num_boxes", [1, 17, 100])

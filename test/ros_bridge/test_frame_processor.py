@@ -221,13 +221,12 @@ def test_update_applies_or_rejects_all_or_nothing():
     assert "read-only" in proc.update({"image_topic": "/other"})["image_topic"]
     assert set(proc.update({"score_threshold": 1.5, "max_objects": 0})) == {"score_threshold", "max_objects"}
     assert "bool" in proc.update({"depth_rectified": 1})["depth_rectified"]
-    assert "mask_threshold" in proc.update({"mask_threshold": 0.4})  # the fake predictor cannot take it
+    # the predictor's own settings (PredictorProtocol): every predictor takes them
     pred = FakePredictor()
-    pred.mask_threshold = 0.5
     proc2, _ = make(predictor=pred)
     assert proc2.update({"mask_threshold": 0.4}) == {} and pred.mask_threshold == 0.4
-    assert "flip_average" in proc2.update({"flip_average": True})  # this fake has no flip_average
-    assert "bool" in proc2.update({"flip_average": "yes"})["flip_average"]
+    assert proc2.update({"flip_average": True}) == {} and pred.flip_average is True
+    assert "bool" in proc2.update({"flip_average": "yes"})["flip_average"] and pred.flip_average is True
     pred.flip_average = False
     proc3, _ = make(NodeConfig(flip_average=True), predictor=pred)
     assert pred.flip_average is True  # handed over at start

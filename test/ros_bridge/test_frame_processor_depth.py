@@ -225,7 +225,7 @@ def test_geometry_bug_costs_only_the_3d_outputs(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("shapemask_ros.ros_bridge.frame_processor.objects3d_from_instances", boom)
+    monkeypatch.setattr("shapemask_ros.ros_bridge.objects3d_stage.objects3d_from_instances", boom)
     img, dets = frame(1)
     res = proc.process(img, dets, depth_msg=depth_msg(scene_mm(), 1), camera_info_msg=camera_info())
     assert len(res.masks.instances) == 2 and res.geometry_error == "internal_error"

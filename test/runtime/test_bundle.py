@@ -1,4 +1,4 @@
-"""Bundle.read validates model.json and resolves its files."""
+"""Bundle.read validates model.json and resolves its files; BundleMeta is model.json's one type."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from shapemask_ros.runtime.bundle import BUNDLE_FORMAT, Bundle
+from shapemask_ros.config import PostprocessConfig
+from shapemask_ros.runtime.bundle import BUNDLE_FORMAT, Bundle, BundleMeta
+from support import REPO
 
 
 def write_bundle(root, **over) -> str:
@@ -103,3 +105,31 @@ def test_missing_priors_only_warns(tmp_path, caplog):
     os.remove(os.path.join(root, "priors.npy"))
     assert Bundle.read(root).priors.endswith("priors.npy")
     assert any("priors" in r.getMessage() for r in caplog.records)
+
+
+COMMITTED = sorted(p.parent.name for p in (REPO / "models").glob("*/model.json"))
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_bundles_load_and_round_trip_unchanged(name):
+    """The shipped bundles' model.json reads into BundleMeta and writes back the same keys, values and order."""
+    root = REPO / "models" / name
+    raw = json.loads((root / "model.json").read_text())
+    assert list(BundleMeta.from_json(raw).to_json().items()) == list(raw.items())
+    bundle = Bundle.read(str(root))
+    assert bundle.class_names == tuple(raw["class_names"]) and bundle.has_onnx
+
+
+def test_committed_bundles_found():
+    assert {"demo", "real_lite0", "real_lite0_int8"} <= set(COMMITTED)
+
+
+def test_meta_defaults_and_unknown_keys(tmp_path):
+    """Optional fields get the defaults (the score threshold is the model config's); unknown keys survive."""
+    raw = json.loads(open(os.path.join(write_bundle(tmp_path / "m"), "model.json")).read())
+    del raw["score_threshold"], raw["max_boxes"]
+    raw["category_ids"] = [1, 2, 3]
+    meta = BundleMeta.from_json(raw)
+    assert meta.score_threshold == PostprocessConfig().score_threshold and meta.max_boxes == 100
+    assert meta.extra == {"category_ids": [1, 2, 3]} and meta.to_json()["category_ids"] == [1, 2, 3]
+    assert BundleMeta.from_json(meta.to_json()) == meta

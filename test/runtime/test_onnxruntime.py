@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.predictor import Predictor
 from support.onnx_bundle import M, S, write_onnx_bundle
 
@@ -22,7 +23,7 @@ def foreground_box(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     root = write_onnx_bundle(str(tmp_path_factory.mktemp("bundle")), max_boxes=40)
-    return Predictor.load(root, backend="auto", intra_op_num_threads=1)
+    return Predictor.load(root, backend="auto", options=BackendOptions(intra_op_num_threads=1))
 
 
 def test_auto_picks_onnxruntime_here_and_says_why_not_tensorrt(predictor):
@@ -56,7 +57,7 @@ def test_self_detection_through_onnxruntime(predictor):
 
 def test_explicit_providers_and_image_size_mismatch(tmp_path):
     root = write_onnx_bundle(str(tmp_path / "b"))
-    pred = Predictor.load(root, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    pred = Predictor.load(root, backend="onnxruntime", options=BackendOptions(providers=["CPUExecutionProvider"]))
     assert pred.backend == "onnxruntime:CPUExecutionProvider" and pred.skipped_backends == {}
     bad = write_onnx_bundle(str(tmp_path / "c"), image_size=S + 8)  # graph says 72, model.json says 64
     with pytest.raises(RuntimeError, match="input 'image' has shape"):

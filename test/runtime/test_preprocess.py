@@ -123,3 +123,18 @@ def test_validate_boxes_defaults_and_empty():
 def test_validate_boxes_rejects_malformed_input(boxes, classes, message):
     with pytest.raises(ValueError, match=message):
         validate_boxes(boxes, classes, (10, 10))
+
+
+def test_box_array_is_the_one_shape_check_of_boxes():
+    """validate_boxes (the Predictor) and parse_boxes (`shapemask predict --boxes`) share box_array."""
+    from shapemask_ros.runtime.commands import parse_boxes
+    from shapemask_ros.runtime.preprocess import box_array
+
+    assert box_array([]).shape == (0, 4) and box_array([[1, 2, 3, 4]]).dtype == np.float64
+    for bad in ([[1, 2, 3]], [1, 2, 3, 4], [[[1, 2, 3, 4]]]):
+        with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
+            box_array(bad)
+        with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
+            parse_boxes(bad)
+        with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
+            validate_boxes(bad, None, (10, 10))

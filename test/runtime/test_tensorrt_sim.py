@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from shapemask_ros.runtime import engine_cache
+from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.backends import tensorrt_backend as trt_backend
 from shapemask_ros.runtime.bundle import BUNDLE_FORMAT, Bundle
 from shapemask_ros.runtime.predictor import Predictor
@@ -254,7 +255,7 @@ def bundle_dir(tmp_path):
 def test_builds_with_profile_and_precision_then_runs_through_device_buffers(fake_gpu, bundle_dir, tmp_path):
     trt, cudart = fake_gpu
     cache = str(tmp_path / "engines")
-    pred = Predictor.load(bundle_dir, backend="tensorrt", engine_cache_dir=cache)
+    pred = Predictor.load(bundle_dir, backend="tensorrt", options=BackendOptions(engine_cache_dir=cache))
     assert pred.backend == "tensorrt:fp16"
     seg = next(b for b in trt.builds if b["kind"] == "segment_boxes")
     assert seg["flags"] == ["fp16"]

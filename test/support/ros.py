@@ -90,6 +90,8 @@ class FakePredictor:
     """Predictor stand-in: each mask is the ellipse inscribed in its box; region = 1.25x box, clipped."""
 
     backend = "fake"
+    mask_threshold = 0.5  # PredictorProtocol's settings (the fake's masks are already binary)
+    flip_average = False
 
     def __init__(self, class_names=("person", "cup"), self_boxes=None, self_scores=None, self_classes=None):
         self.class_names = list(class_names)

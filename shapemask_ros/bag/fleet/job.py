@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_predictor
+from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
 from shapemask_ros.bag.fleet.inputs import BagJob
 from shapemask_ros.bag.fleet.keys import content_sha256, result_key
 from shapemask_ros.bag.reader import BagError
-from shapemask_ros.config import to_dict
+from shapemask_ros.config import NodeConfig, to_dict
 from shapemask_ros.utils.formatting import json_safe
 from shapemask_ros.utils.io import atomic_write_text
 
@@ -41,6 +41,7 @@ class PredictorSpec:
     model: str = ""
     backend: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads per process (0 = its default)
+    engine_cache_dir: str = ""  # TensorRT engine cache ("" = the default)
     factory: Callable[[], Any] | None = None
     # Ray: the bundle's files in the object store ({relative path: bytes}), for workers that cannot read
     # `model`; each worker process writes them to a temporary directory once and loads from there
@@ -49,7 +50,12 @@ class PredictorSpec:
     def cache_key(self) -> str:
         if self.factory is not None:
             return f"factory:{getattr(self.factory, '__module__', '')}.{getattr(self.factory, '__qualname__', '')}"
-        return f"{self.model}|{self.backend}|{self.threads}|{'shipped' if self.bundle_ref is not None else 'path'}"
+        where = "shipped" if self.bundle_ref is not None else "path"
+        return f"{self.model}|{self.backend}|{self.threads}|{self.engine_cache_dir}|{where}"
+
+    def node_config(self, path: str) -> NodeConfig:
+        """The loading parameters of `load_predictor` for the bundle at `path`."""
+        return NodeConfig(model_path=path, backend=self.backend, engine_cache_dir=self.engine_cache_dir)
 
 
 _PREDICTORS: dict[str, Any] = {}
@@ -84,7 +90,7 @@ def get_predictor(spec: PredictorSpec) -> Any:
             _PREDICTORS[key] = spec.factory()
         else:
             path = _materialise(spec.bundle_ref) if spec.bundle_ref is not None else spec.model
-            _PREDICTORS[key] = load_predictor(path, spec.backend, spec.threads)
+            _PREDICTORS[key] = load_bag_predictor(spec.node_config(path), spec.threads)
         _LOADS[key] = _LOADS.get(key, 0) + 1
     return _PREDICTORS[key]
 

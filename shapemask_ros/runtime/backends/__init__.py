@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shapemask_ros.runtime.backends.base import Backend, BackendUnavailable
@@ -22,24 +23,42 @@ BACKEND_NAMES: tuple[str, ...] = ("tensorrt", "onnxruntime", "tensorflow")
 AUTO_ORDER: tuple[str, ...] = BACKEND_NAMES
 
 
-def _create_one(
-    name: str,
-    bundle: Bundle,
-    engine_cache_dir: str | None,
-    providers: Sequence[Any] | None,
-    precision: str,
-    intra_op_num_threads: int,
-    signatures: Sequence[str] | None,
-) -> Backend:
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to create a backend, beyond which one (the parameters `create_backend` and `Predictor.load` share).
+
+    engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
+    providers: ONNX Runtime providers (None = CUDA when available, then CPU).
+    precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
+    signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both); others are
+    prepared on first use (a TensorRT engine build can then take minutes).
+    """
+
+    engine_cache_dir: str | None = None
+    providers: Sequence[Any] | None = None
+    precision: str = "fp16"
+    intra_op_num_threads: int = 0
+    signatures: Sequence[str] | None = None
+
+
+def _create_one(name: str, bundle: Bundle, options: BackendOptions) -> Backend:
     if name == "tensorrt":
         from shapemask_ros.runtime.backends.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(bundle, engine_cache_dir=engine_cache_dir, precision=precision, signatures=signatures)
+        return TensorRTBackend(
+            bundle,
+            engine_cache_dir=options.engine_cache_dir or None,
+            precision=options.precision,
+            signatures=options.signatures,
+        )
     if name == "onnxruntime":
         from shapemask_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(
-            bundle, providers=providers, intra_op_num_threads=intra_op_num_threads, signatures=signatures
+            bundle,
+            providers=options.providers,
+            intra_op_num_threads=options.intra_op_num_threads,
+            signatures=options.signatures,
         )
     if name == "tensorflow":
         from shapemask_ros.runtime.backends.tensorflow_backend import TensorFlowBackend
@@ -49,25 +68,20 @@ def _create_one(
 
 
 def create_backend(
-    bundle: Bundle,
-    backend: str = "auto",
-    engine_cache_dir: str | None = None,
-    providers: Sequence[Any] | None = None,
-    precision: str = "fp16",
-    intra_op_num_threads: int = 0,
-    signatures: Sequence[str] | None = None,
+    bundle: Bundle, backend: str = "auto", options: BackendOptions | None = None
 ) -> tuple[Backend, dict[str, str]]:
     """Create the requested backend; returns (backend, {skipped backend name: reason}).
 
     `auto` moves on when a backend is unavailable *or* fails to load (a failed TensorRT build, an
     ONNX graph that ONNX Runtime rejects), logging a warning with the reason each time.
     """
+    options = options or BackendOptions()
     name = backend.strip().lower()
     if name != "auto":
         if name not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKEND_NAMES}")
         try:
-            chosen = _create_one(name, bundle, engine_cache_dir, providers, precision, intra_op_num_threads, signatures)
+            chosen = _create_one(name, bundle, options)
         except BackendUnavailable as e:
             raise RuntimeError(f"backend {name!r} was requested but cannot run here: {e}") from e
         log.info("inference backend: %s (requested)", chosen.name)
@@ -76,9 +90,7 @@ def create_backend(
     skipped: dict[str, str] = {}
     for candidate in AUTO_ORDER:
         try:
-            chosen = _create_one(
-                candidate, bundle, engine_cache_dir, providers, precision, intra_op_num_threads, signatures
-            )
+            chosen = _create_one(candidate, bundle, options)
         except BackendUnavailable as e:
             skipped[candidate] = str(e)
         except Exception as e:  # a real failure of a present backend: still try the next, but say so loudly
@@ -94,4 +106,4 @@ def create_backend(
     raise RuntimeError("no inference backend can run this model: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendUnavailable", "create_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendOptions", "BackendUnavailable", "create_backend"]
