@@ -18,6 +18,7 @@ import numpy as np
 from shapemask_ros.config import NodeConfig
 from shapemask_ros.ops.box_ops import flip_boxes_lr
 from shapemask_ros.runtime.backends import Backend, BackendOptions, create_backend
+from shapemask_ros.runtime.backends.base import SegmentFeeds, segment_boxes_pair
 from shapemask_ros.runtime.bundle import Bundle, resolve_model_path
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.runtime.postprocess import mask_scores, paste_masks
@@ -185,8 +186,11 @@ class Predictor:
             empty.dropped = dict(dropped)
             return empty
         feed_cls, reported_cls = self._model_classes(cls, dropped)
-        all_masks, outer_px = self._segment_maps(net_input, scale, kept, feed_cls)
-        second = None if mirror is None else self._mirrored_maps(mirror, scale, kept, feed_cls)
+        second = None
+        if mirror is None:
+            all_masks, outer_px = self._segment_maps(net_input, scale, kept, feed_cls)
+        else:
+            (all_masks, outer_px), second = self._segment_maps_and_mirrored(net_input, mirror, scale, kept, feed_cls)
         return self._instances(
             kept,
             np.ones(len(kept), np.float32),
@@ -205,27 +209,60 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """segment_boxes over boxes [N, 4] in original pixels -> (maps [N, M, M], outer boxes [N, 4] in
         original pixels), in calls of at most max_boxes boxes (never dropping any)."""
+        chunks = self._chunks(net_input, scale, boxes_px, feed_cls)
+        return self._join([self.runtime_backend.segment_boxes(*feeds) for feeds in chunks], chunks, scale)
+
+    def _chunks(
+        self, net_input: np.ndarray, scale: float, boxes_px: np.ndarray, feed_cls: np.ndarray
+    ) -> list[SegmentFeeds]:
+        """segment_boxes' inputs for boxes in original pixels, at most max_boxes boxes a call."""
         net_boxes = (np.asarray(boxes_px, np.float64) * scale).astype(np.float32)
-        masks, outer = [], []
         step = self.bundle.max_boxes
-        for start in range(0, len(net_boxes), step):
-            stop = min(start + step, len(net_boxes))
-            out = self.runtime_backend.segment_boxes(net_input, net_boxes[None, start:stop], feed_cls[None, start:stop])
-            m, o = self._check_chunk(out, stop - start)
-            masks.append(m)
-            outer.append(o)
-        return np.concatenate(masks, axis=0), np.concatenate(outer, axis=0).astype(np.float64) / scale
+        return [
+            (net_input, net_boxes[None, a : a + step], feed_cls[None, a : a + step])
+            for a in range(0, len(net_boxes), step)
+        ]
+
+    def _join(
+        self, outs: list[dict[str, np.ndarray]], chunks: list[SegmentFeeds], scale: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The chunks' outputs checked and concatenated: (maps [N, M, M], outer boxes [N, 4] in original pixels)."""
+        checked = [self._check_chunk(out, feeds[1].shape[1]) for out, feeds in zip(outs, chunks, strict=True)]
+        masks = np.concatenate([m for m, _ in checked], axis=0)
+        return masks, np.concatenate([o for _, o in checked], axis=0).astype(np.float64) / scale
+
+    def _mirror_input(self, image: np.ndarray) -> np.ndarray:
+        """The left-right mirrored image, letterboxed like any other (content top-left, so the model sees what
+        it was trained on), as a [1, S, S, 3] model input."""
+        net_input, _ = letterbox(np.ascontiguousarray(image[:, ::-1]), self.bundle.image_size)
+        return net_input[None]
+
+    @staticmethod
+    def _unmirror(maps: tuple[np.ndarray, np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mirrored pass's (maps, outer boxes) mapped back to the original image's frame."""
+        masks, outer = maps
+        return np.ascontiguousarray(masks[:, :, ::-1]), flip_boxes_lr(outer, width)
 
     def _mirrored_maps(
         self, image: np.ndarray, scale: float, boxes_px: np.ndarray, feed_cls: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The same boxes segmented in the left-right mirrored image, mapped back to this image's frame:
-        (maps [N, M, M], outer boxes [N, 4] in original pixels). The mirrored image is letterboxed like any
-        other (content top-left), so the model sees what it was trained on."""
+        (maps [N, M, M], outer boxes [N, 4] in original pixels)."""
         width = image.shape[1]
-        net_input, _ = letterbox(np.ascontiguousarray(image[:, ::-1]), self.bundle.image_size)
-        masks, outer = self._segment_maps(net_input[None], scale, flip_boxes_lr(boxes_px, width), feed_cls)
-        return np.ascontiguousarray(masks[:, :, ::-1]), flip_boxes_lr(outer, width)
+        maps = self._segment_maps(self._mirror_input(image), scale, flip_boxes_lr(boxes_px, width), feed_cls)
+        return self._unmirror(maps, width)
+
+    def _segment_maps_and_mirrored(
+        self, net_input: np.ndarray, image: np.ndarray, scale: float, boxes_px: np.ndarray, feed_cls: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """`_segment_maps` and `_mirrored_maps` of the same boxes, each chunk's two calls run together when
+        the backend can (`segment_boxes_pair`)."""
+        width = image.shape[1]
+        plain = self._chunks(net_input, scale, boxes_px, feed_cls)
+        mirrored = self._chunks(self._mirror_input(image), scale, flip_boxes_lr(boxes_px, width), feed_cls)
+        pairs = [segment_boxes_pair(self.runtime_backend, a, b) for a, b in zip(plain, mirrored, strict=True)]
+        first = self._join([a for a, _ in pairs], plain, scale)
+        return first, self._unmirror(self._join([b for _, b in pairs], mirrored, scale), width)
 
     def _check_chunk(self, out: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         masks = np.asarray(out["masks"], np.float32)

@@ -225,13 +225,13 @@ def test_predict_flip_average_flag_runs_the_mirrored_pass(handmade, tmp_path, mo
     from shapemask_ros.runtime.predictor import Predictor
 
     calls = []
-    real = Predictor._mirrored_maps
+    real = Predictor._unmirror  # every mirrored pass's maps go through it
 
-    def spy(self, *a, **k):
-        calls.append(len(a[2]))
-        return real(self, *a, **k)
+    def spy(maps, width):
+        calls.append(len(maps[0]))
+        return real(maps, width)
 
-    monkeypatch.setattr(Predictor, "_mirrored_maps", spy)
+    monkeypatch.setattr(Predictor, "_unmirror", staticmethod(spy))
     (tmp_path / "b.json").write_text(json.dumps({"boxes": [[30, 20, 90, 60], [5, 5, 25, 40]]}))
     image = _image(tmp_path / "in.png")
     args = ["predict", image, "--model", handmade, "--boxes", str(tmp_path / "b.json"), "--backend", "onnxruntime"]

@@ -7,6 +7,8 @@ onto its input box; detect_and_segment returns fixed, padded detections.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,63 @@ def test_explicit_providers_and_image_size_mismatch(tmp_path):
     bad = write_onnx_bundle(str(tmp_path / "c"), image_size=S + 8)  # graph says 72, model.json says 64
     with pytest.raises(RuntimeError, match="input 'image' has shape"):
         Predictor.load(bad, backend="onnxruntime")
+
+
+class _OneAtATime:
+    """The ONNX Runtime backend without segment_boxes_pair: what every other backend looks like."""
+
+    def __init__(self, backend):
+        self.inner, self.name = backend, backend.name
+
+    def segment_boxes(self, *a):
+        return self.inner.segment_boxes(*a)
+
+    def detect_and_segment(self, *a):
+        return self.inner.detect_and_segment(*a)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from shapemask_ros.runtime.bundle import default_model_dir
+
+    return Predictor.load(
+        default_model_dir(), backend="onnxruntime", options=BackendOptions(signatures=["segment_boxes"])
+    )
+
+
+def test_segment_boxes_pair_equals_two_calls_in_order(shipped):
+    """The paired run (two one-thread sessions side by side on a CPU) gives each call's own outputs, in order."""
+    from shapemask_ros.runtime.backends.base import PairedSegmentBackend, segment_boxes_pair
+
+    backend = shipped.runtime_backend
+    assert isinstance(backend, PairedSegmentBackend) and not isinstance(_OneAtATime(backend), PairedSegmentBackend)
+    rng = np.random.default_rng(0)
+    s = shipped.image_size
+    feeds = []
+    for n in (3, 5):  # different images and box counts: swapped or mixed outputs cannot pass
+        image = rng.uniform(0, 255, (1, s, s, 3)).astype(np.float32)
+        xy = rng.uniform(0, s / 2, (1, n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(20, s / 2, (1, n, 2))], axis=2).astype(np.float32)
+        feeds.append((image, boxes, np.zeros((1, n), np.int32)))
+    got = segment_boxes_pair(backend, feeds[0], feeds[1])
+    if (os.cpu_count() or 1) >= 2:
+        assert backend._pair is not None  # the concurrent path ran (one-thread session + worker)
+    for out, f in zip(got, feeds, strict=True):
+        want = backend.segment_boxes(*f)
+        assert out["masks"].shape == want["masks"].shape
+        # another thread count may sum in another order: equal to float32 rounding
+        np.testing.assert_allclose(out["masks"], want["masks"], atol=1e-4)
+        np.testing.assert_allclose(out["outer_boxes"], want["outer_boxes"], atol=1e-3)
+
+
+def test_flip_average_with_the_paired_run_equals_one_call_at_a_time(shipped):
+    image = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    boxes = np.array([[100, 80, 260, 300], [300, 50, 420, 200], [10, 300, 200, 470]], np.float64)
+    paired = Predictor(shipped.runtime_backend, shipped.bundle, flip_average=True).predict(image, boxes)
+    serial = Predictor(_OneAtATime(shipped.runtime_backend), shipped.bundle, flip_average=True).predict(image, boxes)
+    plain = Predictor(shipped.runtime_backend, shipped.bundle).predict(image, boxes)
+    np.testing.assert_array_equal(paired.regions, serial.regions)
+    np.testing.assert_allclose(paired.mask_scores, serial.mask_scores, atol=1e-4)
+    for a, b, c in zip(paired.masks, serial.masks, plain.masks, strict=True):
+        assert np.mean(a != b) < 1e-3  # a pixel at exactly the threshold may flip
+        assert np.mean(a != c) > 1e-3  # and the mirrored pass did change the masks

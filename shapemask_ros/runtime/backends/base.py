@@ -8,6 +8,9 @@ they take model-input tensors and return NumPy dicts keyed by the bundle's outpu
     detect_and_segment(image [1,S,S,3] f32)
         -> {"boxes": [1,D,4], "scores": [1,D], "classes": [1,D] i32, "num_detections": [1] i32,
             "masks": [1,D,M,M], "outer_boxes": [1,D,4]}
+
+A backend may also run two independent segment_boxes calls at once (`PairedSegmentBackend`, used for
+mirrored-image averaging); `segment_boxes_pair` falls back to two calls in a row for every other backend.
 """
 
 from __future__ import annotations
@@ -38,6 +41,30 @@ class Backend(Protocol):
     def detect_and_segment(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The model's own detections with their masks."""
         ...
+
+
+SegmentFeeds = tuple[np.ndarray, np.ndarray, np.ndarray]  # segment_boxes' (image, boxes, classes)
+
+
+@runtime_checkable
+class PairedSegmentBackend(Protocol):
+    """A backend that runs two segment_boxes calls faster together than one after the other."""
+
+    def segment_boxes_pair(
+        self, first: SegmentFeeds, second: SegmentFeeds
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """segment_boxes(*first), segment_boxes(*second), with the same outputs as two separate calls."""
+        ...
+
+
+def segment_boxes_pair(
+    backend: Backend, first: SegmentFeeds, second: SegmentFeeds
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Two independent segment_boxes calls: together when the backend can (`PairedSegmentBackend`), else in
+    a row."""
+    if isinstance(backend, PairedSegmentBackend):
+        return backend.segment_boxes_pair(first, second)
+    return backend.segment_boxes(*first), backend.segment_boxes(*second)
 
 
 def check_outputs(
