@@ -23,7 +23,7 @@ class TimedBackend:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if name in ("segment_boxes", "detect_and_segment") and callable(attr):
+        if name in ("segment_boxes", "segment_boxes_pair", "detect_and_segment") and callable(attr):
 
             def timed(*a: Any, **k: Any) -> Any:
                 t0 = time.perf_counter()

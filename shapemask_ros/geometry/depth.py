@@ -9,7 +9,6 @@ subtract 0.5 before they meet K. Depth values are REP 118 z-depth (along the opt
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config import DEPTH_REGISTRATIONS
+from shapemask_ros.geometry.rays import ray_cache
 from shapemask_ros.geometry.undistort import undistort_points
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class CameraIntrinsics:
 
         Zero distortion: the pinhole formula, computed directly. Otherwise OpenCV's iterative
         undistortion (geometry.undistort, cv2.fisheye for `equidistant`) of the pixels not asked for
-        before, kept in the per-intrinsics RayCache (see ray_cache).
+        before, kept in the RayCache of its lens (geometry.rays).
         """
         if not self.has_distortion:
             k = self.k
@@ -258,75 +258,6 @@ class CameraIntrinsics:
         und = undistort_points(pts, self.matrix, d, fisheye=self.distortion_model in _FISHEYE_MODELS)
         und = und.reshape(-1, 2)
         return und[:, 0].copy(), und[:, 1].copy()
-
-
-def ray_cache(intr: CameraIntrinsics) -> RayCache:
-    """The RayCache of these intrinsics (one per distinct CameraIntrinsics, the 4 most recent kept)."""
-    return _ray_cache(intr)
-
-
-@functools.lru_cache(maxsize=4)
-def _ray_cache(intr: CameraIntrinsics) -> RayCache:
-    return RayCache(intr)
-
-
-class RayCache:
-    """Normalised rays (x/z, y/z) of one camera's pixels, computed only for the pixels asked for, then kept.
-
-    The 3D stage asks for the inlier pixels of each object's ROI. A fixed camera fills the table over the
-    first frames and then only reads it; when the intrinsics change every frame (the demo's panning crop)
-    only the ROI pixels are undistorted instead of the whole image (cv2.undistortPoints of 512x384 pixels
-    took 30 ms, more than the network). Values equal CameraIntrinsics.undistort_pixels bit for bit.
-
-    Several threads may share one cache: a pixel's rays are written before its `known` flag, so a reader
-    that sees the flag reads finished values; a race only computes a pixel twice (same value).
-    """
-
-    def __init__(self, intr: CameraIntrinsics) -> None:
-        self.intr = intr
-        self.x = np.empty(intr.shape)  # two tables, not one [H, W, 2]: boolean gathers of interleaved
-        self.y = np.empty(intr.shape)  # pairs are 3x slower than two plain gathers (measured)
-        self.known = np.zeros(intr.shape, bool)
-        self.complete = False  # every pixel known: take() skips the check
-        if not intr.has_distortion:
-            # the pinhole formula over the whole image costs about a millisecond: fill it now (broadcast
-            # rows and columns; per element the same operations as normalized_rays, so the same values)
-            k = intr.k
-            y = (np.arange(intr.height, dtype=np.float64)[:, None] - k[5]) / k[4]
-            self.y[:] = y
-            self.x[:] = (np.arange(intr.width, dtype=np.float64)[None, :] - k[2] - k[1] * y) / k[0]
-            self.known[:] = True
-            self.complete = True
-
-    def _fill(self, rows: np.ndarray, cols: np.ndarray) -> None:
-        x, y = self.intr.undistort_pixels(rows, cols)
-        self.x[rows, cols] = x
-        self.y[rows, cols] = y
-        self.known[rows, cols] = True
-
-    def at(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rays of pixel index arrays (any matching shape)."""
-        rows, cols = np.broadcast_arrays(rows, cols)
-        if not self.complete:
-            missing = ~self.known[rows, cols]
-            if missing.any():
-                self._fill(rows[missing], cols[missing])
-        return self.x[rows, cols], self.y[rows, cols]
-
-    def take(self, index: tuple[Any, ...], pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rays of the pixels `pick` (bool, crop-shaped) of the crop `index` of a depth-sized array: two
-        slices (identity alignment) or np.ix_ arrays (registration "scale"). Same values and order as
-        table[index][pick] of full-frame tables; only the crop is touched."""
-        if not self.complete:
-            missing = pick & ~self.known[index]
-            if missing.any():
-                r, c = np.nonzero(missing)
-                if isinstance(index[0], slice):
-                    rows, cols = r + index[0].start, c + index[1].start
-                else:
-                    rows, cols = index[0][r, 0], index[1][0, c]
-                self._fill(rows, cols)
-        return self.x[index][pick], self.y[index][pick]
 
 
 def _optional(msg: Any, name: str) -> Any:

@@ -32,8 +32,8 @@ from shapemask_ros.geometry.depth import (
     GeometryError,
     check_alignment,
     intrinsics_for_depth,
-    ray_cache,
 )
+from shapemask_ros.geometry.rays import ray_cache
 
 log = logging.getLogger(__name__)
 
@@ -192,20 +192,22 @@ def _median(a: np.ndarray) -> float:
 BAND_SAMPLE_POINTS = 1024
 
 
-def _depth_band(z: np.ndarray, crop: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray | None, float]:
-    """Inliers on the depth crop (None = every valid pixel) and the median of the valid depths z.
+def _depth_band(z: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray | None, float]:
+    """Inliers among the valid depths z (bool [len(z)], None = all) and the median of z.
 
-    Statistics come from an even stride of at most BAND_SAMPLE_POINTS of z; the band is applied to the
-    crop so the caller indexes depth and rays once, with the final mask."""
+    Statistics come from an even stride of at most BAND_SAMPLE_POINTS of z. The band is tested on z (1-D,
+    the valid pixels only) rather than on the ROI crop: fewer elements, and the caller filters z and the
+    rays with it instead of indexing the crop a second time (same pixels, same order)."""
     sample = z if z.size <= BAND_SAMPLE_POINTS else z[:: -(-z.size // BAND_SAMPLE_POINTS)]
     med = _median(sample)
     keep = None
     if cfg.mad_k > 0:
         band = max(cfg.mad_k * MAD_TO_SIGMA * _median(np.abs(sample - med)), cfg.min_band_m)
-        keep = np.abs(crop - med) <= band  # NaN (invalid) pixels compare False; they are not valid anyway
+        dev = z - med
+        keep = np.abs(dev, out=dev) <= band
     if cfg.percentile_low > 0 or cfg.percentile_high < 100:
         lo, hi = np.percentile(sample, [cfg.percentile_low, cfg.percentile_high])
-        inside = (crop >= lo) & (crop <= hi)
+        inside = (z >= lo) & (z <= hi)
         keep = inside if keep is None else keep & inside
     return keep, med
 
@@ -317,11 +319,10 @@ def compute_objects3d(
         if n_mask == 0 or nv == 0:
             out.status[i] = STATUS_EMPTY_MASK if n_mask == 0 else STATUS_NO_DEPTH
             continue
-        keep, out.median_depth[i] = _depth_band(z, crop, cfg)
-        if keep is not None:  # tested on the crop: faster than on z and scattering back into ok (measured)
-            ok &= keep
-            z = crop[ok]
+        keep, out.median_depth[i] = _depth_band(z, cfg)
         rx, ry = rays.take(index, ok)
+        if keep is not None and not keep.all():
+            z, rx, ry = z[keep], rx[keep], ry[keep]
         pts = np.empty((3, z.size))
         pts[2] = z
         np.multiply(rx, pts[2], out=pts[0])

@@ -272,7 +272,7 @@ def test_large_objects_match_an_exact_reference(distortion):
 
 
 def test_ray_cache_computes_only_asked_pixels_and_equals_whole_image_rays():
-    from shapemask_ros.geometry.depth import ray_cache
+    from shapemask_ros.geometry.rays import ray_cache
 
     for d in ((), (0.1, -0.2, 0.001, 0.001, 0.05)):
         intr = CameraIntrinsics.from_matrix([[150.0, 0, 79.5], [0, 152.0, 59.5], [0, 0, 1]], W, H, d)

@@ -17,7 +17,7 @@ from geometry import objects3d_reference as reference
 
 from shapemask_ros.bench.frame3d_bench import StandinPredictor, scene
 from shapemask_ros.config import GeometryConfig
-from shapemask_ros.geometry import depth as depth_mod
+from shapemask_ros.geometry import rays as rays_mod
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import Objects3D, compute_objects3d
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
@@ -54,7 +54,7 @@ def assert_identical(got: Objects3D, want: Objects3D) -> None:
 
 
 def both(*args, **kw) -> tuple[Objects3D, Objects3D]:
-    depth_mod._ray_cache.cache_clear()  # a cold cache: every ray computed for this call
+    rays_mod.clear_ray_caches()  # a cold cache: every ray computed for this call
     return compute_objects3d(*args, **kw), reference.compute_objects3d(*args, **kw)
 
 
@@ -100,12 +100,12 @@ def test_synthetic_scene_identical(camera, config):
 def test_warm_cache_and_second_frame_identical():
     """A second frame on the same camera reads rays computed for the first (and fills the rest)."""
     cam = CAMERAS["plumb_bob"]
-    depth_mod._ray_cache.cache_clear()
+    rays_mod.clear_ray_caches()
     for seed in (0, 1, 2):
         depth, inst = synthetic(seed=seed)
         got = compute_objects3d(depth, cam, inst.masks, inst.regions, return_points=True)
         assert_identical(got, reference.compute_objects3d(depth, cam, inst.masks, inst.regions, return_points=True))
-    cache = depth_mod.ray_cache(cam)
+    cache = rays_mod.ray_cache(cam)
     assert 0 < cache.known.sum() < cache.known.size  # only object pixels were undistorted
 
 

@@ -1,0 +1,226 @@
+"""Normalised camera rays (x/z, y/z) of depth pixels, computed only for the pixels the 3D stage asks for,
+then kept for the next frames.
+
+Pinhole cameras (zero distortion): one table per intrinsics, filled at once from the formula (about a
+millisecond). Distorted cameras: rays come from OpenCV's iterative undistortion (~0.15 µs a pixel), so
+they are computed lazily, object pixel by object pixel, and kept in a table shared by every intrinsics
+of the same *lens*: the same fx, fy, skew, distortion and sub-pixel principal point. Intrinsics that
+differ only by a whole-pixel shift of the principal point are one lens seen through a moving window: a
+camera publishing a region of interest (REP 104's CameraInfo.roi, folded into K by
+`CameraIntrinsics.from_camera_info`) or a crop panning over a larger image (the demo bag). Their pixel
+(row, col) has the ray of lens pixel (row - floor(cy), col - floor(cx)), so a pan reuses the rays of
+earlier frames instead of undistorting every object pixel anew (12 ms a frame on the demo).
+
+Rays computed through one window equal those computed through another to ~1e-16 (the principal point's
+shift by an integer rounds in the last bit); through a single window, values equal
+`CameraIntrinsics.undistort_pixels` bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from collections.abc import Hashable
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+# Principal points whose fractional parts agree to this many decimals (1e-9 px) are one lens.
+_FRACTION_DECIMALS = 9
+
+
+class Camera(Hashable, Protocol):
+    """What the rays need of `geometry.depth.CameraIntrinsics` (not imported: depth uses this module)."""
+
+    @property
+    def k(self) -> tuple[float, ...]: ...
+
+    @property
+    def d(self) -> tuple[float, ...]: ...
+
+    @property
+    def distortion_model(self) -> str: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def has_distortion(self) -> bool: ...
+
+    def undistort_pixels(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class _Arrays(NamedTuple):
+    """One consistent state of a lens table: rays, known flags and the lens pixel of element [0, 0]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    known: np.ndarray
+    row0: int
+    col0: int
+
+
+class LensRays:
+    """Rays of one lens on a grid of lens pixels (pixel minus the principal point's whole part), grown on
+    demand to cover every window it is asked through.
+
+    Several threads may share it: a pixel's rays are written before its `known` flag, so a reader that
+    sees the flag reads finished values; growing replaces the arrays under a lock and copies what is
+    known (a fill racing with it may be lost and is simply computed again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.arrays = _Arrays(np.empty((0, 0)), np.empty((0, 0)), np.zeros((0, 0), bool), 0, 0)
+
+    def covering(self, rows: tuple[int, int], cols: tuple[int, int]) -> _Arrays:
+        """The arrays, grown (with a margin, so a slow pan grows them rarely) to hold lens rows [r0, r1)
+        and columns [c0, c1)."""
+        a = self.arrays
+        h, w = a.known.shape
+        if a.row0 <= rows[0] and rows[1] <= a.row0 + h and a.col0 <= cols[0] and cols[1] <= a.col0 + w:
+            return a
+        with self._lock:
+            a = self.arrays
+            h, w = a.known.shape
+            lo_r, hi_r = min(rows[0], a.row0) if h else rows[0], max(rows[1], a.row0 + h) if h else rows[1]
+            lo_c, hi_c = min(cols[0], a.col0) if w else cols[0], max(cols[1], a.col0 + w) if w else cols[1]
+            if h:  # grown before: leave room for more of the same movement
+                pad_r, pad_c = (hi_r - lo_r) // 4, (hi_c - lo_c) // 4
+                lo_r -= pad_r if lo_r < a.row0 else 0
+                hi_r += pad_r if hi_r > a.row0 + h else 0
+                lo_c -= pad_c if lo_c < a.col0 else 0
+                hi_c += pad_c if hi_c > a.col0 + w else 0
+            shape = (hi_r - lo_r, hi_c - lo_c)
+            new = _Arrays(np.empty(shape), np.empty(shape), np.zeros(shape, bool), lo_r, lo_c)
+            if h and w:
+                old = (slice(a.row0 - lo_r, a.row0 - lo_r + h), slice(a.col0 - lo_c, a.col0 - lo_c + w))
+                new.x[old], new.y[old], new.known[old] = a.x, a.y, a.known
+            self.arrays = new
+            return new
+
+
+class RayCache:
+    """Rays of one camera's (intrinsics') pixels, read from its lens table; see the module docstring."""
+
+    def __init__(self, intr: Camera) -> None:
+        self.intr = intr
+        self.complete = False  # every pixel known: take() skips the check (pinhole tables)
+        if not intr.has_distortion:
+            # the pinhole formula over the whole image: broadcast rows and columns, per element the same
+            # operations as CameraIntrinsics.normalized_rays, so the same values
+            k = intr.k
+            shape = intr.shape
+            y = (np.arange(intr.height, dtype=np.float64)[:, None] - k[5]) / k[4]
+            x = np.empty(shape)
+            x[:] = (np.arange(intr.width, dtype=np.float64)[None, :] - k[2] - k[1] * y) / k[0]
+            self._lens = LensRays()
+            self._lens.arrays = _Arrays(x, np.broadcast_to(y, shape).copy(), np.ones(shape, bool), 0, 0)
+            self.origin = (0, 0)
+            self.complete = True
+            return
+        key, self.origin = lens_key(intr)
+        self._lens = _lens_rays(key)
+
+    @property
+    def known(self) -> np.ndarray:
+        """[H, W] bool: which of this camera's pixels have their rays computed."""
+        a = self._window_arrays()
+        return a.known[self._window((0, self.intr.height), (0, self.intr.width), a)].copy()
+
+    def _window_arrays(self) -> _Arrays:
+        r, c = self.origin
+        return self._lens.covering((-r, self.intr.height - r), (-c, self.intr.width - c))
+
+    def _window(self, rows: tuple[int, int], cols: tuple[int, int], a: _Arrays) -> tuple[slice, slice]:
+        """Slices of the lens arrays for this camera's pixel rows [r0, r1) and columns [c0, c1)."""
+        r, c = self.origin[0] + a.row0, self.origin[1] + a.col0
+        return slice(rows[0] - r, rows[1] - r), slice(cols[0] - c, cols[1] - c)
+
+    def _fill(self, a: _Arrays, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Undistort pixels (rows, cols) of this camera into the lens arrays."""
+        x, y = self.intr.undistort_pixels(rows, cols)
+        lr, lc = rows - (self.origin[0] + a.row0), cols - (self.origin[1] + a.col0)
+        a.x[lr, lc] = x
+        a.y[lr, lc] = y
+        a.known[lr, lc] = True
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rays of pixel index arrays (any matching shape, inside the image)."""
+        rows, cols = np.broadcast_arrays(rows, cols)
+        a = self._window_arrays()
+        lr, lc = rows - (self.origin[0] + a.row0), cols - (self.origin[1] + a.col0)
+        if not self.complete:
+            missing = ~a.known[lr, lc]
+            if missing.any():
+                self._fill(a, rows[missing], cols[missing])
+        return a.x[lr, lc], a.y[lr, lc]
+
+    def take(self, index: tuple[Any, ...], pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rays of the pixels `pick` (bool, crop-shaped) of the crop `index` of a depth-sized array: two
+        slices (identity alignment) or np.ix_ arrays (registration "scale"). Same values and order as
+        table[index][pick] of full-frame tables; only the crop is touched."""
+        if isinstance(index[0], slice):
+            rs, cs = index
+            rows, cols = (rs.start, rs.stop), (cs.start, cs.stop)
+            a = self._lens.arrays if self.complete else self._covering(rows, cols)
+            sub: tuple[Any, ...] = self._window(rows, cols, a)
+        else:
+            ri, ci = index
+            a = self._lens.arrays if self.complete else self._window_arrays()
+            sub = (ri - (self.origin[0] + a.row0), ci - (self.origin[1] + a.col0))
+        if not self.complete:
+            missing = pick & ~a.known[sub]
+            if missing.any():
+                r, c = np.nonzero(missing)
+                if isinstance(index[0], slice):
+                    prow, pcol = r + index[0].start, c + index[1].start
+                else:
+                    prow, pcol = index[0][r, 0], index[1][0, c]
+                self._fill(a, prow, pcol)
+        return a.x[sub][pick], a.y[sub][pick]
+
+    def _covering(self, rows: tuple[int, int], cols: tuple[int, int]) -> _Arrays:
+        r, c = self.origin
+        return self._lens.covering((rows[0] - r, rows[1] - r), (cols[0] - c, cols[1] - c))
+
+
+def lens_key(intr: Camera) -> tuple[tuple[Any, ...], tuple[int, int]]:
+    """(the lens of these intrinsics, the principal point's whole-pixel part (row, col)): intrinsics with
+    equal keys differ only by a whole-pixel shift of the principal point."""
+    k = intr.k
+    whole, frac = [], []
+    for p in (k[5], k[2]):
+        f = round(p - math.floor(p), _FRACTION_DECIMALS)
+        w = math.floor(p) + (1 if f >= 1.0 else 0)  # a fraction that rounds up to 1 is the next pixel
+        whole.append(int(w))
+        frac.append(f % 1.0)
+    key = (k[0], k[1], k[4], k[3], k[6], k[7], k[8], frac[0], frac[1], intr.d, intr.distortion_model)
+    return key, (whole[0], whole[1])
+
+
+def ray_cache(intr: Camera) -> RayCache:
+    """The RayCache of these intrinsics (the 8 most recent kept; distorted cameras share lens tables)."""
+    return _ray_cache(intr)
+
+
+@functools.lru_cache(maxsize=8)
+def _ray_cache(intr: Camera) -> RayCache:
+    return RayCache(intr)
+
+
+@functools.lru_cache(maxsize=4)
+def _lens_rays(key: tuple[Any, ...]) -> LensRays:
+    return LensRays()
+
+
+def clear_ray_caches() -> None:
+    """Forget every computed ray (tests: a cold cache)."""
+    _ray_cache.cache_clear()
+    _lens_rays.cache_clear()

@@ -1,0 +1,115 @@
+"""geometry.rays: one ray table per lens, shared by intrinsics that differ by a whole-pixel principal point
+shift (a moving ROI or a panning crop), and rays equal to undistorting each pixel anew."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geometry import objects3d_reference as reference
+
+from shapemask_ros.geometry import rays
+from shapemask_ros.geometry.depth import CameraIntrinsics
+from shapemask_ros.geometry.objects3d import compute_objects3d
+
+TOTE_D = (-2.68880495e-03, -4.64680157e-02, 1.05911011e-03, 3.12392686e-05, 0.0)
+
+
+def camera(cx: float, cy: float, d=TOTE_D, w: int = 512, h: int = 384) -> CameraIntrinsics:
+    return CameraIntrinsics.from_matrix([[570.3, 0, cx], [0, 570.9, cy], [0, 0, 1]], w, h, d)
+
+
+def test_lens_key_is_shared_by_whole_pixel_shifts_only():
+    key, whole = rays.lens_key(camera(318.7432, 242.25))
+    for dx, dy in ((0, 0), (-37, 5), (64, -96)):
+        k2, w2 = rays.lens_key(camera(318.7432 + dx, 242.25 + dy))
+        assert k2 == key and w2 == (whole[0] + dy, whole[1] + dx)
+    assert rays.lens_key(camera(318.7432 + 0.5, 242.25))[0] != key  # a sub-pixel shift is another lens
+    assert rays.lens_key(camera(318.7432, 242.25, d=(0.1, 0, 0, 0, 0)))[0] != key
+    # a fraction a hair below 1 is the next whole pixel, fraction 0 (float noise of a shift)
+    k3, w3 = rays.lens_key(camera(300.0 - 1e-12, 200.0))
+    assert w3 == (200, 300) and k3 == rays.lens_key(camera(300.0, 200.0))[0]
+
+
+def test_a_panning_window_reuses_the_lens_rays_and_they_equal_a_fresh_undistortion(monkeypatch):
+    """A 512x384 window panning over a 640x480 lens: rays read through later windows equal undistorting
+    those pixels with the later intrinsics (to the last bit or two), and pixels seen before are not
+    undistorted again."""
+    rays.clear_ray_caches()
+    count = [0]
+    real = CameraIntrinsics.undistort_pixels
+
+    def counting(self, rows, cols):
+        count[0] += np.size(rows)
+        return real(self, rows, cols)
+
+    monkeypatch.setattr(CameraIntrinsics, "undistort_pixels", counting)
+    cx, cy = 319.37, 241.81  # of the full 640x480 lens
+    rows_full, cols_full = np.mgrid[100:220, 150:330]  # a patch of the scene, in full-image pixels
+    first = None
+    for ox, oy in ((0, 0), (17, 9), (64, 50), (128, 96), (3, 90)):
+        cam = camera(cx - ox, cy - oy)
+        index = (slice(100 - oy, 220 - oy), slice(150 - ox, 330 - ox))  # the same scene patch in the window
+        pick = np.ones((120, 180), bool)
+        before = count[0]
+        xs, ys = rays.ray_cache(cam).take(index, pick)
+        new = count[0] - before
+        if first is None:
+            first = new
+            assert new == pick.size
+        else:
+            assert new == 0  # every ray of the patch came from the lens table
+        want_x, want_y = real(cam, rows_full.ravel() - oy, cols_full.ravel() - ox)
+        np.testing.assert_allclose(xs, want_x, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(ys, want_y, rtol=0, atol=1e-14)
+    # pixels of a later window outside the first one are computed once, for that window
+    cam = camera(cx - 128, cy - 96)
+    x2, _ = rays.ray_cache(cam).at(np.array([383]), np.array([511]))
+    np.testing.assert_allclose(x2, real(cam, np.array([383]), np.array([511]))[0], atol=1e-14)
+
+
+def test_objects3d_on_a_panning_camera_with_a_warm_cache_match_the_reference():
+    """The demo's case end to end: the ARC tote scene through a panning 512x384 crop, the ray cache warm
+    from earlier frames (never cleared): every output equals the frozen full-frame implementation to
+    float rounding, and the cloud to float32 rounding."""
+    from shapemask_ros.bag.tote_bag import crop_offsets, load_tote_scene
+
+    rays.clear_ray_caches()
+    s = load_tote_scene()
+    w, h = 512, 384
+    for ox, oy in crop_offsets(5, w, h, 640, 480):
+        k = s.k.copy()
+        k[0, 2] -= ox
+        k[1, 2] -= oy
+        intr = CameraIntrinsics.from_matrix(k, w, h, s.d)
+        depth = np.ascontiguousarray(s.depth_m[oy : oy + h, ox : ox + w])
+        masks, regions = [], []
+        for full in s.masks[:, oy : oy + h, ox : ox + w]:
+            ys, xs = np.nonzero(full)
+            if len(xs) < 100:
+                continue
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            masks.append(full[y0:y1, x0:x1].astype(np.uint8))
+            regions.append((x0, y0, x1 - x0, y1 - y0))
+        got = compute_objects3d(depth, intr, masks, np.asarray(regions), return_points=True)
+        want = reference.compute_objects3d(depth, intr, masks, np.asarray(regions), return_points=True)
+        assert got.status == want.status and want.counts.get("ok", 0) >= 5
+        np.testing.assert_array_equal(got.num_inliers, want.num_inliers)
+        for name in ("centroids", "box_centers", "box_sizes", "median_depth"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(np.abs(got.box_rotations), np.abs(want.box_rotations), atol=1e-9)
+        np.testing.assert_allclose(got.cloud, np.concatenate(want.points), rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("grow", [(-40, 0), (0, 70), (-300, -300), (500, 700)])
+def test_lens_table_grows_and_keeps_what_it_knew(grow):
+    lens = rays.LensRays()
+    a = lens.covering((0, 10), (0, 20))
+    a.x[:] = np.arange(200).reshape(10, 20)
+    a.known[:] = True
+    dr, dc = grow
+    b = lens.covering((min(0, dr), max(10, dr + 1)), (min(0, dc), max(20, dc + 1)))
+    assert b.row0 <= min(0, dr) and b.col0 <= min(0, dc)
+    sub = (slice(-b.row0, -b.row0 + 10), slice(-b.col0, -b.col0 + 20))
+    np.testing.assert_array_equal(b.x[sub], np.arange(200).reshape(10, 20))
+    assert b.known[sub].all() and b.known.sum() == 200
+    assert lens.covering((0, 10), (0, 20)) is b  # inside: no new arrays
