@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -504,6 +504,15 @@ class BagReader:
         """True when every connection of `topic` has a known type (ours or the bag's definition)."""
         conns = [c for c in self.reader.connections if c.topic == topic]
         return bool(conns) and all(self._decoder(c) is not None for c in conns)
+
+    def warm_up(self, topics: Sequence[str]) -> None:
+        """Generate the deserialisers of these topics' types now: rosbags compiles each type's code on first
+        use (tens of milliseconds), which would otherwise land in the first message's read time."""
+        for conn in self.reader.connections:
+            dec = self._decoder(conn) if conn.topic in topics else None
+            if dec is not None:
+                store, name = dec
+                store.get_msgdef(name)
 
     def decode(self, msg: BagMessage) -> Any:
         """Deserialise `msg`; MessageDecodeError when its type is unknown or its bytes are malformed."""

@@ -127,6 +127,7 @@ class RayCache:
             return
         key, self.origin = lens_key(intr)
         self._lens = _lens_rays(key)
+        self._window_arrays()  # room for the whole image now: growing ROI by ROI would copy the table each time
 
     @property
     def known(self) -> np.ndarray:

@@ -24,6 +24,8 @@ def limit_blas_threads(n: int = 1) -> bool:
     except ImportError:  # comes with scikit-learn; without it, OPENBLAS_NUM_THREADS=1 does the same
         log.info("threadpoolctl not installed: NumPy BLAS threads left as they are")
         return False
+    import numpy  # noqa: F401  (threadpoolctl limits the libraries loaded now: NumPy's BLAS must be one)
+
     _LIMITER = threadpool_limits(limits=n, user_api="blas")
     return True
 

@@ -304,8 +304,8 @@ def test_limit_blas_threads_sets_one_thread_in_a_fresh_process():
     code = (
         "from threadpoolctl import threadpool_info\n"
         "from shapemask_ros.utils.threads import limit_blas_threads\n"
+        "assert limit_blas_threads()\n"  # before anything imported NumPy: it must still limit NumPy's BLAS
         "import numpy\n"
-        "assert limit_blas_threads()\n"
         "blas = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "assert blas and set(blas) == {1}, blas\n"
     )
