@@ -113,3 +113,23 @@ def test_lens_table_grows_and_keeps_what_it_knew(grow):
     np.testing.assert_array_equal(b.x[sub], np.arange(200).reshape(10, 20))
     assert b.known[sub].all() and b.known.sum() == 200
     assert lens.covering((0, 10), (0, 20)) is b  # inside: no new arrays
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.7])
+def test_pinhole_rays_equal_the_formula_bit_for_bit(skew):
+    """Pinhole cameras: 1-D row/column tables without skew, a full table with it; both give exactly the
+    formula's values (CameraIntrinsics.undistort_pixels), through slices, np.ix_ crops and `at`."""
+    intr = CameraIntrinsics.from_matrix([[150.0, skew, 79.3], [0, 152.0, 59.6], [0, 0, 1]], 160, 120)
+    v, u = np.indices((120, 160))
+    xr, yr = (a.reshape(120, 160) for a in intr.undistort_pixels(v.ravel(), u.ravel()))
+    rays.clear_ray_caches()
+    cache = rays.ray_cache(intr)
+    assert cache.complete
+    pick = np.random.default_rng(0).random((30, 40)) < 0.4
+    for index in ((slice(10, 40), slice(50, 90)), np.ix_(np.arange(60, 90), np.arange(100, 140))):
+        xs, ys = cache.take(index, pick)
+        np.testing.assert_array_equal(xs, xr[index][pick], strict=True)
+        np.testing.assert_array_equal(ys, yr[index][pick], strict=True)
+    xs, ys = cache.at(v, u)
+    np.testing.assert_array_equal(xs, xr, strict=True)
+    np.testing.assert_array_equal(ys, yr, strict=True)
