@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.recording.reader import BagError
 from shapemask_ros.evaluation.coco_metrics import evaluate
 from shapemask_ros.utils.formatting import fmt, json_safe
 from shapemask_ros.utils.io import atomic_write_text, read_text

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shapemask_ros.bag.reader import BagReader
-from shapemask_ros.bag.report import (
+from shapemask_ros.bag.evaluation.report import (
     REPORT_FORMAT,
     FramePrediction,
     GroundTruth,
@@ -20,6 +19,7 @@ from shapemask_ros.bag.report import (
     latency_stats,
     now_iso,
 )
+from shapemask_ros.bag.recording.reader import BagReader
 from shapemask_ros.config import NodeConfig, to_dict
 
 

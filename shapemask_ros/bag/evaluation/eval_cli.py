@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import sys
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.bag.writer import STORAGES
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.bag.recording.writer import STORAGES
 from shapemask_ros.config import NodeConfig
 
 
