@@ -383,7 +383,7 @@ def _lat_row(name: str, s: Mapping[str, Any]) -> str:
 
 
 def _damage_line(d: Mapping[str, Any]) -> str:
-    """The report's one line on a damaged input bag (see bag/recover.py)."""
+    """The report's one line on a damaged input bag (see bag/recording/recover.py)."""
     lost = d.get("messages_lost")
     parts = [
         f"{d.get('messages_read')} messages read",
