@@ -25,7 +25,7 @@ from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag, 
 from shapemask_ros.bag.evaluation.eval_cli import summary_lines
 from shapemask_ros.bag.recording.reader import BagError
 from shapemask_ros.bag.scenes import demo_bag
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from shapemask_ros.config import ExperimentConfig, to_dict
+from shapemask_ros.config.loading import to_dict
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
+from shapemask_training.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 

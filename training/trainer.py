@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shapemask_ros.config import ExperimentConfig, TrainConfig
 from shapemask_ros.model.backbone import check_backbone_init
 from shapemask_ros.model.shapemask import ShapeMask, build_model
 from shapemask_training.checkpointing import (
@@ -28,6 +27,7 @@ from shapemask_training.checkpointing import (
     restore_training,
     save_checkpoint,
 )
+from shapemask_training.config import ExperimentConfig, TrainConfig
 from shapemask_training.distribute import get_strategy, set_precision
 from shapemask_training.losses import total_loss
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from shapemask_ros.config import ModelConfig, to_dict
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.export.onnx_weights import store_weights_fp16
 from shapemask_ros.model.shapemask import ShapeMask
 from shapemask_ros.runtime.bundle import MODEL_JSON, BundleMeta

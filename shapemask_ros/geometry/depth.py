@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import DEPTH_REGISTRATIONS
+from shapemask_ros.config.node_config import DEPTH_REGISTRATIONS
 from shapemask_ros.geometry.undistort import undistort_points
 
 log = logging.getLogger(__name__)

@@ -28,13 +28,13 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from shapemask_ros.config import PostprocessConfig
+from shapemask_ros.config.model_config import PostprocessConfig
 from shapemask_ros.utils import io
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "shapemask_ros.bundle/1"
-# the model's default (config.py), also what a model.json without a score_threshold gets
+# the model's default (config/model_config.py), also what a model.json without a score_threshold gets
 DEFAULT_SCORE_THRESHOLD: float = PostprocessConfig.score_threshold
 MODEL_JSON = "model.json"
 SIGNATURES: tuple[str, ...] = ("segment_boxes", "detect_and_segment")

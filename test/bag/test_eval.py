@@ -15,7 +15,7 @@ from shapemask_ros import cli
 from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag
 from shapemask_ros.bag.recording.reader import BagError, BagReader
 from shapemask_ros.bag.scenes import demo_bag
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 from support import REPO as REPO_ROOT
 from support.bags import (

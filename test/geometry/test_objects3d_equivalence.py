@@ -16,7 +16,7 @@ import pytest
 from geometry import objects3d_reference as reference
 
 from shapemask_ros.bench.frame3d_bench import StandinPredictor, scene
-from shapemask_ros.config import GeometryConfig
+from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry import depth as depth_mod
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import Objects3D, compute_objects3d

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shapemask_ros.config import VOC_CATEGORY_IDS
+from shapemask_ros.datasets.category_splits import VOC_CATEGORY_IDS
 from shapemask_training.experiments import real_novel
 from shapemask_training.experiments import real_voc as rv
 from support.configs import coco_mini_dir, require_shared_data

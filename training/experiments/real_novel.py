@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.config import ExperimentConfig, load_config, to_dict
+from shapemask_ros.config.loading import to_dict
 from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
+from shapemask_training.config import ExperimentConfig, load_config
 from shapemask_training.experiments.hashing import digest
 from shapemask_training.experiments.variants import repo_relative, train_variant
 

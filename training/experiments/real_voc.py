@@ -38,7 +38,8 @@ from shapemask_training.experiments.variants import repo_relative, train_variant
 log = logging.getLogger(__name__)
 
 REPORT_STEM = "real_voc_to_nonvoc"
-# COCO names of the 20 PASCAL VOC categories (the paper's split; COCO ids in shapemask_ros.config.VOC_CATEGORY_IDS)
+# COCO names of the 20 PASCAL VOC categories (the paper's split; COCO ids in
+# shapemask_ros.datasets.category_splits.VOC_CATEGORY_IDS)
 VOC_NAMES = frozenset(
     {
         "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",

@@ -31,7 +31,7 @@ from shapemask_ros.bag.evaluation.report import FramePrediction, GroundTruth, fr
 from shapemask_ros.bag.evaluation.timing import TimedPredictor
 from shapemask_ros.bag.recording.reader import BagError, BagMessage, BagReader
 from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
-from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.config.node_config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge.detections import DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.factory import RosbagsFactory, stamp_of, stamp_to_ns
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult

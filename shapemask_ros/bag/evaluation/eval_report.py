@@ -20,7 +20,8 @@ from shapemask_ros.bag.evaluation.report import (
     now_iso,
 )
 from shapemask_ros.bag.recording.reader import BagReader
-from shapemask_ros.config import NodeConfig, to_dict
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.node_config import NodeConfig
 
 
 @dataclass(frozen=True)
