@@ -61,7 +61,8 @@ class _Reservoir:
     """Keeps a uniform random sample of at most `cap` items (all of them when cap is None)."""
 
     def __init__(self, cap: int | None, rng: np.random.Generator) -> None:
-        self.cap, self.rng, self.items, self.seen = cap, rng, [], 0
+        self.cap, self.rng, self.seen = cap, rng, 0
+        self.items: list[np.ndarray] = []
 
     def add(self, item: np.ndarray) -> None:
         self.seen += 1

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -109,7 +110,7 @@ class Trainer:
             step_counter=self.optimizer.iterations,
         )
         self.anchors = tf.constant(self.model.anchor_boxes)
-        self._step_fn = None
+        self._step_fn: Callable[[Any], dict[str, tf.Tensor]] | None = None  # the tf.function, traced once
 
     @property
     def step(self) -> int:
