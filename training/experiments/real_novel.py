@@ -35,18 +35,8 @@ from shapemask_training.experiments import real_study
 
 REPORT_STEM = "real_novel_categories"
 
-# name -> (label, mask overrides, training data: "boards" = IoTKITs train only, "boards+coco" = oracle)
-VARIANTS: dict[str, tuple[str, dict[str, bool], str]] = {
-    "neither": (
-        "baseline (no prior, no embedding)",
-        {"use_shape_prior": False, "use_instance_embedding": False},
-        "boards",
-    ),
-    "embedding_only": ("instance embedding only", {"use_shape_prior": False}, "boards"),
-    "prior_only": ("shape priors only", {"use_instance_embedding": False}, "boards"),
-    "full": ("ShapeMask (priors + embedding)", {}, "boards"),
-    "oracle": ("oracle: ShapeMask, COCO-mini in training", {}, "boards+coco"),
-}
+# name -> (label, mask switches, training data: "boards" = IoTKITs train only, "boards+coco" = oracle)
+VARIANTS = real_study.study_variants("boards", "oracle: ShapeMask, COCO-mini in training", "boards+coco")
 # the oracle's COCO-mini images are repeated so the 64 images are not drowned by 2,488 board photos
 # (as in the shipped model's mix)
 COCO_REPEATS = 6
@@ -68,8 +58,6 @@ def _real_files(real_dir: str) -> dict[str, str]:
 def prepare_data(source: str, real_dir: str, work_dir: str, progress: bool = False) -> tuple[str, str]:
     """TFRecords and k-means priors for one training source (cached): (train_pattern, priors_path)."""
     from shapemask_training.data.importers import import_dataset
-    from shapemask_training.data.tfrecords import write_tfrecords
-    from shapemask_training.priors import compute_priors, save_priors
 
     files = _real_files(real_dir)
     ann = files["boards"]
@@ -81,16 +69,8 @@ def prepare_data(source: str, real_dir: str, work_dir: str, progress: bool = Fal
             import_dataset(specs, [], ann, agnostic=True)
     elif source != "boards":
         raise ValueError(f"unknown training source {source!r}")
-    key = source.replace("+", "_")
-    out = os.path.join(work_dir, "data", key)
-    pattern = os.path.join(out, "train-*.tfrecord")
-    if not exists(os.path.join(out, "train-meta.json")):
-        write_tfrecords(ann, real_dir, os.path.join(out, "train"), num_shards=8, progress=progress)
-    priors = os.path.join(out, f"priors_k{real_study.NUM_PRIORS}.npy")
-    if not exists(priors):
-        p, info = compute_priors(ann, k=real_study.NUM_PRIORS, seed=0, progress=progress)
-        save_priors(priors, p, info)
-    return pattern, priors
+    out = os.path.join(work_dir, "data", source.replace("+", "_"))
+    return real_study.cached_training_data(ann, real_dir, out, num_shards=8, progress=progress)
 
 
 def _train_data(source: str, sets: dict[str, str], args: argparse.Namespace) -> tuple[str, str]:
@@ -107,26 +87,19 @@ def _intro(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=600, help="training steps of every variant (same budget)")
-    p.add_argument("--seed", type=int, default=0, help="model seed (initialisation, data order, augmentation)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    p.add_argument("--real-dir", default="out/real", help="folder of the imported COCO JSONs and their images")
-    p.add_argument("--work-dir", default="out/real_novel", help="cached data, priors and models")
-    p.add_argument("--out", default="docs/results/real_data", help="report folder")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON; train nothing")
-
-
 STUDY = real_study.RealStudy(
     name="real_novel",
     description=(__doc__ or "").split("\n\n")[0],
     report_stem=REPORT_STEM,
     variants=VARIANTS,
-    add_args=add_args,
+    steps=600,
+    real_dir="out/real",
+    real_dir_help="folder of the imported COCO JSONs and their images",
+    work_dir="out/real_novel",
     scored_sets=lambda args: _real_files(args.real_dir),
     train_data=_train_data,
     intro=_intro,
+    progress_option=True,
 )
 
 

@@ -41,6 +41,22 @@ NUM_PRIORS = 32
 # variant name -> (label, mask switches, training source)
 Variants = Mapping[str, tuple[str, dict[str, bool], str]]
 
+# The ablations every real study trains on its own training data: name -> (label, mask switches)
+ABLATIONS: dict[str, tuple[str, dict[str, bool]]] = {
+    "neither": ("baseline (no prior, no embedding)", {"use_shape_prior": False, "use_instance_embedding": False}),
+    "embedding_only": ("instance embedding only", {"use_shape_prior": False}),
+    "prior_only": ("shape priors only", {"use_instance_embedding": False}),
+    "full": ("ShapeMask (priors + embedding)", {}),
+}
+
+
+def study_variants(source: str, oracle_label: str, oracle_source: str) -> dict[str, tuple[str, dict[str, bool], str]]:
+    """The ablations trained on `source`, then the oracle: ShapeMask trained on `oracle_source` (what the
+    novel categories' masks could reach with them in training)."""
+    out = {name: (label, mask, source) for name, (label, mask) in ABLATIONS.items()}
+    out["oracle"] = (oracle_label, {}, oracle_source)
+    return out
+
 
 def ratio_to_baseline(m: float | None, base: float | None) -> str:
     """A variant's mean novel AP as a multiple of the baseline's."""
@@ -60,9 +76,11 @@ class RealStudy:
     description: str  # the command line's
     report_stem: str  # <out>/<report_stem>.json and .md
     variants: Variants
-    # its command-line options: --steps, --seed, --variants, --real-dir, --work-dir, --out, --render-only (and
-    # --progress where it has one)
-    add_args: Callable[[argparse.ArgumentParser], None]
+    # defaults of its command line (`add_args`)
+    steps: int  # training steps of every variant
+    real_dir: str  # the folder of its imported sets
+    real_dir_help: str
+    work_dir: str  # cached data, priors and models
     # (args) -> the annotation JSONs it scores on: {"novel": ..., "seen": ...} (and any others it records)
     scored_sets: Callable[[argparse.Namespace], dict[str, str]]
     # (training source, scored sets, args) -> (train_pattern, priors_path) of a variant's training data
@@ -76,6 +94,8 @@ class RealStudy:
     versus_baseline: Callable[[float | None, float | None], str] = ratio_to_baseline
     source_suffix: str = ""  # after a run's training source in "How it was made"
     record_set_sizes: bool = False  # also record the scored and training sets' sizes (results["sets"])
+    data_dir_option: bool = False  # --data-dir: it imports from the shared data itself
+    progress_option: bool = False  # --progress: progress bars (without it: none)
 
 
 def variant_config(
@@ -107,6 +127,21 @@ def variant_config(
     d = to_dict(cfg)
     d.pop("name"), d.pop("model_dir")
     return dataclasses.replace(cfg, name=f"{study}/{name}", model_dir=os.path.join(work_dir, "models", digest(d, 16)))
+
+
+def cached_training_data(ann: str, image_dir: str, out: str, num_shards: int, progress: bool) -> tuple[str, str]:
+    """TFRecords (`num_shards` shards) and k-means shape priors (K = NUM_PRIORS) of a training annotation file,
+    made once in `out`: (train_pattern, priors_path)."""
+    from shapemask_training.data.tfrecords import write_tfrecords
+    from shapemask_training.priors import compute_priors, save_priors
+
+    if not exists(os.path.join(out, "train-meta.json")):
+        write_tfrecords(ann, image_dir, os.path.join(out, "train"), num_shards=num_shards, progress=progress)
+    priors = os.path.join(out, f"priors_k{NUM_PRIORS}.npy")
+    if not exists(priors):
+        p, info = compute_priors(ann, k=NUM_PRIORS, seed=0, progress=progress)
+        save_priors(priors, p, info)
+    return os.path.join(out, "train-*.tfrecord"), priors
 
 
 def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -250,13 +285,29 @@ def run_study(study: RealStudy, args: argparse.Namespace) -> int:
     return 0
 
 
+def add_args(p: argparse.ArgumentParser, study: RealStudy) -> None:
+    """A study's command-line options, with its defaults."""
+    variants = study.variants
+    p.add_argument("--steps", type=int, default=study.steps, help="training steps of every variant (same budget)")
+    p.add_argument("--seed", type=int, default=0, help="model seed (initialisation, data order, augmentation)")
+    p.add_argument("--variants", default=",".join(variants), help=f"comma-separated subset of {list(variants)}")
+    p.add_argument("--real-dir", default=study.real_dir, help=study.real_dir_help)
+    if study.data_dir_option:
+        p.add_argument("--data-dir", default=os.environ.get("SHAPEMASK_DATA", "../shared/data"), help="shared data")
+    p.add_argument("--work-dir", default=study.work_dir, help="cached data, priors and models")
+    p.add_argument("--out", default="docs/results/real_data", help="report folder")
+    if study.progress_option:
+        p.add_argument("--progress", action="store_true")
+    p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON; train nothing")
+
+
 def main(study: RealStudy, argv: Sequence[str] | None = None) -> int:
-    """The study's command line (`study.add_args`); --variants is a comma-separated subset of its variants."""
+    """The study's command line (`add_args`); --variants is a comma-separated subset of its variants."""
     import sys
 
     p = argparse.ArgumentParser(prog=study.name, description=study.description)
     p.set_defaults(progress=False)
-    study.add_args(p)
+    add_args(p, study)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv

@@ -22,7 +22,6 @@ entry per variant and seed; models are cached by config hash, so a study runs in
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Sequence
@@ -41,17 +40,7 @@ VOC_NAMES = frozenset(
     }
 )  # fmt: skip
 # name -> (label, mask switches, training instances: "voc" or "all")
-VARIANTS: dict[str, tuple[str, dict[str, bool], str]] = {
-    "neither": (
-        "baseline (no prior, no embedding)",
-        {"use_shape_prior": False, "use_instance_embedding": False},
-        "voc",
-    ),
-    "embedding_only": ("instance embedding only", {"use_shape_prior": False}, "voc"),
-    "prior_only": ("shape priors only", {"use_instance_embedding": False}, "voc"),
-    "full": ("ShapeMask (priors + embedding)", {}, "voc"),
-    "oracle": ("oracle: ShapeMask, all categories in training", {}, "all"),
-}
+VARIANTS = real_study.study_variants("voc", "oracle: ShapeMask, all categories in training", "all")
 
 
 def _agnostic(coco: dict[str, Any], keep) -> dict[str, Any]:
@@ -117,18 +106,9 @@ def prepare_sets(real_dir: str, data_dir: str) -> dict[str, str]:
 
 def prepare_data(source: str, sets: dict[str, str], real_dir: str, work_dir: str) -> tuple[str, str]:
     """TFRecords and k-means priors of one training source (cached): (train_pattern, priors_path)."""
-    from shapemask_training.data.tfrecords import write_tfrecords
-    from shapemask_training.priors import compute_priors, save_priors
-
-    ann = sets[f"train_{source}"]
+    # progress bars on, as write_tfrecords and compute_priors default to (this study has no --progress)
     out = os.path.join(work_dir, "data", source)
-    if not exists(os.path.join(out, "train-meta.json")):
-        write_tfrecords(ann, real_dir, os.path.join(out, "train"), num_shards=4)
-    priors = os.path.join(out, f"priors_k{real_study.NUM_PRIORS}.npy")
-    if not exists(priors):
-        p, info = compute_priors(ann, k=real_study.NUM_PRIORS, seed=0)
-        save_priors(priors, p, info)
-    return os.path.join(out, "train-*.tfrecord"), priors
+    return real_study.cached_training_data(sets[f"train_{source}"], real_dir, out, num_shards=4, progress=True)
 
 
 def _intro(results: dict[str, Any]) -> list[str]:
@@ -145,23 +125,15 @@ def _intro(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=300, help="training steps of every variant (same budget)")
-    p.add_argument("--seed", type=int, default=0, help="model seed (initialisation, data order, augmentation)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    p.add_argument("--real-dir", default="out/real2", help="folder of models/real_round2.sh's imports")
-    p.add_argument("--data-dir", default=os.environ.get("SHAPEMASK_DATA", "../shared/data"), help="shared data")
-    p.add_argument("--work-dir", default="out/real_voc", help="cached data, priors and models")
-    p.add_argument("--out", default="docs/results/real_data", help="report folder")
-    p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON; train nothing")
-
-
 STUDY = real_study.RealStudy(
     name="real_voc",
     description=(__doc__ or "").split("\n\n")[0],
     report_stem=REPORT_STEM,
     variants=VARIANTS,
-    add_args=add_args,
+    steps=300,
+    real_dir="out/real2",
+    real_dir_help="folder of models/real_round2.sh's imports",
+    work_dir="out/real_voc",
     scored_sets=lambda args: prepare_sets(args.real_dir, args.data_dir),
     train_data=lambda source, sets, args: prepare_data(source, sets, args.real_dir, args.work_dir),
     intro=_intro,
@@ -171,6 +143,7 @@ STUDY = real_study.RealStudy(
     versus_baseline=real_study.difference_to_baseline,
     source_suffix=" instances",
     record_set_sizes=True,
+    data_dir_option=True,
 )
 
 
