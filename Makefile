@@ -28,7 +28,8 @@ ros-idl-parser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-rosidl python3-empy >/dev/null; \
 	else echo "warning: no apt-get; test/package/test_msg_idl.py needs python3-rosidl (it fails when CI=true)"; fi
 
-# The quality gate (also the first step of `make test`): formatting, lint, types.
+# The quality gate (also the first step of `make test`): formatting, lint, types (mypy checks shapemask_ros and
+# training/ as shapemask_training: pyproject.toml [tool.mypy]).
 check: $(STAMP)
 	$(BIN)/ruff format --check shapemask_ros training test launch
 	$(BIN)/ruff check shapemask_ros training test launch

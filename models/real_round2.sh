@@ -44,29 +44,24 @@ data() {
   $S make-tfrecords --annotations $R/train_mix.json --images $R --out $R/tfrecords/train --shards 8
 }
 
-DATA="data.train_pattern=$R/tfrecords/train-*.tfrecord model.mask.priors_path=$R/priors_k32.npy"
-declare -A SETS=(
-  [r2]="$DATA"
-  [r2cut]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15"
-  [r2_s1]="$DATA train.seed=1"
-  [r2cut_s1]="$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
-)
+# shellcheck source=models/variant_steps.sh
+source models/variant_steps.sh
+DATA=$(trained_on $R/tfrecords $R/priors_k32.npy)
+variant r2 "$DATA"
+variant r2cut "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15"
+variant r2_s1 "$DATA train.seed=1"
+variant r2cut_s1 "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
 
+MODELS=out/real2_variants
 overrides() {  # NAME -> "--set k=v ..." with its own name and model_dir
-  echo "--set ${SETS[$1]} name=$1 model_dir=out/real2_variants/$1"
+  echo "--set ${SETS[$1]} name=$1 model_dir=$MODELS/$1"
 }
 
 case "${1:-}" in
   data) data ;;
-  train) $S train --config $CFG $(overrides "$2") ;;
-  select)
-    for n in 200 400 600 800 1000; do
-      $S eval --config $CFG $(overrides "$2") --checkpoint out/real2_variants/$2/checkpoints/ckpt-$n \
-        --annotations $R/coco_select.json --images $R --box-source gt --metrics out/real2_variants/$2/select_$n.json
-    done ;;
-  export)
-    $S export --config $CFG $(overrides "$2") --checkpoint out/real2_variants/$2/checkpoints/ckpt-${3:-1000} \
-      --annotations $R/coco_train.json --out out/real2_bundles/$2 --no-saved-model --verify --onnx-weights fp16 ;;
+  train) variant_train "$2" ;;
+  select) variant_select "$2" $R/coco_select.json ;;
+  export) variant_export "$2" "${3:-1000}" $R/coco_train.json out/real2_bundles/$2 --verify ;;
   choose)  # the selection set (held-out coco_mini + coco_tiny), never coco128_seg: which variant to ship
     shift
     M=(); for n in "$@"; do M+=(--model "$n=out/real2_bundles/$n"); done

@@ -52,40 +52,38 @@ if [ ! -f $R/tfrecords_bal/train-meta.json ]; then
   $S priors --annotations $R/train_mix_bal.json --k 32 --out $R/priors_k32_bal.npy
   $S make-tfrecords --annotations $R/train_mix_bal.json --images $R --out $R/tfrecords_bal/train --shards 8
 fi
-NOCP="data.train_pattern=$R/tfrecords_nocp/train-*.tfrecord model.mask.priors_path=$R/priors_k32_nocp.npy"
-BAL="data.train_pattern=$R/tfrecords_bal/train-*.tfrecord model.mask.priors_path=$R/priors_k32_bal.npy"
+# shellcheck source=models/variant_steps.sh
+source models/variant_steps.sh
+NOCP=$(trained_on $R/tfrecords_nocp $R/priors_k32_nocp.npy)
+BAL=$(trained_on $R/tfrecords_bal $R/priors_k32_bal.npy)
 D="model.mask.detail_features=true model.mask.channels=16"
 # The shipped config trains with box jitter 0.025 since j025 (below) was chosen; every other variant was
 # trained when it said 0.1 (J01).
 J01="data.box_jitter_sigma=0.1"
-declare -A SETS=(
-  [c16]="$J01 model.mask.channels=16"
-  [d16]="$J01 $D"
-  [d16_nocp]="$J01 $D $NOCP"
-  [d16_ema]="$J01 $D train.ema_decay=0.99"
-  [d16_ema_nocp]="$J01 $D $NOCP train.ema_decay=0.99"
-  [d16_bal]="$J01 $D $BAL"
-  [d32]="$J01 model.mask.detail_features=true"
-  [i512]="$J01 model.image_size=512"
-  [s1]="$J01 train.seed=1"
-  [m64]="$J01 model.mask.channels=64"
-  [j025]="data.box_jitter_sigma=0.025"
-  [j025s1]="data.box_jitter_sigma=0.025 train.seed=1"
-  [j05]="data.box_jitter_sigma=0.05"
-  [j0]="data.box_jitter_sigma=0.0"
-  [j05s1]="data.box_jitter_sigma=0.05 train.seed=1"
-)
+variant c16 "$J01 model.mask.channels=16"
+variant d16 "$J01 $D"
+variant d16_nocp "$J01 $D $NOCP"
+variant d16_ema "$J01 $D train.ema_decay=0.99"
+variant d16_ema_nocp "$J01 $D $NOCP train.ema_decay=0.99"
+variant d16_bal "$J01 $D $BAL"
+variant d32 "$J01 model.mask.detail_features=true"
+variant i512 "$J01 model.image_size=512"
+variant s1 "$J01 train.seed=1"
+variant m64 "$J01 model.mask.channels=64"
+variant j025 "data.box_jitter_sigma=0.025"
+variant j025s1 "data.box_jitter_sigma=0.025 train.seed=1"
+variant j05 "data.box_jitter_sigma=0.05"
+variant j0 "data.box_jitter_sigma=0.0"
+variant j05s1 "data.box_jitter_sigma=0.05 train.seed=1"
 VARIANTS=(c16 d16 d16_nocp d16_ema d16_ema_nocp d16_bal d32 i512 s1 m64 j025 j025s1 j05 j0 j05s1)
+MODELS=out/real_variants
+overrides() {  # NAME -> its model dir and "--set k=v ..."
+  echo "--model-dir $MODELS/$1 --set ${SETS[$1]}"
+}
 for name in "${VARIANTS[@]}"; do
-  md=out/real_variants/$name
-  # shellcheck disable=SC2086  # the overrides are separate words
-  $S train --config $CFG --model-dir $md --set ${SETS[$name]} --no-progress
-  for n in 200 400 600 800 1000; do  # checkpoint selection data: held-out COCO-mini, GT boxes
-    $S eval --config $CFG --model-dir $md --set ${SETS[$name]} --checkpoint $md/checkpoints/ckpt-$n \
-      --annotations $R/coco_mini_select.json --images $R --box-source gt --metrics $md/select_$n.json
-  done
-  $S export --config $CFG --model-dir $md --set ${SETS[$name]} --checkpoint $md/checkpoints/ckpt-1000 \
-    --annotations $C --out out/bundles/$name --no-saved-model --onnx-weights fp16
+  variant_train "$name" --no-progress
+  variant_select "$name" $R/coco_mini_select.json  # checkpoint selection data: held-out COCO-mini
+  variant_export "$name" 1000 $C out/bundles/$name
 done
 PREV=out/bundles/real_lite0_b232c8a  # the model shipped before j025
 if [ ! -f $PREV/model.json ]; then

@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
-from shapemask_ros.bag.eval_cli import summary_lines
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
+from shapemask_ros.bag.evaluation.eval_cli import summary_lines
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.bag.scenes import demo_bag
+from shapemask_ros.config.node_config import NodeConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
         what = "real ARC 2017 tote, camera pan" if tote else "synthetic shapes"
         log(f"[2/3] writing the demo bag ({what}: {cfg.frames} frames, {cfg.width}x{cfg.height}, depth + detector)")
         if tote:
-            from shapemask_ros.bag.tote_bag import make_tote_bag
+            from shapemask_ros.bag.scenes.tote_bag import make_tote_bag
 
             bag = make_tote_bag(out / "demo_bag", cfg, overwrite=True)
         else:

@@ -51,7 +51,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 
-from shapemask_ros.config import validate_node_config
+from shapemask_ros.config.node_config import validate_node_config
 from shapemask_ros.ros_bridge.inbox import Inbox
 from shapemask_ros.ros_bridge.log_bridge import forward_logging
 from shapemask_ros.ros_bridge.node_health import (

@@ -22,7 +22,7 @@ collect_ignore = [] if os.environ.get("SHAPEMASK_ROS_LANE") else ["ros2"]
 
 import pytest  # noqa: E402
 
-from shapemask_ros.config import ModelConfig  # noqa: E402
+from shapemask_ros.config.model_config import ModelConfig  # noqa: E402
 from support.configs import tiny_model_config  # noqa: E402
 
 NO_TF_ENV = "SHAPEMASK_TEST_NO_TF"

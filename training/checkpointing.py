@@ -124,7 +124,7 @@ _PARTIAL = re.compile(r"^ckpt-\d+_temp.*$")
 def remove_partial_checkpoints(directory: str) -> list[str]:
     """Delete what a save killed part-way left (`ckpt-N_temp*` directories: TensorFlow writes a checkpoint
     there and renames it into place at the end). One trainer per model_dir is assumed."""
-    removed = []
+    removed: list[str] = []
     if not tf.io.gfile.isdir(directory):
         return removed
     for name in tf.io.gfile.listdir(directory):

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from shapemask_ros.config import ExperimentConfig, load_config
+from shapemask_training.config import ExperimentConfig, load_config
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -108,7 +108,8 @@ def convert(state_dict_path: str, out_path: str, include_top: bool = False) -> d
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **weights)
+    # numpy's stubs read `**weights` as possibly `allow_pickle: bool`; every key here is a weight name
+    np.savez(buf, **weights)  # type: ignore[arg-type]
     atomic_write_bytes(out_path, buf.getvalue())
     log.info(
         "wrote %d arrays (%.1f M parameters) to %s", len(weights), sum(v.size for v in weights.values()) / 1e6, out_path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from shapemask_ros.config import ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.model.anchors import encode_boxes
 
 

@@ -28,7 +28,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from tqdm import tqdm
 
-from shapemask_ros.config import MaskConfig, mask_split_ids
+from shapemask_ros.config.model_config import MaskConfig
+from shapemask_ros.datasets.category_splits import mask_split_ids
 from shapemask_ros.datasets.coco import SkipCounter, iter_coco
 from shapemask_ros.datasets.coco import category_ids as dataset_category_ids
 from shapemask_ros.ops.sampling import crop_and_sample
@@ -60,7 +61,8 @@ class _Reservoir:
     """Keeps a uniform random sample of at most `cap` items (all of them when cap is None)."""
 
     def __init__(self, cap: int | None, rng: np.random.Generator) -> None:
-        self.cap, self.rng, self.items, self.seen = cap, rng, [], 0
+        self.cap, self.rng, self.seen = cap, rng, 0
+        self.items: list[np.ndarray] = []
 
     def add(self, item: np.ndarray) -> None:
         self.seen += 1
@@ -250,7 +252,7 @@ def plot_priors(
 
 
 def add_priors_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `shapemask priors` (defaults from shapemask_ros.config.MaskConfig)."""
+    """Arguments of `shapemask priors` (defaults from shapemask_ros.config.model_config.MaskConfig)."""
     mc = MaskConfig()
     parser.add_argument("--annotations", required=True, help="COCO instances JSON (local or gs://)")
     parser.add_argument("--class-specific", action="store_true", help="one row of K priors per category")

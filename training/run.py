@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from shapemask_ros.config import ExperimentConfig, to_dict
+from shapemask_ros.config.loading import to_dict
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
+from shapemask_training.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ def dataset_category_ids(cfg: ExperimentConfig) -> tuple[int, ...]:
 
 
 def load_priors_for(cfg: ExperimentConfig) -> np.ndarray | None:
-    if not cfg.model.mask.priors_path:
+    m = cfg.model.mask
+    if not m.priors_path:
         return None
     from shapemask_training.priors import load_priors
 
-    m = cfg.model.mask
     shape = (cfg.model.num_mask_classes, m.num_priors, m.crop_size, m.crop_size)
     return load_priors(m.priors_path, expected_shape=shape)
 

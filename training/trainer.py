@@ -14,12 +14,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shapemask_ros.config import ExperimentConfig, TrainConfig
 from shapemask_ros.model.backbone import check_backbone_init
 from shapemask_ros.model.shapemask import ShapeMask, build_model
 from shapemask_training.checkpointing import (
@@ -28,6 +28,7 @@ from shapemask_training.checkpointing import (
     restore_training,
     save_checkpoint,
 )
+from shapemask_training.config import ExperimentConfig, TrainConfig
 from shapemask_training.distribute import get_strategy, set_precision
 from shapemask_training.losses import total_loss
 
@@ -109,7 +110,7 @@ class Trainer:
             step_counter=self.optimizer.iterations,
         )
         self.anchors = tf.constant(self.model.anchor_boxes)
-        self._step_fn = None
+        self._step_fn: Callable[[Any], dict[str, tf.Tensor]] | None = None  # the tf.function, traced once
 
     @property
     def step(self) -> int:

@@ -63,7 +63,7 @@ def run_bundle_bench(
     entries = list(bundles)
     flipped = {flip_label(label): path for label, path in entries} if flip_average else {}
     if resnet50_cache:
-        from shapemask_ros.config import ModelConfig
+        from shapemask_ros.config.model_config import ModelConfig
 
         cfg = bench_config(dataclasses.replace(ModelConfig(), image_size=640))
         path, _ = ensure_bundle(cfg, bundle_dir_for(cfg, resnet50_cache))

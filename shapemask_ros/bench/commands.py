@@ -14,7 +14,7 @@ import os
 import shlex
 from typing import Any
 
-from shapemask_ros.config import ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,9 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     """ModelConfig from --config (or defaults) with --image-size / --backbone applied."""
     import dataclasses
 
-    from shapemask_ros.config import load_config
+    from shapemask_ros.config.loading import load_model_config
 
-    cfg = load_config(args.config).model if args.config else ModelConfig()
+    cfg = load_model_config(args.config) if args.config else ModelConfig()
     if args.image_size is not None:
         cfg = dataclasses.replace(cfg, image_size=args.image_size)
     if args.backbone is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
@@ -80,7 +80,7 @@ def _predictor(kind: str, model: str) -> Any:
         from shapemask_ros.runtime.predictor import Predictor
 
         return Predictor.load(model)
-    from shapemask_ros.config import ModelConfig
+    from shapemask_ros.config.model_config import ModelConfig
     from shapemask_ros.model.shapemask import build_model
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
 

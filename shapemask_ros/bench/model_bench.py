@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from shapemask_ros.bench.model_bench import (
     targets_table,
     time_interleaved,
 )
-from shapemask_ros.config import ModelConfig, to_dict
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 

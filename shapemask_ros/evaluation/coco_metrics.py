@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from shapemask_ros.config import mask_split_ids
+from shapemask_ros.datasets.category_splits import mask_split_ids
 from shapemask_ros.datasets.coco import SkipCounter, load_coco_json
 from shapemask_ros.ops import box_ops
 from shapemask_ros.runtime.instances import Instances
@@ -265,7 +265,7 @@ def split_ap(per_category: Mapping[int, float], split_ids: Iterable[int]) -> flo
 
 
 def named_splits(names: Iterable[str], all_ids: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """{'voc': (...), 'nonvoc': (...)} from split names understood by `config.mask_split_ids`."""
+    """{'voc': (...), 'nonvoc': (...)} from split names understood by `datasets.category_splits.mask_split_ids`."""
     return {name: mask_split_ids(name, tuple(all_ids)) for name in names}
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from shapemask_ros.config import ModelConfig, to_dict
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.export.onnx_weights import store_weights_fp16
 from shapemask_ros.model.shapemask import ShapeMask
 from shapemask_ros.runtime.bundle import MODEL_JSON, BundleMeta
@@ -124,14 +125,10 @@ def export_bundle(
                 export_onnx(fn, os.path.join(tmp, f"{name}.onnx"), opset, onnx_weights)
                 files["onnx"][name] = f"{name}.onnx"
             files["onnx_weights"] = onnx_weights
-        base = BundleMeta(
-            image_size=cfg.image_size,
-            class_names=tuple(class_names),
-            num_classes=cfg.detector.num_classes,
-            mask_class_agnostic=cfg.mask.class_agnostic,
+        base = BundleMeta.from_model_config(
+            cfg,
+            class_names,
             max_boxes=max_boxes,
-            mask_size=cfg.mask.crop_size * cfg.mask.upsample_factor,
-            score_threshold=cfg.postprocess.score_threshold,
             opset=opset,
             preprocessing=PREPROCESSING,
             model_config=to_dict(cfg),

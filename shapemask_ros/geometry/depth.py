@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import DEPTH_REGISTRATIONS
+from shapemask_ros.config.node_config import DEPTH_REGISTRATIONS
 from shapemask_ros.geometry.rays import ray_cache
 from shapemask_ros.geometry.undistort import undistort_points
 

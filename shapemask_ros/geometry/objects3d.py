@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import GeometryConfig
+from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry.depth import (
     Alignment,
     CameraIntrinsics,

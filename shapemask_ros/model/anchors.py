@@ -7,7 +7,7 @@ import math
 import numpy as np
 from keras import ops
 
-from shapemask_ros.config import AnchorConfig
+from shapemask_ros.config.model_config import AnchorConfig
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from shapemask_ros.config import BackboneConfig
+from shapemask_ros.config.model_config import BackboneConfig
 from shapemask_ros.model.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
 from shapemask_ros.model.roi_sampling import same_padding_centres
 

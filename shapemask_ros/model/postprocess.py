@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from shapemask_ros.config import PostprocessConfig
+from shapemask_ros.config.model_config import PostprocessConfig
 from shapemask_ros.model.anchors import decode_boxes
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from shapemask_ros.config import ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.model.anchors import anchors_per_location, generate_anchors
 from shapemask_ros.model.backbone import backbone_feature_centres, build_backbone, preprocess_images
 from shapemask_ros.model.fpn import FPN, pyramid_centres

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.factory import MessageFactory
 from shapemask_ros.runtime.instances import Instances
 

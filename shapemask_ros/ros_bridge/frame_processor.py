@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import (
+from shapemask_ros.config.node_config import (
     LIVE_PARAMS,
     NodeConfig,
     cache_size_for,

@@ -237,6 +237,15 @@ def mono8_to_image_msg(factory: MessageFactory, mono: np.ndarray, header: Any) -
     return _image_msg(factory, header, mono, "mono8", mono.shape[1])
 
 
+def depth_to_image_msg(factory: MessageFactory, depth_mm: np.ndarray, header: Any) -> Any:
+    """uint16 [H, W] depth in millimetres -> 16UC1 sensor_msgs/Image, little endian, step = 2*width (what
+    `depth_to_array` reads back as metres)."""
+    depth_mm = np.asarray(depth_mm)
+    if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
+        raise ValueError(f"expected uint16 [H, W], got {depth_mm.dtype} {depth_mm.shape}")
+    return _image_msg(factory, header, depth_mm.astype("<u2"), "16UC1", 2 * depth_mm.shape[1])
+
+
 def labels_to_image_msg(factory: MessageFactory, labels: np.ndarray, header: Any) -> Any:
     """uint16 [H, W] instance labels -> mono16 sensor_msgs/Image, little endian, step = 2*width."""
     labels = np.asarray(labels)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import RESTART_PARAMS, NodeConfig, cache_size_for, merge
+from shapemask_ros.config.loading import merge
+from shapemask_ros.config.node_config import RESTART_PARAMS, NodeConfig, cache_size_for
 
 NODE_NAME = "shapemask_node"
 NODE_CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig))

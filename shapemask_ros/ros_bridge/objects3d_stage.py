@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import GeometryConfig
+from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
 from shapemask_ros.geometry.objects3d import Objects3D, objects3d_from_instances
 from shapemask_ros.ros_bridge.factory import MessageFactory, stamp_of

@@ -1,7 +1,9 @@
 """The exported model bundle: a directory with `model.json`, ONNX graphs, a SavedModel and the priors.
 
 `model.json` (format `shapemask_ros.bundle/1`) is the contract between export and the runtime, typed once as
-`BundleMeta` (export writes `BundleMeta.to_json()`, the runtime reads `BundleMeta.from_json`):
+`BundleMeta` (export writes `BundleMeta.to_json()`, the runtime reads `BundleMeta.from_json`). The fields it
+shares with a loaded `Bundle` (input size, classes, mask form, limits) are declared once, in `ModelSpec`, which
+both extend; `from_model_config` fills them from a ModelConfig (export, and the in-memory Keras backend):
 
     {"format": "shapemask_ros.bundle/1", "image_size": S, "class_names": [...], "num_classes": C,
      "mask_class_agnostic": bool, "max_boxes": 100, "mask_size": 128, "score_threshold": 0.05,
@@ -22,19 +24,21 @@ model files must be present. The priors are weights inside the model; a missing 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from shapemask_ros.config import PostprocessConfig
+from shapemask_ros.config.model_config import ModelConfig, PostprocessConfig
 from shapemask_ros.utils import io
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "shapemask_ros.bundle/1"
-# the model's default (config.py), also what a model.json without a score_threshold gets
+# the model's default (config/model_config.py), also what a model.json without a score_threshold gets
 DEFAULT_SCORE_THRESHOLD: float = PostprocessConfig.score_threshold
 MODEL_JSON = "model.json"
 SIGNATURES: tuple[str, ...] = ("segment_boxes", "detect_and_segment")
@@ -78,12 +82,13 @@ def _join(root: str, name: str) -> str:
     return posixpath.join(root.rstrip("/"), name)
 
 
-@dataclass(frozen=True)
-class BundleMeta:
-    """The contents of `model.json`, the one type export writes (`to_json`) and the runtime reads (`from_json`).
+_Spec = TypeVar("_Spec", bound="ModelSpec")
 
-    File names are as written (relative to the bundle directory); `Bundle` resolves them. Keys this type does
-    not name (`category_ids`, an exporter's `extra`) are kept in `extra`, so a round trip loses nothing."""
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the exported graphs were built for and how their outputs are read: the fields `model.json` records
+    (`BundleMeta`) and a loaded `Bundle` carries, declared once."""
 
     image_size: int
     class_names: tuple[str, ...]
@@ -92,6 +97,36 @@ class BundleMeta:
     max_boxes: int = 100
     mask_size: int = 128
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+
+    @classmethod
+    def from_model_config(
+        cls: type[_Spec], cfg: ModelConfig, class_names: Sequence[str], *, max_boxes: int = 100, **fields: Any
+    ) -> _Spec:
+        """The spec of a model built from `cfg` (its input size, classes, mask form and score threshold), with
+        the subclass's own `fields` (a BundleMeta's files, a Bundle's path)."""
+        return cls(
+            image_size=cfg.image_size,
+            class_names=tuple(class_names),
+            num_classes=cfg.detector.num_classes,
+            mask_class_agnostic=cfg.mask.class_agnostic,
+            max_boxes=max_boxes,
+            mask_size=cfg.mask.crop_size * cfg.mask.upsample_factor,
+            score_threshold=cfg.postprocess.score_threshold,
+            **fields,
+        )
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The ModelSpec fields of this object by name (to build another kind of spec from it)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)}
+
+
+@dataclass(frozen=True)
+class BundleMeta(ModelSpec):
+    """The contents of `model.json`, the one type export writes (`to_json`) and the runtime reads (`from_json`).
+
+    File names are as written (relative to the bundle directory); `Bundle` resolves them. Keys this type does
+    not name (`category_ids`, an exporter's `extra`) are kept in `extra`, so a round trip loses nothing."""
+
     opset: int | None = None
     preprocessing: str | None = None
     model_config: dict[str, Any] | None = None
@@ -220,18 +255,11 @@ class BundleMeta:
 _NAMED_KEYS = frozenset(("format", "quantization", *BundleMeta._KEYS))
 
 
-@dataclass
-class Bundle:
+@dataclass(frozen=True, kw_only=True)
+class Bundle(ModelSpec):
     """A validated model bundle. Paths are resolved (absolute, or remote URLs); None = not shipped."""
 
     path: str
-    image_size: int
-    class_names: tuple[str, ...]
-    num_classes: int
-    mask_class_agnostic: bool
-    max_boxes: int = 100
-    mask_size: int = 128
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
     onnx: dict[str, str] = field(default_factory=dict)  # signature -> resolved .onnx path
     saved_model: str | None = None
     priors: str | None = None
@@ -299,13 +327,7 @@ class Bundle:
 
         return Bundle(
             path=path,
-            image_size=meta.image_size,
-            class_names=meta.class_names,
-            num_classes=meta.num_classes,
-            mask_class_agnostic=meta.mask_class_agnostic,
-            max_boxes=meta.max_boxes,
-            mask_size=meta.mask_size,
-            score_threshold=meta.score_threshold,
+            **meta.spec_fields(),
             onnx=onnx,
             saved_model=saved_model,
             priors=priors,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ops.box_ops import flip_boxes_lr
 from shapemask_ros.runtime.backends import Backend, BackendOptions, create_backend
 from shapemask_ros.runtime.backends.base import SegmentFeeds, segment_boxes_pair

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionMode
 
-from shapemask_ros.bag.reader import BagError, BagReader
+from shapemask_ros.bag.recording.reader import BagError, BagReader
 from support.bags import PERIOD, T0, TS, dets_msg, image_msg, write_bag
 
 IMG, DET = "/cam/image_raw", "/dets"
@@ -185,7 +185,7 @@ def test_sqlite_write_ahead_log_rows_are_read(bags, tmp_path):
 def test_bag_eval_processes_a_cut_recording_and_reports_the_loss(bags, tmp_path, capsys):
     """The issue's case: an MCAP whose recorder was killed at 60 % of its length, no metadata.yaml."""
     from shapemask_ros import cli
-    from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
+    from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag
     from support.bags import PerfectPredictor
 
     path, f = _copy(bags[("mcap", CompressionMode.STORAGE)], tmp_path / "cut", metadata=False)

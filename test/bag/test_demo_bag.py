@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.reader import BagReader
+from shapemask_ros.bag.recording.reader import BagReader
+from shapemask_ros.bag.scenes import demo_bag
 from shapemask_ros.ros_bridge.image_codec import depth_to_array
 
 SMALL = {"frames": 5, "width": 96, "height": 72}

@@ -12,10 +12,10 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 
 from shapemask_ros import cli
-from shapemask_ros.bag import demo_bag
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
-from shapemask_ros.bag.reader import BagError, BagReader
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag
+from shapemask_ros.bag.recording.reader import BagError, BagReader
+from shapemask_ros.bag.scenes import demo_bag
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 from support import REPO as REPO_ROOT
 from support.bags import (
@@ -373,7 +373,7 @@ def test_compressed_image_topic(tmp_path):
 def test_params_file_sets_the_node_config_and_flags_override_it(tmp_path, capsys):
     import argparse
 
-    from shapemask_ros.bag.eval_cli import add_args, options_from_args
+    from shapemask_ros.bag.evaluation.eval_cli import add_args, options_from_args
 
     parser = argparse.ArgumentParser()
     add_args(parser)

@@ -12,11 +12,11 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from shapemask_ros import cli
-from shapemask_ros.bag.bag_eval import BagEvalOptions
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions
 from shapemask_ros.bag.fleet.inputs import collect_jobs
 from shapemask_ros.bag.fleet.job import TIMING_FIELDS, PredictorSpec
 from shapemask_ros.bag.fleet.run import evaluate_fleet
-from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.recording.reader import BagError
 from support.bags import (
     DETS,
     IMAGE,
@@ -141,7 +141,7 @@ def test_pooling_keeps_each_bags_images_apart():
     """A prediction in one bag never matches the truth of another bag's image with the same id."""
     from pycocotools import mask as mask_utils
 
-    from shapemask_ros.bag.pooled_ap import pooled_accuracy
+    from shapemask_ros.bag.evaluation.pooled_ap import pooled_accuracy
 
     def rle(x0):
         m = np.zeros((20, 20), np.uint8, order="F")

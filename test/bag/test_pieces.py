@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionMode
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag
-from shapemask_ros.bag.pieces import bag_layout
-from shapemask_ros.bag.reader import BagError, BagReader
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag
+from shapemask_ros.bag.recording.pieces import bag_layout
+from shapemask_ros.bag.recording.reader import BagError, BagReader
 from support.bags import DETS, IMAGE, PerfectPredictor, scene_bag_messages, write_bag, write_split_bag
 
 FRAMES = 6

@@ -11,8 +11,8 @@ from rosbags.rosbag2 import CompressionMode, Reader, Writer
 from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 
-from shapemask_ros.bag.reader import BagError, BagReader
-from shapemask_ros.bag.writer import AtomicOutputDir, BagWriter
+from shapemask_ros.bag.recording.reader import BagError, BagReader
+from shapemask_ros.bag.recording.writer import AtomicOutputDir, BagWriter
 from support.bags import DETS, IMAGE, TS, scene_bag_messages, write_bag
 
 CASES = [

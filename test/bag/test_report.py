@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.bag.report import (
+from shapemask_ros.bag.evaluation.report import (
     FramePrediction,
     GroundTruth,
     encode_mask,
@@ -19,6 +18,7 @@ from shapemask_ros.bag.report import (
     match_masks,
     render_markdown,
 )
+from shapemask_ros.bag.recording.reader import BagError
 from shapemask_ros.utils.formatting import json_safe
 
 

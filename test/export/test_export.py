@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from shapemask_ros.config import BackboneConfig, ModelConfig
+from shapemask_ros.config.model_config import BackboneConfig, ModelConfig
 from shapemask_ros.export.bundle import export_bundle, random_inputs, serving_functions
 from shapemask_ros.export.onnx_check import check_tensorrt_compatible, compare_with_tensorflow, op_counts
 from shapemask_ros.model.shapemask import build_model

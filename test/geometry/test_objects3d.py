@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapemask_ros.config import GeometryConfig
+from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry import objects3d
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, depth_to_metres
 from shapemask_ros.geometry.objects3d import (

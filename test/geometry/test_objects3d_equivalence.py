@@ -16,7 +16,7 @@ import pytest
 from geometry import objects3d_reference as reference
 
 from shapemask_ros.bench.frame3d_bench import StandinPredictor, scene
-from shapemask_ros.config import GeometryConfig
+from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry import rays as rays_mod
 from shapemask_ros.geometry.depth import CameraIntrinsics, depth_to_metres
 from shapemask_ros.geometry.objects3d import Objects3D, compute_objects3d
@@ -139,7 +139,7 @@ def test_scale_registration_full_masks_and_bad_masks_identical():
 def test_demo_tote_scene_identical():
     """The demo's real scene: ARC 2017 tote depth and masks, real distortion, a 512x384 crop panning over
     the 640x480 scene (K's principal point moves every frame, as in `make demo`)."""
-    from shapemask_ros.bag.tote_bag import crop_offsets, load_tote_scene
+    from shapemask_ros.bag.scenes.tote_bag import crop_offsets, load_tote_scene
 
     s = load_tote_scene()
     w, h = 512, 384

@@ -71,7 +71,7 @@ def test_objects3d_on_a_panning_camera_with_a_warm_cache_match_the_reference():
     """The demo's case end to end: the ARC tote scene through a panning 512x384 crop, the ray cache warm
     from earlier frames (never cleared): every output equals the frozen full-frame implementation to
     float rounding, and the cloud to float32 rounding."""
-    from shapemask_ros.bag.tote_bag import crop_offsets, load_tote_scene
+    from shapemask_ros.bag.scenes.tote_bag import crop_offsets, load_tote_scene
 
     rays.clear_ray_caches()
     s = load_tote_scene()

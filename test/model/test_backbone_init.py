@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shapemask_ros.config import BackboneConfig, ExperimentConfig, ModelConfig, load_config
+from shapemask_ros.config.model_config import BackboneConfig, ModelConfig
 from shapemask_ros.model.backbone import build_backbone, check_backbone_init
+from shapemask_training.config import ExperimentConfig, load_config
 from support.configs import REPO
 
 pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)

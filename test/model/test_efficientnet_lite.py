@@ -97,7 +97,7 @@ def test_top5_imagenet_classes_of_real_photos_are_right(converted):
 
 
 def test_backbone_outputs_strides_8_16_32_and_loads_the_converted_file(tmp_path):
-    from shapemask_ros.config import BackboneConfig
+    from shapemask_ros.config.model_config import BackboneConfig
     from shapemask_ros.model.backbone import build_backbone
 
     path = str(tmp_path / "lite0.npz")

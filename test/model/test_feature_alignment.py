@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from shapemask_ros.config import BackboneConfig
+from shapemask_ros.config.model_config import BackboneConfig
 from shapemask_ros.model.backbone import FEATURE_CENTRES, backbone_feature_centres, build_backbone
 from shapemask_ros.model.fpn import FPN, pyramid_centres
 from shapemask_ros.model.roi_sampling import multilevel_crop

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from shapemask_ros.config import AnchorConfig, PostprocessConfig
+from shapemask_ros.config.model_config import AnchorConfig, PostprocessConfig
 from shapemask_ros.model.anchors import decode_boxes, encode_boxes, generate_anchors, level_shapes
 from shapemask_ros.model.postprocess import detect_single
 from shapemask_ros.model.roi_sampling import (

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.config.node_config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge import inbox as inbox_mod
 from shapemask_ros.ros_bridge import node_health
 from shapemask_ros.ros_bridge import node_params as node_mod
@@ -46,7 +46,7 @@ def test_parameter_specs_mirror_nodeconfig():
         assert spec.ros_type == ros_type, name
         assert spec.description.strip(), f"{name} has no description"
         assert ("[requires reconfigure]" in spec.description) == (name in node_mod.RESTART_PARAMS)
-    # descriptions come from the field metadata in config.py (one place to document a field)
+    # descriptions come from the field metadata in config/node_config.py (one place to document a field)
     assert specs["sync_slop_s"].description.startswith("approximate match window")
 
 
@@ -141,7 +141,7 @@ def test_topic_and_mode_helpers():
     assert not node_mod.uses_detector(NodeConfig(self_detect=True))
     assert node_mod.output_topic("/shapemask/", "masks") == "/shapemask/masks"
     assert node_mod.output_topic("", "masks") == "masks"
-    # QoS reliability: exactly one of the two names (validated with every other parameter, config.py)
+    # QoS reliability: exactly one of the two names (validated with every other parameter, config/node_config.py)
     assert not validate_node_config(NodeConfig(), {"image_qos_reliability": "best_effort"})[1]
     for value in ("sometimes", "Best-Effort"):
         assert (

@@ -271,7 +271,7 @@ def test_cmake_installs_the_ros_layout(tmp_path):
     site = prefix / "lib" / "python3" / "site-packages" / "shapemask_ros"
     assert (site / "__init__.py").read_bytes() == b"", "hand-written (empty) __init__.py must win"
     assert (site / "msg" / "_instance_mask.py").is_file(), "generated messages must survive the copy"
-    assert (site / "node.py").is_file() and (site / "config.py").is_file()
+    assert (site / "node.py").is_file() and (site / "config" / "node_config.py").is_file()
     assert not list(site.rglob("__pycache__")) and not list(site.rglob("*.pyc"))
     node = prefix / "lib" / "shapemask_ros" / "shapemask_node"
     assert node.is_file() and os.access(node, os.X_OK)

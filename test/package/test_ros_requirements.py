@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 
 from support import REPO
 
-ENTRY_MODULES = ("shapemask_ros.node", "shapemask_ros.bag.eval_cli", "shapemask_ros.bag.demo_bag")
+ENTRY_MODULES = ("shapemask_ros.node", "shapemask_ros.bag.evaluation.eval_cli", "shapemask_ros.bag.scenes.demo_bag")
 # Python libraries rosdep installs from package.xml (the apt package the key resolves to on Ubuntu)
 ROSDEP_KEY_OF = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml"}
 DIST_OF = {"yaml": "pyyaml"}  # import name -> pip distribution, where they differ

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rosbags.rosbag2 import CompressionMode
 
-from shapemask_ros.bag.reader import BagError, BagReader
+from shapemask_ros.bag.recording.reader import BagError, BagReader
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, check_alignment, intrinsics_for_depth
 from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_to_array
 from shapemask_ros.ros_bridge.sync import Synchronizer

@@ -20,7 +20,7 @@ from shapemask_ros.bench.node_driver import (
     stamp_ns,
     synthetic_rgb,
 )
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.msg import InstanceMaskArray, ObjectGeometryArray
 from shapemask_ros.runtime.bundle import resolve_model_path
 from shapemask_ros.runtime.predictor import Predictor

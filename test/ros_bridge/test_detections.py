@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.detections import detections_to_arrays, instances_to_detections
 from support.ros import FACTORY, FakePredictor, detection, detection_array, header
 

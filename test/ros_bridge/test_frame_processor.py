@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.config.node_config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
 from shapemask_ros.ros_bridge.image_codec import image_to_rgb
 from support.ros import (
@@ -297,7 +297,7 @@ def test_drops_are_logged_throttled_per_reason():
 
 def test_processor_applies_exactly_the_live_parameters():
     """One home for live vs restart (the `live` field metadata): the processor agrees with the node."""
-    from shapemask_ros.config import LIVE_PARAMS, RESTART_PARAMS
+    from shapemask_ros.config.node_config import LIVE_PARAMS, RESTART_PARAMS
 
     pred = FakePredictor()
     pred.mask_threshold, pred.flip_average = 0.5, False

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.frame_processor import GEOMETRY_REASONS, FrameProcessor
 from shapemask_ros.ros_bridge.pointcloud import pointcloud_to_arrays
 from support.depth import CX, CY, FRAME, FX, FY, H, W, camera_info, depth_msg

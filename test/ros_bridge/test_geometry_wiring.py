@@ -7,7 +7,13 @@ from collections import Counter
 
 import pytest
 
-from shapemask_ros.config import GEOMETRY_PARAMS, GeometryConfig, NodeConfig, geometry_config, validate_node_config
+from shapemask_ros.config.node_config import (
+    GEOMETRY_PARAMS,
+    GeometryConfig,
+    NodeConfig,
+    geometry_config,
+    validate_node_config,
+)
 from shapemask_ros.ros_bridge.sync import StampCache
 
 

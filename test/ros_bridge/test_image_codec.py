@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shapemask_ros.ros_bridge.image_codec import (
     ImageDecodeError,
     depth_to_array,
+    depth_to_image_msg,
     image_to_rgb,
     labels_to_image_msg,
     mono8_to_image_msg,
@@ -256,3 +257,10 @@ def test_encoders_round_trip_through_decoder():
     np.testing.assert_array_equal(image_to_rgb(m8)[..., 0], labels.astype(np.uint8))
     with pytest.raises(ValueError):
         labels_to_image_msg(FACTORY, labels.astype(np.int32), hdr)
+    dm = depth_to_image_msg(FACTORY, labels, hdr)  # millimetres; 0 = no reading
+    assert (dm.encoding, dm.step, dm.is_bigendian, dm.height, dm.width) == ("16UC1", 2 * W, 0, H, W)
+    depth = depth_to_array(dm)
+    np.testing.assert_allclose(depth[labels > 0], labels[labels > 0] / 1000.0, rtol=1e-6)
+    assert np.isnan(depth[labels == 0]).all()
+    with pytest.raises(ValueError):
+        depth_to_image_msg(FACTORY, labels.astype(np.float32), hdr)

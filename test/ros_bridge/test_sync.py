@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shapemask_ros.config import cache_size_for
+from shapemask_ros.config.node_config import cache_size_for
 from shapemask_ros.ros_bridge.sync import Synchronizer
 
 MS = 1_000_000  # nanoseconds

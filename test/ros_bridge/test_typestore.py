@@ -10,7 +10,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
 from shapemask_ros.ros_bridge.typestore import (
     MSGDEF_SEPARATOR,

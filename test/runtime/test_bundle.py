@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from shapemask_ros.config import PostprocessConfig
+from shapemask_ros.config.model_config import PostprocessConfig
 from shapemask_ros.runtime.bundle import BUNDLE_FORMAT, Bundle, BundleMeta
 from support import REPO
 

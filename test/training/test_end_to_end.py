@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapemask_ros.config import DataConfig
 from shapemask_ros.datasets.synthetic import generate_dataset
 from shapemask_ros.runtime.instances import Instances
+from shapemask_training.config import DataConfig
 from shapemask_training.data.tfrecords import write_tfrecords
 from shapemask_training.evaluation import evaluate_predictor
 from shapemask_training.priors import compute_priors, save_priors

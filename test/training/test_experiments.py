@@ -152,7 +152,7 @@ def test_variant_configs_switch_only_what_each_study_varies():
 
 
 def test_width_depth_check_changes_only_the_mask_heads_depth():
-    from shapemask_ros.config import to_dict
+    from shapemask_ros.config.loading import to_dict
     from shapemask_training.experiments.width_depth_check import depth_variants
 
     budget = get_budget("full")

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shapemask_ros.config import DataConfig, ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.model.roi_sampling import outer_boxes
 from shapemask_ros.ops.sampling import crop_and_sample
+from shapemask_training.config import DataConfig
 from shapemask_training.data.parser import build_dataset, subsample_keep
 from shapemask_training.data.tfrecords import encode_mask_png, make_example
 

@@ -9,19 +9,27 @@ from pathlib import Path
 
 import pytest
 
+from shapemask_training.config import load_config
 from shapemask_training.experiments import real_novel as rn
+from shapemask_training.experiments import real_study
 
 pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _config(name, steps, seed, pattern, priors, tmp):
+    return real_study.variant_config(
+        name, steps, seed, pattern, priors, tmp, mask=rn.VARIANTS[name][1], study="real_novel"
+    )
+
+
 def _cfg(name, steps=600, seed=0, tmp="w"):
-    return rn.variant_config(name, steps, seed, f"/d/{rn.VARIANTS[name][2]}/train-*.tfrecord", "/p.npy", tmp)
+    return _config(name, steps, seed, f"/d/{rn.VARIANTS[name][2]}/train-*.tfrecord", "/p.npy", tmp)
 
 
 def test_variants_change_only_their_switches_and_share_the_rest_of_the_real_config():
-    base = rn.load_config(str(rn.BASE_CONFIG))
+    base = load_config(str(real_study.BASE_CONFIG))
     flags = {n: (_cfg(n).model.mask.use_shape_prior, _cfg(n).model.mask.use_instance_embedding) for n in rn.VARIANTS}
     assert flags == {
         "neither": (False, False),
@@ -50,9 +58,9 @@ def test_schedule_scales_with_the_budget_and_models_are_cached_per_variant_seed_
     # the cache key is the configuration's content: rebuilt from the same inputs it is the same directory,
     # with only the work dir changed it moves with it, and the priors file (an input) changes it
     full = _cfg("full")
-    assert full.model_dir == rn.variant_config("full", 600, 0, "/d/boards/train-*.tfrecord", "/p.npy", "w").model_dir
+    assert full.model_dir == _config("full", 600, 0, "/d/boards/train-*.tfrecord", "/p.npy", "w").model_dir
     assert _cfg("full", tmp="other").model_dir == full.model_dir.replace("w/models", "other/models", 1)
-    other_priors = rn.variant_config("full", 600, 0, "/d/boards/train-*.tfrecord", "/q.npy", "w")
+    other_priors = _config("full", 600, 0, "/d/boards/train-*.tfrecord", "/q.npy", "w")
     assert other_priors.model_dir != full.model_dir
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shapemask_ros.config import VOC_CATEGORY_IDS
-from shapemask_training.experiments import real_novel
+from shapemask_ros.datasets.category_splits import VOC_CATEGORY_IDS
+from shapemask_training.experiments import real_study
 from shapemask_training.experiments import real_voc as rv
 from support.configs import coco_mini_dir, require_shared_data
 
@@ -46,7 +46,7 @@ def test_split_keeps_only_the_allowed_instances_and_the_images_that_have_one():
 def test_variants_train_the_real_config_with_only_their_switches():
     flags = {}
     for name, (_, mask, source) in rv.VARIANTS.items():
-        cfg = real_novel.variant_config(name, 300, 0, f"/d/{source}/t-*", "/p.npy", "w", mask=mask, study="real_voc")
+        cfg = real_study.variant_config(name, 300, 0, f"/d/{source}/t-*", "/p.npy", "w", mask=mask, study="real_voc")
         flags[name] = (cfg.model.mask.use_shape_prior, cfg.model.mask.use_instance_embedding, source)
         assert cfg.name == f"real_voc/{name}" and cfg.train.steps == 300
     assert flags == {

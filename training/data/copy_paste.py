@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -168,8 +169,9 @@ def make_composites(
         raise ValueError("no background images")
     rng = np.random.default_rng(cfg.seed)
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-    images, anns = [], []
-    stats = collections.Counter()
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    stats: collections.Counter[str] = collections.Counter()
     for i in tqdm(range(cfg.images), disable=not progress, desc="copy-paste", unit="img"):
         path, masks = backgrounds[int(rng.integers(len(backgrounds)))]
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ from shapemask_ros.utils.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+AGNOSTIC_NAME = "object"
+AGNOSTIC_CATEGORY = {"id": 1, "name": AGNOSTIC_NAME, "supercategory": "object"}
 
 
 @dataclass
@@ -190,7 +192,8 @@ def merge_sources(
     from pycocotools import mask as mask_utils
 
     categories: dict[str, int] = {}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     per_source: dict[str, dict[str, int]] = {}
     for source, imgs, anns in sources:
         id_map = {}
@@ -208,7 +211,7 @@ def merge_sources(
             )
         n = 0
         for a in anns:
-            name = AGNOSTIC_CATEGORY["name"] if agnostic else a["category"]
+            name = AGNOSTIC_NAME if agnostic else a["category"]
             cid = categories.setdefault(name, len(categories) + 1)
             im = images[id_map[a["image_old_id"]] - 1]
             area = a["area"]

@@ -27,8 +27,10 @@ import logging
 
 import tensorflow as tf
 
-from shapemask_ros.config import DataConfig, ModelConfig, mask_split_ids
+from shapemask_ros.config.model_config import ModelConfig
+from shapemask_ros.datasets.category_splits import mask_split_ids
 from shapemask_ros.model.roi_sampling import outer_boxes
+from shapemask_training.config import DataConfig
 from shapemask_training.data import tfrecords as rec
 from shapemask_training.data.targets import (
     clip_boxes_tf,

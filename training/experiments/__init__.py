@@ -9,9 +9,10 @@ one concern a module (the studies and tests import each name from the module tha
 - `study`: `StudyPlan`, `run_study`, `evaluate_cached`; `provenance`: command, commit, versions, machine;
 - `reports`: markdown / JSON reports and `write_report`; `plots`: figure helpers.
 
-`real_novel` is the same question on real images (issue 13): its own entry point
-(`python -m shapemask_training.experiments.real_novel`), since it trains the real-model config on imported
-real sets rather than a synthetic budget.
+`real_novel` is the same question on real images (issue 13), `real_voc` the paper's VOC -> non-VOC split on
+real COCO (issue 23): each its own entry point (`python -m shapemask_training.experiments.real_novel`), since they
+train the real-model config on imported real sets rather than a synthetic budget; `real_study` is the runner
+both use (recipe, scoring, results JSON and its markdown).
 """
 
 STUDIES: tuple[str, ...] = ("novel_categories", "perturbed_boxes", "less_data", "mask_width")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.config import ModelConfig
+from shapemask_ros.config.model_config import ModelConfig
 from shapemask_ros.utils.formatting import fmt
 from shapemask_training.experiments.budgets import Budget
 from shapemask_training.experiments.plots import new_figure

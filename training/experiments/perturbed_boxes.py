@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shapemask_ros.utils.formatting import fmt
@@ -51,7 +51,7 @@ def variants() -> list[Variant]:
     ]
 
 
-def drop(row: dict[str, Any]) -> float:
+def drop(row: Mapping[str, Any]) -> float:
     """AP(shrunk GT boxes) - AP(GT boxes): negative = lost AP."""
     return split_ap(row, "gt_shrunk", "all") - split_ap(row, "gt", "all")
 

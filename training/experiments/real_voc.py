@@ -22,23 +22,17 @@ entry per variant and seed; models are cached by config hash, so a study runs in
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from shapemask_ros.utils.formatting import fmt
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
-from shapemask_training.experiments import real_novel
-from shapemask_training.experiments.variants import repo_relative, train_variant
-
-log = logging.getLogger(__name__)
+from shapemask_training.experiments import real_study
 
 REPORT_STEM = "real_voc_to_nonvoc"
-# COCO names of the 20 PASCAL VOC categories (the paper's split; COCO ids in shapemask_ros.config.VOC_CATEGORY_IDS)
+# COCO names of the 20 PASCAL VOC categories (the paper's split; COCO ids in
+# shapemask_ros.datasets.category_splits.VOC_CATEGORY_IDS)
 VOC_NAMES = frozenset(
     {
         "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",
@@ -46,17 +40,7 @@ VOC_NAMES = frozenset(
     }
 )  # fmt: skip
 # name -> (label, mask switches, training instances: "voc" or "all")
-VARIANTS: dict[str, tuple[str, dict[str, bool], str]] = {
-    "neither": (
-        "baseline (no prior, no embedding)",
-        {"use_shape_prior": False, "use_instance_embedding": False},
-        "voc",
-    ),
-    "embedding_only": ("instance embedding only", {"use_shape_prior": False}, "voc"),
-    "prior_only": ("shape priors only", {"use_instance_embedding": False}, "voc"),
-    "full": ("ShapeMask (priors + embedding)", {}, "voc"),
-    "oracle": ("oracle: ShapeMask, all categories in training", {}, "all"),
-}
+VARIANTS = real_study.study_variants("voc", "oracle: ShapeMask, all categories in training", "all")
 
 
 def _agnostic(coco: dict[str, Any], keep) -> dict[str, Any]:
@@ -122,67 +106,14 @@ def prepare_sets(real_dir: str, data_dir: str) -> dict[str, str]:
 
 def prepare_data(source: str, sets: dict[str, str], real_dir: str, work_dir: str) -> tuple[str, str]:
     """TFRecords and k-means priors of one training source (cached): (train_pattern, priors_path)."""
-    from shapemask_training.data.tfrecords import write_tfrecords
-    from shapemask_training.priors import compute_priors, save_priors
-
-    ann = sets[f"train_{source}"]
+    # progress bars on, as write_tfrecords and compute_priors default to (this study has no --progress)
     out = os.path.join(work_dir, "data", source)
-    if not exists(os.path.join(out, "train-meta.json")):
-        write_tfrecords(ann, real_dir, os.path.join(out, "train"), num_shards=4)
-    priors = os.path.join(out, f"priors_k{real_novel.NUM_PRIORS}.npy")
-    if not exists(priors):
-        p, info = compute_priors(ann, k=real_novel.NUM_PRIORS, seed=0)
-        save_priors(priors, p, info)
-    return os.path.join(out, "train-*.tfrecord"), priors
+    return real_study.cached_training_data(sets[f"train_{source}"], real_dir, out, num_shards=4, progress=True)
 
 
-def run_variant(name: str, steps: int, seed: int, real_dir: str, data_dir: str, work_dir: str) -> dict[str, Any]:
-    import keras
-
-    from shapemask_training.run import load_trained_model
-
-    sets = prepare_sets(real_dir, data_dir)
-    label, mask, source = VARIANTS[name]
-    pattern, priors = prepare_data(source, sets, real_dir, work_dir)
-    cfg = real_novel.variant_config(name, steps, seed, pattern, priors, work_dir, mask=mask, study="real_voc")
-    log.info("real_voc / %s seed %d: model_dir %s", name, seed, cfg.model_dir)
-    train = train_variant(cfg)
-    model = load_trained_model(cfg)
-    t0 = time.perf_counter()
-    row = {
-        "variant": name,
-        "label": label,
-        "seed": seed,
-        "steps": steps,
-        "train_source": source,
-        "priors_path": repo_relative(priors),
-        "train": train,
-        "novel": real_novel.score(model, sets["novel"], real_dir),
-        "seen": real_novel.score(model, sets["seen"], real_dir),
-        "eval_wall_s": 0.0,
-    }
-    row["eval_wall_s"] = round(time.perf_counter() - t0, 1)
-    del model
-    keras.backend.clear_session()
-    return row
-
-
-def render(results: dict[str, Any]) -> str:
-    """Markdown of the results JSON: novel (non-VOC) and seen (VOC) mask AP per variant, seeds side by side."""
-    runs = results.get("runs", [])
-    seeds = sorted({r["seed"] for r in runs})
-    by = {(r["variant"], r["seed"]): r for r in runs}
-    floors = results.get("floors", {})
-
-    def mean(xs: list[float]) -> float | None:
-        return sum(xs) / len(xs) if xs else None
-
-    base = mean([by[("neither", s)]["novel"]["AP"] for s in seeds if ("neither", s) in by])
-    floor = floors.get("novel", {}).get("AP")
-    head = ["variant", *[f"non-VOC AP seed {s}" for s in seeds], "non-VOC AP mean", "− baseline", "× box-filled"]
-    head += ["AP50", "AP75", *[f"VOC AP seed {s}" for s in seeds]]
+def _intro(results: dict[str, Any]) -> list[str]:
     sets = results.get("sets", {})
-    lines = [
+    return [
         "### VOC → non-VOC on real images: masks learnt on the 20 VOC categories, scored on the other 60",
         "",
         "Class-agnostic mask AP (pycocotools) with ground-truth boxes on coco128_seg (never trained on):",
@@ -191,97 +122,38 @@ def render(results: dict[str, Any]) -> str:
         f"out; {sets.get('train_voc', '?')}); the oracle: every instance of the same images",
         f"({sets.get('train_all', '?')}).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
-    for name, (label, _, _) in VARIANTS.items():
-        rows = [by[(name, s)] for s in seeds if (name, s) in by]
-        if not rows:
-            continue
-        m = mean([r["novel"]["AP"] for r in rows])
-        cells = [label, *[fmt(by[(name, s)]["novel"]["AP"]) if (name, s) in by else "–" for s in seeds], fmt(m)]
-        cells.append(f"{m - base:+.1f}" if m is not None and base is not None else "–")
-        cells.append(f"{m / floor:.2f}×" if m is not None and floor else "–")
-        cells += [fmt(mean([r["novel"]["AP50"] for r in rows])), fmt(mean([r["novel"]["AP75"] for r in rows]))]
-        cells += [fmt(by[(name, s)]["seen"]["AP"]) if (name, s) in by else "–" for s in seeds]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    if floors:
-        n, s_ = floors.get("novel", {}), floors.get("seen", {})
-        lines.append(
-            "| box-filled masks (floor) | "
-            + " | ".join([fmt(n.get("AP"))] * len(seeds))
-            + f" | {fmt(n.get('AP'))} | – | 1.00× | {fmt(n.get('AP50'))} | {fmt(n.get('AP75'))} | "
-            + " | ".join([fmt(s_.get("AP"))] * len(seeds))
-            + " |"
-        )
-    lines += ["", "How it was made:", ""]
-    for r in runs:
-        t = r["train"]
-        lines.append(
-            f"- {r['variant']} seed {r['seed']}: {r['steps']} steps on {r['train_source']} instances, "
-            f"train {fmt(t.get('train_wall_s'))} s{' (reused)' if t.get('reused') else ''}, "
-            f"model_dir `{os.path.basename(t['model_dir'])}`"
-        )
-    for c in results.get("commands", []):
-        lines.append(f"- command: `{c}`")
-    return "\n".join(lines) + "\n"
 
 
-def _counts(path: str) -> str:
-    d = json.loads(read_text(path))
-    return f"{len(d['images'])} images, {len(d['annotations'])} instances"
+STUDY = real_study.RealStudy(
+    name="real_voc",
+    description=(__doc__ or "").split("\n\n")[0],
+    report_stem=REPORT_STEM,
+    variants=VARIANTS,
+    steps=300,
+    real_dir="out/real2",
+    real_dir_help="folder of models/real_round2.sh's imports",
+    work_dir="out/real_voc",
+    scored_sets=lambda args: prepare_sets(args.real_dir, args.data_dir),
+    train_data=lambda source, sets, args: prepare_data(source, sets, args.real_dir, args.work_dir),
+    intro=_intro,
+    novel="non-VOC",
+    seen="VOC",
+    baseline_header="− baseline",
+    versus_baseline=real_study.difference_to_baseline,
+    source_suffix=" instances",
+    record_set_sizes=True,
+    data_dir_option=True,
+)
 
 
-def run_study(args: argparse.Namespace) -> int:
-    out_json = os.path.join(args.out, f"{REPORT_STEM}.json")
-    results = json.loads(read_text(out_json)) if exists(out_json) else {"runs": [], "floors": {}}
-    if args.render_only:
-        atomic_write_text(os.path.join(args.out, f"{REPORT_STEM}.md"), render(results))
-        return 0
-    sets = prepare_sets(args.real_dir, args.data_dir)
-    results["sets"] = {k: _counts(p) for k, p in sets.items()}
-    if not results.get("floors"):
-        results["floors"] = {
-            "novel": real_novel.box_filled(sets["novel"], args.real_dir),
-            "seen": real_novel.box_filled(sets["seen"], args.real_dir),
-        }
-    command = "python -m shapemask_training.experiments.real_voc " + " ".join(args.argv)
-    for name in args.variants:
-        row = run_variant(name, args.steps, args.seed, args.real_dir, args.data_dir, args.work_dir)
-        results["runs"] = [
-            r for r in results["runs"] if (r["variant"], r["seed"], r["steps"]) != (name, args.seed, args.steps)
-        ] + [row]
-        results["runs"].sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
-        results["commands"] = sorted(set(results.get("commands", [])) | {command})
-        # written after every variant: a study stopped part-way keeps what it finished
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_text(out_json, json.dumps(results, indent=1))
-        atomic_write_text(os.path.join(args.out, f"{REPORT_STEM}.md"), render(results))
-        log.info("%s seed %d: non-VOC AP %s, VOC AP %s", name, args.seed, row["novel"]["AP"], row["seen"]["AP"])
-    return 0
+def render(results: dict[str, Any]) -> str:
+    """Markdown of the results JSON: novel (non-VOC) and seen (VOC) mask AP per variant, seeds side by side."""
+    return real_study.render(STUDY, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
-
-    p = argparse.ArgumentParser(prog="real_voc", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=300, help="training steps of every variant (same budget)")
-    p.add_argument("--seed", type=int, default=0, help="model seed (initialisation, data order, augmentation)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    p.add_argument("--real-dir", default="out/real2", help="folder of models/real_round2.sh's imports")
-    p.add_argument("--data-dir", default=os.environ.get("SHAPEMASK_DATA", "../shared/data"), help="shared data")
-    p.add_argument("--work-dir", default="out/real_voc", help="cached data, priors and models")
-    p.add_argument("--out", default="docs/results/real_data", help="report folder")
-    p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON; train nothing")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
-    args.argv = argv
-    args.variants = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_study(args)
+    return real_study.main(STUDY, argv)
 
 
 if __name__ == "__main__":

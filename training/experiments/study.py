@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shapemask_ros.config import ExperimentConfig
 from shapemask_ros.utils.io import exists
+from shapemask_training.config import ExperimentConfig
 from shapemask_training.experiments.budgets import Budget
 from shapemask_training.experiments.data_cache import SyntheticData, prepare_data
 from shapemask_training.experiments.provenance import provenance

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.config import ExperimentConfig, load_config, to_dict
+from shapemask_ros.config.loading import to_dict
 from shapemask_ros.utils.io import atomic_write_text, exists, read_text
+from shapemask_training.config import ExperimentConfig, load_config
 from shapemask_training.experiments.budgets import Budget
 from shapemask_training.experiments.data_cache import SyntheticData, prepare_priors
 from shapemask_training.experiments.hashing import digest

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from shapemask_training.experiments import mask_width
 from shapemask_training.experiments.budgets import BUDGETS, get_budget
@@ -48,12 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = get_budget(args.budget)
     plan = mask_width.PLAN
     data = prepare_data(args.work_dir, budget)
-    extra = plan.extra(budget)
+    extra = plan.extra(budget) if plan.extra else None
     rows = [
         run_variant(plan.study, budget, data, v, args.work_dir, plan.box_sources, plan.splits, extra=extra)
         for v in depth_variants([int(w) for w in args.channels.split(",")], args.num_convs)
     ]
-    payload = {"study": plan.study, "budget": budget.name, "provenance": provenance(budget, argv, args.work_dir)}
+    payload: dict[str, Any] = {
+        "study": plan.study,
+        "budget": budget.name,
+        "provenance": provenance(budget, argv, args.work_dir),
+    }
     payload["variants"] = rows
     path = os.path.join(args.out, f"{output_stem(plan.study, budget)}_depth_check.json")
     write_json(path, payload)

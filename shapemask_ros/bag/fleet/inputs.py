@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from shapemask_ros.bag.pieces import is_storage_file
-from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.recording.pieces import is_storage_file
+from shapemask_ros.bag.recording.reader import BagError
 
 # per-bag settings a manifest may give (the rest of the options are the run's)
 TOPIC_KEYS = ("image_topic", "detections_topic", "depth_topic", "camera_info_topic", "gt", "gt_topic")

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag, load_bag_predictor
 from shapemask_ros.bag.fleet.inputs import BagJob
 from shapemask_ros.bag.fleet.keys import content_sha256, result_key
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.config import NodeConfig, to_dict
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.utils.formatting import json_safe
 from shapemask_ros.utils.io import atomic_write_text
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions
+from shapemask_ros.bag.evaluation.pooled_ap import pooled_accuracy
 from shapemask_ros.bag.fleet.inputs import TOPIC_KEYS, BagJob
 from shapemask_ros.bag.fleet.job import RECORDS, JobTask, PredictorSpec
 from shapemask_ros.bag.fleet.keys import content_sha256
 from shapemask_ros.bag.fleet.schedule import run_processes, run_ray, run_serial, threads_per_worker
 from shapemask_ros.bag.fleet.summary import build_fleet_report, write_fleet_report
-from shapemask_ros.bag.pooled_ap import pooled_accuracy
-from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.recording.reader import BagError
 
 log = logging.getLogger(__name__)
 

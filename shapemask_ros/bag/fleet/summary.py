@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shapemask_ros.bag.report import now_iso
+from shapemask_ros.bag.evaluation.report import now_iso
 from shapemask_ros.utils.formatting import json_safe
 from shapemask_ros.utils.io import atomic_write_text
 

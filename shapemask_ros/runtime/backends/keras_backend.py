@@ -32,15 +32,5 @@ def predictor_for_model(model, class_names: list[str] | tuple[str, ...], max_box
     """A Predictor (same pre/post-processing as deployment) over an in-memory model."""
     from shapemask_ros.runtime.predictor import Predictor
 
-    cfg = model.cfg
-    bundle = Bundle(
-        path="<memory>",
-        image_size=cfg.image_size,
-        class_names=tuple(class_names),
-        num_classes=cfg.detector.num_classes,
-        mask_class_agnostic=cfg.mask.class_agnostic,
-        max_boxes=max_boxes,
-        mask_size=cfg.mask.crop_size * cfg.mask.upsample_factor,
-        score_threshold=cfg.postprocess.score_threshold,
-    )
+    bundle = Bundle.from_model_config(model.cfg, class_names, max_boxes=max_boxes, path="<memory>")
     return Predictor(KerasBackend(model), bundle)

@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import sys
 
-from shapemask_ros.bag.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.bag.writer import STORAGES
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.bag.recording.writer import STORAGES
+from shapemask_ros.config.node_config import NodeConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +121,7 @@ def load_node_params(path: str) -> NodeConfig:
     config/segment_params.yaml); unknown or mistyped parameters raise ValueError naming them."""
     import yaml
 
-    from shapemask_ros.config import merge
+    from shapemask_ros.config.loading import merge
     from shapemask_ros.utils.io import read_text
 
     data = yaml.safe_load(read_text(path)) or {}

@@ -33,9 +33,9 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 from rosbags.typesys.store import Typestore
 
-from shapemask_ros.bag.errors import BagError  # raised here; importable from here too
-from shapemask_ros.bag.pieces import PiecewiseReader, bag_layout, is_storage_file, is_zstd_file
-from shapemask_ros.bag.recover import (
+from shapemask_ros.bag.recording.errors import BagError  # raised here; importable from here too
+from shapemask_ros.bag.recording.pieces import PiecewiseReader, bag_layout, is_storage_file, is_zstd_file
+from shapemask_ros.bag.recording.recover import (
     Damage,
     McapRecovery,
     Sqlite3Recovery,

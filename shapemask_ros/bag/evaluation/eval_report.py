@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shapemask_ros.bag.reader import BagReader
-from shapemask_ros.bag.report import (
+from shapemask_ros.bag.evaluation.report import (
     REPORT_FORMAT,
     FramePrediction,
     GroundTruth,
@@ -20,7 +19,9 @@ from shapemask_ros.bag.report import (
     latency_stats,
     now_iso,
 )
-from shapemask_ros.config import NodeConfig, to_dict
+from shapemask_ros.bag.recording.reader import BagReader
+from shapemask_ros.config.loading import to_dict
+from shapemask_ros.config.node_config import NodeConfig
 
 
 @dataclass(frozen=True)

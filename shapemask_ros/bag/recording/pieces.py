@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import yaml
 from rosbags.interfaces import Connection
 
-from shapemask_ros.bag.errors import BagError
-from shapemask_ros.bag.recover import ZSTD_MAGIC, Damage
+from shapemask_ros.bag.recording.errors import BagError
+from shapemask_ros.bag.recording.recover import ZSTD_MAGIC, Damage
 
 log = logging.getLogger(__name__)
 

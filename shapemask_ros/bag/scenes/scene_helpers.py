@@ -12,6 +12,7 @@ import numpy as np
 
 from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
+from shapemask_ros.ros_bridge.image_codec import depth_to_image_msg
 from shapemask_ros.ros_bridge.typestore import get_typestore
 
 FRAME_ID = "camera_color_optical_frame"
@@ -81,17 +82,7 @@ class Messages:
         )
 
     def depth(self, header: Any, mm: np.ndarray) -> Any:
-        h, w = mm.shape
-        return self.f.make(
-            "sensor_msgs/msg/Image",
-            header=header,
-            height=h,
-            width=w,
-            encoding="16UC1",
-            is_bigendian=0,
-            step=2 * w,
-            data=self.f.u8(mm.astype("<u2").view(np.uint8)),
-        )
+        return depth_to_image_msg(self.f, mm, header)
 
     def camera_info(self, header: Any, k: np.ndarray, width: int, height: int) -> Any:
         p = np.zeros((3, 4))

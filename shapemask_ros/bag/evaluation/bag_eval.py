@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 
-from shapemask_ros.bag.eval_report import EvalRun, build_report
-from shapemask_ros.bag.pairing import PairedFrame, Pairer, PairInput
-from shapemask_ros.bag.pooled_ap import accuracy_pool
-from shapemask_ros.bag.reader import BagError, BagMessage, BagReader
-from shapemask_ros.bag.report import FramePrediction, GroundTruth, frame_prediction, write_report
-from shapemask_ros.bag.timing import TimedPredictor
-from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
-from shapemask_ros.config import NodeConfig, validate_node_config
+from shapemask_ros.bag.evaluation.eval_report import EvalRun, build_report
+from shapemask_ros.bag.evaluation.pairing import PairedFrame, Pairer, PairInput
+from shapemask_ros.bag.evaluation.pooled_ap import accuracy_pool
+from shapemask_ros.bag.evaluation.report import FramePrediction, GroundTruth, frame_prediction, write_report
+from shapemask_ros.bag.evaluation.timing import TimedPredictor
+from shapemask_ros.bag.recording.reader import BagError, BagMessage, BagReader
+from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.config.node_config import NodeConfig, validate_node_config
 from shapemask_ros.ros_bridge.detections import DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.factory import RosbagsFactory, stamp_of, stamp_to_ns
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult

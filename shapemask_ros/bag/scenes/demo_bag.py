@@ -42,10 +42,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.bag.report import STAMP_KEY
-from shapemask_ros.bag.scene_helpers import FRAME_ID, Messages, simulate_detector
-from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.bag.evaluation.report import STAMP_KEY
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.bag.scenes.scene_helpers import FRAME_ID, Messages, simulate_detector
 from shapemask_ros.datasets import synthetic
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
 from shapemask_ros.utils.io import atomic_write_text

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from shapemask_ros.bag.report import FramePrediction, GroundTruth, _agnostic, _results
+from shapemask_ros.bag.evaluation.report import FramePrediction, GroundTruth, _agnostic, _results
 from shapemask_ros.evaluation.coco_metrics import evaluate
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.bag.reader import BagError
+from shapemask_ros.bag.recording.reader import BagError
 from shapemask_ros.evaluation.coco_metrics import evaluate
 from shapemask_ros.utils.formatting import fmt, json_safe
 from shapemask_ros.utils.io import atomic_write_text, read_text
@@ -383,7 +383,7 @@ def _lat_row(name: str, s: Mapping[str, Any]) -> str:
 
 
 def _damage_line(d: Mapping[str, Any]) -> str:
-    """The report's one line on a damaged input bag (see bag/recover.py)."""
+    """The report's one line on a damaged input bag (see bag/recording/recover.py)."""
     lost = d.get("messages_lost")
     parts = [
         f"{d.get('messages_read')} messages read",

@@ -29,7 +29,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from shapemask_ros.bag.demo_bag import (
+from shapemask_ros.bag.evaluation.report import STAMP_KEY
+from shapemask_ros.bag.recording.reader import BagError
+from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.bag.scenes.demo_bag import (
     CAMERA_INFO_TOPIC,
     DEPTH_TOPIC,
     DETECTIONS_TOPIC,
@@ -41,10 +44,7 @@ from shapemask_ros.bag.demo_bag import (
     DemoBagConfig,
     gt_path_for,
 )
-from shapemask_ros.bag.reader import BagError
-from shapemask_ros.bag.report import STAMP_KEY
-from shapemask_ros.bag.scene_helpers import Messages, simulate_detector
-from shapemask_ros.bag.writer import STORAGES, AtomicOutputDir, BagWriter
+from shapemask_ros.bag.scenes.scene_helpers import Messages, simulate_detector
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
 from shapemask_ros.utils.io import atomic_write_text
 

@@ -18,7 +18,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any
 
-from shapemask_ros.config import NodeConfig
+from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
 
 OFFLINE_IMAGE_CACHE = 64  # images waiting for detections; offline memory is cheap, lost frames are not
