@@ -25,11 +25,12 @@ variant_train() {
   $S train --config $CFG $(overrides "$name") "$@"
 }
 
-# variant_select NAME SELECTION_JSON: checkpoints 200..1000 scored with GT boxes on a held-out selection set
-# (MODELS/NAME/select_<step>.json), the data that chooses the checkpoint and the variant
+# variant_select NAME SELECTION_JSON: every checkpoint the variant kept (ckpt-200 .. ckpt-1000 for the 1,000-step
+# recipe) scored with GT boxes on a held-out selection set (MODELS/NAME/select_<step>.json), the data that
+# chooses the checkpoint and the variant
 variant_select() {
-  local name=$1 sel=$2 md=$MODELS/$1
-  for n in 200 400 600 800 1000; do
+  local name=$1 sel=$2 md=$MODELS/$1 n
+  for n in $(ls $md/checkpoints | sed -n 's/^ckpt-\([0-9]*\)\.index$/\1/p' | sort -n); do
     # shellcheck disable=SC2046  # the overrides are separate words
     $S eval --config $CFG $(overrides "$name") --checkpoint $md/checkpoints/ckpt-$n \
       --annotations $sel --images $R --box-source gt --metrics $md/select_$n.json
