@@ -33,6 +33,11 @@ def _results(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rep["bags"]]
 
 
+def _records(out: Path) -> set[str]:
+    """Bags with a finished record: `.fleet/<id>.json`, not the `.tmp-…` file a kill can leave mid-write."""
+    return {f.stem for f in (out / ".fleet").glob("*.json") if not f.name.startswith(".tmp-")}
+
+
 @pytest.mark.slow  # three real runs of 6 bags with the shipped model (~30-60 s on 2 shared cores)
 def test_killed_fleet_run_resumes_with_the_same_command(tmp_path):
     if not Path(resolve_model_path("")).exists():
@@ -47,11 +52,11 @@ def test_killed_fleet_run_resumes_with_the_same_command(tmp_path):
     p = subprocess.Popen(_cmd(bags, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list((out / ".fleet").glob("*.json"))) < 2:
+    while time.monotonic() < deadline and len(_records(out)) < 2:
         time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)  # the command and its worker processes, mid-run
     p.wait()
-    finished = {f.stem for f in (out / ".fleet").glob("*.json")}
+    finished = _records(out)
     assert 2 <= len(finished) < 6, finished
     assert not (out / "fleet_report.json").exists()
 
