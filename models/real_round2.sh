@@ -9,6 +9,7 @@
 #   r2cut_s1    r2cut, training seed 1
 #   r2long      r2 trained twice as long (2,000 steps, the learning-rate drops moved with it; issue 23's
 #               "longer schedules"; one seed: a measured try, not shipped)
+#   r2long_s1   r2long, training seed 1
 #
 # Usage: models/real_round2.sh data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME...
 # Needs ../shared/data (coco_mini, coco_tiny, iotkits, coco128_seg) and the converted backbone (step 1 of
@@ -54,6 +55,7 @@ variant r2cut "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15"
 variant r2_s1 "$DATA train.seed=1"
 variant r2cut_s1 "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
 variant r2long "$DATA train.steps=2000 train.lr_decay_steps=[1500,1840] train.checkpoint_every=400"
+variant r2long_s1 "${SETS[r2long]} train.seed=1"
 
 MODELS=out/real2_variants
 overrides() {  # NAME -> "--set k=v ..." with its own name and model_dir
