@@ -124,7 +124,7 @@ class NodeConfig:
     score_threshold: float = _param(0.3, "detections below are ignored", range=(0.0, 1.0), live=True)
     mask_threshold: float = _param(0.5, "probability threshold of the pasted mask", range=(0.0, 1.0), live=True)
     flip_average: bool = _param(
-        False, "also segment the mirrored image and average the masks: better masks, ~2x the model time", live=True
+        False, "also segment the mirrored image and average the masks: better masks, 1.6-2x the model time", live=True
     )
     max_objects: int = _param(
         100, "at most this many objects per image", range=(1, MAX_OBJECTS_LIMIT), note="mono16 label image", live=True

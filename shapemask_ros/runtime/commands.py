@@ -119,7 +119,7 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--flip-average",
         action="store_true",
-        help="also segment the mirrored image and average the masks: better masks, ~2x the model time",
+        help="also segment the mirrored image and average the masks: better masks, 1.6-2x the model time",
     )
 
 
