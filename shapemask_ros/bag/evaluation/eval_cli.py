@@ -89,7 +89,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         default=None,
-        help=f"also segment each mirrored frame and average the masks (1.6-2x the model time; default {d.flip_average})",
+        help=f"also segment each mirrored frame and average the masks (1.6-2x model time; default {d.flip_average})",
     )
     parser.add_argument("--max-objects", type=int, default=None, help=f"default {d.max_objects}")
     parser.add_argument("--sync-slop-s", type=float, default=None, help=f"default {d.sync_slop_s}")
