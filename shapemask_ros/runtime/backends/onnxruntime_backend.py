@@ -138,8 +138,11 @@ class OnnxRuntimeBackend:
                 "model.json does not belong to these graphs: copy the bundle again or re-export it"
             )
 
-    def _run(self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...]) -> dict[str, np.ndarray]:
-        session = self._session(signature)
+    def _run(
+        self, signature: str, feeds: dict[str, np.ndarray], required: tuple[str, ...], session: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Run `signature` on its session (or on `session`, another one of the same graph)."""
+        session = session if session is not None else self._session(signature)
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds)
         return check_outputs(dict(zip(names, values, strict=True)), required, signature, self.name)
@@ -172,13 +175,9 @@ class OnnxRuntimeBackend:
                 session = self._create("segment_boxes", intra_op_num_threads=1)
                 self._pair = (session, ThreadPoolExecutor(1, thread_name_prefix="ort-pair"))
         session, worker = self._pair
-        names = [o.name for o in session.get_outputs()]
 
         def run(feeds: SegmentFeeds) -> dict[str, np.ndarray]:
-            values = session.run(names, self._segment_feeds(*feeds))
-            return check_outputs(
-                dict(zip(names, values, strict=True)), SEGMENT_BOXES_OUTPUTS, "segment_boxes", self.name
-            )
+            return self._run("segment_boxes", self._segment_feeds(*feeds), SEGMENT_BOXES_OUTPUTS, session)
 
         later = worker.submit(run, second)  # ONNX Runtime releases the GIL while it runs
         return run(first), later.result()
