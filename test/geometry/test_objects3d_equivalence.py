@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import pytest
 from geometry import objects3d_reference as reference
+from geometry.tote_frames import tote_pan_frames
 
 from shapemask_ros.bench.frame3d_bench import StandinPredictor, scene
 from shapemask_ros.config.node_config import GeometryConfig
@@ -139,25 +140,7 @@ def test_scale_registration_full_masks_and_bad_masks_identical():
 def test_demo_tote_scene_identical():
     """The demo's real scene: ARC 2017 tote depth and masks, real distortion, a 512x384 crop panning over
     the 640x480 scene (K's principal point moves every frame, as in `make demo`)."""
-    from shapemask_ros.bag.scenes.tote_bag import crop_offsets, load_tote_scene
-
-    s = load_tote_scene()
-    w, h = 512, 384
-    for ox, oy in crop_offsets(6, w, h, 640, 480):
-        k = s.k.copy()
-        k[0, 2] -= ox
-        k[1, 2] -= oy
-        intr = CameraIntrinsics.from_matrix(k, w, h, s.d)
-        depth = np.ascontiguousarray(s.depth_m[oy : oy + h, ox : ox + w])
-        masks, regions = [], []
-        for full in s.masks[:, oy : oy + h, ox : ox + w]:
-            ys, xs = np.nonzero(full)
-            if len(xs) < 100:
-                continue
-            x0, y0 = max(int(xs.min()) - 6, 0), max(int(ys.min()) - 6, 0)
-            x1, y1 = min(int(xs.max()) + 7, w), min(int(ys.max()) + 7, h)
-            masks.append(full[y0:y1, x0:x1].astype(np.uint8))
-            regions.append((x0, y0, x1 - x0, y1 - y0))
-        got, want = both(depth, intr, masks, np.asarray(regions), return_points=True)
+    for intr, depth, masks, regions in tote_pan_frames(6, margin=6):
+        got, want = both(depth, intr, masks, regions, return_points=True)
         assert want.counts.get("ok", 0) >= 5
         assert_identical(got, want)

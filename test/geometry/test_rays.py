@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from geometry import objects3d_reference as reference
+from geometry.tote_frames import tote_pan_frames
 
 from shapemask_ros.geometry import rays
 from shapemask_ros.geometry.depth import CameraIntrinsics
@@ -71,27 +72,10 @@ def test_objects3d_on_a_panning_camera_with_a_warm_cache_match_the_reference():
     """The demo's case end to end: the ARC tote scene through a panning 512x384 crop, the ray cache warm
     from earlier frames (never cleared): every output equals the frozen full-frame implementation to
     float rounding, and the cloud to float32 rounding."""
-    from shapemask_ros.bag.scenes.tote_bag import crop_offsets, load_tote_scene
-
     rays.clear_ray_caches()
-    s = load_tote_scene()
-    w, h = 512, 384
-    for ox, oy in crop_offsets(5, w, h, 640, 480):
-        k = s.k.copy()
-        k[0, 2] -= ox
-        k[1, 2] -= oy
-        intr = CameraIntrinsics.from_matrix(k, w, h, s.d)
-        depth = np.ascontiguousarray(s.depth_m[oy : oy + h, ox : ox + w])
-        masks, regions = [], []
-        for full in s.masks[:, oy : oy + h, ox : ox + w]:
-            ys, xs = np.nonzero(full)
-            if len(xs) < 100:
-                continue
-            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-            masks.append(full[y0:y1, x0:x1].astype(np.uint8))
-            regions.append((x0, y0, x1 - x0, y1 - y0))
-        got = compute_objects3d(depth, intr, masks, np.asarray(regions), return_points=True)
-        want = reference.compute_objects3d(depth, intr, masks, np.asarray(regions), return_points=True)
+    for intr, depth, masks, regions in tote_pan_frames(5, margin=0):
+        got = compute_objects3d(depth, intr, masks, regions, return_points=True)
+        want = reference.compute_objects3d(depth, intr, masks, regions, return_points=True)
         assert got.status == want.status and want.counts.get("ok", 0) >= 5
         np.testing.assert_array_equal(got.num_inliers, want.num_inliers)
         for name in ("centroids", "box_centers", "box_sizes", "median_depth"):
