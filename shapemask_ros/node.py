@@ -52,6 +52,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 
 from shapemask_ros.config.node_config import validate_node_config
+from shapemask_ros.ros_bridge.factory import stamp_to_ns
 from shapemask_ros.ros_bridge.inbox import Inbox
 from shapemask_ros.ros_bridge.log_bridge import forward_logging
 from shapemask_ros.ros_bridge.node_health import (
@@ -227,7 +228,11 @@ class ShapeMaskNode(LifecycleNode):
         self._activated_at = 0.0
         self._inbox = Inbox(1)
         self._wake = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._frames_in_flight = 1  # processing threads (frames_in_flight, when the backend gains from 2)
+        self._in_flight = 0  # frames in processor.run now (under self._lock)
+        self._publish_lock = threading.Lock()  # one result published at a time, in stamp order
+        self._last_published_ns: int | None = None
         self._running = False
         self._detach_logging = forward_logging(self.get_logger())  # core modules' `logging` -> /rosout
         # diagnostic_updater declares `diagnostic_updater.period` (through _on_set_parameters) and owns
@@ -329,7 +334,11 @@ class ShapeMaskNode(LifecycleNode):
             self.get_logger().warning(f"{used} -- not the requested backend")
         else:
             self.get_logger().info(used)
-        self._processor = FrameProcessor(predictor, cfg, factory, clock=self._now, logger=self.get_logger())
+        concurrent = self._concurrent_predictor(cfg, load_predictor) if cfg.frames_in_flight > 1 else None
+        self._frames_in_flight = 2 if concurrent is not None else 1
+        self._processor = FrameProcessor(
+            predictor, cfg, factory, clock=self._now, logger=self.get_logger(), concurrent_predictor=concurrent
+        )
         self._factory, self._cfg = factory, cfg
         self._inbox = Inbox(image_cache_size(cfg))
         self._updater.setHardwareID(self._backend)
@@ -496,21 +505,48 @@ class ShapeMaskNode(LifecycleNode):
             self._stats.count("drop.inbox_overflow")
         self._wake.set()
 
+    def _concurrent_predictor(self, cfg: Any, load: Callable[..., Any]) -> Any:
+        """The model on one-thread ONNX Runtime sessions for a second frame in flight, or None where that
+        does not pay: two one-thread runs side by side beat one two-thread run after another on a CPU
+        (docs/benchmarks.md, "paired mirrored pass"); other backends (a GPU, TensorFlow) would only queue."""
+        import os
+
+        if not self._backend.startswith("onnxruntime:CPU") or (os.cpu_count() or 1) < 2:
+            self.get_logger().info(
+                f"frames_in_flight {cfg.frames_in_flight}: one frame at a time on {self._backend} "
+                f"({os.cpu_count()} cores); a second frame pays only with ONNX Runtime on a multi-core CPU"
+            )
+            return None
+        predictor = load(cfg, intra_op_num_threads=1)
+        self.get_logger().info(
+            "frames_in_flight 2: when a frame arrives while another is in the network, it runs beside it on "
+            "one-thread sessions"
+        )
+        return predictor
+
     def _start_worker(self) -> None:
         self._running = True
         self._wake.clear()
-        self._worker = threading.Thread(target=self._work, name="shapemask_processing", daemon=True)
-        self._worker.start()
+        self._in_flight = 0
+        self._last_published_ns = None
+        self._workers = [
+            threading.Thread(target=self._work, name=f"shapemask_processing_{k}", daemon=True)
+            for k in range(self._frames_in_flight)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def _stop_worker(self) -> None:
         self._running = False
         self._wake.set()
-        worker, self._worker = self._worker, None
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30.0)
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=30.0)
 
     def _work(self) -> None:
-        """Processing thread: wake on input (or every 50 ms, for frames waiting on depth), process."""
+        """Processing thread (one per frame in flight): wake on input (or every 50 ms, for frames waiting on
+        depth), process."""
         while self._running:
             self._wake.wait(0.05)
             self._wake.clear()
@@ -557,19 +593,37 @@ class ShapeMaskNode(LifecycleNode):
                 self._guarded("add_image", processor.add_image, msg, type_name)
             for msg in inbox.detections:
                 self._guarded("add_detections", processor.add_detections, msg)
-            result = self._guarded(
-                "step", processor.step, want_overlay=subscribed("overlay"), want_points=subscribed("points")
+            job = self._guarded(
+                "step", processor.take, want_overlay=subscribed("overlay"), want_points=subscribed("points")
             )
+            if job is None:
+                return
+            concurrent = self._in_flight > 0  # another frame is in the network: run beside it
+            self._in_flight += 1
+        try:
+            result = self._guarded("step", processor.run, job, concurrent=concurrent)  # outside the lock
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        self._wake.set()  # more than one frame may have become ready: look again at once
         if result is None:
             return
-        self._wake.set()  # more than one frame may have become ready: look again at once
-        self._stats.count("processed")
-        self._stats.add_latency(float(getattr(result, "latency_s", 0.0)))
-        for name in OUTPUTS:
-            msg = getattr(result, name, None)
-            pub = self._pubs.get(name)
-            if msg is not None and pub is not None:
-                self._guarded(f"publish_{name}", pub.publish, msg)
+        stamp_ns = stamp_to_ns(job.frame.stamp)
+        with self._publish_lock:
+            # two frames in flight can finish out of order: the older one is not published after the newer
+            if self._last_published_ns is not None and stamp_ns < self._last_published_ns:
+                self._stats.count("drop.finished_late")
+                return
+            self._last_published_ns = stamp_ns
+            self._stats.count("processed")
+            if concurrent:
+                self._stats.count("processed_beside_another")
+            self._stats.add_latency(float(getattr(result, "latency_s", 0.0)))
+            for name in OUTPUTS:
+                msg = getattr(result, name, None)
+                pub = self._pubs.get(name)
+                if msg is not None and pub is not None:
+                    self._guarded(f"publish_{name}", pub.publish, msg)
 
     def _processor_holds_frame(self) -> bool:
         # a frame waiting for its depth image is re-examined on the 50 ms wake-up

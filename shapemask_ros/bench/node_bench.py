@@ -1,13 +1,15 @@
 """Latency and throughput of the real node process (a benchmark, not a test): stamp -> mask over DDS.
 
-    python -m shapemask_ros.bench.node_bench [--rates 10,30] [--frames 300] [--boxes 20] [--soak 10000]
+    python -m shapemask_ros.bench.node_bench [--rates 10,30] [--frames 300] [--boxes 20] [--frames-in-flight 1,2]
+                                             [--soak 10000]
 
 Run inside a ROS environment (e.g. `. ~/.cache/shapemask_ros/ros-jazzy/env.sh` after `make test-ros`, or a
 sourced workspace) with the recommended transport (`FASTRTPS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml`).
 Per input rate: the node as its own process (autostart, 640x480 rgb8 + Detection2DArray, reliable QoS),
 stamp -> masks received p50/p90/max, output rate, drops by reason (from /diagnostics), the node's RSS after
 warm-up and at the end; next to the Predictor's own per-frame time on the same frames and boxes, measured
-in this process in the same run (before the node starts, so the two do not compete for the cores).
+in this process before and after every node run (never while a node runs, so the two do not compete for the
+cores), and the frames/s of two threads calling it at once on one-thread sessions (frames_in_flight 2's way).
 `--soak N` adds a run of N frames at the highest rate for RSS growth. Prints a markdown table; `--out` JSON.
 """
 
@@ -32,12 +34,18 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def predictor_time(model: str, backend: str, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
-    """Median seconds of `Predictor.predict` over `frames` (after a warm-up pass)."""
+def _load(model: str, backend: str, threads: int = 0) -> Any:
+    from shapemask_ros.runtime.backends import BackendOptions
     from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
-    predictor = Predictor.load(resolve_model_path(model), backend=backend)
+    return Predictor.load(
+        resolve_model_path(model), backend=backend, options=BackendOptions(intra_op_num_threads=threads)
+    )
+
+
+def predictor_time(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
+    """Median seconds of `Predictor.predict` over `frames`, one call after another (after a warm-up pass)."""
     for rgb, boxes in frames:
         predictor.predict(rgb, np.asarray(boxes, np.float32))
     times = []
@@ -49,10 +57,32 @@ def predictor_time(model: str, backend: str, frames: list[tuple[np.ndarray, list
     return float(np.median(times))
 
 
-def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list, n: int) -> dict[str, Any]:
+def two_caller_fps(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
+    """Frames/s of two threads calling `predictor` at once (what frames_in_flight 2 does above capacity)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def calls(offset: int) -> None:
+        for k in range(offset, rounds, 2):
+            rgb, boxes = frames[k % len(frames)]
+            predictor.predict(rgb, np.asarray(boxes, np.float32))
+
+    calls(0)  # warm-up
+    with ThreadPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(calls, (0, 1)))
+        return rounds / (time.perf_counter() - t0)
+
+
+def run_rate(
+    driver: Driver, args: argparse.Namespace, rate: float, frames: list, n: int, in_flight: int = 2
+) -> dict[str, Any]:
     """One node process, `n` frames at `rate` Hz: latency percentiles, output rate, drops, RSS."""
     h, w = args.height, args.width
-    params = {"backend": args.backend, **({"model_path": args.model} if args.model else {})}
+    params = {
+        "backend": args.backend,
+        "frames_in_flight": in_flight,
+        **({"model_path": args.model} if args.model else {}),
+    }
     node = driver.start_node(params, autostart=True)
     try:
         warm = send_frames(
@@ -73,6 +103,7 @@ def run_rate(driver: Driver, args: argparse.Namespace, rate: float, frames: list
     span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
     return {
         "rate_hz": rate,
+        "frames_in_flight": in_flight,
         "frames_sent": n,
         "frames_back": run.received,
         "warmup_back": warm.received,
@@ -95,29 +126,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--model", default="", help='model bundle ("" = the node\'s default, models/real_lite0)')
     p.add_argument("--camera-qos", default="reliable", choices=("reliable", "best_effort"), help="the camera's QoS")
+    p.add_argument("--frames-in-flight", default="2", help="node frames_in_flight values to run at each rate, e.g. 1,2")
     p.add_argument("--soak", type=int, default=0, help="frames of an extra run at the highest rate (RSS growth)")
     p.add_argument("--out", default="", help="write the result as JSON")
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    in_flight = [int(v) for v in args.frames_in_flight.split(",") if v.strip()]
     frames = [
         (synthetic_rgb(args.height, args.width, i), default_boxes(args.height, args.width, args.boxes))
         for i in range(8)
     ]
-    pred_before = predictor_time(args.model, args.backend, frames, rounds=40)
+    # The Predictor alone is measured before and after every node run (no node running then): a host's speed
+    # drifts by up to 1.35x within minutes, so each run is compared with the predictor around it.
+    sequential, single = _load(args.model, args.backend), _load(args.model, args.backend, threads=1)
+    pred = [predictor_time(sequential, frames, rounds=30)]
+    two = [two_caller_fps(single, frames, rounds=30)]
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     driver = Driver()
+    runs = []
     try:
-        runs = [run_rate(driver, args, rate, frames, args.frames) for rate in rates]
-        soak = run_rate(driver, args, max(rates), frames, args.soak) if args.soak else None
+        for rate in rates:
+            for k in in_flight:
+                runs.append(run_rate(driver, args, rate, frames, args.frames, k))
+                pred.append(predictor_time(sequential, frames, rounds=30))
+                two.append(two_caller_fps(single, frames, rounds=30))
+                runs[-1]["predictor_ms_around"] = [pred[-2] * 1e3, pred[-1] * 1e3]
+                runs[-1]["two_caller_fps_around"] = [two[-2], two[-1]]
+        soak = run_rate(driver, args, max(rates), frames, args.soak, max(in_flight)) if args.soak else None
     finally:
         driver.close()
-    # measured before and after the node runs (no node running either time): a host's speed drifts
-    pred_after = predictor_time(args.model, args.backend, frames, rounds=40)
-    pred_s = (pred_before + pred_after) / 2
+    pred_s = float(np.mean(pred))
     result = {
-        "predictor_ms_before_after": [pred_before * 1e3, pred_after * 1e3],
+        "predictor_ms_each": [t * 1e3 for t in pred],
         "predictor_ms": pred_s * 1e3,
         "predictor_max_fps": 1.0 / pred_s,
+        "two_caller_fps_each": two,
         "runs": runs,
         "soak": soak,
         "size": [args.width, args.height],
@@ -128,19 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     transport = result["transport_profile"] if result["transport_profile"] != "default" else "Fast DDS defaults"
     print(
-        f"Predictor alone: {pred_s * 1e3:.1f} ms/frame ({1 / pred_s:.1f} frames/s), {args.boxes} boxes, "
-        f"{args.width}x{args.height}, {args.backend}; camera QoS {args.camera_qos}, transport {transport}"
+        f"Predictor alone: {pred_s * 1e3:.1f} ms/frame ({1 / pred_s:.1f} frames/s; each: "
+        f"{', '.join(f'{t * 1e3:.1f}' for t in pred)} ms), two callers on one-thread sessions "
+        f"{np.mean(two):.1f} frames/s; {args.boxes} boxes, {args.width}x{args.height}, {args.backend}; "
+        f"camera QoS {args.camera_qos}, transport {transport}"
     )
-    print("| input Hz | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
-          "out / min(in, predictor max) | RSS MB start -> end | node counters |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| input Hz | in flight | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
+          "out / min(in, predictor max) | out / two callers | RSS MB start -> end | node counters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs + ([soak] if soak else []):
+        around = r.get("predictor_ms_around", [pred_s * 1e3] * 2)
+        ref_ms = float(np.mean(around))
+        two_fps = float(np.mean(r.get("two_caller_fps_around", two)))
         lat = {k: r["latency_ms"].get(k, float("nan")) for k in ("p50", "p90", "max")}
-        cap = min(r["rate_hz"], 1.0 / pred_s)
+        cap = min(r["rate_hz"], 1e3 / ref_ms)
         print(
-            f"| {r['rate_hz']:g} | {r['frames_back']} / {r['frames_sent']} | "
-            f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / (pred_s * 1e3):.2f}x | "
+            f"| {r['rate_hz']:g} | {r['frames_in_flight']} | {r['frames_back']} / {r['frames_sent']} | "
+            f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / ref_ms:.2f}x | "
             f"{r['output_fps']:.1f} | {r['output_fps'] / cap:.2f} | "
+            f"{r['output_fps'] / min(r['rate_hz'], two_fps):.2f} | "
             f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | {r['node_counters']} |"
         )
     if args.out:

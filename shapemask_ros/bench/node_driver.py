@@ -285,6 +285,7 @@ class FrameRun:
 
     def __init__(self, sent: dict[int, float], masks: list[tuple[float, Any]]) -> None:
         self.sent = sent  # stamp ns -> monotonic send time
+        self.order = [stamp_ns(m.header.stamp) for _, m in masks]  # stamps in the order the masks arrived
         self.by_stamp = {stamp_ns(m.header.stamp): (t, m) for t, m in masks}
         self.received = len(set(self.by_stamp) & set(sent))
         self.latencies = sorted(t - sent[s] for s, (t, _) in self.by_stamp.items() if s in sent)

@@ -108,6 +108,12 @@ class NodeConfig:
     model_path: str = _param("", 'model bundle directory; "" = the shipped default model (models/real_lite0)')
     backend: str = _param("auto", "auto | tensorrt | onnxruntime | tensorflow", choices=BACKENDS)
     engine_cache_dir: str = _param("", 'TensorRT engine cache; "" = $XDG_CACHE_HOME/shapemask_ros/engines')
+    frames_in_flight: int = _param(
+        2,
+        "frames in the network at once: 2 lets a newer frame start while one is still in it (more frames/s when"
+        " the camera outruns the model; ONNX Runtime on a multi-core CPU only, each on one thread), 1 = one",
+        range=(1, 2),
+    )
     image_topic: str = _param(
         "/camera/image_raw", "sensor_msgs/Image, or .../compressed for CompressedImage", nonempty=True
     )

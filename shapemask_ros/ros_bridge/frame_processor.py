@@ -1,10 +1,10 @@
 """The frame processor shared by the rclpy node and bag evaluation: messages in, messages out.
 
 The node only forwards subscription callbacks to `add_image` / `add_detections` / `add_depth` /
-`add_camera_info`, calls `step()` from a timer (or right after adding) and publishes the `FrameResult`;
-bag-eval calls `process()` per frame. So what is tested offline is what runs live. Nothing raises out of
-`add_*`, `step` or `process`: a bad message is counted in `stats.dropped` under its reason, logged
-(throttled per reason), and skipped.
+`add_camera_info`, calls `step()` (or `take()` then `run()`, to have a second frame in the network while one
+is there) and publishes the `FrameResult`; bag-eval calls `process()` per frame. So what is tested offline
+is what runs live. Nothing raises out of `add_*`, `step`, `run` or `process`: a bad message is counted in
+`stats.dropped` under its reason, logged (throttled per reason), and skipped.
 
 3D outputs (docs/geometry.md): with a depth image (and the latest CameraInfo) the frame also gets an
 ObjectGeometryArray and a PointCloud2 of the object points, both with the depth image's header. Depth is
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 import traceback
 from collections import Counter, deque
@@ -187,6 +188,17 @@ class _Frame:
     detections: Any | None
 
 
+@dataclass
+class FrameJob:
+    """A frame taken for processing (`FrameProcessor.take`), with its depth match; `run` it."""
+
+    frame: _Frame
+    depth_msg: Any | None
+    missing_depth: str  # why it has no depth ("" = none expected or found)
+    want_overlay: bool
+    want_points: bool
+
+
 class FrameProcessor:
     """Images + detections (+ depth, CameraInfo) -> InstanceMaskArray (+ label image, refined detections,
     overlay, ObjectGeometryArray, PointCloud2)."""
@@ -198,14 +210,21 @@ class FrameProcessor:
         factory: MessageFactory,
         clock: Callable[[], float] = time.monotonic,
         logger: Any = None,
+        concurrent_predictor: PredictorProtocol | None = None,
     ) -> None:
         """`predictor`: a runtime `Predictor` or any other `PredictorProtocol` (predict, backend, class_names,
         and the settable mask_threshold and flip_average);
-        `logger` needs .warning(str) and .error(str) (a logging.Logger or an rclpy logger)."""
+        `logger` needs .warning(str) and .error(str) (a logging.Logger or an rclpy logger);
+        `concurrent_predictor`: the same model for `run(job, concurrent=True)`, i.e. while another frame is
+        in the network (e.g. one-thread ONNX Runtime sessions, which run side by side without contending)."""
         new, bad = validate_node_config(cfg, {})
         if bad:
             raise ValueError(f"invalid NodeConfig: {bad}")
         self.predictor = predictor
+        self.concurrent_predictor = concurrent_predictor
+        # Guards every piece of state `run` touches (counters, logs, the 3D stage's caches) so two frames can
+        # be run at once; only the predictor call runs outside it.
+        self._state = threading.RLock()
         self.cfg = new
         self.factory = factory
         self.clock = clock
@@ -269,26 +288,31 @@ class FrameProcessor:
         return {}
 
     def _apply_predictor_params(self, cfg: NodeConfig) -> None:
-        """Hand the predictor its own settings."""
-        self.predictor.mask_threshold = cfg.mask_threshold
-        self.predictor.flip_average = cfg.flip_average
+        """Hand the predictor(s) their own settings."""
+        for predictor in (self.predictor, self.concurrent_predictor):
+            if predictor is not None:
+                predictor.mask_threshold = cfg.mask_threshold
+                predictor.flip_average = cfg.flip_average
 
     # -------------------------------------------------------------------------------------- logging
     def _drop(self, reason: str, detail: str, n: int = 1) -> None:
-        self.stats.dropped[reason] += n
-        self._warn(reason, f"dropped ({reason}): {detail}")
+        with self._state:
+            self.stats.dropped[reason] += n
+            self._warn(reason, f"dropped ({reason}): {detail}")
 
     def _drop_3d(self, reason: str, detail: str) -> None:
-        self.stats.dropped_3d[reason] += 1
-        self._warn(f"3d.{reason}", f"no 3D output ({reason}): {detail}", self.stats.dropped_3d[reason])
+        with self._state:
+            self.stats.dropped_3d[reason] += 1
+            self._warn(f"3d.{reason}", f"no 3D output ({reason}): {detail}", self.stats.dropped_3d[reason])
 
     def _warn(self, key: str, text: str, total: int | None = None) -> None:
-        now = self.clock()
-        last = self._last_logged.get(key)
-        if last is None or now - last >= _LOG_EVERY_S:
-            self._last_logged[key] = now
-            count = self.stats.dropped[key] if total is None else total
-            self.log.warning(f"{text} [{key} total {count}]")
+        with self._state:
+            now = self.clock()
+            last = self._last_logged.get(key)
+            if last is None or now - last >= _LOG_EVERY_S:
+                self._last_logged[key] = now
+                count = self.stats.dropped[key] if total is None else total
+                self.log.warning(f"{text} [{key} total {count}]")
 
     # ---------------------------------------------------------------------------------------- input
     def _admit(self, msg: Any, what: str, stale_reason: str = "stale") -> tuple[int, int] | None:
@@ -397,6 +421,13 @@ class FrameProcessor:
 
         want_points: build the PointCloud2 (the node passes "someone subscribes").
         """
+        job = self.take(want_overlay, want_points)
+        return None if job is None else self.run(job)
+
+    def take(self, want_overlay: bool = False, want_points: bool = True) -> FrameJob | None:
+        """The newest ready frame with its depth match, taken out of the queues (`step` without the work);
+        None when nothing is ready or the frame waits for depth. Not thread-safe with the `add_*` calls:
+        the caller serialises them (the node holds one lock around both)."""
         try:
             frame = self._next_frame()
             if frame is None:
@@ -414,18 +445,26 @@ class FrameProcessor:
             self._held = None
             self._waiting_since = None
             self._depth.discard_older(stamp_to_ns(frame.stamp) - self._depth.slop_ns)
-        except Exception as e:  # never let a bug in queueing kill the node's timer
+        except Exception as e:  # never let a bug in queueing kill the node's processing
             self._drop("internal_error", f"step: {e!r}\n{traceback.format_exc(limit=3)}")
             return None
+        return FrameJob(frame, depth_msg, missing, want_overlay, want_points)
+
+    def run(self, job: FrameJob, concurrent: bool = False) -> FrameResult | None:
+        """Process a taken frame (see `step`). Two jobs may run at once from two threads; `concurrent`
+        (another frame is in the network now) runs this one on `concurrent_predictor` when there is one."""
+        predictor = self.concurrent_predictor if concurrent and self.concurrent_predictor is not None else None
+        frame = job.frame
         return self._run(
             frame.image,
             frame.detections,
             frame.image_type,
-            want_overlay,
-            want_points,
-            depth_msg,
+            job.want_overlay,
+            job.want_points,
+            job.depth_msg,
             None,
-            missing,
+            job.missing_depth,
+            predictor,
         )
 
     def process(
@@ -462,6 +501,7 @@ class FrameProcessor:
         depth_msg: Any | None,
         camera_info_msg: Any | None,
         missing_depth: str,
+        predictor: PredictorProtocol | None = None,
     ) -> FrameResult | None:
         t0 = self.clock()
         try:
@@ -476,20 +516,27 @@ class FrameProcessor:
             self._drop("empty_image" if e.reason == "empty" else e.reason, e.detail)
             return None
         try:
-            result = self._segment(rgb, header, detections_msg, want_overlay, t0)
+            parsed, frame_drops = self._parse(rgb, detections_msg)
+            if parsed is not None and not len(parsed):
+                instances = Instances.empty(rgb.shape[:2])  # nothing to segment: no predictor call
+            else:
+                instances = self._predict(rgb, parsed, predictor or self.predictor)  # outside the lock
+            with self._state:
+                result = self._finish(rgb, header, parsed, instances, frame_drops, want_overlay, t0)
         except _PredictorError as e:
             self._drop("predictor_error", str(e))
             return None
         except Exception as e:  # a bug must cost one frame, not the node
             self._drop("internal_error", f"{e!r}\n{traceback.format_exc(limit=3)}")
             return None
-        if depth_msg is not None or missing_depth:
-            self._add_geometry(result, header, depth_msg, camera_info_msg, want_points, missing_depth)
-            result.latency_s = self.clock() - t0
-        self.stats.latency_s.append(result.latency_s)
-        key = stamp_to_ns(stamp)
-        if key != 0:
-            self._last_ns = key if self._last_ns is None else max(self._last_ns, key)
+        with self._state:
+            if depth_msg is not None or missing_depth:
+                self._add_geometry(result, header, depth_msg, camera_info_msg, want_points, missing_depth)
+                result.latency_s = self.clock() - t0
+            self.stats.latency_s.append(result.latency_s)
+            key = stamp_to_ns(stamp)
+            if key != 0:
+                self._last_ns = key if self._last_ns is None else max(self._last_ns, key)
         return result
 
     # ------------------------------------------------------------------------------------------- 3D
@@ -528,31 +575,40 @@ class FrameProcessor:
             assert result.objects is not None
             self.stats.objects_3d.update(result.objects.status)
 
-    def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None) -> Instances:
-        names = list(self.predictor.class_names)
+    def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None, predictor: PredictorProtocol) -> Instances:
         try:
             if parsed is None:
-                return self.predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
+                return predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
             # Detector class strings that are model class names keep their index; others are unknown (-1).
-            index = {n: i for i, n in enumerate(names)}
+            index = {n: i for i, n in enumerate(predictor.class_names)}
             classes = np.asarray([index.get(c, -1) for c in parsed.class_ids], np.int32)
-            return self.predictor.predict(rgb, parsed.boxes, classes, None)
+            return predictor.predict(rgb, parsed.boxes, classes, None)
         except Exception as e:
             raise _PredictorError(f"{type(e).__name__}: {e}") from e
 
-    def _segment(
-        self, rgb: np.ndarray, header: Any, detections_msg: Any | None, want_overlay: bool, t0: float
-    ) -> FrameResult:
-        h, w = rgb.shape[:2]
+    def _parse(self, rgb: np.ndarray, detections_msg: Any | None) -> tuple[ParsedDetections | None, Counter]:
+        """The given detections as arrays (None = self-detection) and what was dropped from them."""
         frame_drops: Counter = Counter()
+        if detections_msg is None:
+            return None, frame_drops
+        parsed = detections_to_arrays(detections_msg, rgb.shape[:2], self.cfg)
+        frame_drops.update(parsed.dropped)
+        return parsed, frame_drops
+
+    def _finish(
+        self,
+        rgb: np.ndarray,
+        header: Any,
+        parsed: ParsedDetections | None,
+        instances: Instances,
+        frame_drops: Counter,
+        want_overlay: bool,
+        t0: float,
+    ) -> FrameResult:
+        """The predictor's instances -> messages and counters (under the state lock)."""
+        h, w = rgb.shape[:2]
         names = list(self.predictor.class_names)
-        parsed: ParsedDetections | None = None
-        if detections_msg is not None:
-            parsed = detections_to_arrays(detections_msg, (h, w), self.cfg)
-            frame_drops.update(parsed.dropped)
-            instances = self._predict(rgb, parsed) if len(parsed) else Instances.empty((h, w))
-        else:
-            instances = self._predict(rgb, None)
+        if parsed is None:
             instances = self._filter_self_detections(instances, names, frame_drops)
         if tuple(int(v) for v in instances.image_size) != (h, w):
             raise ValueError(f"predictor returned image_size {instances.image_size}, image is {(h, w)}")
