@@ -4,11 +4,12 @@
 # with the settings below changed; results in docs/results/real_data/round2_*.{md,json}.
 #
 #   r2          train mix with coco_tiny (COCO x5, composites cut from all of it), box jitter 0.025: data alone
+#               (the default until 2026-12-06 22:30)
 #   r2cut       r2 + cut boxes: half the training boxes have each edge moved inward by U(0, 0.15) x side
 #   r2_s1       r2, training seed 1 (the spread; the shipped default is r2)
 #   r2cut_s1    r2cut, training seed 1
 #   r2long      r2 trained twice as long (2,000 steps, the learning-rate drops moved with it; issue 23's
-#               "longer schedules"; one seed: a measured try, not shipped)
+#               "longer schedules"); ckpt-1600, chosen on the selection set, ships as models/real_lite0
 #   r2long_s1   r2long, training seed 1
 #
 # Usage: models/real_round2.sh data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME...
