@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,9 +303,16 @@ def prepare_objects3d() -> str:
         return why
     from shapemask_ros.geometry import objects3d_numba
 
-    took = objects3d_numba.warm_up_kernels()
+    t0 = time.perf_counter()
+    # the 3D stage's inputs: float32 depth (depth_to_array), uint8 masks. Every camera passes arrays of the same
+    # types (rays.KernelTables), so one small frame compiles every specialisation the stage runs
+    intr = CameraIntrinsics.from_matrix(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), 8, 8)
+    depth = np.full((8, 8), 1.0, np.float32)
+    compute_objects3d(
+        depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=True, kernel="numba"
+    )
     cache = "" if objects3d_numba.CACHED else "; no writable numba cache, compiled in this process"
-    return f"{why}, ready in {took:.2f} s{cache}"
+    return f"{why}, ready in {time.perf_counter() - t0:.2f} s{cache}"
 
 
 def _use_numba(kernel: str | None, depth: np.ndarray) -> bool:
@@ -375,14 +383,18 @@ def compute_objects3d(
     if _use_numba(kernel, depth):
         from shapemask_ros.geometry import objects3d_numba
 
-        def bad_mask(i: int, e: Exception) -> None:
-            log.warning("object %d: %s", i, e)
+        def bad_mask(i: int, why: str) -> None:
+            log.warning("object %d: %s", i, GeometryError("bad_mask", why))
             out.status[i] = STATUS_BAD_MASK
 
         frame = objects3d_numba.fill_objects(
             out, depth, mask_list, region_list, align, rays, cfg, return_points, bad_mask
         )
         objects3d_numba.finish_boxes(out, frame)
+        names = {objects3d_numba.OK: STATUS_OK, objects3d_numba.TOO_FEW_POINTS: STATUS_TOO_FEW_POINTS}
+        names[objects3d_numba.NO_DEPTH] = STATUS_NO_DEPTH
+        for i in np.flatnonzero(frame.status).tolist():
+            out.status[i] = names[int(frame.status[i])]
     else:
         _numpy_pass(out, depth, mask_list, region_list, align, rays, cfg, return_points)
         out.box_quaternions = rotation_to_quaternion(out.box_rotations)

@@ -18,16 +18,16 @@ another order (NumPy: pairwise sums and BLAS dot products), so centroids, covari
 them (axes, quaternions, box centres and sizes) agree to rounding; test/geometry/test_objects3d_compiled.py
 says how closely and why.
 
-Import this module only through objects3d.py's kernel selection: it needs numba.
+Import this module only through objects3d.py's kernel selection: it needs numba. It does not import objects3d
+(objects3d imports it): it fills any object with Objects3D's arrays (`ObjectArrays`) and returns status codes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numba
 import numpy as np
@@ -35,7 +35,6 @@ import numpy as np
 if TYPE_CHECKING:
     from shapemask_ros.config.node_config import GeometryConfig
     from shapemask_ros.geometry.depth import Alignment
-    from shapemask_ros.geometry.objects3d import Objects3D
     from shapemask_ros.geometry.rays import RayCache
 
 log = logging.getLogger(__name__)
@@ -459,10 +458,33 @@ class _Workspace(threading.local):
 _WORK = _Workspace()
 
 
-class CompiledFrame(NamedTuple):
-    """What `fill_objects` leaves for the caller: which objects have points, their covariances, and the
-    points `finish_extents` reads once the box axes are known."""
+# fill_objects' status codes (objects3d maps them to its status names; 0 = leave the row's status as it is)
+OK, TOO_FEW_POINTS, NO_DEPTH = 1, 2, 3
 
+
+class ObjectArrays(Protocol):
+    """The arrays of objects3d.Objects3D that the kernels fill, row i = object i."""
+
+    centroids: np.ndarray
+    box_centers: np.ndarray
+    box_rotations: np.ndarray
+    box_quaternions: np.ndarray
+    box_sizes: np.ndarray
+    median_depth: np.ndarray
+    num_mask_pixels: np.ndarray
+    num_valid_points: np.ndarray
+    num_inliers: np.ndarray
+    valid_fraction: np.ndarray
+    points: list[np.ndarray] | None
+    cloud: np.ndarray | None
+    cloud_records: np.ndarray | None
+
+
+class CompiledFrame(NamedTuple):
+    """What `fill_objects` leaves for the caller: status codes, which objects have points, their covariances,
+    and the points `finish_boxes` reads once the box axes are known."""
+
+    status: np.ndarray  # [N] int8: OK, TOO_FEW_POINTS, NO_DEPTH or 0 (empty or bad mask: unchanged)
     done: np.ndarray  # [N] bool: objects with valid depth (their box axes are computed)
     cov: np.ndarray  # [N, 3, 3]
     pts: np.ndarray  # [3, M] float64, object i's points in columns pstart[i]:pstart[i + 1]
@@ -470,7 +492,7 @@ class CompiledFrame(NamedTuple):
 
 
 def fill_objects(
-    out: Objects3D,
+    out: ObjectArrays,
     depth: np.ndarray,
     mask_list: Sequence[np.ndarray] | np.ndarray,
     region_list: list[list[int]],
@@ -478,14 +500,11 @@ def fill_objects(
     rays: RayCache,
     cfg: GeometryConfig,
     return_points: bool,
-    bad_mask: Callable[[int, Exception], None],
+    bad_mask: Callable[[int, str], None],
 ) -> CompiledFrame:
-    """Fill `out` (objects3d._empty(N)) except the box axes, centres and sizes: counts, statuses, medians,
-    centroids, and with return_points the cloud, its PointCloud2 records and the per-object views.
-    `bad_mask(i, error)` reports a mask that disagrees with its region (its row keeps status bad_mask)."""
-    from shapemask_ros.geometry.depth import GeometryError
-    from shapemask_ros.geometry.objects3d import STATUS_NO_DEPTH, STATUS_OK, STATUS_TOO_FEW_POINTS
-
+    """Fill `out` (objects3d._empty(N)) except the box axes, centres and sizes: counts, medians, centroids,
+    and with return_points the cloud, its PointCloud2 records and the per-object views; the statuses are
+    returned as codes. `bad_mask(i, why)` reports a mask that disagrees with its region (nothing computed)."""
     n = len(region_list)
     todo = np.zeros(n, np.bool_)
     mstart, mwidth = [0] * n, [0] * n
@@ -499,7 +518,7 @@ def fill_objects(
         mask = np.asarray(mask_list[i])
         x, y, w, h = region_list[i]
         if mask.shape != (h, w):
-            bad_mask(i, GeometryError("bad_mask", f"mask shape {mask.shape} does not match region {w}x{h}"))
+            bad_mask(i, f"mask shape {mask.shape} does not match region {w}x{h}")
             bounds.append((0, 0, 0, 0, 0, 0))
             continue
         todo[i] = True
@@ -570,40 +589,19 @@ def fill_objects(
         tables.x, tables.y, tables.row0, tables.col0, return_points, pts, cloud, cloud[:, 3].view(np.uint32),
         pstart, out.centroids, cov, out.num_inliers, out.valid_fraction, status,
     )  # fmt: skip
-    names = ("", STATUS_OK, STATUS_TOO_FEW_POINTS, STATUS_NO_DEPTH)  # _points' status codes
-    for i, code in enumerate(status.tolist()):
-        if code:
-            out.status[i] = names[code]
     if return_points:
         records = cloud[: int(pstart[n])]
         out.cloud = records[:, :3]
         bounds_p = pstart.tolist()
         out.points = [out.cloud[a:b] for a, b in zip(bounds_p[:-1], bounds_p[1:], strict=True)]
         out.cloud_records = records if bad == 0 else None
-    return CompiledFrame(out.num_valid_points > 0, cov, pts, pstart)
+    return CompiledFrame(status, out.num_valid_points > 0, cov, pts, pstart)
 
 
-def finish_boxes(out: Objects3D, frame: CompiledFrame) -> None:
+def finish_boxes(out: ObjectArrays, frame: CompiledFrame) -> None:
     """Box axes (one batched eigh of the covariances, as the NumPy path), centres, sizes and quaternions."""
     rows = np.flatnonzero(frame.done)
     if rows.size:
         _, vecs = np.linalg.eigh(frame.cov[rows])
         _finish(vecs, rows, out.centroids, frame.pts, frame.pstart, out.box_rotations, out.box_quaternions,
                 out.box_centers, out.box_sizes)  # fmt: skip
-
-
-def warm_up_kernels() -> float:
-    """Compile (or load from numba's cache) the kernels for the 3D stage's inputs: float32 depth, uint8 masks.
-    Returns the seconds it took."""
-    from shapemask_ros.config.node_config import GeometryConfig
-    from shapemask_ros.geometry.depth import CameraIntrinsics
-    from shapemask_ros.geometry.objects3d import compute_objects3d
-
-    t0 = time.perf_counter()
-    depth = np.full((8, 8), 1.0, np.float32)
-    masks = [np.ones((4, 4), np.uint8)]
-    regions = np.array([[2, 2, 4, 4]])
-    # every camera kind passes arrays of the same types (rays.KernelTables): one specialisation serves all
-    intr = CameraIntrinsics.from_matrix(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), 8, 8)
-    compute_objects3d(depth, intr, masks, regions, config=GeometryConfig(), return_points=True, kernel="numba")
-    return time.perf_counter() - t0
