@@ -62,30 +62,33 @@ def _jit(fn: Callable[..., Any]) -> Any:
 @_jit
 def _kth_smallest(a: np.ndarray, n: int, k: int) -> Any:
     """The k-th smallest of a[:n] (0-based), reordering a[:n] in place so that a[:k] holds the k smallest.
-    Quickselect with a three-way partition (< | == | > pivot): depths in millimetres repeat a lot, and a
-    two-way partition degrades towards n^2 on repeated values (measured: 50 us instead of 5 per object)."""
+
+    Quickselect (median-of-three pivot) with branch-free partitions: one moves the values below the pivot to
+    the front, a second the values equal to it, so repeated values (depths in millimetres) cannot make it
+    quadratic. Data-dependent branches cost 3x the time on real frames (measured: 0.34 vs 0.12 ms for 20
+    objects' median and MAD)."""
     lo, hi = 0, n - 1
     while lo < hi:
-        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]  # median of three as the pivot
+        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]
         pivot = max(min(x, y), min(max(x, y), z))
-        lt, i, gt = lo, lo, hi
-        while i <= gt:
-            v = a[i]
-            if v < pivot:
-                a[i], a[lt] = a[lt], v
-                lt += 1
-                i += 1
-            elif v > pivot:
-                a[i], a[gt] = a[gt], v
-                gt -= 1
-            else:
-                i += 1
+        lt = lo
+        for j in range(lo, hi + 1):
+            v = a[j]
+            a[j] = a[lt]
+            a[lt] = v
+            lt += v < pivot
         if k < lt:
             hi = lt - 1
-        elif k > gt:
-            lo = gt + 1
-        else:
+            continue
+        eq = lt
+        for j in range(lt, hi + 1):
+            v = a[j]
+            a[j] = a[eq]
+            a[eq] = v
+            eq += v == pivot
+        if k < eq:
             return pivot
+        lo = eq
     return a[k]
 
 
@@ -107,25 +110,34 @@ def _median(a: np.ndarray, n: int) -> float:
 @_jit
 def _band_stats(zbuf: np.ndarray, start: int, stop: int, scratch: np.ndarray, mad: bool) -> tuple[float, float]:
     """(median, MAD) of an even stride of at most BAND_SAMPLE_POINTS of zbuf[start:stop] (objects3d._depth_band;
-    MAD 0 when not asked). The deviations are taken from the median rounded to zbuf's dtype, as NumPy's
-    `sample - median` with a Python float. Its own function: inlined into the scan loop it slowed that loop
-    down by half (measured)."""
+    MAD 0 when not asked), using scratch [2, BAND_SAMPLE_POINTS]. The deviations are taken from the median
+    rounded to zbuf's dtype, as NumPy's `sample - median` with a Python float. The strided sample is read
+    from zbuf once (cache misses: the object's depths have left L1 by then) and kept in scratch[0]."""
     nv = stop - start
     step = 1 if nv <= BAND_SAMPLE_POINTS else -(-nv // BAND_SAMPLE_POINTS)
+    sample, work = scratch[0], scratch[1]
     ns = 0
     for j in range(start, stop, step):
-        scratch[ns] = zbuf[j]
+        sample[ns] = zbuf[j]
         ns += 1
-    med = _median(scratch, ns)
+    work[:ns] = sample[:ns]
+    med = _median(work, ns)
     if not mad:
         return med, 0.0
-    scratch[0] = med  # rounds to the dtype
-    c = scratch[0]
-    ns = 0
-    for j in range(start, stop, step):
-        scratch[ns] = abs(zbuf[j] - c)
-        ns += 1
-    return med, _median(scratch, ns)
+    work[0] = med  # rounds to the dtype
+    c = work[0]
+    for q in range(ns):
+        work[q] = abs(sample[q] - c)
+    return med, _median(work, ns)
+
+
+@_jit
+def _stats(zbuf: np.ndarray, vstart: np.ndarray, mad: bool, med: np.ndarray, mad_m: np.ndarray) -> None:
+    """The band statistics (median, MAD) of every object with valid depths."""
+    scratch = np.empty((2, BAND_SAMPLE_POINTS), zbuf.dtype)
+    for i in range(vstart.size - 1):
+        if vstart[i + 1] > vstart[i]:
+            med[i], mad_m[i] = _band_stats(zbuf, vstart[i], vstart[i + 1], scratch, mad)
 
 
 @_jit
@@ -145,7 +157,6 @@ def _scan(
     vmin_inclusive: bool,
     vmax: float,
     vmax_inclusive: bool,
-    mad: bool,
     known: np.ndarray,
     known_row0: int,
     known_col0: int,
@@ -156,15 +167,12 @@ def _scan(
     vstart: np.ndarray,
     n_mask: np.ndarray,
     n_valid: np.ndarray,
-    med: np.ndarray,
-    mad_m: np.ndarray,
     miss_r: np.ndarray,
     miss_c: np.ndarray,
 ) -> int:
     """Pass 1 over objects i with todo[i]: mask pixels (n_mask), valid depths in ROI order (zbuf, pix_r,
-    pix_c from vstart[i], n_valid[i] of them), the median (med) and MAD (mad_m) of the band sample. Rays
-    missing from `known` go to miss_r / miss_c; returns how many."""
-    scratch = np.empty(BAND_SAMPLE_POINTS, zbuf.dtype)
+    pix_c from vstart[i], n_valid[i] of them). Rays missing from `known` go to miss_r / miss_c; returns how
+    many."""
     k = 0
     n_miss = 0
     for i in range(todo.size):
@@ -197,8 +205,6 @@ def _scan(
                     n_miss += 1
         n_mask[i] = nm
         n_valid[i] = k - vstart[i]
-        if k > vstart[i]:
-            med[i], mad_m[i] = _band_stats(zbuf, vstart[i], k, scratch, mad)
     vstart[todo.size] = k
     return n_miss
 
@@ -560,10 +566,11 @@ def fill_objects(
     use_band = cfg.mad_k > 0
     n_miss = _scan(
         depth, mbuf, np.array(mstart, np.int64), np.array(mwidth, np.int64), rows_d, rows_m, rstart, cols_d,
-        cols_m, cstart, todo, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0, use_band,
+        cols_m, cstart, todo, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
         tables.known, tables.row0, tables.col0, tables.check_known, zbuf, pix_r, pix_c, vstart,
-        out.num_mask_pixels, out.num_valid_points, out.median_depth, mad_m, miss_r, miss_c,
+        out.num_mask_pixels, out.num_valid_points, miss_r, miss_c,
     )  # fmt: skip
+    _stats(zbuf, vstart, use_band, out.median_depth, mad_m)
     if n_miss:
         rays.fill_missing(tables, miss_r[:n_miss], miss_c[:n_miss])
 
