@@ -1,13 +1,13 @@
 """The 3D stage's per-object work as compiled loops (numba). The NumPy path in objects3d.py makes about 15
 NumPy passes over each object's ROI pixels; this scans them once and then passes once over each object's valid
-depths, for all objects of a frame in three calls:
+depths, for all objects of a frame in four calls:
 
 1. `_scan`: every object's ROI pixels: mask pixels, valid depths (kept in ROI order with their pixel), pixels
-   whose ray the lens table does not know yet (the caller then undistorts them with OpenCV, all at once);
-   the median and MAD of an even stride of at most BAND_SAMPLE_POINTS valid depths (quickselect).
-2. `_points`: the depth band, back-projection, centroid and covariance (one pass, of the points minus the
+   whose ray the lens table does not know yet (the caller then undistorts them with OpenCV, all at once).
+2. `_stats`: the median and MAD of an even stride of at most BAND_SAMPLE_POINTS valid depths (quickselect).
+3. `_points`: the depth band, back-projection, centroid and covariance (one pass, of the points minus the
    object's first point), the PointCloud2 records (x, y, z float32 + object row; no later copy).
-3. `_finish`, after one batched eigh of all covariances (NumPy, as the NumPy path): box axes with the NumPy
+4. `_finish`, after one batched eigh of all covariances (NumPy, as the NumPy path): box axes with the NumPy
    path's signs, extents along them, quaternions.
 
 Element by element it does the NumPy path's arithmetic, so statuses, counts, medians, points and the cloud
