@@ -308,9 +308,10 @@ def prepare_objects3d() -> str:
     # types (rays.KernelTables), so one small frame compiles every specialisation the stage runs
     intr = CameraIntrinsics.from_matrix(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), 8, 8)
     depth = np.full((8, 8), 1.0, np.float32)
-    compute_objects3d(
-        depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=True, kernel="numba"
-    )
+    for points in (True, False):
+        compute_objects3d(
+            depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=points, kernel="numba"
+        )
     cache = "" if objects3d_numba.CACHED else "; no writable numba cache, compiled in this process"
     return f"{why}, ready in {time.perf_counter() - t0:.2f} s{cache}"
 

@@ -236,7 +236,7 @@ def _points(
     want_cloud: bool,
     pts: np.ndarray,
     cloud: np.ndarray,
-    cloud_ids: np.ndarray,
+    cloud_bits: np.ndarray,
     pstart: np.ndarray,
     centroids: np.ndarray,
     cov: np.ndarray,
@@ -247,7 +247,8 @@ def _points(
     """Pass 2: inliers of the depth band (objects3d._depth_band: |z - median| <= max(mad_k * 1.4826 * MAD,
     min_band), in the depth's dtype; lo <= z <= hi in float64 with pre-rounded bounds), back-projected into
     pts [3, M] float64 (x = ray_x * z, y = ray_y * z, as the NumPy path) from pstart[i]; their mean and
-    covariance (in one pass, of the points minus the object's first point); the float32 cloud rows and ids;
+    covariance (in one pass, of the points minus the object's first point); the cloud rows (cloud_bits: the
+    same buffer as uint32, whose column 3 takes the object's row);
     valid_fraction, n_inliers and the status codes (1 ok, 2 too few points, 3 no depth; 0 = leave: empty or
     bad mask). Returns how many cloud points have a non-finite coordinate."""
     p = 0
@@ -303,7 +304,7 @@ def _points(
                 cloud[p, 0] = fx
                 cloud[p, 1] = fy
                 cloud[p, 2] = v  # z is the depth itself
-                cloud_ids[p] = i
+                cloud_bits[p, 3] = i
                 if not np.isfinite(fx + fy):  # z is finite (a valid depth); a sum flags inf or NaN in either
                     bad += 1
             p += 1
@@ -593,7 +594,7 @@ def fill_objects(
     bad = _points(
         zbuf, pix_r, pix_c, vstart, todo, out.num_mask_pixels, out.median_depth, mad_m, use_band, cfg.mad_k,
         cfg.min_band_m, lo, hi, use_percentile, cfg.min_points, tables.separable, tables.cols_x, tables.rows_y,
-        tables.x, tables.y, tables.row0, tables.col0, return_points, pts, cloud, cloud[:, 3].view(np.uint32),
+        tables.x, tables.y, tables.row0, tables.col0, return_points, pts, cloud, cloud.view(np.uint32),
         pstart, out.centroids, cov, out.num_inliers, out.valid_fraction, status,
     )  # fmt: skip
     if return_points:

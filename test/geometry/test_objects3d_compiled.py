@@ -273,27 +273,37 @@ def test_no_writable_cache_compiles_quietly():
     assert "Warning" not in r.stderr, r.stderr[-2000:]
 
 
-def test_warm_up_compiles_what_the_3d_stage_runs(monkeypatch):
-    """After prepare_objects3d (the node's configure, bag-eval's warm-up) a frame as the processor gives it
-    (float32 depth from depth_to_array, uint8 masks; pinhole, lens table and skewed cameras, with and without
-    points) compiles nothing more: the first frame carries no JIT time."""
-    from shapemask_ros.bench.frame3d_bench import StandinPredictor, messages, scene
-    from shapemask_ros.geometry.depth import CameraIntrinsics
-    from shapemask_ros.ros_bridge.image_codec import depth_to_array
-
-    monkeypatch.setattr(objects3d, "_kernel_choice", None)
-    monkeypatch.setenv(objects3d.KERNEL_ENV, "numba")
-    assert "compiled kernel" in objects3d.prepare_objects3d()
-    kernels = [objects3d_numba._scan, objects3d_numba._points, objects3d_numba._finish, objects3d_numba._index_ranges]
-    before = [len(k.signatures) for k in kernels]
-    rgb, depth_mm, boxes = scene(6, seed=1)
-    inst = StandinPredictor().predict(rgb, boxes, None)
-    depth = depth_to_array(messages(FACTORY, rgb, depth_mm, boxes)[2])
-    k = [[610.0, 0.5, 319.5], [0, 610.0, 239.5], [0, 0, 1]]
-    for intr in (CAMERAS["pinhole"], CAMERAS["plumb_bob"], CameraIntrinsics.from_matrix(k, 640, 480)):
-        for points in (True, False):
-            objects3d.objects3d_from_instances(depth, intr, inst, return_points=points)
-    assert [len(k.signatures) for k in kernels] == before
+def test_warm_up_compiles_what_the_3d_stage_runs():
+    """After prepare_objects3d (the node's configure, bag-eval's warm-up), frames as the processor gives them
+    (float32 depth from depth_to_array, uint8 masks; pinhole, lens-table and skewed cameras; with and without
+    points; an object without depth) compile nothing more: the first frame carries no JIT time. In a new
+    process: this one has compiled whatever the other tests asked for."""
+    code = (
+        "import numba\n"
+        "from shapemask_ros.geometry import objects3d as o\n"
+        "print(o.prepare_objects3d())\n"
+        "from shapemask_ros.geometry import objects3d_numba as k\n"
+        "kernels = {n: getattr(k, n) for n in dir(k) if isinstance(getattr(k, n), numba.core.registry.CPUDispatcher)}\n"
+        "before = {n: len(d.signatures) for n, d in kernels.items()}\n"
+        "from shapemask_ros.bench.frame3d_bench import StandinPredictor, messages, scene\n"
+        "from shapemask_ros.geometry.depth import CameraIntrinsics\n"
+        "from shapemask_ros.ros_bridge.image_codec import depth_to_array\n"
+        "from geometry.test_objects3d_equivalence import CAMERAS, FACTORY\n"
+        "rgb, depth_mm, boxes = scene(6, seed=1)\n"
+        "depth_mm[: 240, :] = 0\n"  # objects in the top half have no depth
+        "inst = StandinPredictor().predict(rgb, boxes, None)\n"
+        "depth = depth_to_array(messages(FACTORY, rgb, depth_mm, boxes)[2])\n"
+        "skew = CameraIntrinsics.from_matrix([[610.0, 0.5, 319.5], [0, 610.0, 239.5], [0, 0, 1]], 640, 480)\n"
+        "for intr in (CAMERAS['pinhole'], CAMERAS['plumb_bob'], skew):\n"
+        "    for points in (True, False):\n"
+        "        o.objects3d_from_instances(depth, intr, inst, return_points=points)\n"
+        "new = {n: len(d.signatures) - before[n] for n, d in kernels.items() if len(d.signatures) > before[n]}\n"
+        "print('compiled after the warm-up:', new)\n"
+    )
+    r = _run(code, SHAPEMASK_GEOMETRY_KERNEL="numba")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "compiled kernel" in r.stdout
+    assert "compiled after the warm-up: {}" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize(
