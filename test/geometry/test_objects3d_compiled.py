@@ -331,3 +331,12 @@ def test_thresholds_are_compared_in_the_depths_dtype(config):
 def test_constants_repeated_from_objects3d():
     assert objects3d_numba.BAND_SAMPLE_POINTS == objects3d.BAND_SAMPLE_POINTS
     assert objects3d_numba.MAD_TO_SIGMA == objects3d.MAD_TO_SIGMA
+
+
+def test_objects3d_ab_bench_runs_both_kernels(capsys):
+    from shapemask_ros.bench import objects3d_ab
+
+    objects3d_ab.main(["--repeats", "1", "--objects", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("compiled / NumPy" in line for line in lines)
+    assert objects3d.geometry_kernel()[0] == "numba"  # the process default is restored ("auto")
