@@ -14,6 +14,8 @@ RUNTIME = [
     "rosbags>=0.11",
     "mcap>=1.2",  # reading MCAP files cut by a killed recorder (bag/recording/recover.py)
     "onnxruntime>=1.20",
+    # the 3D stage's compiled kernel; not imported when missing (the NumPy path runs, geometry/objects3d.py)
+    "numba>=0.59",
     "filelock>=3.13",
     "tqdm>=4.66",
     "pycocotools>=2.0.8",

@@ -47,6 +47,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--objects", type=int, default=d.num_objects, help="number of moving objects")
     parser.add_argument("--overlays", type=int, default=8, help="overlay PNGs of the first N frames")
+    parser.add_argument(
+        "--points",
+        action="store_true",
+        help="also write the objects' PointCloud2 into the output bag (bag-eval --points)",
+    )
 
 
 def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> int:
@@ -86,6 +91,7 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
             out=str(out / "bag_eval"),
             overwrite=True,
             overlays=args.overlays,
+            points=args.points,
         )
         from shapemask_ros.utils.threads import limit_blas_threads
 

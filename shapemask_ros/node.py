@@ -339,6 +339,10 @@ class ShapeMaskNode(LifecycleNode):
         self._processor = FrameProcessor(
             predictor, cfg, factory, clock=self._now, logger=self.get_logger(), concurrent_predictor=concurrent
         )
+        if uses_depth(cfg):  # compile the 3D kernel now, not in the first frame with depth
+            from shapemask_ros.geometry.objects3d import prepare_objects3d
+
+            self.get_logger().info(prepare_objects3d())
         self._factory, self._cfg = factory, cfg
         self._inbox = Inbox(image_cache_size(cfg))
         self._updater.setHardwareID(self._backend)

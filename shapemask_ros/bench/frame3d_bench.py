@@ -2,7 +2,7 @@
 a depth image (budget: <= 10 % of the per-frame time).
 
     python -m shapemask_ros.bench.frame3d_bench [--predictor standin|keras-r50|bundle] [--model DIR]
-        [--objects 20] [--repeats 20] [--no-points] [--distortion] [--pan]
+        [--objects 20] [--repeats 20] [--no-points] [--distortion] [--pan] [--kernel auto|numba|numpy]
 
 Predictors:
 - standin (default): masks are the ellipses inscribed in the boxes, so the frame time is only the
@@ -14,6 +14,10 @@ Predictors:
 Camera: pinhole by default; --distortion gives it the plumb_bob coefficients of the demo's ARC tote camera
 (rays undistorted with cv2); --pan shifts the principal point by one pixel every frame, as the demo's
 panning crop does, so no ray computed for an earlier frame can be reused (the worst case for the cache).
+
+--kernel picks the 3D stage's implementation (geometry/objects3d.py; default: SHAPEMASK_GEOMETRY_KERNEL or
+auto = the compiled numba kernel when numba imports); it is compiled before the timed frames, as the node does
+at configure.
 
 Each repeat runs the frame without depth and then with depth + CameraInfo (ObjectGeometryArray and, unless
 --no-points, the PointCloud2), so both see the same machine load. Printed: median wall and process CPU time
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config.node_config import NodeConfig
+from shapemask_ros.geometry.objects3d import GEOMETRY_KERNELS, prepare_objects3d, set_geometry_kernel
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
@@ -175,12 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-points", action="store_true", help="leave out the PointCloud2")
     p.add_argument("--distortion", action="store_true", help="plumb_bob distortion of the demo's tote camera")
     p.add_argument("--pan", action="store_true", help="a new principal point every frame (no ray reuse)")
+    p.add_argument("--kernel", choices=GEOMETRY_KERNELS, default=None, help="3D stage implementation")
     add_blas_threads_argument(p)
     args = p.parse_args(argv)
     apply_blas_threads(args)
     if args.predictor == "bundle" and not args.model:
         p.error("--predictor bundle needs --model DIR")
 
+    if args.kernel:
+        set_geometry_kernel(args.kernel, quiet=True)
+    kernel_note = prepare_objects3d()
     factory = RosbagsFactory(get_typestore("humble"))
     proc = FrameProcessor(_predictor(args.predictor, args.model), NodeConfig(depth_topic="/depth"), factory)
     rgb, depth, boxes = scene(args.objects)
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{W}x{H}, {len(first.masks.instances)} objects, predictor {args.predictor} "
         f"({proc.stats.backend}), {n_points} cloud points, repeats {args.repeats}, camera "
-        f"{'plumb_bob' if args.distortion else 'pinhole'}{' panning' if args.pan else ''}"
+        f"{'plumb_bob' if args.distortion else 'pinhole'}{' panning' if args.pan else ''}; {kernel_note}"
     )
     rows: dict[str, list[tuple[float, float]]] = {"frame without depth": [], "frame with depth": []}
     stage: list[float] = []

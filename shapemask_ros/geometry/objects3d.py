@@ -19,6 +19,9 @@ inliers along each axis; the box centre is the midpoint of those ranges (not the
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +36,7 @@ from shapemask_ros.geometry.depth import (
     check_alignment,
     intrinsics_for_depth,
 )
-from shapemask_ros.geometry.rays import ray_cache
+from shapemask_ros.geometry.rays import RayCache, ray_cache
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,9 @@ class Objects3D:
     points: list[np.ndarray] | None = None
     counts: dict[str, int] = field(default_factory=dict)  # status -> number of objects
     cloud: np.ndarray | None = None  # [sum M_i, 3] float32 (a view of rows x, y, z): all points in object order
+    # the same points as PointCloud2 records (x, y, z float32 + the object's row as uint32 in the last column's
+    # bits, 16 bytes a point; `cloud` is a view of it), when the compiled kernel made them and all are finite
+    cloud_records: np.ndarray | None = None  # [sum M_i, 4] float32
 
     def __len__(self) -> int:
         return len(self.status)
@@ -242,6 +248,82 @@ def _crop_on_depth(mask: np.ndarray, region: Sequence[int], align: Alignment) ->
     return np.ix_(rows_d, cols_d), m
 
 
+# Which implementation compute_objects3d runs by default: "auto" = the compiled kernel when numba imports,
+# else NumPy; "numba" = the compiled kernel or an error; "numpy". SHAPEMASK_GEOMETRY_KERNEL overrides "auto".
+GEOMETRY_KERNELS: tuple[str, ...] = ("auto", "numba", "numpy")
+KERNEL_ENV = "SHAPEMASK_GEOMETRY_KERNEL"
+_kernel_lock = threading.Lock()
+_kernel_choice: tuple[str, str] | None = None  # (kernel, why), decided once per process
+
+
+def geometry_kernel() -> tuple[str, str]:
+    """(the process's default kernel, "numba" or "numpy"; a sentence saying which and why), decided and
+    logged on first use from SHAPEMASK_GEOMETRY_KERNEL (default "auto"); see set_geometry_kernel."""
+    choice = _kernel_choice
+    if choice is None:
+        return set_geometry_kernel(os.environ.get(KERNEL_ENV, "").strip().lower() or "auto", only_if_unset=True)
+    return choice
+
+
+def set_geometry_kernel(kernel: str, *, only_if_unset: bool = False, quiet: bool = False) -> tuple[str, str]:
+    """Set the process's default kernel: "auto" (numba when it imports, else NumPy), "numba" (ImportError
+    when numba does not import) or "numpy". Returns (kernel, why) and logs it unless `quiet`."""
+    global _kernel_choice
+    if kernel not in GEOMETRY_KERNELS:
+        raise ValueError(f"geometry kernel must be one of {GEOMETRY_KERNELS} ({KERNEL_ENV}), got {kernel!r}")
+    with _kernel_lock:
+        if only_if_unset and _kernel_choice is not None:
+            return _kernel_choice
+        if kernel == "numpy":
+            choice = ("numpy", "3D stage: NumPy (geometry kernel 'numpy')")
+        else:
+            try:
+                import numba
+
+                from shapemask_ros.geometry import objects3d_numba  # noqa: F401  # compiles lazily
+            except (ImportError, OSError) as e:  # OSError: llvmlite's shared library
+                if kernel == "numba":
+                    raise ImportError(f"geometry kernel 'numba' asked for, but numba does not import: {e}") from e
+                choice = ("numpy", f"3D stage: NumPy (numba not available: {e})")
+            else:
+                choice = ("numba", f"3D stage: compiled kernel (numba {numba.__version__})")
+        _kernel_choice = choice
+    if not quiet:
+        log.info("%s", choice[1])
+    return choice
+
+
+def prepare_objects3d() -> str:
+    """Make the first frame's 3D stage as fast as the next ones: decide the kernel and, for numba, compile
+    it (or load numba's on-disk cache). For the node's configure and bag-eval's warm-up. Returns what to log
+    (the choice and, for numba, how long it took)."""
+    env = os.environ.get(KERNEL_ENV, "").strip().lower() or "auto"
+    kernel, why = set_geometry_kernel(env, only_if_unset=True, quiet=True)
+    if kernel != "numba":
+        return why
+    from shapemask_ros.geometry import objects3d_numba
+
+    t0 = time.perf_counter()
+    # the 3D stage's inputs: float32 depth (depth_to_array), uint8 masks. Every camera passes arrays of the same
+    # types (rays.KernelTables), so one small frame compiles every specialisation the stage runs
+    intr = CameraIntrinsics.from_matrix(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), 8, 8)
+    depth = np.full((8, 8), 1.0, np.float32)
+    for points in (True, False):
+        compute_objects3d(
+            depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=points, kernel="numba"
+        )
+    cache = "" if objects3d_numba.CACHED else "; no writable numba cache, compiled in this process"
+    return f"{why}, ready in {time.perf_counter() - t0:.2f} s{cache}"
+
+
+def _use_numba(kernel: str | None, depth: np.ndarray) -> bool:
+    """Whether this call runs the compiled kernel (it takes float32 and float64 depth only)."""
+    choice = kernel or geometry_kernel()[0]
+    if choice not in ("numba", "numpy"):
+        raise ValueError(f"kernel must be 'numba' or 'numpy', got {kernel!r}")
+    return choice == "numba" and depth.dtype in (np.float32, np.float64)
+
+
 def compute_objects3d(
     depth_m: np.ndarray,
     intrinsics: CameraIntrinsics,
@@ -251,6 +333,7 @@ def compute_objects3d(
     image_shape: tuple[int, int] | None = None,
     config: GeometryConfig | None = None,
     return_points: bool = False,
+    kernel: str | None = None,
 ) -> Objects3D:
     """3D geometry of every mask (one row per mask, none dropped).
 
@@ -259,6 +342,9 @@ def compute_objects3d(
     masks: N cropped {0,1} masks with regions [N, 4] (x, y, w, h) like Instances, or [N, H', W'] full-size
       masks with regions None. Masks live on the colour image of `image_shape` (H', W'; default: the
       depth size or, for full masks, their own size).
+    kernel: "numba" (compiled; float32 / float64 depth, else NumPy) or "numpy"; None = the process default
+      (`geometry_kernel()`). Both give the same masks, counts, statuses, medians and points; the sums behind
+      centroids and boxes differ in order (objects3d_numba's docstring).
     Raises GeometryError for frame-level problems (size_mismatch, bad_registration, bad_depth); per-object
     problems become a status.
     """
@@ -293,12 +379,47 @@ def compute_objects3d(
         out.points = [] if return_points else None
         out.cloud = np.zeros((0, 3), np.float32) if return_points else None
         return out
+    rays = ray_cache(intr)
+    region_list = region_arr.tolist()
+    if _use_numba(kernel, depth):
+        from shapemask_ros.geometry import objects3d_numba
+
+        def bad_mask(i: int, why: str) -> None:
+            log.warning("object %d: %s", i, GeometryError("bad_mask", why))
+            out.status[i] = STATUS_BAD_MASK
+
+        frame = objects3d_numba.fill_objects(
+            out, depth, mask_list, region_list, align, rays, cfg, return_points, bad_mask
+        )
+        objects3d_numba.finish_boxes(out, frame)
+        names = {objects3d_numba.OK: STATUS_OK, objects3d_numba.TOO_FEW_POINTS: STATUS_TOO_FEW_POINTS}
+        names[objects3d_numba.NO_DEPTH] = STATUS_NO_DEPTH
+        for i in np.flatnonzero(frame.status).tolist():
+            out.status[i] = names[int(frame.status[i])]
+    else:
+        _numpy_pass(out, depth, mask_list, region_list, align, rays, cfg, return_points)
+        out.box_quaternions = rotation_to_quaternion(out.box_rotations)
+    for s in out.status:
+        out.counts[s] = out.counts.get(s, 0) + 1
+    return out
+
+
+def _numpy_pass(
+    out: Objects3D,
+    depth: np.ndarray,
+    mask_list: Sequence[np.ndarray] | np.ndarray,
+    region_list: list[list[int]],
+    align: Alignment,
+    rays: RayCache,
+    cfg: GeometryConfig,
+    return_points: bool,
+) -> None:
+    """compute_objects3d without numba: everything but the quaternions and counts."""
     # Pass 1, per object and only on its ROI (no full-frame array is built or copied per frame or per
     # object): valid pixels under the mask, depth band, back-projection with rays undistorted only where
     # needed (RayCache), first two moments. Pass 2, batched: the box axes of all objects in one eigh.
     # Pass 3, per object: extents.
-    rays = ray_cache(intr)
-    region_list = region_arr.tolist()
+    n = len(region_list)
     pts_all: list[np.ndarray | None] = [None] * n
     cov = np.zeros((n, 3, 3))
     for i in range(n):
@@ -337,7 +458,6 @@ def compute_objects3d(
     for i, obj_pts in enumerate(pts_all):
         if obj_pts is not None:
             out.box_centers[i], out.box_sizes[i] = _extents(obj_pts, out.box_rotations[i])
-    out.box_quaternions = rotation_to_quaternion(out.box_rotations)
     if return_points:
         # one float32 cloud of all objects, stored as rows x, y, z (what the PointCloud2 reads; row copies
         # are 10x faster than writing transposed), points[i] are [M_i, 3] views of it
@@ -348,9 +468,6 @@ def compute_objects3d(
                 rows[:, a:b] = obj_pts  # float64 -> float32 on assignment, as astype(np.float32)
         out.cloud = rows.T
         out.points = [out.cloud[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    for s in out.status:
-        out.counts[s] = out.counts.get(s, 0) + 1
-    return out
 
 
 def objects3d_from_instances(

@@ -67,6 +67,28 @@ class _Arrays(NamedTuple):
     col0: int
 
 
+class KernelTables(NamedTuple):
+    """The rays as the compiled 3D kernel reads them (objects3d_numba): two 1-D tables, or a 2-D table whose
+    element [0, 0] is camera pixel (row0, col0), with `known` flags to check when check_known (lens tables).
+    Unused arrays are 1-element placeholders, so one compiled specialisation serves every camera."""
+
+    separable: bool
+    cols_x: np.ndarray  # [W] x / z of each column (separable)
+    rows_y: np.ndarray  # [H] y / z of each row (separable)
+    x: np.ndarray  # [h, w] float64 (not separable)
+    y: np.ndarray
+    known: np.ndarray  # [h, w] bool
+    row0: int
+    col0: int
+    check_known: bool
+    arrays: _Arrays | None  # the lens arrays read (RayCache.fill_missing writes into the same ones)
+
+
+_NO_TABLE = np.zeros((1, 1))
+_NO_VECTOR = np.zeros(1)
+_NO_FLAGS = np.ones((1, 1), bool)
+
+
 class LensRays:
     """Rays of one lens on a grid of lens pixels (pixel minus the principal point's whole part), grown on
     demand to cover every window it is asked through.
@@ -201,6 +223,24 @@ class RayCache:
                     prow, pcol = index[0][r, 0], index[1][0, c]
                 self._fill(a, prow, pcol)
         return a.x[sub][pick], a.y[sub][pick]
+
+    def kernel_tables(self) -> KernelTables:
+        """The tables of this camera for the compiled kernel (covering the whole image)."""
+        if self._separable is not None:
+            cols_x, rows_y = self._separable
+            return KernelTables(True, cols_x, rows_y, _NO_TABLE, _NO_TABLE, _NO_FLAGS, 0, 0, False, None)
+        if self.complete:
+            a = self._lens.arrays
+            return KernelTables(False, _NO_VECTOR, _NO_VECTOR, a.x, a.y, _NO_FLAGS, 0, 0, False, a)
+        a = self._window_arrays()
+        r, c = self.origin[0] + a.row0, self.origin[1] + a.col0
+        return KernelTables(False, _NO_VECTOR, _NO_VECTOR, a.x, a.y, a.known, r, c, True, a)
+
+    def fill_missing(self, tables: KernelTables, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Undistort camera pixels (rows, cols) into the lens arrays of `tables` (a pixel listed twice is
+        computed twice: same value)."""
+        assert tables.arrays is not None and tables.check_known
+        self._fill(tables.arrays, rows, cols)
 
     def _covering(self, rows: tuple[int, int], cols: tuple[int, int]) -> _Arrays:
         r, c = self.origin

@@ -193,9 +193,12 @@ def depth_to_array(msg: Any) -> np.ndarray:
             raise ImageDecodeError("unsupported_encoding", f"depth encoding {encoding!r}; want 16UC1 or 32FC1")
         nbytes, _kind = _DEPTH_ENCODINGS[encoding.strip()]
         raw = _raw_pixels(msg, 1, nbytes, bool(_int_field(msg, "is_bigendian")))[..., 0]
-        depth = raw.astype(np.float32)
         if nbytes == 2:
-            depth = depth / 1000.0
+            # float32(mm) / float32(1000) in one pass; 0 is the only invalid reading of an unsigned integer
+            depth = np.divide(raw, np.float32(1000.0), dtype=np.float32)
+            np.copyto(depth, np.float32(np.nan), where=raw == 0)
+            return depth
+        depth = raw.astype(np.float32)
         depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
         return depth
     except ImageDecodeError:

@@ -14,6 +14,7 @@ the depth camera's optical frame; copy the depth image's header.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,14 @@ def objects_pointcloud(factory: MessageFactory, header: Any, objects: Any, *, id
     """One cloud of all objects' inlier points (objects3d.Objects3D computed with return_points=True)."""
     if objects.points is None:
         raise ValueError("Objects3D has no points: call compute_objects3d(..., return_points=True)")
+    records = getattr(objects, "cloud_records", None)
+    same_ids = records is not None and np.array_equal(objects.instance_index, np.arange(len(objects.instance_index)))
+    if records is not None and same_ids and sys.byteorder == "little":
+        # the compiled 3D kernel wrote the points in this message's layout (finite, id = object row): no copy
+        fields = pointcloud_fields(factory, header, np.zeros((0, 3), np.float32), 0, id_field=id_field)
+        step = fields["point_step"]
+        fields.update(width=len(records), row_step=step * len(records), data=factory.u8(records.view(np.uint8)))
+        return factory.make("sensor_msgs/msg/PointCloud2", **fields)
     pts = [np.asarray(p, np.float32).reshape(-1, 3) for p in objects.points]
     cloud = getattr(objects, "cloud", None)  # compute_objects3d's concatenation of `points`: no copy needed
     if cloud is not None:

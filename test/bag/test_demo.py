@@ -62,15 +62,16 @@ def test_demo_end_to_end_with_a_tiny_bundle(tmp_path, capsys, tiny_bundle):
         "/shapemask/labels",
         "/shapemask/detections",
         "/shapemask/objects3d",
-        "/shapemask/points",
         "/camera/color/image_raw",
     }
+    assert "/shapemask/points" not in report["output"]["topics"]  # the PointCloud2 only with --points
     # a second run replaces both outputs (make demo is repeatable): same results, nothing appended or left over
     first_mtime = (bag_eval / "report.json").stat().st_mtime_ns
     overlays = sorted(p.name for p in (bag_eval / "overlays").iterdir())
     (bag_eval / "stale-marker").write_text("from the first run")
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--points"]) == 0
     again = json.loads((bag_eval / "report.json").read_text())
+    assert again["output"]["topics"]["/shapemask/points"] == 4
     assert (bag_eval / "report.json").stat().st_mtime_ns > first_mtime
     assert not (bag_eval / "stale-marker").exists()  # the directory was replaced, not written into
     assert sorted(p.name for p in (bag_eval / "overlays").iterdir()) == overlays

@@ -241,6 +241,19 @@ def test_depth_to_array_units_and_invalid():
         depth_to_array(image_msg(np.zeros(12, np.uint8), 2, 2, "rgb8", 6))
 
 
+@pytest.mark.parametrize("big", [0, 1])
+def test_depth_16uc1_is_float32_millimetres_divided_by_1000(big):
+    # the one-pass conversion gives the bits of raw.astype(float32) / 1000.0 (what the node published before)
+    mm = np.random.default_rng(1).integers(0, 65536, (48, 64), dtype=np.uint16)
+    mm[::5, ::3] = 0
+    raw, step = _pad(mm.astype(">u2" if big else "<u2").view(np.uint8).reshape(48, 128), 6)
+    d = depth_to_array(image_msg(raw, 48, 64, "16UC1", step, big=big))
+    want = mm.astype(np.float32) / 1000.0
+    want[mm == 0] = np.nan
+    assert d.dtype == np.float32
+    np.testing.assert_array_equal(d.view(np.uint32), want.view(np.uint32))  # NaN payloads included
+
+
 def test_encoders_round_trip_through_decoder():
     rgb = random_rgb(H, W, seed=3)
     hdr = header(7, 9, "cam")

@@ -32,6 +32,7 @@ from shapemask_ros.bag.evaluation.timing import TimedPredictor
 from shapemask_ros.bag.recording.reader import BagError, BagMessage, BagReader
 from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.config.node_config import NodeConfig, validate_node_config
+from shapemask_ros.geometry.objects3d import prepare_objects3d
 from shapemask_ros.ros_bridge.detections import DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.factory import RosbagsFactory, stamp_of, stamp_to_ns
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult
@@ -72,6 +73,10 @@ class BagEvalOptions:
     storage: str = "mcap"
     compress: bool = False  # zstd costs ~30 ms per 1 MB chunk here: opt-in
     copy_inputs: bool = True  # copy every input topic into the output bag
+    # the objects' PointCloud2 in the output bag (with depth; the node's publish_points still applies). Off by
+    # default: the report does not read it, it is most of the output bag (1.6 MB a frame on the demo, 3x its
+    # input) and writing it costs about 3 ms of CPU a frame; the live node also builds it only for subscribers
+    points: bool = False
     distro: str = "humble"
     strict: bool = False  # a damaged bag is an error instead of being read up to the damage
     node: NodeConfig = field(default_factory=NodeConfig)  # thresholds, slop, latency, outputs
@@ -225,11 +230,14 @@ class BagEvaluation:
 
     def warm_up(self) -> None:
         """Start-up work the first frame would otherwise pay inside its timing: rosbags compiles each message
-        type's (de)serialiser on first use (~60 ms for this pipeline's types, measured on the demo bag)."""
+        type's (de)serialiser on first use (~60 ms for this pipeline's types, measured on the demo bag); with
+        depth, the 3D stage's compiled kernel is compiled or loaded from numba's cache (seconds)."""
         o = self.opts
         self.reader.warm_up([t for t in (o.image_topic, o.detections_topic, o.depth_topic, o.camera_info_topic) if t])
         for typ in (MASK_ARRAY_TYPE, IMAGE_TYPE, DETECTION_ARRAY_TYPE, OBJECTS3D_TYPE, POINTS_TYPE):
             self.reader.typestore.get_msgdef(typ)
+        if o.depth_topic:
+            log.info("%s", prepare_objects3d())
 
     def _write_outputs(self, result: FrameResult, log_ns: int) -> None:
         self.writer.write(self._conn("masks", MASK_ARRAY_TYPE), log_ns, result.masks)
@@ -254,6 +262,7 @@ class BagEvaluation:
             image_type=frame.image.type_name,
             depth_msg=frame.depth.msg if frame.depth else None,
             camera_info_msg=frame.info.msg if frame.info else None,
+            want_points=self.opts.points,
         )
         t1, c1 = time.perf_counter(), time.thread_time()
         tm = self.timed.take()

@@ -68,6 +68,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
     parser.add_argument("--compress", action="store_true", help="zstd-compress the output bag (slower)")
     parser.add_argument("--no-copy", action="store_true", help="do not copy the input topics into the output bag")
+    parser.add_argument(
+        "--points",
+        action="store_true",
+        help="with depth, also write the objects' PointCloud2 (<ns>/points) into the output bag (large: the "
+        "report does not need it)",
+    )
     parser.add_argument("--distro", default="humble", choices=["humble", "jazzy"], help="message definitions")
     parser.add_argument(
         "--strict",
@@ -168,6 +174,7 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
         storage=args.storage,
         compress=args.compress,
         copy_inputs=not args.no_copy,
+        points=args.points,
         distro=args.distro,
         strict=args.strict,
         node=node,
