@@ -11,6 +11,7 @@
 #   r2long      r2 trained twice as long (2,000 steps, the learning-rate drops moved with it; issue 23's
 #               "longer schedules"); ckpt-1600, chosen on the selection set, ships as models/real_lite0
 #   r2long_s1   r2long, training seed 1
+#   r2lite1          r2 (1,000 steps) on the ImageNet EfficientNet-Lite1 backbone: the measured try, against r2
 #   r2long_lite1     r2long on an ImageNet EfficientNet-Lite1 backbone (issue 23's "Lite1/Lite2 if 20 frames/s
 #                    holds"; benchmarks/lite_backbones_speed.py, six side-by-side bench runs on a busy host: a Lite1
 #                    frame takes a median 1.11x Lite0's (1.08-1.22), so ~20.6 frames/s where Lite0 gives 22.9, a
@@ -73,6 +74,7 @@ variant r2cut_s1 "$DATA data.box_cut_prob=0.5 data.box_cut_max=0.15 train.seed=1
 variant r2long "$DATA train.steps=2000 train.lr_decay_steps=[1500,1840] train.checkpoint_every=400"
 variant r2long_s1 "${SETS[r2long]} train.seed=1"
 LITE1="model.backbone.name=efficientnet_lite1 model.backbone.weights_path=out/backbones/efficientnet_lite1_imagenet.npz"
+variant r2lite1 "$DATA $LITE1"
 variant r2long_lite1 "${SETS[r2long]} $LITE1"
 variant r2long_lite1_s1 "${SETS[r2long_lite1]} train.seed=1"
 
