@@ -16,7 +16,8 @@
 #               ~5,930 images); composites' COCO cut-outs chosen with the same repeat factors per instance
 #               (person 24 % of the cut-outs -> 8 % of those chosen)
 #   r2cpv       r2 with more copy-paste variety (issue 23), data in out/real2_cpv (`data_cpv`): the composites
-#               with log-uniform scale 0.08-1.0 of the background (mean as r2's), up to 30 % past the border,
+#               with log-uniform scale 0.08-1.0 of the background (mean as r2's), up to 10 % past the border
+#               (instances within 1 px of the border: 23 % of the composites' vs r2's 7 %, COCO train 17 %),
 #               rotation +-15 deg, brightness/contrast/saturation +-30 %, hue +-0.05 turn, paste edges blurred
 #               by sigma U(0, 2) px; everything else as r2
 #
@@ -103,7 +104,7 @@ RC=out/real2_cpv
 data_cpv() {
   mkdir -p $RC
   composites $RC $R/coco_train.json=$R $R/coco_train.json=$R --scale-min 0.08 --scale-max 1.0 --scale-log \
-    --max-outside 0.3 --rotate-max 15 --brightness 0.3 --contrast 0.3 --saturation 0.3 --hue 0.05 --edge-blur-max 2
+    --max-outside 0.1 --rotate-max 15 --brightness 0.3 --contrast 0.3 --saturation 0.3 --hue 0.05 --edge-blur-max 2
   train_data $RC $R/coco_train.json=$R 5
 }
 

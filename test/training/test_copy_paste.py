@@ -166,6 +166,17 @@ def test_blurred_edges_soften_the_image_but_keep_the_label_hard():
             w.append(int(((grey > 12) & (grey < 243)).sum()))  # pixels in the transition
         widths[blur] = np.mean(w)
     assert widths[5.0] > 3 * widths[0.0]
+    # a red object cut from a green photo: the blurred rim fades red into the new background, no green shows
+    rgb = np.zeros((50, 50, 3), np.uint8)
+    rgb[...] = (0, 255, 0)
+    rgb[5:45, 5:45] = (255, 0, 0)
+    alpha = np.zeros((50, 50), np.uint8)
+    alpha[5:45, 5:45] = 1
+    cfg = CopyPasteConfig(scale_min=0.4, scale_max=0.4, edge_blur_max=5.0, min_area=1)
+    for seed in (1, 2, 3):  # sigma 1.3 to 3.6
+        img, (m,), _ = paste(bg, [], [Cutout(rgb, alpha)], np.random.default_rng(seed), cfg)
+        rim = img[~m].astype(int).sum(0)  # outside the label: the blurred rim only
+        assert rim[0] > 5000 and rim[1] < 0.2 * rim[0]  # mostly the object's red (without: more green than red)
 
 
 def test_photometric_jitter_changes_only_the_pasted_pixels_not_the_labels():

@@ -74,7 +74,8 @@ class CopyPasteConfig:
     saturation: float = 0.0
     hue: float = 0.0
     # 0: the paste's alpha is the hard mask feathered by a 3x3 Gaussian; > 0: blurred with sigma
-    # U(0, edge_blur_max) px (the paper's blending); the annotation stays the hard mask
+    # U(0, edge_blur_max) px (the paper's blending), the object's colours carried into the blurred rim (not
+    # its source photo's background); the annotation stays the hard mask
     edge_blur_max: float = 0.0
     # > 0: cut-outs are chosen within each source with repeat factors max(1, sqrt(t / f(c))), f(c) the
     # fraction of that source's cut-outs in category c (a class-agnostic source is unaffected); 0: uniformly
@@ -205,6 +206,19 @@ def _soft_alpha(hard: np.ndarray, sigma: float | None) -> tuple[np.ndarray, int]
     return cv2.GaussianBlur(padded, (2 * pad + 1, 2 * pad + 1), sigma)[..., None], pad
 
 
+def _colours_outward(rgb: np.ndarray, hard: np.ndarray, sigma: float) -> np.ndarray:
+    """The object's own colours carried past its outline (normalised convolution), so a blurred edge fades
+    the object into the new background instead of showing a rim of its source photo's background."""
+    if sigma <= 0:
+        return rgb
+    w = hard.astype(np.float32)
+    reach = max(1.0, 2.0 * sigma)
+    num = cv2.GaussianBlur(rgb.astype(np.float32) * w[..., None], (0, 0), reach)
+    den = cv2.GaussianBlur(w, (0, 0), reach)[..., None]
+    out = np.where(hard[..., None], rgb.astype(np.float32), num / np.maximum(den, 1e-6))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def _window(h: int, w: int, y0: int, x0: int, ph: int, pw: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
     """(image slices, patch slices) of a [ph, pw] patch whose top-left is (y0, x0), clipped to [h, w]."""
     ya, xa, yb, xb = max(0, y0), max(0, x0), min(h, y0 + ph), min(w, x0 + pw)
@@ -251,9 +265,10 @@ def paste(
             continue
         if cfg.photometric:
             rgb = _photometric(rgb, hard, rng, cfg)
-        soft, pad = _soft_alpha(hard, rng.uniform(0, cfg.edge_blur_max) if cfg.edge_blur_max > 0 else None)
-        if pad:
-            rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        sigma = rng.uniform(0, cfg.edge_blur_max) if cfg.edge_blur_max > 0 else None
+        soft, pad = _soft_alpha(hard, sigma)
+        if sigma is not None:
+            rgb = _colours_outward(np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge"), np.pad(hard, pad), sigma)
         my, mx = int(cfg.max_outside * nh), int(cfg.max_outside * nw)
         y0 = int(rng.integers(min(0, h - nh) - my, max(0, h - nh) + my + 1))
         x0 = int(rng.integers(min(0, w - nw) - mx, max(0, w - nw) + mx + 1))
