@@ -13,6 +13,8 @@ Sources (any number, mixed):
 The output has fresh image and annotation ids starting at 1, `file_name` relative to the output JSON's
 folder (so `--images` of later commands is that folder), and per image the `source` it came from.
 `--agnostic` maps every category to one class "object" (class-agnostic masks and detector).
+`--repeat-factor-threshold T` repeats images with rare categories (LVIS repeat-factor sampling,
+`repeat_factor.py`), counted on the named categories before `--agnostic` collapses them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from shapemask_ros.datasets.coco import SkipCounter, load_coco_json
 from shapemask_ros.utils.io import atomic_write_text
+from shapemask_training.data.repeat_factor import RepeatSummary, repeat_factor_sample
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class ImportResult:
     coco: dict
     skipped: SkipCounter = field(default_factory=SkipCounter)
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    repeats: RepeatSummary | None = None  # what repeat-factor sampling did, when it ran
 
 
 def _valid_polygons(segm) -> list[list[float]]:
@@ -248,14 +252,31 @@ def merge_sources(
     return ImportResult(coco, counter, per_source)
 
 
+def to_agnostic(coco: dict) -> dict:
+    """Every annotation in the one category "object" (what `merge_sources(..., agnostic=True)` writes)."""
+    return {
+        **coco,
+        "annotations": [{**a, "category_id": AGNOSTIC_CATEGORY["id"]} for a in coco["annotations"]],
+        "categories": [dict(AGNOSTIC_CATEGORY)],
+    }
+
+
 def import_dataset(
     coco_sources: list[str],
     yolo_sources: list[str],
     out_path: str,
     agnostic: bool = False,
     class_names: list[str] | None = None,
+    repeat_factor_threshold: float = 0.0,
+    seed: int = 0,
 ) -> ImportResult:
-    """Read every source, merge, and write the COCO JSON atomically. Sources are `A` or `A=B` strings."""
+    """Read every source, merge, and write the COCO JSON atomically. Sources are `A` or `A=B` strings.
+
+    repeat_factor_threshold > 0: repeat-factor sampling (seeded) on the merged named categories, then the
+    class-agnostic collapse if `agnostic`; 0 leaves the import as it was.
+    """
+    if repeat_factor_threshold < 0:
+        raise ValueError(f"repeat_factor_threshold must be >= 0, got {repeat_factor_threshold}")
     counter = SkipCounter()
     out_dir = os.path.dirname(os.path.abspath(out_path))
     sources = []
@@ -270,7 +291,12 @@ def import_dataset(
         sources.append((spec, imgs, anns))
     if not sources:
         raise ValueError("give at least one --coco or --yolo-seg source")
-    result = merge_sources(sources, out_dir, agnostic, counter)
+    rfs = repeat_factor_threshold > 0
+    result = merge_sources(sources, out_dir, agnostic and not rfs, counter)
+    if rfs:
+        result.coco, result.repeats = repeat_factor_sample(result.coco, repeat_factor_threshold, seed)
+        if agnostic:
+            result.coco = to_agnostic(result.coco)
     atomic_write_text(out_path, json.dumps(result.coco))
     return result
 
@@ -318,7 +344,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="fraction of images (seeded) written to --holdout-out instead of --out",
     )
     p.add_argument("--holdout-out", default="", help="COCO JSON of the held-out images")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument(
+        "--repeat-factor-threshold",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="repeat-factor sampling (LVIS): an image is repeated max over its categories of "
+        "max(1, sqrt(T / fraction of images with the category)) times (stochastic rounding, --seed), "
+        "counted before --agnostic; 0 = off. Not with --holdout (split first, then repeat the kept part)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the repeats' rounding")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -326,7 +361,20 @@ def run(args: argparse.Namespace) -> int:
     if args.names:
         with open(args.names, encoding="utf-8") as f:
             names = [ln.strip() for ln in f if ln.strip()]
-    res = import_dataset(args.coco, args.yolo_seg, args.out, agnostic=args.agnostic, class_names=names)
+    if args.repeat_factor_threshold > 0 and args.holdout > 0:
+        # repeating first would put copies of one image on both sides of the split
+        raise SystemExit("--repeat-factor-threshold with --holdout: split in one import, repeat in the next")
+    res = import_dataset(
+        args.coco,
+        args.yolo_seg,
+        args.out,
+        agnostic=args.agnostic,
+        class_names=names,
+        repeat_factor_threshold=args.repeat_factor_threshold,
+        seed=args.seed,
+    )
+    if res.repeats is not None:
+        print("\n".join(res.repeats.lines()))
     if args.holdout > 0:
         if not args.holdout_out:
             raise SystemExit("--holdout needs --holdout-out")
