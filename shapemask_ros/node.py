@@ -52,7 +52,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 
 from shapemask_ros.config.node_config import validate_node_config
-from shapemask_ros.ros_bridge.factory import stamp_to_ns
+from shapemask_ros.ros_bridge.in_flight import SecondFramePolicy, TakeOrder
 from shapemask_ros.ros_bridge.inbox import Inbox
 from shapemask_ros.ros_bridge.log_bridge import forward_logging
 from shapemask_ros.ros_bridge.node_health import (
@@ -231,8 +231,8 @@ class ShapeMaskNode(LifecycleNode):
         self._workers: list[threading.Thread] = []
         self._frames_in_flight = 1  # processing threads (frames_in_flight, when the backend gains from 2)
         self._in_flight = 0  # frames in processor.run now (under self._lock)
-        self._publish_lock = threading.Lock()  # one result published at a time, in stamp order
-        self._last_published_ns: int | None = None
+        self._second_frame = SecondFramePolicy()  # a second frame starts only when the camera outruns the model
+        self._take_order = TakeOrder()  # results are published in the order their frames were taken
         self._running = False
         self._detach_logging = forward_logging(self.get_logger())  # core modules' `logging` -> /rosout
         # diagnostic_updater declares `diagnostic_updater.period` (through _on_set_parameters) and owns
@@ -498,6 +498,8 @@ class ShapeMaskNode(LifecycleNode):
     def _on_input(self, inp: _Input, msg: Any, info: Any = None) -> None:
         inp.last_arrival = self._now()
         inp.arrivals += 1
+        if inp.key == "image":
+            self._second_frame.image_arrived(inp.last_arrival)
         self._stats.count(inp.key)
         sequence = info.get("publication_sequence_number") if isinstance(info, dict) else None
         if sequence is not None:
@@ -532,7 +534,7 @@ class ShapeMaskNode(LifecycleNode):
         self._running = True
         self._wake.clear()
         self._in_flight = 0
-        self._last_published_ns = None
+        self._take_order.reset()
         self._workers = [
             threading.Thread(target=self._work, name=f"shapemask_processing_{k}", daemon=True)
             for k in range(self._frames_in_flight)
@@ -543,6 +545,7 @@ class ShapeMaskNode(LifecycleNode):
     def _stop_worker(self) -> None:
         self._running = False
         self._wake.set()
+        self._take_order.close()
         workers, self._workers = self._workers, []
         for worker in workers:
             if worker is not threading.current_thread():
@@ -597,28 +600,33 @@ class ShapeMaskNode(LifecycleNode):
                 self._guarded("add_image", processor.add_image, msg, type_name)
             for msg in inbox.detections:
                 self._guarded("add_detections", processor.add_detections, msg)
+            if self._in_flight and not self._second_frame.second_frame_pays():
+                return  # below capacity: the frame waits for the one in the network (lower latency)
             job = self._guarded(
-                "step", processor.take, want_overlay=subscribed("overlay"), want_points=subscribed("points")
+                "step",
+                processor.take,
+                want_overlay=subscribed("overlay"),
+                want_points=subscribed("points"),
+                want_labels=subscribed("labels"),
+                want_detections=subscribed("detections"),
             )
             if job is None:
                 return
             concurrent = self._in_flight > 0  # another frame is in the network: run beside it
             self._in_flight += 1
+            ticket = self._take_order.ticket()
+        started = time.monotonic()
         try:
             result = self._guarded("step", processor.run, job, concurrent=concurrent)  # outside the lock
         finally:
             with self._lock:
                 self._in_flight -= 1
+                if not concurrent and not self._in_flight:
+                    self._second_frame.processed_alone(time.monotonic() - started)
         self._wake.set()  # more than one frame may have become ready: look again at once
-        if result is None:
-            return
-        stamp_ns = stamp_to_ns(job.frame.stamp)
-        with self._publish_lock:
-            # two frames in flight can finish out of order: the older one is not published after the newer
-            if self._last_published_ns is not None and stamp_ns < self._last_published_ns:
-                self._stats.count("drop.finished_late")
+        with self._take_order.turn(ticket) as ours:  # frames taken earlier go out first
+            if result is None or not ours:
                 return
-            self._last_published_ns = stamp_ns
             self._stats.count("processed")
             if concurrent:
                 self._stats.count("processed_beside_another")

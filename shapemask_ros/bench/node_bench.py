@@ -26,6 +26,13 @@ import numpy as np
 from shapemask_ros.bench.node_driver import Driver, default_boxes, node_counters, send_frames, synthetic_rgb
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -85,15 +92,22 @@ def run_rate(
     }
     node = driver.start_node(params, autostart=True)
     try:
+        # warm-up at the run's own rate (3 s), so whatever the run uses -- a second frame's one-thread
+        # sessions above capacity -- has allocated its memory before the RSS at start is read
+        n_warm = max(20, int(3 * rate))
         warm = send_frames(
-            driver, 20, 5.0, size=(h, w), frames=frames, settle_s=5.0, reliable=args.camera_qos == "reliable"
+            driver, n_warm, rate, size=(h, w), frames=frames, settle_s=5.0, reliable=args.camera_qos == "reliable"
         )
         rss_start = _rss_mb(node.popen.pid)
+        cpu0, own0, t0 = _cpu_s(node.popen.pid), time.process_time(), time.monotonic()
         # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
         run = send_frames(
-            driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=int(20 * rate / 5.0) + 1,
+            driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=n_warm + 1,
             reliable=args.camera_qos == "reliable",
         )  # fmt: skip
+        # where the two cores went during the run: the node process and this one (camera + collector)
+        wall = time.monotonic() - t0
+        node_cpu, camera_cpu = _cpu_s(node.popen.pid) - cpu0, time.process_time() - own0
         rss_end = _rss_mb(node.popen.pid)
         drops = node_counters(driver, node.name)
     finally:
@@ -112,6 +126,10 @@ def run_rate(
         else {},
         "output_fps": (len(stamps) - 1) / span if len(stamps) > 1 else 0.0,
         "rss_mb": {"start": rss_start, "end": rss_end},
+        "cpu_share": {
+            "node": node_cpu / wall / (os.cpu_count() or 1),
+            "camera": camera_cpu / wall / (os.cpu_count() or 1),
+        },
         "node_counters": drops,
     }
 
@@ -177,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         f"camera QoS {args.camera_qos}, transport {transport}"
     )
     print("| input Hz | in flight | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
-          "out / min(in, predictor max) | out / two callers | RSS MB start -> end | node counters |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "out / min(in, predictor max) | out / two callers | RSS MB start -> end | CPU node / camera | "
+          "node counters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs + ([soak] if soak else []):
         around = r.get("predictor_ms_around", [pred_s * 1e3] * 2)
         ref_ms = float(np.mean(around))
@@ -190,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / ref_ms:.2f}x | "
             f"{r['output_fps']:.1f} | {r['output_fps'] / cap:.2f} | "
             f"{r['output_fps'] / min(r['rate_hz'], two_fps):.2f} | "
-            f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | {r['node_counters']} |"
+            f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | "
+            f"{100 * r['cpu_share']['node']:.0f} / {100 * r['cpu_share']['camera']:.0f} % | {r['node_counters']} |"
         )
     if args.out:
         tmp = f"{args.out}.tmp"

@@ -197,6 +197,8 @@ class FrameJob:
     missing_depth: str  # why it has no depth ("" = none expected or found)
     want_overlay: bool
     want_points: bool
+    want_labels: bool = True
+    want_detections: bool = True
 
 
 class FrameProcessor:
@@ -424,10 +426,18 @@ class FrameProcessor:
         job = self.take(want_overlay, want_points)
         return None if job is None else self.run(job)
 
-    def take(self, want_overlay: bool = False, want_points: bool = True) -> FrameJob | None:
+    def take(
+        self,
+        want_overlay: bool = False,
+        want_points: bool = True,
+        want_labels: bool = True,
+        want_detections: bool = True,
+    ) -> FrameJob | None:
         """The newest ready frame with its depth match, taken out of the queues (`step` without the work);
         None when nothing is ready or the frame waits for depth. Not thread-safe with the `add_*` calls:
-        the caller serialises them (the node holds one lock around both)."""
+        the caller serialises them (the node holds one lock around both). want_labels / want_detections:
+        build the label image / refined detections (if published at all; the node passes "someone
+        subscribes", as for the overlay and the cloud)."""
         try:
             frame = self._next_frame()
             if frame is None:
@@ -448,7 +458,7 @@ class FrameProcessor:
         except Exception as e:  # never let a bug in queueing kill the node's processing
             self._drop("internal_error", f"step: {e!r}\n{traceback.format_exc(limit=3)}")
             return None
-        return FrameJob(frame, depth_msg, missing, want_overlay, want_points)
+        return FrameJob(frame, depth_msg, missing, want_overlay, want_points, want_labels, want_detections)
 
     def run(self, job: FrameJob, concurrent: bool = False) -> FrameResult | None:
         """Process a taken frame (see `step`). Two jobs may run at once from two threads; `concurrent`
@@ -465,6 +475,8 @@ class FrameProcessor:
             None,
             job.missing_depth,
             predictor,
+            want_labels=job.want_labels,
+            want_detections=job.want_detections,
         )
 
     def process(
@@ -502,6 +514,8 @@ class FrameProcessor:
         camera_info_msg: Any | None,
         missing_depth: str,
         predictor: PredictorProtocol | None = None,
+        want_labels: bool = True,
+        want_detections: bool = True,
     ) -> FrameResult | None:
         t0 = self.clock()
         try:
@@ -522,7 +536,9 @@ class FrameProcessor:
             else:
                 instances = self._predict(rgb, parsed, predictor or self.predictor)  # outside the lock
             with self._state:
-                result = self._finish(rgb, header, parsed, instances, frame_drops, want_overlay, t0)
+                result = self._finish(
+                    rgb, header, parsed, instances, frame_drops, t0, want_overlay, want_labels, want_detections
+                )
         except _PredictorError as e:
             self._drop("predictor_error", str(e))
             return None
@@ -602,8 +618,10 @@ class FrameProcessor:
         parsed: ParsedDetections | None,
         instances: Instances,
         frame_drops: Counter,
-        want_overlay: bool,
         t0: float,
+        want_overlay: bool,
+        want_labels: bool = True,
+        want_detections: bool = True,
     ) -> FrameResult:
         """The predictor's instances -> messages and counters (under the state lock)."""
         h, w = rgb.shape[:2]
@@ -617,11 +635,13 @@ class FrameProcessor:
         self.stats.backend = backend
         masks = instances_to_mask_array(self.factory, instances, header, names, parsed, backend=backend)
         labels = (
-            labels_to_image_msg(self.factory, instances.label_image(), header) if self.cfg.publish_label_image else None
+            labels_to_image_msg(self.factory, instances.label_image(), header)
+            if self.cfg.publish_label_image and want_labels
+            else None
         )
         detections = (
             instances_to_detections(self.factory, instances, header, names, parsed)
-            if self.cfg.publish_refined_detections
+            if self.cfg.publish_refined_detections and want_detections
             else None
         )
         overlay = (
