@@ -1,4 +1,4 @@
-"""Issue 23: is an EfficientNet-Lite1/Lite2 backbone worth training? Its speed decides first.
+"""Issue 23: is an EfficientNet-Lite1/Lite2 backbone (or a larger mask) worth training? Its speed decides first.
 
 Exports untrained ONNX bundles (fp16 weights, as `models/real_round2.sh export` ships) of the default model's
 configuration (`training/configs/real_lite0.yaml`'s model section) with each Lite backbone, and prints their
@@ -11,6 +11,9 @@ side in one run (ratios within one run are what count; the host's speed drifts):
     .venv/bin/shapemask bench bundles --model lite0=build/bench/lite_backbones/efficientnet_lite0 \\
       --model lite1=build/bench/lite_backbones/efficientnet_lite1 \\
       --model lite2=build/bench/lite_backbones/efficientnet_lite2 --model shipped=models/real_lite0 --iters 30
+
+`--mask-crop-size N` exports the same model with an N x N coarse mask (the fine mask is 4N x 4N; the default
+config's 32 gives the paper's 128), into `<variant>_maskN`, for issue 23's "larger mask resolution".
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> int:
         help="folder of `convert-backbone` files (efficientnet_liteN_imagenet.npz): ImageNet backbones, for "
         "the sizes a trained bundle has (float16 storage keeps some real tensors float32); default random",
     )
+    p.add_argument("--mask-crop-size", type=int, default=None, help="coarse mask size (default: the config's)")
     args = p.parse_args()
     base = load_model_config(args.config)
     for name in args.variants:
@@ -58,7 +62,7 @@ def main() -> int:
         cfg = dataclasses.replace(
             base,
             backbone=dataclasses.replace(base.backbone, name=name, weights_path=weights),
-            mask=dataclasses.replace(base.mask, priors_path=None),
+            mask=dataclasses.replace(base.mask, priors_path=None, crop_size=args.mask_crop_size or base.mask.crop_size),
         )
         keras.utils.set_random_seed(0)
         model = build_model(cfg, pretrained_backbone=weights is not None)
@@ -66,7 +70,7 @@ def main() -> int:
         model.set_priors(rng.uniform(size=tuple(model.prior_head.priors.shape)).astype(np.float32))
         if weights is None:
             _trained_like_batch_norm(model, rng)
-        out = os.path.join(args.out, name)
+        out = os.path.join(args.out, name + (f"_mask{args.mask_crop_size}" if args.mask_crop_size else ""))
         names = [f"class_{i}" for i in range(cfg.detector.num_classes)]
         export_bundle(
             model, out, names, saved_model=False, onnx_weights="fp16", extra={"created_by": "lite_backbones_speed"}
