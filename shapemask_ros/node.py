@@ -231,6 +231,7 @@ class ShapeMaskNode(LifecycleNode):
         self._workers: list[threading.Thread] = []
         self._frames_in_flight = 1  # processing threads (frames_in_flight, when the backend gains from 2)
         self._in_flight = 0  # frames in processor.run now (under self._lock)
+        self._left_untaken = False  # inputs went into the processor but no frame was taken (under self._lock)
         self._second_frame = SecondFramePolicy()  # a second frame starts only when the camera outruns the model
         self._take_order = TakeOrder()  # results are published in the order their frames were taken
         self._running = False
@@ -534,6 +535,7 @@ class ShapeMaskNode(LifecycleNode):
         self._running = True
         self._wake.clear()
         self._in_flight = 0
+        self._left_untaken = False
         self._take_order.reset()
         self._workers = [
             threading.Thread(target=self._work, name=f"shapemask_processing_{k}", daemon=True)
@@ -581,7 +583,7 @@ class ShapeMaskNode(LifecycleNode):
 
     def _process(self) -> None:
         inbox = self._inbox.drain()
-        if not any(inbox) and not self._processor_holds_frame():
+        if not any(inbox) and not self._left_untaken and not self._processor_holds_frame():
             return
 
         def subscribed(name: str) -> bool:  # build costly outputs only for someone
@@ -601,7 +603,11 @@ class ShapeMaskNode(LifecycleNode):
             for msg in inbox.detections:
                 self._guarded("add_detections", processor.add_detections, msg)
             if self._in_flight and not self._second_frame.second_frame_pays():
-                return  # below capacity: the frame waits for the one in the network (lower latency)
+                # below capacity: the frame waits for the one in the network (lower latency); the thread that
+                # finishes must look at the processor although the inbox it drains is empty
+                self._left_untaken = True
+                return
+            self._left_untaken = False
             job = self._guarded(
                 "step",
                 processor.take,
