@@ -109,9 +109,9 @@ class NodeConfig:
     backend: str = _param("auto", "auto | tensorrt | onnxruntime | tensorflow", choices=BACKENDS)
     engine_cache_dir: str = _param("", 'TensorRT engine cache; "" = $XDG_CACHE_HOME/shapemask_ros/engines')
     frames_in_flight: int = _param(
-        2,
-        "frames in the network at once: 2 lets a newer frame start while one is still in it (more frames/s when"
-        " the camera outruns the model; ONNX Runtime on a multi-core CPU only, each on one thread), 1 = one",
+        1,
+        "frames in the network at once: 1, or 2 = a newer frame starts while one is still in it when the camera"
+        " outruns the model (ONNX Runtime on a multi-core CPU, each on one thread; more memory)",
         range=(1, 2),
     )
     image_topic: str = _param(

@@ -47,14 +47,14 @@ def _masks_of(msg) -> list[np.ndarray]:
 
 
 def test_above_capacity_a_second_frame_runs_beside_the_first_in_order_and_unchanged(launch, lane_frames, driver):
-    # 30 Hz with 20 boxes outruns the model on this CPU: with frames_in_flight 2 (the default) a frame that
-    # arrives while another is in the network runs beside it on one-thread sessions
+    # 30 Hz with 20 boxes outruns the model on this CPU: with frames_in_flight 2 a frame that arrives while
+    # another is in the network runs beside it on one-thread sessions
     from shapemask_ros.config.node_config import NodeConfig
     from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
     h, w, n, boxes = 480, 640, 90, 20
-    node = launch({"backend": "onnxruntime"}, autostart=True)
+    node = launch({"backend": "onnxruntime", "frames_in_flight": 2}, autostart=True)
     run = lane_frames(node, n=n, rate_hz=30.0, boxes=boxes)
     counters = node_counters(driver, node.name)
     assert "one-thread sessions" in node.log_text()
