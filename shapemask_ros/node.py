@@ -28,15 +28,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import os
 import sys
 import threading
 import time
 import traceback
-from array import array as PyArray
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
@@ -83,6 +82,7 @@ from shapemask_ros.ros_bridge.node_params import (
     uses_detector,
 )
 from shapemask_ros.ros_bridge.transport import SequenceGaps, choose_reliability, silent_input_kind
+from shapemask_ros.ros_bridge.wire import WireCodec
 from shapemask_ros.runtime.bundle import resolve_model_path
 
 _LOG_EVERY_S = 5.0  # processing errors: one log line per kind of failure per period
@@ -108,31 +108,6 @@ def import_message(type_name: str) -> Any:
         return getattr(module, name)
     except AttributeError:
         raise ImportError(f"package '{package}' has no message '{name}'", name=package) from None
-
-
-class RclpyFactory:
-    """`MessageFactory` (see shapemask_ros.ros_bridge.factory) for rclpy message classes."""
-
-    def __init__(self) -> None:
-        self._classes: dict[str, Any] = {}
-
-    def message_class(self, type_name: str) -> Any:
-        """rclpy class of 'pkg/msg/Type' (or 'pkg/Type'), cached."""
-        cls = self._classes.get(type_name)
-        if cls is None:
-            cls = self._classes[type_name] = import_message(type_name)
-        return cls
-
-    def make(self, type_name: str, **fields: Any) -> Any:
-        """Instantiate a message with the given fields (rclpy checks names and types)."""
-        return self.message_class(type_name)(**fields)
-
-    @staticmethod
-    def u8(array: np.ndarray) -> PyArray:
-        """uint8[] field value: array.array('B') is stored without rclpy's per-element Python check."""
-        out = PyArray("B")
-        out.frombytes(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-        return out
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
@@ -218,7 +193,7 @@ class ShapeMaskNode(LifecycleNode):
         self._error_log = KeyedThrottle(_LOG_EVERY_S, clock=self._now)
         self._lock = threading.Lock()  # serialises processor calls (processing thread vs parameters)
         self._processor: Any = None
-        self._factory: RclpyFactory | None = None
+        self._codec: WireCodec | None = None  # inputs are read and outputs written as CDR bytes (wire.py)
         self._backend = "none"
         self._pubs: dict[str, Any] = {}
         self._inputs: list[_Input] = []
@@ -322,8 +297,9 @@ class ShapeMaskNode(LifecycleNode):
         from shapemask_ros.ros_bridge.frame_processor import FrameProcessor
         from shapemask_ros.runtime.predictor import load_predictor
 
-        factory = RclpyFactory()
-        masks_cls = factory.message_class(MASKS_TYPE)  # fails clearly if msgs were not built
+        codec = WireCodec()
+        # the rclpy classes only name the topics' types; fails clearly if the msgs were not built
+        masks_cls = import_message(MASKS_TYPE)
         self.get_logger().info(f"loading model {resolve_model_path(cfg.model_path)} (backend requested: {cfg.backend})")
         predictor = load_predictor(cfg)
         self._backend = str(getattr(predictor, "backend", "unknown"))
@@ -338,13 +314,13 @@ class ShapeMaskNode(LifecycleNode):
         concurrent = self._concurrent_predictor(cfg, load_predictor) if cfg.frames_in_flight > 1 else None
         self._frames_in_flight = 2 if concurrent is not None else 1
         self._processor = FrameProcessor(
-            predictor, cfg, factory, clock=self._now, logger=self.get_logger(), concurrent_predictor=concurrent
+            predictor, cfg, codec.factory, clock=self._now, logger=self.get_logger(), concurrent_predictor=concurrent
         )
         if uses_depth(cfg):  # compile the 3D kernel now, not in the first frame with depth
             from shapemask_ros.geometry.objects3d import prepare_objects3d
 
             self.get_logger().info(prepare_objects3d())
-        self._factory, self._cfg = factory, cfg
+        self._codec, self._cfg = codec, cfg
         self._inbox = Inbox(image_cache_size(cfg))
         self._updater.setHardwareID(self._backend)
 
@@ -361,7 +337,8 @@ class ShapeMaskNode(LifecycleNode):
         self._pubs = {}
         for name, (type_name, on) in wanted.items():
             if on:
-                cls = masks_cls if name == "masks" else factory.message_class(type_name)
+                codec.check(type_name)
+                cls = masks_cls if name == "masks" else import_message(type_name)
                 self._pubs[name] = self.create_lifecycle_publisher(cls, output_topic(ns, name), out_qos)
 
     @_logged_transition
@@ -376,7 +353,7 @@ class ShapeMaskNode(LifecycleNode):
 
     def _start_inputs(self) -> None:
         cfg = self._cfg
-        assert self._factory is not None
+        assert self._codec is not None
         image_type = image_type_for_topic(cfg.image_topic)
         callbacks = {
             "image": lambda msg: self._inbox.put(self._inbox.images, (msg, image_type)),
@@ -416,7 +393,8 @@ class ShapeMaskNode(LifecycleNode):
 
     def _subscribe(self, inp: _Input) -> None:
         """(Re)create the subscription of `inp` with the reliability its publishers call for."""
-        assert self._factory is not None
+        assert self._codec is not None
+        self._codec.check(inp.type_name)
         reliability = choose_reliability(inp.requested, self._offered_reliabilities(inp.topic))
         if inp.sub is not None:
             self.destroy_subscription(inp.sub)
@@ -427,12 +405,13 @@ class ShapeMaskNode(LifecycleNode):
             message_lost=lambda info, inp=inp: self._on_message_lost(inp, info),
         )
         inp.sub = self.create_subscription(
-            self._factory.message_class(inp.type_name),
+            import_message(inp.type_name),
             inp.topic,
-            lambda msg, info, inp=inp: self._on_input(inp, msg, info),
+            lambda raw, info, inp=inp: self._on_input(inp, raw, info),
             qos,
             callback_group=inp.group,
             event_callbacks=events,
+            raw=True,  # CDR bytes read with the typestore (wire.py): 3x cheaper than rclpy's classes
         )
         inp.qos, inp.reliability = qos, reliability
         inp.publishers = inp.sub.get_publisher_count()
@@ -496,7 +475,7 @@ class ShapeMaskNode(LifecycleNode):
         super().destroy_node()
 
     # ---- data path: callbacks only enqueue; the processing thread does the work ----------------------
-    def _on_input(self, inp: _Input, msg: Any, info: Any = None) -> None:
+    def _on_input(self, inp: _Input, raw: bytes, info: Any = None) -> None:
         inp.last_arrival = self._now()
         inp.arrivals += 1
         if inp.key == "image":
@@ -507,6 +486,18 @@ class ShapeMaskNode(LifecycleNode):
             missing = inp.gaps.observe(int(sequence), inp.publishers)
             if missing:
                 self._stats.count(f"lost.sequence_gap.{inp.key}", missing)
+        assert self._codec is not None
+        try:
+            msg = self._codec.decode(raw, inp.type_name)
+        except Exception as e:  # bytes that are not this type (a publisher's bug): a counted, logged drop
+            self._stats.count(f"drop.undecodable.{inp.key}")
+            if self._error_log.ready(f"undecodable.{inp.key}"):
+                total = self._stats.total(f"drop.undecodable.{inp.key}")
+                self.get_logger().warning(
+                    f"{inp.topic}: a message that is not a valid {inp.type_name} was dropped ({e}) "
+                    f"[drop.undecodable.{inp.key} total {total}]"
+                )
+            return
         # of CameraInfo only the newest is kept: replacing it is not a drop
         if inp.enqueue(msg) and inp.key != "camera_info":
             self._stats.count("drop.inbox_overflow")
@@ -516,8 +507,6 @@ class ShapeMaskNode(LifecycleNode):
         """The model on one-thread ONNX Runtime sessions for a second frame in flight, or None where that
         does not pay: two one-thread runs side by side beat one two-thread run after another on a CPU
         (docs/benchmarks.md, "paired mirrored pass"); other backends (a GPU, TensorFlow) would only queue."""
-        import os
-
         if not self._backend.startswith("onnxruntime:CPU") or (os.cpu_count() or 1) < 2:
             self.get_logger().info(
                 f"frames_in_flight {cfg.frames_in_flight}: one frame at a time on {self._backend} "
@@ -641,7 +630,11 @@ class ShapeMaskNode(LifecycleNode):
                 msg = getattr(result, name, None)
                 pub = self._pubs.get(name)
                 if msg is not None and pub is not None:
-                    self._guarded(f"publish_{name}", pub.publish, msg)
+                    self._guarded(f"publish_{name}", self._publish, pub, msg)
+
+    def _publish(self, pub: Any, msg: Any) -> None:
+        assert self._codec is not None
+        pub.publish(self._codec.encode(msg))  # rclpy publishes bytes as they are
 
     def _processor_holds_frame(self) -> bool:
         # a frame waiting for its depth image is re-examined on the 50 ms wake-up

@@ -18,12 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
-from shapemask_ros.bench.node_driver import Driver, default_boxes, node_counters, send_frames, synthetic_rgb
+from shapemask_ros.bench.node_driver import (
+    Driver,
+    counters_of,
+    default_boxes,
+    node_values,
+    send_frames,
+    synthetic_rgb,
+)
 
 
 def _cpu_s(pid: int) -> float:
@@ -52,8 +60,9 @@ def _load(model: str, backend: str, threads: int = 0) -> Any:
 
 
 def predictor_time(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
-    """Median seconds of `Predictor.predict` over `frames`, one call after another (after a warm-up pass)."""
-    for rgb, boxes in frames:
+    """Median seconds of `Predictor.predict` over `frames`, one call after another, after three warm-up
+    passes (with one, the first measurement of a run came out 10-40 % slower than the next)."""
+    for rgb, boxes in frames * 3:
         predictor.predict(rgb, np.asarray(boxes, np.float32))
     times = []
     for k in range(rounds):
@@ -95,21 +104,34 @@ def run_rate(
         # warm-up at the run's own rate (3 s), so whatever the run uses -- a second frame's one-thread
         # sessions above capacity -- has allocated its memory before the RSS at start is read
         n_warm = max(20, int(3 * rate))
+        wire = args.camera == "wire"
         warm = send_frames(
-            driver, n_warm, rate, size=(h, w), frames=frames, settle_s=5.0, reliable=args.camera_qos == "reliable"
-        )
+            driver, n_warm, rate, size=(h, w), frames=frames, settle_s=5.0, reliable=args.camera_qos == "reliable",
+            wire=wire,
+        )  # fmt: skip
         rss_start = _rss_mb(node.popen.pid)
-        cpu0, own0, t0 = _cpu_s(node.popen.pid), time.process_time(), time.monotonic()
+        # where the two cores went while frames were sent (not in the settling wait after the last one):
+        # the node process and this one (camera + collector)
+        cpu: dict[str, float] = {}
+
+        def sample(tag: str) -> None:
+            cpu[tag + "node"], cpu[tag + "own"] = _cpu_s(node.popen.pid), time.process_time()
+            cpu[tag + "t"] = time.monotonic()
+
+        sample("0")
+        timer = threading.Timer(n / rate, sample, args=("1",))
+        timer.start()
         # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
         run = send_frames(
             driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=n_warm + 1,
-            reliable=args.camera_qos == "reliable",
+            reliable=args.camera_qos == "reliable", wire=wire,
         )  # fmt: skip
-        # where the two cores went during the run: the node process and this one (camera + collector)
-        wall = time.monotonic() - t0
-        node_cpu, camera_cpu = _cpu_s(node.popen.pid) - cpu0, time.process_time() - own0
+        timer.join()
+        wall = cpu["1t"] - cpu["0t"]
+        node_cpu, camera_cpu = cpu["1node"] - cpu["0node"], cpu["1own"] - cpu["0own"]
         rss_end = _rss_mb(node.popen.pid)
-        drops = node_counters(driver, node.name)
+        values = node_values(driver, node.name)
+        drops = counters_of(values)
     finally:
         node.stop()
     lat = np.asarray(run.latencies) * 1e3
@@ -131,6 +153,9 @@ def run_rate(
             "camera": camera_cpu / wall / (os.cpu_count() or 1),
         },
         "node_counters": drops,
+        # the Predictor's own call inside the node (its diagnostics, last 256 frames): output_fps x this is
+        # the share of the processing thread's time spent in the model
+        "predictor_in_node_ms": values.get("predictor_p50_ms", float("nan")),
     }
 
 
@@ -146,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-qos", default="reliable", choices=("reliable", "best_effort"), help="the camera's QoS")
     p.add_argument("--frames-in-flight", default="2", help="node frames_in_flight values to run at each rate, e.g. 1,2")
     p.add_argument("--soak", type=int, default=0, help="frames of an extra run at the highest rate (RSS growth)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each rate x frames-in-flight, interleaved")
+    p.add_argument(
+        "--camera", default="wire", choices=("wire", "rclpy"),
+        help="wire: the camera publishes pre-built CDR bytes (as cheap as a compiled driver); rclpy: builds "
+        "rclpy messages every frame",
+    )  # fmt: skip
     p.add_argument("--out", default="", help="write the result as JSON")
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -163,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     driver = Driver()
     runs = []
     try:
-        for rate in rates:
-            for k in in_flight:
+        for _ in range(args.repeats):
+            for rate, k in ((r, k) for r in rates for k in in_flight):
                 runs.append(run_rate(driver, args, rate, frames, args.frames, k))
                 pred.append(predictor_time(sequential, frames, rounds=30))
                 two.append(two_caller_fps(single, frames, rounds=30))
@@ -185,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "boxes": args.boxes,
         "backend": args.backend,
         "camera_qos": args.camera_qos,
+        "camera": args.camera,
         "transport_profile": os.path.basename(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")) or "default",
     }
     transport = result["transport_profile"] if result["transport_profile"] != "default" else "Fast DDS defaults"
@@ -195,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         f"camera QoS {args.camera_qos}, transport {transport}"
     )
     print("| input Hz | in flight | back / sent | stamp->mask p50 / p90 / max ms | p50 / predictor | output fps | "
-          "out / min(in, predictor max) | out / two callers | RSS MB start -> end | CPU node / camera | "
-          "node counters |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "out / min(in, predictor max) | out / two callers | predictor in node ms | model share | "
+          "RSS MB start -> end | CPU node / camera | node counters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs + ([soak] if soak else []):
         around = r.get("predictor_ms_around", [pred_s * 1e3] * 2)
         ref_ms = float(np.mean(around))
@@ -209,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / ref_ms:.2f}x | "
             f"{r['output_fps']:.1f} | {r['output_fps'] / cap:.2f} | "
             f"{r['output_fps'] / min(r['rate_hz'], two_fps):.2f} | "
+            f"{r.get('predictor_in_node_ms', float('nan')):.1f} | "
+            f"{r['output_fps'] * r.get('predictor_in_node_ms', float('nan')) / 1e3:.2f} | "
             f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | "
             f"{100 * r['cpu_share']['node']:.0f} / {100 * r['cpu_share']['camera']:.0f} % | {r['node_counters']} |"
         )

@@ -1,10 +1,12 @@
-"""Building messages without knowing whose message classes they are (rosbags or rclpy).
+"""Building messages without knowing whose message classes they are.
 
 The builders in this package call `factory.make("sensor_msgs/msg/Image", **every_field)` and
 `factory.u8(buffer)` for uint8[] fields. `RosbagsFactory` implements it with rosbags typestore classes
-(dataclasses: every field must be given, uint8[] is a NumPy uint8 array); the rclpy node implements the
-same protocol with `rosidl_runtime_py.utilities.get_message` (uint8[] as bytes / array.array). The
-field names are the same in both, so readers of messages (`msg.header.stamp.sec`, ...) need no adapter.
+(dataclasses: every field must be given, uint8[] is a NumPy uint8 array): bag I/O, bag-eval and the node,
+which reads and writes CDR bytes with the same typestore (ros_bridge/wire.py). The protocol keeps the
+builders open to other message implementations (rclpy's generated classes take the same keyword fields;
+`python -m shapemask_ros.bench.wire_bench` builds with them for comparison). The field names are the same
+in all, so readers of messages (`msg.header.stamp.sec`, ...) need no adapter.
 """
 
 from __future__ import annotations

@@ -136,6 +136,8 @@ class ProcessorStats:
     dropped: Counter = field(default_factory=lambda: Counter({r: 0 for r in DROP_REASONS}))
     processed: int = 0
     latency_s: deque = field(default_factory=lambda: deque(maxlen=256))
+    # the Predictor's share of latency_s (its own call, by perf_counter): what the node adds is the rest
+    predictor_s: deque = field(default_factory=lambda: deque(maxlen=256))
     backend: str = ""
     dropped_3d: Counter = field(default_factory=lambda: Counter({r: 0 for r in GEOMETRY_REASONS}))
     frames_3d: int = 0  # frames published with 3D outputs
@@ -149,6 +151,8 @@ class ProcessorStats:
             lat = np.asarray(self.latency_s, np.float64)
             out["latency_mean_ms"] = f"{lat.mean() * 1e3:.1f}"
             out["latency_p95_ms"] = f"{np.percentile(lat, 95) * 1e3:.1f}"
+        if self.predictor_s:
+            out["predictor_mean_ms"] = f"{np.mean(np.asarray(self.predictor_s, np.float64)) * 1e3:.1f}"
         out.update({f"dropped.{k}": str(v) for k, v in sorted(self.dropped.items())})
         out.update({f"dropped_3d.{k}": str(v) for k, v in sorted(self.dropped_3d.items())})
         out.update({f"objects_3d.{k}": str(v) for k, v in sorted(self.objects_3d.items())})
@@ -593,12 +597,16 @@ class FrameProcessor:
 
     def _predict(self, rgb: np.ndarray, parsed: ParsedDetections | None, predictor: PredictorProtocol) -> Instances:
         try:
+            t0 = time.perf_counter()
             if parsed is None:
-                return predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
-            # Detector class strings that are model class names keep their index; others are unknown (-1).
-            index = {n: i for i, n in enumerate(predictor.class_names)}
-            classes = np.asarray([index.get(c, -1) for c in parsed.class_ids], np.int32)
-            return predictor.predict(rgb, parsed.boxes, classes, None)
+                instances = predictor.predict(rgb, None, None, score_threshold=self.cfg.score_threshold)
+            else:
+                # Detector class strings that are model class names keep their index; others are unknown (-1).
+                index = {n: i for i, n in enumerate(predictor.class_names)}
+                classes = np.asarray([index.get(c, -1) for c in parsed.class_ids], np.int32)
+                instances = predictor.predict(rgb, parsed.boxes, classes, None)
+            self.stats.predictor_s.append(time.perf_counter() - t0)  # deque.append: atomic, no lock needed
+            return instances
         except Exception as e:
             raise _PredictorError(f"{type(e).__name__}: {e}") from e
 

@@ -182,6 +182,9 @@ def diagnostic_summary(
     no 3D output although depth is on."""
     values = dict(report)
     values.update({f"processor.{k}": v for k, v in processor_counters(processor_stats).items()})
+    predictor_s = list(getattr(processor_stats, "predictor_s", None) or ())
+    if predictor_s:  # the model's part of latency_p50_ms: the rest is the node's own work
+        values["predictor_p50_ms"] = float(np.median(predictor_s)) * 1e3
     errors = sum(v for k, v in values.items() if k.startswith("error.") and k.endswith("_rate_hz"))
     level, message = "OK", f"{state}, backend {backend}"
     if errors:

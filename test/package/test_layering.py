@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO as REPO_ROOT
+from support.ros import NEEDS_RCLPY
 
 REPO = REPO_ROOT
 PACKAGE = REPO / "shapemask_ros"
@@ -119,14 +120,10 @@ print(len(names))
 print("\\n".join(failed))
 """
 
-# rclpy exists only in a ROS environment: the node and the tool that drives a node process (test lane and
-# node benchmark) are the only modules that import it at module level
-NEEDS_ROS = ("shapemask_ros.node", "shapemask_ros.bench.node_driver", "shapemask_ros.bench.node_bench")
-
 
 @pytest.mark.tf
 def test_every_module_imports_without_the_training_package():
-    code = BLOCKER.format(blocked=set(TRAINING), skip=set(NEEDS_ROS))
+    code = BLOCKER.format(blocked=set(TRAINING), skip=set(NEEDS_RCLPY))
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

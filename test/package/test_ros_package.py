@@ -23,6 +23,7 @@ import yaml
 from catkin_pkg.package import parse_package
 
 from support import REPO as REPO_ROOT
+from support.ros import NEEDS_RCLPY
 
 ROOT = REPO_ROOT
 CMAKE = (ROOT / "CMakeLists.txt").read_text()
@@ -165,7 +166,7 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 
 # the node, and the tool that drives a node process from another one (test lane, node benchmark)
-ROS_MODULES = {"shapemask_ros/node.py", "shapemask_ros/bench/node_driver.py", "shapemask_ros/bench/node_bench.py"}
+ROS_MODULES = {name.replace(".", "/") + ".py" for name in NEEDS_RCLPY}
 
 
 def test_only_node_module_imports_rclpy():

@@ -1,5 +1,6 @@
-"""Bad input never takes the real node down: each malformed message is counted under its reason and the
-good frames around it still come back; a missing ROS Python package is named by the start script."""
+"""Bad input never takes the real node down: each malformed message (bytes that are no message at all
+included) is counted under its reason and the good frames around it still come back; a missing ROS Python
+package is named by the start script."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def test_malformed_inputs_are_counted_and_good_frames_still_come_back(launch, dr
                 good.add(stamp_ns(t))
             img_pub.publish(img)
             det_pub.publish(detections_msg(boxes, t))
+            if i == 10:  # bytes that are no Image at all (the node reads its inputs raw): dropped and counted
+                img_pub.publish(b"\x00\x01\x00\x00" + b"\x07" * 9)
             driver.wait_for(lambda: False, 0.2)
         driver.wait_for(lambda: good <= {stamp_ns(m.header.stamp) for m in masks.messages}, 10.0)
     finally:
@@ -70,7 +73,9 @@ def test_malformed_inputs_are_counted_and_good_frames_still_come_back(launch, dr
     assert good <= got, f"good frames missing: {sorted(good - got)}"
     for reason in KINDS.values():
         assert float(values.get(f"processor.dropped.{reason}", 0)) >= 1, (reason, values)
-    assert float(values["image_total"]) == 30
+    assert float(values["image_total"]) == 31
+    assert float(values.get("drop.undecodable.image_total", 0)) == 1, values
+    assert "not a valid sensor_msgs/msg/Image was dropped" in node.log_text()
 
 
 def test_start_script_names_a_missing_ros_package():

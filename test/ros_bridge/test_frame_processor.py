@@ -307,3 +307,34 @@ def test_processor_applies_exactly_the_live_parameters():
     for name in sorted(LIVE_PARAMS):
         assert proc.update({name: getattr(proc.cfg, name)}) == {}, name
     assert {"self_detect", "publish_label_image", "publish_overlay", "publish_refined_detections"} <= RESTART_PARAMS
+
+
+def test_predictor_time_is_recorded_apart_from_the_node_latency():
+    """The Predictor's own call is timed per frame and reaches /diagnostics as predictor_p50_ms: what the node
+    adds around the model is latency minus it (the node benchmark's "model share" reads it)."""
+    import time
+
+    from shapemask_ros.ros_bridge.node_health import diagnostic_summary
+
+    class SlowPredictor(FakePredictor):
+        def predict(self, *args, **kwargs):
+            time.sleep(0.02)
+            return super().predict(*args, **kwargs)
+
+    proc = FrameProcessor(SlowPredictor(class_names=["person", "cup"]), NodeConfig(), FACTORY)  # real clock
+    for sec in (1, 2, 3):
+        img, dets = frame(sec)
+        proc.add_image(img, "sensor_msgs/msg/Image")
+        proc.add_detections(dets)
+        assert proc.step() is not None
+    times = list(proc.stats.predictor_s)
+    assert len(times) == 3 and all(0.02 <= t < 1.0 for t in times)
+    assert all(t <= lat for t, lat in zip(times, proc.stats.latency_s, strict=True))
+    values = dict(diagnostic_summary("active", "fake", {}, proc.stats).values)
+    assert 20.0 <= float(values["predictor_p50_ms"]) < 1000.0
+    assert "predictor_mean_ms" in proc.stats.as_dict()
+    # an empty detection array never calls the predictor: nothing recorded for it
+    img, _ = frame(4)
+    proc.add_image(img, "sensor_msgs/msg/Image")
+    proc.add_detections(detection_array([], header(4, 0, "camera_optical")))
+    assert proc.step() is not None and len(proc.stats.predictor_s) == 3

@@ -13,6 +13,16 @@ from shapemask_ros.ros_bridge.factory import RosbagsFactory
 from shapemask_ros.ros_bridge.typestore import get_typestore
 from shapemask_ros.runtime.instances import Instances
 
+# rclpy exists only in a ROS environment: the node and the tools that drive a node process (the test lane
+# and the node benchmarks) are the only modules that import it at module level (test_layering,
+# test_ros_package)
+NEEDS_RCLPY = (
+    "shapemask_ros.node",
+    "shapemask_ros.bench.node_driver",
+    "shapemask_ros.bench.node_bench",
+    "shapemask_ros.bench.wire_bench",
+)
+
 TS = get_typestore("humble")
 FACTORY = RosbagsFactory(TS)
 
