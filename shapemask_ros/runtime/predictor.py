@@ -371,11 +371,12 @@ class ModelNotFoundError(FileNotFoundError):
     """No model bundle at the configured path (a user error: the message says what to set)."""
 
 
-def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0) -> Predictor:
+def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0, spin: bool = True) -> Predictor:
     """The predictor `config` asks for, the one loading path of the node, bag-eval and the demo: the bundle
     `model_path` ("" = the shipped default), `backend`, `engine_cache_dir`, `mask_threshold`, `flip_average`.
 
     intra_op_num_threads: ONNX Runtime threads (0 = its default: every core; a fleet of workers shares them).
+    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`; offline runs turn it off).
     Raises ModelNotFoundError (no bundle there), FileNotFoundError (a file of the bundle missing), ValueError
     (a bad bundle), RuntimeError (no backend can run it).
     """
@@ -384,7 +385,7 @@ def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0) -> Pred
         hint = "set model_path / --model, or build models/real_lite0" if not config.model_path else "check the path"
         raise ModelNotFoundError(f"model bundle not found: {path} ({hint})")
     options = BackendOptions(
-        engine_cache_dir=config.engine_cache_dir or None, intra_op_num_threads=intra_op_num_threads
+        engine_cache_dir=config.engine_cache_dir or None, intra_op_num_threads=intra_op_num_threads, spin=spin
     )
     return Predictor.load(
         path, config.backend, options, mask_threshold=config.mask_threshold, flip_average=config.flip_average

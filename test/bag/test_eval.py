@@ -442,3 +442,45 @@ def test_the_node_parameters_reach_the_backend_from_bag_eval_and_a_fleet(tmp_pat
     with pytest.raises(StopLoading):
         get_predictor(spec)
     assert [(o.engine_cache_dir, o.intra_op_num_threads) for o in seen] == [(cache, 0), (cache, 2)]
+    # offline: ONNX Runtime's threads sleep between runs instead of spinning (the node keeps spinning)
+    assert [o.spin for o in seen] == [False, False]
+
+
+def test_cpu_of_other_threads_outside_predict_counts_as_overhead(tmp_path, monkeypatch):
+    """A runtime thread still busy after `predict` returned (ONNX Runtime's spinning workers) is CPU the frame
+    costs outside the model: the per-frame CPU overhead is the whole process's, not the calling thread's."""
+    import threading
+    import time
+
+    burn_s = 0.03
+
+    def burn() -> None:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < burn_s:
+            pass
+
+    class BusyAfterPredict(PerfectPredictor):
+        workers: list[threading.Thread] = []
+
+        def predict(self, *a, **k):
+            out = super().predict(*a, **k)
+            worker = threading.Thread(target=burn)
+            worker.start()  # still running when predict returns
+            self.workers.append(worker)
+            return out
+
+    original = bag_eval.BagEvaluation._write_outputs
+
+    def write_then_join(self, *a, **k):  # inside the frame's timing: all of the worker's CPU falls in it
+        original(self, *a, **k)
+        BusyAfterPredict.workers[-1].join()
+
+    monkeypatch.setattr(bag_eval.BagEvaluation, "_write_outputs", write_then_join)
+    frames = 3
+    bag = write_bag(tmp_path / "in", scene_bag_messages(frames))
+    opts = BagEvalOptions(bag=str(bag), image_topic=IMAGE, detections_topic=DETS, out=str(tmp_path / "o"), overlays=0)
+    timing = evaluate_bag(opts, predictor=BusyAfterPredict()).report["timing"]
+    cpu = timing["per_frame_cpu"]
+    assert cpu["overhead"]["n"] == frames and cpu["overhead"]["p50_ms"] >= 0.7 * burn_s * 1e3
+    assert cpu["process"]["p50_ms"] + cpu["encode"]["p50_ms"] >= 0.7 * burn_s * 1e3
+    assert cpu["model"]["p50_ms"] < 0.5 * burn_s * 1e3  # none of it is charged to the model

@@ -26,12 +26,26 @@ def test_the_config_reaches_the_backend(monkeypatch, tmp_path):
     with pytest.raises(StopLoading):
         load_predictor(NodeConfig(model_path=DEMO_MODEL))
     assert seen[1].engine_cache_dir is None  # "" = the default cache
+    assert seen[0].spin and seen[1].spin  # the node's default: ONNX Runtime's threads spin
 
 
 def test_the_predictor_gets_the_mask_settings():
     cfg = NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime", mask_threshold=0.7, flip_average=True)
     p = load_predictor(cfg, intra_op_num_threads=1)
     assert isinstance(p, Predictor) and p.mask_threshold == 0.7 and p.flip_average
+
+
+def test_spin_off_reaches_every_onnxruntime_session():
+    p = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1, spin=False)
+    sessions = p.runtime_backend._sessions
+    assert sessions and all(
+        s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        for s in sessions.values()
+    )
+    q = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1)
+    opts = next(iter(q.runtime_backend._sessions.values())).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have"):  # unset: ONNX Runtime's default (spinning)
+        opts.get_session_config_entry("session.intra_op.allow_spinning")
 
 
 def test_a_missing_bundle_is_a_clear_error(tmp_path):

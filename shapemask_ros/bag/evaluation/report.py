@@ -443,8 +443,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         lines += [
             "",
             "CPU time per frame (not inflated by other processes on a shared machine): model = CPU of the "
-            f"whole process during predict (runtime threads included); overhead{incl} = this thread's CPU "
-            "outside predict.",
+            f"whole process during predict (runtime threads included); overhead{incl} = the whole process's "
+            "CPU outside predict while a frame is processed and written, plus reading its messages.",
             "",
             "| CPU | p50 ms | p90 ms | p99 ms | mean ms | max ms |",
             "|---|---|---|---|---|---|",

@@ -4,8 +4,10 @@ Timing: per frame, `model` is the time inside `Predictor.predict` (letterbox + n
 `network` the backend calls alone; `geometry` is the processor's 3D stage (real work, reported on its
 own); `overhead` is everything else the frame costs: reading and deserialising its messages (`io`), the
 processor's decoding, validation and message building (`process_other`) and serialising + writing the
-outputs (`encode`). Overlays and copying the input topics are reported separately (optional debug
-outputs / proportional to the bag, not to the frames).
+outputs (`encode`). CPU: `model` is the whole process's CPU inside `predict`; the processor's and the
+encoding's CPU are the whole process's outside it (so runtime threads still busy after a run count as
+overhead), reading's is the reading thread's. Overlays and copying the input topics are reported
+separately (optional debug outputs / proportional to the bag, not to the frames).
 """
 
 from __future__ import annotations
@@ -37,28 +39,27 @@ class TimedBackend:
 
 
 class TimedPredictor:
-    """The predictor as the processor sees it, with the time spent in `predict` recorded: wall, CPU of
-    the whole process (the runtime's worker threads included) and CPU of the calling thread."""
+    """The predictor as the processor sees it, with the time spent in `predict` recorded: wall and CPU of
+    the whole process (the runtime's worker threads included)."""
 
     def __init__(self, inner: Any) -> None:
         self.__dict__["_inner"] = inner
         self.__dict__["network_s"] = [0.0]
-        self.__dict__["acc"] = dict.fromkeys(("model", "model_cpu", "model_thread_cpu"), 0.0)
+        self.__dict__["acc"] = dict.fromkeys(("model", "model_cpu"), 0.0)
         backend = getattr(inner, "runtime_backend", None)
         if backend is not None:
             inner.runtime_backend = TimedBackend(backend, self.network_s)
 
     def predict(self, *a: Any, **k: Any) -> Any:
-        t0, p0, c0 = time.perf_counter(), time.process_time(), time.thread_time()
+        t0, p0 = time.perf_counter(), time.process_time()
         try:
             return self._inner.predict(*a, **k)
         finally:
             self.acc["model"] += time.perf_counter() - t0
             self.acc["model_cpu"] += time.process_time() - p0
-            self.acc["model_thread_cpu"] += time.thread_time() - c0
 
     def take(self) -> dict[str, float]:
-        """{model, model_cpu, model_thread_cpu, network} seconds since the last call."""
+        """{model, model_cpu, network} seconds since the last call."""
         out = {**self.acc, "network": self.network_s[0]}
         self.acc.update(dict.fromkeys(self.acc, 0.0))
         self.network_s[0] = 0.0

@@ -30,6 +30,9 @@ class BackendOptions:
     engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
     providers: ONNX Runtime providers (None = CUDA when available, then CPU).
     precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
+    spin: ONNX Runtime's worker threads busy-wait for work (its default: the lowest latency for a live node);
+    False lets them sleep, for offline runs (bag-eval, a fleet): spinning costs CPU outside every run and,
+    on a busy host, inflates the model's own CPU (measured on the demo bag: docs/benchmarks.md, issue 24 item 4).
     signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both); others are
     prepared on first use (a TensorRT engine build can then take minutes).
     """
@@ -38,6 +41,7 @@ class BackendOptions:
     providers: Sequence[Any] | None = None
     precision: str = "fp16"
     intra_op_num_threads: int = 0
+    spin: bool = True
     signatures: Sequence[str] | None = None
 
 
@@ -58,6 +62,7 @@ def _create_one(name: str, bundle: Bundle, options: BackendOptions) -> Backend:
             bundle,
             providers=options.providers,
             intra_op_num_threads=options.intra_op_num_threads,
+            spin=options.spin,
             signatures=options.signatures,
         )
     if name == "tensorflow":

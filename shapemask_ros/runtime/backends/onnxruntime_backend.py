@@ -56,6 +56,7 @@ class OnnxRuntimeBackend:
         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         intra_op_num_threads: int = 0,
         signatures: Sequence[str] | None = None,
+        spin: bool = True,
     ) -> None:
         try:
             import onnxruntime  # noqa: F401
@@ -66,6 +67,7 @@ class OnnxRuntimeBackend:
         self.bundle = bundle
         self.providers = list(providers) if providers else default_providers()
         self.intra_op_num_threads = int(intra_op_num_threads)
+        self.spin = bool(spin)  # BackendOptions.spin
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._pair: tuple[Any, ThreadPoolExecutor] | None = None  # segment_boxes_pair's session and worker
@@ -87,6 +89,8 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         threads = self.intra_op_num_threads if intra_op_num_threads is None else intra_op_num_threads
         opts.intra_op_num_threads = threads  # 0 = ONNX Runtime's default
+        if not self.spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # A remote bundle (gs://) is read into memory; sessions accept the serialized graph as bytes.
         model: str | bytes = io.read_bytes(path) if io.is_remote(path) else path
         try:
