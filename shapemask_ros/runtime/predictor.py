@@ -376,7 +376,8 @@ def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0, spin: b
     `model_path` ("" = the shipped default), `backend`, `engine_cache_dir`, `mask_threshold`, `flip_average`.
 
     intra_op_num_threads: ONNX Runtime threads (0 = its default: every core; a fleet of workers shares them).
-    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`; offline runs turn it off).
+    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`; the node and offline runs
+    turn it off).
     Raises ModelNotFoundError (no bundle there), FileNotFoundError (a file of the bundle missing), ValueError
     (a bad bundle), RuntimeError (no backend can run it).
     """

@@ -442,7 +442,7 @@ def test_the_node_parameters_reach_the_backend_from_bag_eval_and_a_fleet(tmp_pat
     with pytest.raises(StopLoading):
         get_predictor(spec)
     assert [(o.engine_cache_dir, o.intra_op_num_threads) for o in seen] == [(cache, 0), (cache, 2)]
-    # offline: ONNX Runtime's threads sleep between runs instead of spinning (the node keeps spinning)
+    # offline: ONNX Runtime's threads sleep between runs instead of spinning (as in the node)
     assert [o.spin for o in seen] == [False, False]
 
 

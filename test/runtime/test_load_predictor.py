@@ -26,7 +26,7 @@ def test_the_config_reaches_the_backend(monkeypatch, tmp_path):
     with pytest.raises(StopLoading):
         load_predictor(NodeConfig(model_path=DEMO_MODEL))
     assert seen[1].engine_cache_dir is None  # "" = the default cache
-    assert seen[0].spin and seen[1].spin  # the node's default: ONNX Runtime's threads spin
+    assert seen[0].spin and seen[1].spin  # load_predictor's default: ONNX Runtime's (the node passes False)
 
 
 def test_the_predictor_gets_the_mask_settings():

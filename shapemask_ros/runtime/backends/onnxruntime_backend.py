@@ -113,7 +113,8 @@ class OnnxRuntimeBackend:
                 got,
             )
         self._check_inputs(session, signature, path)
-        log.info("onnxruntime session for %s on %s", signature, got)
+        spinning = "" if self.spin else " (threads sleep between runs)"
+        log.info("onnxruntime session for %s on %s%s", signature, got, spinning)
         return session
 
     def _check_inputs(self, session: Any, signature: str, path: str) -> None:
