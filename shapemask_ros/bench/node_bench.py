@@ -59,10 +59,10 @@ def _load(model: str, backend: str, threads: int = 0) -> Any:
     )
 
 
-def predictor_time(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int) -> float:
-    """Median seconds of `Predictor.predict` over `frames`, one call after another, after three warm-up
+def predictor_time(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int, warm: int = 3) -> float:
+    """Median seconds of `Predictor.predict` over `frames`, one call after another, after `warm` warm-up
     passes (with one, the first measurement of a run came out 10-40 % slower than the next)."""
-    for rgb, boxes in frames * 3:
+    for rgb, boxes in frames * warm:
         predictor.predict(rgb, np.asarray(boxes, np.float32))
     times = []
     for k in range(rounds):
@@ -90,7 +90,13 @@ def two_caller_fps(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds
 
 
 def run_rate(
-    driver: Driver, args: argparse.Namespace, rate: float, frames: list, n: int, in_flight: int = 2
+    driver: Driver,
+    args: argparse.Namespace,
+    rate: float,
+    frames: list,
+    n: int,
+    in_flight: int = 2,
+    predictor: Any = None,
 ) -> dict[str, Any]:
     """One node process, `n` frames at `rate` Hz: latency percentiles, output rate, drops, RSS."""
     h, w = args.height, args.width
@@ -118,17 +124,30 @@ def run_rate(
             cpu[tag + "node"], cpu[tag + "own"] = _cpu_s(node.popen.pid), time.process_time()
             cpu[tag + "t"] = time.monotonic()
 
+        # --segment: the Predictor alone is measured in the camera's pauses, next to each stretch of the run
+        segment_pred: list[float] = []
+        between = None
+        if args.segment and predictor is not None:
+            between = lambda: segment_pred.append(predictor_time(predictor, frames, rounds=16, warm=1))  # noqa: E731
+            between()
         sample("0")
         timer = threading.Timer(n / rate, sample, args=("1",))
-        timer.start()
+        if not between:  # with pauses the CPU shares would mix in the Predictor's own runs
+            timer.start()
         # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
         run = send_frames(
             driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=n_warm + 1,
-            reliable=args.camera_qos == "reliable", wire=wire,
+            reliable=args.camera_qos == "reliable", wire=wire, segment=args.segment, between=between,
         )  # fmt: skip
-        timer.join()
+        if between:
+            between()
+            sample("1")
+        else:
+            timer.join()
         wall = cpu["1t"] - cpu["0t"]
         node_cpu, camera_cpu = cpu["1node"] - cpu["0node"], cpu["1own"] - cpu["0own"]
+        if between:  # the pauses and this process's Predictor runs would count: no CPU shares then
+            node_cpu = camera_cpu = float("nan")
         rss_end = _rss_mb(node.popen.pid)
         values = node_values(driver, node.name)
         drops = counters_of(values)
@@ -146,7 +165,12 @@ def run_rate(
         "latency_ms": {k: float(np.percentile(lat, q)) for k, q in (("p50", 50), ("p90", 90), ("max", 100))}
         if len(lat)
         else {},
-        "output_fps": (len(stamps) - 1) / span if len(stamps) > 1 else 0.0,
+        # segmented: the median stretch (the whole run's span would include the pauses)
+        "output_fps": float(np.median([run.output_fps(seg) for seg in run.segments]))
+        if run.segments
+        else (len(stamps) - 1) / span
+        if len(stamps) > 1
+        else 0.0,
         "rss_mb": {"start": rss_start, "end": rss_end},
         "cpu_share": {
             "node": node_cpu / wall / (os.cpu_count() or 1),
@@ -156,6 +180,17 @@ def run_rate(
         # the Predictor's own call inside the node (its diagnostics, last 256 frames): output_fps x this is
         # the share of the processing thread's time spent in the model
         "predictor_in_node_ms": values.get("predictor_p50_ms", float("nan")),
+        # per segment: output fps and its ratio to the Predictor alone measured just before and after it
+        "segments": [
+            {
+                "frames": list(seg),
+                "output_fps": run.output_fps(seg),
+                "predictor_ms_around": [segment_pred[k] * 1e3, segment_pred[k + 1] * 1e3],
+                "ratio": run.output_fps(seg) * float(np.mean(segment_pred[k : k + 2])),
+            }
+            for k, seg in enumerate(run.segments)
+            if k + 1 < len(segment_pred)
+        ],
     }
 
 
@@ -172,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames-in-flight", default="2", help="node frames_in_flight values to run at each rate, e.g. 1,2")
     p.add_argument("--soak", type=int, default=0, help="frames of an extra run at the highest rate (RSS growth)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each rate x frames-in-flight, interleaved")
+    p.add_argument(
+        "--segment", type=int, default=0,
+        help="pause the camera every N frames and measure the Predictor alone in the pause (0 = never): a host "
+        "whose speed drifts within a run is then compared stretch by stretch",
+    )  # fmt: skip
     p.add_argument(
         "--camera", default="wire", choices=("wire", "rclpy"),
         help="wire: the camera publishes pre-built CDR bytes (as cheap as a compiled driver); rclpy: builds "
@@ -196,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.repeats):
             for rate, k in ((r, k) for r in rates for k in in_flight):
-                runs.append(run_rate(driver, args, rate, frames, args.frames, k))
+                runs.append(run_rate(driver, args, rate, frames, args.frames, k, predictor=sequential))
                 pred.append(predictor_time(sequential, frames, rounds=30))
                 two.append(two_caller_fps(single, frames, rounds=30))
                 runs[-1]["predictor_ms_around"] = [pred[-2] * 1e3, pred[-1] * 1e3]
@@ -236,16 +276,28 @@ def main(argv: list[str] | None = None) -> int:
         two_fps = float(np.mean(r.get("two_caller_fps_around", two)))
         lat = {k: r["latency_ms"].get(k, float("nan")) for k in ("p50", "p90", "max")}
         cap = min(r["rate_hz"], 1e3 / ref_ms)
+        out_ratio = r["output_fps"] / cap
+        if r.get("segments"):  # segmented: each stretch against the Predictor measured next to it
+            out_ratio = float(np.median([min(seg["ratio"], seg["output_fps"] / r["rate_hz"]) for seg in r["segments"]]))
         print(
             f"| {r['rate_hz']:g} | {r['frames_in_flight']} | {r['frames_back']} / {r['frames_sent']} | "
             f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / ref_ms:.2f}x | "
-            f"{r['output_fps']:.1f} | {r['output_fps'] / cap:.2f} | "
+            f"{r['output_fps']:.1f} | {out_ratio:.2f} | "
             f"{r['output_fps'] / min(r['rate_hz'], two_fps):.2f} | "
             f"{r.get('predictor_in_node_ms', float('nan')):.1f} | "
             f"{r['output_fps'] * r.get('predictor_in_node_ms', float('nan')) / 1e3:.2f} | "
             f"{r['rss_mb']['start']:.0f} -> {r['rss_mb']['end']:.0f} | "
             f"{100 * r['cpu_share']['node']:.0f} / {100 * r['cpu_share']['camera']:.0f} % | {r['node_counters']} |"
         )
+    for r in runs:
+        if r.get("segments"):
+            ratios = [seg["ratio"] for seg in r["segments"]]
+            around = [r["segments"][0]["predictor_ms_around"][0]] + [g["predictor_ms_around"][1] for g in r["segments"]]
+            print(
+                f"{r['rate_hz']:g} Hz, {r['frames_in_flight']} in flight, segments of {args.segment} frames: "
+                f"output / Predictor alone around it {', '.join(f'{x:.2f}' for x in ratios)} "
+                f"(median {np.median(ratios):.2f}); Predictor {', '.join(f'{t:.1f}' for t in around)} ms"
+            )
     if args.out:
         tmp = f"{args.out}.tmp"
         with open(tmp, "w") as f:

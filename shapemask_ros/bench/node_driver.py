@@ -299,6 +299,18 @@ class FrameRun:
         self.by_stamp = {stamp_ns(m.header.stamp): (t, m) for t, m in masks}
         self.received = len(set(self.by_stamp) & set(sent))
         self.latencies = sorted(t - sent[s] for s, (t, _) in self.by_stamp.items() if s in sent)
+        self.segments: list[tuple[int, int]] = []  # send indices [start, end) of each segment (send_frames)
+
+    def output_fps(self, indices: tuple[int, int] | None = None) -> float:
+        """Masks per second: frames back over the span of their arrival times, among the frames sent with
+        indices [start, end) (`indices`) or all."""
+        order = list(self.sent)  # insertion order = send order
+        chosen = order[slice(*indices)] if indices else order
+        times = sorted(self.by_stamp[s][0] for s in chosen if s in self.by_stamp)
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+_PAUSE_S = 0.3  # longer than one frame of the default model on a 2-core CPU
 
 
 def settle_qos(driver: Driver, topic: str, reliable: bool, timeout: float = 10.0) -> None:
@@ -357,6 +369,8 @@ def send_frames(
     frames: list[tuple[Any, Any]] | None = None,
     first: int = 0,
     wire: bool = False,
+    segment: int = 0,
+    between: Callable[[], None] | None = None,
 ) -> FrameRun:
     """Publish `n` image + Detection2DArray pairs at `rate_hz` and collect the InstanceMaskArray replies.
 
@@ -364,6 +378,9 @@ def send_frames(
     only their stamps set per send: a camera as cheap as a compiled driver, so that a benchmark on a small
     CPU measures the node, not rclpy's message classes in the camera (which otherwise take 2-3 % of it
     at 30 Hz).
+    segment, between: every `segment` frames the camera pauses, waits `pause_s` for the node to finish the
+    frame it holds, calls `between()` (the node benchmark measures the Predictor alone there) and resumes at
+    `rate_hz`; `FrameRun.segments` lists the send indices of each segment.
     """
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
@@ -404,8 +421,14 @@ def send_frames(
             return codec.encode(img), codec.encode(det)
 
         sent: dict[int, float] = {}
+        segments: list[tuple[int, int]] = []
         t0 = time.monotonic()
         for i in range(n):
+            if segment and between is not None and i and i % segment == 0:
+                time.sleep(_PAUSE_S)  # the node finishes the frame it holds
+                between()
+                segments.append((i - segment, i))
+                t0 = time.monotonic() - i / rate_hz  # resume the schedule from now
             t = stamp(first + i, rate_hz)
             img, det = frame(i, t)
             wait = t0 + i / rate_hz - time.monotonic()
@@ -415,7 +438,11 @@ def send_frames(
             img_pub.publish(img)
             det_pub.publish(det)
         driver.wait_for(lambda: len(masks.items) >= n, timeout=settle_s)
-        return FrameRun(sent, list(masks.items))
+        if segment and between is not None:
+            segments.append((segments[-1][1] if segments else 0, n))
+        run = FrameRun(sent, list(masks.items))
+        run.segments = segments
+        return run
     finally:
         masks.close()
         node.destroy_publisher(img_pub)
