@@ -6,6 +6,10 @@ rates and the diagnostics summary (`ros_bridge.node_health`), the input queues (
 lives there and is tested without ROS; this module only wires it to rclpy. It is tested as a separate process
 on real rclpy (PyPI wheels) by the lane in test/ros2 (`make test-ros`).
 
+Data path: inputs are subscribed raw and read, outputs serialised and published as bytes, with the rosbags
+typestore `bag-eval` uses (`ros_bridge.wire`): rclpy's message classes are only the topics' types here, and
+the frame processor sees the same message objects as in bag evaluation.
+
 Lifecycle: configure loads the model and creates publishers; activate subscribes and starts processing;
 deactivate unsubscribes; cleanup releases the model. `--autostart` does configure + activate at start.
 A change_state request that is not valid in the current state is answered `success=False` (Jazzy's rclpy

@@ -129,6 +129,7 @@ def run_rate(
         between = None
         if args.segment and predictor is not None:
             between = lambda: segment_pred.append(predictor_time(predictor, frames, rounds=16, warm=1))  # noqa: E731
+            predictor_time(predictor, frames, rounds=1, warm=3)  # idle since the last run: warm it up again
             between()
         sample("0")
         timer = threading.Timer(n / rate, sample, args=("1",))
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         cap = min(r["rate_hz"], 1e3 / ref_ms)
         out_ratio = r["output_fps"] / cap
         if r.get("segments"):  # segmented: each stretch against the Predictor measured next to it
-            out_ratio = float(np.median([min(seg["ratio"], seg["output_fps"] / r["rate_hz"]) for seg in r["segments"]]))
+            out_ratio = float(np.median([max(seg["ratio"], seg["output_fps"] / r["rate_hz"]) for seg in r["segments"]]))
         print(
             f"| {r['rate_hz']:g} | {r['frames_in_flight']} | {r['frames_back']} / {r['frames_sent']} | "
             f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['max']:.1f} | {lat['p50'] / ref_ms:.2f}x | "

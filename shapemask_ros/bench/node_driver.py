@@ -10,6 +10,7 @@ and a detector at a fixed rate and collects the masks.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -169,8 +170,16 @@ class Driver:
             popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         return NodeProcess(self, popen, log, name)
 
-    def subscribe(self, msg_type: Any, topic: str, reliable: bool = True, depth: int = 50) -> Collector:
-        return Collector(self, msg_type, topic, qos(reliable, depth))
+    def subscribe(
+        self,
+        msg_type: Any,
+        topic: str,
+        reliable: bool = True,
+        depth: int = 50,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> Collector:
+        """Collect `topic`; with `decode`, subscribed raw and each message's bytes read with it."""
+        return Collector(self, msg_type, topic, qos(reliable, depth), decode)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -225,15 +234,26 @@ def node_values(driver: Driver, node_name: str, timeout: float = 3.0) -> dict[st
 class Collector:
     """Messages received on a topic, with their arrival time (monotonic)."""
 
-    def __init__(self, driver: Driver, msg_type: Any, topic: str, profile: QoSProfile) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        msg_type: Any,
+        topic: str,
+        profile: QoSProfile,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> None:
         self.driver = driver
         self.items: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
-        self.sub = driver.node.create_subscription(msg_type, topic, self._on, profile)
+        self._decode = decode
+        self.sub = driver.node.create_subscription(msg_type, topic, self._on, profile, raw=decode is not None)
 
     def _on(self, msg: Any) -> None:
+        t = time.monotonic()
+        if self._decode is not None:
+            msg = self._decode(msg)
         with self._lock:
-            self.items.append((time.monotonic(), msg))
+            self.items.append((t, msg))
 
     @property
     def messages(self) -> list[Any]:
@@ -375,9 +395,9 @@ def send_frames(
     """Publish `n` image + Detection2DArray pairs at `rate_hz` and collect the InstanceMaskArray replies.
 
     wire: publish CDR bytes serialised with the typestore (`WireCodec`) from messages built once per frame,
-    only their stamps set per send: a camera as cheap as a compiled driver, so that a benchmark on a small
-    CPU measures the node, not rclpy's message classes in the camera (which otherwise take 2-3 % of it
-    at 30 Hz).
+    only their stamps set per send, and read the masks raw with it: a camera and a consumer as cheap as
+    compiled ones, so that a benchmark on a small CPU measures the node, not rclpy's message classes in
+    the harness (which otherwise take several % of it at 30 Hz).
     segment, between: every `segment` frames the camera pauses, waits `pause_s` for the node to finish the
     frame it holds, calls `between()` (the node benchmark measures the Predictor alone there) and resumes at
     `rate_hz`; `FrameRun.segments` lists the send indices of each segment.
@@ -393,7 +413,9 @@ def send_frames(
     node = driver.node
     img_pub = node.create_publisher(Image, image_topic, qos(reliable, pub_depth))
     det_pub = node.create_publisher(Detection2DArray, detections_topic, qos(True, pub_depth))
-    masks = driver.subscribe(InstanceMaskArray, masks_topic, reliable=True, depth=100)
+    codec = WireCodec() if wire else None
+    decode = None if codec is None else functools.partial(codec.decode, type_name="shapemask_ros/msg/InstanceMaskArray")
+    masks = driver.subscribe(InstanceMaskArray, masks_topic, reliable=True, depth=100, decode=decode)
     try:
         matched = lambda: img_pub.get_subscription_count() > 0 and det_pub.get_subscription_count() > 0  # noqa: E731
         if not driver.wait_for(lambda: matched() and masks.sub.get_publisher_count() > 0, timeout=30.0):
@@ -402,7 +424,6 @@ def send_frames(
         if not driver.wait_for(matched, timeout=10.0):  # our writers matched the re-created reader again
             raise TimeoutError("the node's re-created image subscription did not match in 10 s")
         prepared = frames or [(synthetic_rgb(h, w, i % 8), default_boxes(h, w, boxes)) for i in range(min(n, 8))]
-        codec = WireCodec() if wire else None
         built: dict[int, tuple[Any, Any]] = {}
 
         def frame(i: int, t: Any) -> tuple[Any, Any]:
