@@ -306,8 +306,8 @@ class ShapeMaskNode(LifecycleNode):
         masks_cls = import_message(MASKS_TYPE)
         self.get_logger().info(f"loading model {resolve_model_path(cfg.model_path)} (backend requested: {cfg.backend})")
         # ONNX Runtime's threads sleep between runs instead of spinning: at 10 Hz the node then uses 45-49 %
-        # of two cores instead of 73-74 % at the same latency (p50 55-59 ms), and at 30 Hz the spinning
-        # thread no longer takes a core from the executor while the frame's Python work runs (docs/ros.md)
+        # of two cores instead of 73-74 % at the same latency (p50 55-59 ms); at 30 Hz no measurable
+        # difference (docs/ros.md). Cores a robot shares with its planner are not burnt waiting.
         predictor = load_predictor(cfg, spin=False)
         self._backend = str(getattr(predictor, "backend", "unknown"))
         skipped = dict(getattr(predictor, "skipped_backends", None) or {})
