@@ -111,7 +111,8 @@ class NodeConfig:
     frames_in_flight: int = _param(
         1,
         "frames in the network at once: 1, or 2 = a newer frame starts while one is still in it when the camera"
-        " outruns the model (ONNX Runtime on a multi-core CPU, each on one thread; more memory)",
+        " outruns the model (ONNX Runtime on a multi-core CPU, each on one thread): more frames/s above capacity,"
+        " more memory and per-frame latency",
         range=(1, 2),
     )
     image_topic: str = _param(
