@@ -131,3 +131,49 @@ def test_received_outputs_equal_the_predictor_and_agree_with_each_other(launch, 
             assert abs(obj.centroid.x - ((xs + 0.5).mean() - CX) * z / FX) < 5e-3
             assert abs(obj.centroid.y - ((ys + 0.5).mean() - CY) * z / FY) < 5e-3
     assert node.alive()
+
+
+def test_compressed_images_are_read_from_the_wire_and_segmented(launch, driver):
+    """A `.../compressed` image topic: CompressedImage bytes read with the typestore and JPEG-decoded give the
+    masks the Predictor makes on the decoded image."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    topic = "/camera/image_raw/compressed"
+    node = launch({"backend": "onnxruntime", "image_topic": topic}, autostart=True)
+    n = driver.node
+    img_pub = n.create_publisher(CompressedImage, topic, qos())
+    det_pub = n.create_publisher(Detection2DArray, "/detections", qos())
+    masks = driver.subscribe(InstanceMaskArray, "/shapemask/masks")
+    frames = {}
+    try:
+        assert driver.wait_for(lambda: img_pub.get_subscription_count() and masks.sub.get_publisher_count(), 30.0)
+        settle_qos(driver, topic, True)
+        assert driver.wait_for(lambda: img_pub.get_subscription_count() > 0, 10.0)
+        for i in range(4):
+            t = stamp(i, 2.0)
+            rgb, boxes = synthetic_rgb(H, W, i), default_boxes(H, W, 2 + i)
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            assert ok
+            decoded = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            frames[stamp_ns(t)] = (decoded, np.asarray(boxes, np.float32))
+            img_pub.publish(
+                CompressedImage(header=Header(stamp=t, frame_id="camera"), format="jpeg", data=jpeg.tobytes())
+            )
+            det_pub.publish(detections_msg(boxes, t))
+            time.sleep(0.5)
+        done = lambda: set(frames) <= {stamp_ns(m.header.stamp) for m in masks.messages}  # noqa: E731
+        assert driver.wait_for(done, 20.0), node.log_text()[-3000:]
+    finally:
+        n.destroy_publisher(img_pub)
+        n.destroy_publisher(det_pub)
+    got = {stamp_ns(m.header.stamp): m for m in masks.messages}
+    masks.close()
+    assert node.alive()
+    predictor = Predictor.load(resolve_model_path(NodeConfig().model_path), backend="onnxruntime")
+    for key, (rgb, boxes) in frames.items():
+        want = predictor.predict(rgb, boxes)
+        msg = got[key]
+        assert (msg.image_height, msg.image_width) == (H, W) and len(msg.instances) == len(boxes)
+        for i, inst in enumerate(msg.instances):
+            np.testing.assert_array_equal(_mask_of(inst) > 0, np.asarray(want.masks[i]) > 0)
