@@ -109,7 +109,7 @@ class NodeConfig:
     backend: str = _param("auto", "auto | tensorrt | onnxruntime | tensorflow", choices=BACKENDS)
     engine_cache_dir: str = _param("", 'TensorRT engine cache; "" = $XDG_CACHE_HOME/shapemask_ros/engines')
     frames_in_flight: int = _param(
-        1,
+        2,
         "frames in the network at once: 1, or 2 = a newer frame starts while one is still in it when the camera"
         " outruns the model (ONNX Runtime on a multi-core CPU, each on one thread): more frames/s above capacity,"
         " more memory and per-frame latency",
