@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 from geometry import objects3d_reference as reference
-from geometry.test_objects3d_equivalence import CAMERAS, CONFIGS, FACTORY, synthetic
+from geometry.test_objects3d_equivalence import CAMERAS, CONFIGS, FACTORY, edge_scenes, synthetic
 from geometry.tote_frames import tote_pan_frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,25 +119,11 @@ def test_warm_lens_table_across_frames():
 
 def test_edge_cases_empty_mask_no_depth_too_few_points_bad_mask():
     depth, inst = synthetic(12, seed=4)
-    full = np.zeros((4, 480, 640), np.uint8)
-    for j in range(3):
-        x, y, w, h = (int(v) for v in inst.regions[j])
-        full[j, y : y + h, x : x + w] = inst.masks[j]
-    got, want = both(depth, CAMERAS["plumb_bob"], full, return_points=True)  # full[3] is empty
-    assert want.status[3] == "empty_mask"
-    assert_same(got, want)
-    masks = list(inst.masks[:3]) + [np.ones((5, 5), np.uint8)]  # the last disagrees with its region
-    regions = np.concatenate([inst.regions[:3], [[600, 470, 60, 40]]])
-    for points in (False, True):
-        got, want = both(depth, CAMERAS["pinhole"], masks, regions, return_points=points)
-        assert want.status[3] == "bad_mask"
-        assert_same(got, want)
-    hole = depth.copy()
-    x, y, w, h = (int(v) for v in inst.regions[0])
-    hole[y : y + h, x : x + w] = np.nan  # no depth under object 0
-    got, want = both(hole, CAMERAS["plumb_bob"], inst.masks, inst.regions, return_points=True)
-    assert want.status[0] == "no_depth"
-    assert_same(got, want)
+    for camera, frame, masks, regions, index, status in edge_scenes(depth, inst):
+        for points in (False, True):
+            got, want = both(frame, CAMERAS[camera], masks, regions, return_points=points)
+            assert want.status[index] == status
+            assert_same(got, want)
     cfg = GeometryConfig(min_points=5000)
     got, want = both(depth, CAMERAS["pinhole"], inst.masks, inst.regions, config=cfg, return_points=True)
     assert "too_few_points" in want.status and "ok" in want.status

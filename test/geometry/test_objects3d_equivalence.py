@@ -70,6 +70,25 @@ def synthetic(n: int = 20, seed: int = 0):
     return depth, inst
 
 
+def edge_scenes(depth: np.ndarray, inst) -> list[tuple[str, np.ndarray, object, object, int, str]]:
+    """Edge cases every kernel is held to the reference on, from a `synthetic` frame: (camera, depth, masks,
+    regions, index, the status object `index` must get)."""
+    full = np.zeros((4, 480, 640), np.uint8)  # full-size masks (no regions); the fourth is empty
+    for j in range(3):
+        x, y, w, h = (int(v) for v in inst.regions[j])
+        full[j, y : y + h, x : x + w] = inst.masks[j]
+    bad = list(inst.masks[:3]) + [np.ones((5, 5), np.uint8)]  # the last disagrees with its region
+    bad_regions = np.concatenate([inst.regions[:3], [[600, 470, 60, 40]]])
+    hole = depth.copy()
+    x, y, w, h = (int(v) for v in inst.regions[0])
+    hole[y : y + h, x : x + w] = np.nan  # no depth under object 0
+    return [
+        ("plumb_bob", depth, full, None, 3, "empty_mask"),
+        ("pinhole", depth, bad, bad_regions, 3, "bad_mask"),
+        ("plumb_bob", hole, inst.masks, inst.regions, 0, "no_depth"),
+    ]
+
+
 K640 = [[610.0, 0, 319.5], [0, 610.0, 239.5], [0, 0, 1]]
 CAMERAS = {
     "pinhole": CameraIntrinsics.from_matrix(K640, 640, 480),
@@ -118,24 +137,11 @@ def test_scale_registration_full_masks_and_bad_masks_identical():
     for cam in (CAMERAS["pinhole"], CAMERAS["plumb_bob"]):
         got, want = both(small, cam, inst.masks, inst.regions, image_shape=(480, 640), config=cfg, return_points=True)
         assert_identical(got, want)
-    full = np.zeros((4, 480, 640), np.uint8)
-    for j in range(3):
-        x, y, w, h = (int(v) for v in inst.regions[j])
-        full[j, y : y + h, x : x + w] = inst.masks[j]
-    got, want = both(depth, CAMERAS["plumb_bob"], full, return_points=True)  # full[3] is empty
-    assert want.status[3] == "empty_mask"
-    assert_identical(got, want)
-    masks = list(inst.masks[:3]) + [np.ones((5, 5), np.uint8)]  # the last disagrees with its region
-    regions = np.concatenate([inst.regions[:3], [[600, 470, 60, 40]]])
-    got, want = both(depth, CAMERAS["pinhole"], masks, regions, return_points=False)
-    assert want.status[3] == "bad_mask"
-    assert_identical(got, want)
-    hole = depth.copy()
-    x, y, w, h = (int(v) for v in inst.regions[0])
-    hole[y : y + h, x : x + w] = np.nan  # no depth under object 0
-    got, want = both(hole, CAMERAS["plumb_bob"], inst.masks, inst.regions, return_points=True)
-    assert want.status[0] == "no_depth"
-    assert_identical(got, want)
+    for camera, frame, masks, regions, index, status in edge_scenes(depth, inst):
+        for points in (False, True):
+            got, want = both(frame, CAMERAS[camera], masks, regions, return_points=points)
+            assert want.status[index] == status
+            assert_identical(got, want)
 
 
 def test_demo_tote_scene_identical():
