@@ -305,10 +305,9 @@ class ShapeMaskNode(LifecycleNode):
         # the rclpy classes only name the topics' types; fails clearly if the msgs were not built
         masks_cls = import_message(MASKS_TYPE)
         self.get_logger().info(f"loading model {resolve_model_path(cfg.model_path)} (backend requested: {cfg.backend})")
-        # ONNX Runtime's threads sleep between runs instead of spinning: at 10 Hz the node then uses 45-49 %
-        # of two cores instead of 73-74 % at the same latency (p50 55-59 ms); at 30 Hz no measurable
-        # difference (docs/ros.md). Cores a robot shares with its planner are not burnt waiting.
-        predictor = load_predictor(cfg, spin=False)
+        # load_predictor's ONNX Runtime threads sleep between runs: cores a robot shares with its planner
+        # are not burnt waiting (at 10 Hz 45-49 % of two cores instead of 73-74 %, same latency; docs/ros.md)
+        predictor = load_predictor(cfg)
         self._backend = str(getattr(predictor, "backend", "unknown"))
         skipped = dict(getattr(predictor, "skipped_backends", None) or {})
         used = f"inference backend in use: {self._backend} (requested: {cfg.backend}"
@@ -520,7 +519,7 @@ class ShapeMaskNode(LifecycleNode):
                 f"({os.cpu_count()} cores); a second frame pays only with ONNX Runtime on a multi-core CPU"
             )
             return None
-        predictor = load(cfg, intra_op_num_threads=1, spin=False)
+        predictor = load(cfg, intra_op_num_threads=1)
         self.get_logger().info(
             "frames_in_flight 2: when a frame arrives while another is in the network, it runs beside it on "
             "one-thread sessions"

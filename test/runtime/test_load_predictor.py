@@ -26,7 +26,7 @@ def test_the_config_reaches_the_backend(monkeypatch, tmp_path):
     with pytest.raises(StopLoading):
         load_predictor(NodeConfig(model_path=DEMO_MODEL))
     assert seen[1].engine_cache_dir is None  # "" = the default cache
-    assert seen[0].spin and seen[1].spin  # load_predictor's default: ONNX Runtime's (the node passes False)
+    assert not seen[0].spin and not seen[1].spin  # the frame pipelines' default: threads sleep between runs
 
 
 def test_the_predictor_gets_the_mask_settings():
@@ -36,13 +36,13 @@ def test_the_predictor_gets_the_mask_settings():
 
 
 def test_spin_off_reaches_every_onnxruntime_session():
-    p = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1, spin=False)
+    p = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1)  # default
     sessions = p.runtime_backend._sessions
     assert sessions and all(
         s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
         for s in sessions.values()
     )
-    q = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1)
+    q = load_predictor(NodeConfig(model_path=DEMO_MODEL, backend="onnxruntime"), intra_op_num_threads=1, spin=True)
     opts = next(iter(q.runtime_backend._sessions.values())).get_session_options()
     with pytest.raises(RuntimeError, match="does not have"):  # unset: ONNX Runtime's default (spinning)
         opts.get_session_config_entry("session.intra_op.allow_spinning")
@@ -54,9 +54,9 @@ def test_a_missing_bundle_is_a_clear_error(tmp_path):
 
 
 def test_the_node_loads_through_load_predictor():
-    """node.py imports rclpy (not in this venv): read its source. The node hands its whole config over, with
-    ONNX Runtime's threads sleeping between runs (the real lane checks the session log line too)."""
+    """node.py imports rclpy (not in this venv): read its source. The node hands its whole config over and
+    keeps load_predictor's sleeping ONNX Runtime threads (the real lane checks the session log line too)."""
     tree = ast.parse((REPO / "shapemask_ros" / "node.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     named = [ast.unparse(c) for c in calls if ast.unparse(c.func) in ("load_predictor", "Predictor.load")]
-    assert named == ["load_predictor(cfg, spin=False)"]
+    assert named == ["load_predictor(cfg)"]

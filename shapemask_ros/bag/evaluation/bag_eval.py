@@ -141,14 +141,14 @@ def load_bag_predictor(config: NodeConfig, threads: int = 0) -> Predictor:
     """`runtime.predictor.load_predictor` (the node's loading) with its errors as BagError, bag-eval's and the
     demo's user errors. `threads`: ONNX Runtime intra-op threads (0 = its default: every core).
 
-    ONNX Runtime's threads do not spin here: offline, nothing waits on a frame's latency, and a spinning
-    worker burns a core after every run while this thread does the 3D stage and writes the outputs (on the
-    demo bag ~7 ms of CPU a frame outside the model, and more inside it on a busy host)."""
+    ONNX Runtime's threads do not spin (load_predictor's default): offline, nothing waits on a frame's
+    latency, and a spinning worker burns a core after every run while this thread does the 3D stage and
+    writes the outputs (on the demo bag ~7 ms of CPU a frame outside the model, more on a busy host)."""
     from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import ModelNotFoundError, load_predictor
 
     try:
-        return load_predictor(config, intra_op_num_threads=threads, spin=False)
+        return load_predictor(config, intra_op_num_threads=threads)
     except ModelNotFoundError as e:
         raise BagError(str(e)) from None
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
