@@ -132,19 +132,21 @@ def run_rate(
             predictor_time(predictor, frames, rounds=1, warm=3)  # idle since the last run: warm it up again
             between()
         sample("0")
-        timer = threading.Timer(n / rate, sample, args=("1",))
-        if not between:  # with pauses the CPU shares would mix in the Predictor's own runs
+        # the CPU window ends with the last frame sent (not the settling wait); with pauses there are no CPU
+        # shares: they would mix in the Predictor's own runs
+        timer = None if between else threading.Timer(n / rate, sample, args=("1",))
+        if timer is not None:
             timer.start()
         # stamps continue after the warm-up's (the processor treats a stamp going back as a clock reset)
         run = send_frames(
             driver, n, rate, size=(h, w), frames=frames, settle_s=5.0, first=n_warm + 1,
             reliable=args.camera_qos == "reliable", wire=wire, segment=args.segment, between=between,
         )  # fmt: skip
-        if between:
+        if timer is not None:
+            timer.join()
+        if between is not None:
             between()
             sample("1")
-        else:
-            timer.join()
         wall = cpu["1t"] - cpu["0t"]
         node_cpu, camera_cpu = cpu["1node"] - cpu["0node"], cpu["1own"] - cpu["0own"]
         if between:  # the pauses and this process's Predictor runs would count: no CPU shares then
@@ -155,8 +157,7 @@ def run_rate(
     finally:
         node.stop()
     lat = np.asarray(run.latencies) * 1e3
-    stamps = sorted(run.by_stamp[s][0] for s in run.by_stamp if s in run.sent)
-    span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    segment_fps = [run.output_fps(seg) for seg in run.segments]
     return {
         "rate_hz": rate,
         "frames_in_flight": in_flight,
@@ -167,11 +168,7 @@ def run_rate(
         if len(lat)
         else {},
         # segmented: the median stretch (the whole run's span would include the pauses)
-        "output_fps": float(np.median([run.output_fps(seg) for seg in run.segments]))
-        if run.segments
-        else (len(stamps) - 1) / span
-        if len(stamps) > 1
-        else 0.0,
+        "output_fps": float(np.median(segment_fps)) if segment_fps else run.output_fps(),
         "rss_mb": {"start": rss_start, "end": rss_end},
         "cpu_share": {
             "node": node_cpu / wall / (os.cpu_count() or 1),
@@ -185,11 +182,11 @@ def run_rate(
         "segments": [
             {
                 "frames": list(seg),
-                "output_fps": run.output_fps(seg),
+                "output_fps": fps,
                 "predictor_ms_around": [segment_pred[k] * 1e3, segment_pred[k + 1] * 1e3],
-                "ratio": run.output_fps(seg) * float(np.mean(segment_pred[k : k + 2])),
+                "ratio": fps * float(np.mean(segment_pred[k : k + 2])),
             }
-            for k, seg in enumerate(run.segments)
+            for k, (seg, fps) in enumerate(zip(run.segments, segment_fps, strict=True))
             if k + 1 < len(segment_pred)
         ],
     }

@@ -398,7 +398,7 @@ def send_frames(
     only their stamps set per send, and read the masks raw with it: a camera and a consumer as cheap as
     compiled ones, so that a benchmark on a small CPU measures the node, not rclpy's message classes in
     the harness (which otherwise take several % of it at 30 Hz).
-    segment, between: every `segment` frames the camera pauses, waits `pause_s` for the node to finish the
+    segment, between: every `segment` frames the camera pauses, waits `_PAUSE_S` for the node to finish the
     frame it holds, calls `between()` (the node benchmark measures the Predictor alone there) and resumes at
     `rate_hz`; `FrameRun.segments` lists the send indices of each segment.
     """
