@@ -23,6 +23,16 @@ def pyramid_centres(c_centres: dict[int, float], image_size: int, max_level: int
     return out
 
 
+def upsample2x(x):
+    """Nearest-neighbour 2x upsampling of [B, H, W, C] (UpSampling2D(2, "nearest")'s values) as one broadcast:
+    [B, H, 1, W, 1, C] -> [B, H, 2, W, 2, C] -> [B, 2H, 2W, C]. Exported as a single Expand instead of
+    UpSampling2D's Tiles (one ONNX Runtime profile of the 384² graph: the Tiles 0.85 ms, the Expand 0.38)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    x = keras.ops.reshape(x, (-1, h, 1, w, 1, c))
+    x = keras.ops.broadcast_to(x, (keras.ops.shape(x)[0], h, 2, w, 2, c))
+    return keras.ops.reshape(x, (-1, 2 * h, 2 * w, c))
+
+
 class FPN(layers.Layer):
     """[C3, C4, C5] -> {level: P_level} for levels min_level..max_level (3..7)."""
 
@@ -37,13 +47,12 @@ class FPN(layers.Layer):
             layers.Conv2D(channels, 3, strides=2, padding="same", name=f"p{l}") for l in range(6, max_level + 1)
         ]
         self.norms = [layers.BatchNormalization(name=f"bn_p{l}") for l in range(min_level, max_level + 1)]
-        self.up = layers.UpSampling2D(2, interpolation="nearest")
 
     def call(self, feats, training=None):
         c3, c4, c5 = feats
         l3, l4, l5 = (conv(c) for conv, c in zip(self.lateral, (c3, c4, c5), strict=True))
-        l4 = l4 + self.up(l5)
-        l3 = l3 + self.up(l4)
+        l4 = l4 + upsample2x(l5)
+        l3 = l3 + upsample2x(l4)
         p = [conv(x) for conv, x in zip(self.output_convs, (l3, l4, l5), strict=True)]
         x = p[-1]
         for i, conv in enumerate(self.extra):

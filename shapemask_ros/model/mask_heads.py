@@ -31,8 +31,23 @@ def _mask_logits_conv(num_classes, name):
 
 def _select_class(x, onehot):
     """x [M, ..., C] and onehot [M, C] -> [M, ...]: the instance's class channel (row 0 when C = 1)."""
+    if x.shape[-1] == 1:
+        # class-agnostic masks: onehot is all ones (ShapeMask.mask_branch), so the product and sum are a
+        # copy of channel 0 -- a [M, 128, 128] Mul + ReduceSum in the exported graph for nothing
+        return ops.squeeze(x, axis=-1)  # a Squeeze, not a Slice: no copy in ONNX Runtime
     shape = [ops.shape(onehot)[0]] + [1] * (len(x.shape) - 2) + [ops.shape(onehot)[1]]
     return ops.sum(x * ops.reshape(ops.cast(onehot, x.dtype), shape), axis=-1)
+
+
+def masked_sum(x, m):
+    """sum over pixels of x [M, n, n, C] weighted by m [M, n, n] -> [M, C].
+
+    One batched [M, 1, n*n] @ [M, n*n, C] MatMul: in the exported graph a broadcast Mul by an
+    [M, n, n, 1] tensor and a ReduceSum cost 6x more on ONNX Runtime's CPU kernels (0.21 vs 0.035 ms at
+    20 boxes)."""
+    hw = x.shape[1] * x.shape[2]
+    w = ops.reshape(ops.cast(m, x.dtype), (-1, 1, hw))
+    return ops.matmul(w, ops.reshape(x, (-1, hw, x.shape[3])))[:, 0]
 
 
 def depth_to_space(x, r: int):
@@ -97,14 +112,19 @@ class ShapePriorHead(layers.Layer):
         u = box_prior(boxes, outer, self.n)
         if not self.use_shape_prior:
             return u, u
-        emb = ops.mean(x * ops.cast(u, x.dtype)[..., None], axis=(1, 2))  # [M, Cm]
+        emb = masked_sum(x, u) / float(self.n * self.n)  # [M, Cm]: mean of x * u over the pixels
         logits = ops.reshape(ops.cast(self.classifier(emb), "float32"), (-1, self.c, self.k))
         logits = _select_class(ops.transpose(logits, (0, 2, 1)), onehot)  # [M, K]
         w = ops.softmax(logits, axis=-1)
-        priors = ops.reshape(self.priors, (self.c, self.k * self.n * self.n))
-        class_priors = ops.matmul(ops.cast(onehot, "float32"), priors)  # [M, K*n*n]
-        class_priors = ops.reshape(class_priors, (-1, self.k, self.n * self.n))
-        s_box = ops.reshape(ops.sum(class_priors * w[:, :, None], axis=1), (-1, self.n, self.n))
+        if self.c == 1:
+            # one prior set: the weighted sum is one [M, K] @ [K, n*n] MatMul, without the [M, K, n*n] tensor
+            s_box = ops.matmul(w, ops.reshape(self.priors, (self.k, self.n * self.n)))
+        else:
+            priors = ops.reshape(self.priors, (self.c, self.k * self.n * self.n))
+            class_priors = ops.matmul(ops.cast(onehot, "float32"), priors)  # [M, K*n*n]
+            class_priors = ops.reshape(class_priors, (-1, self.k, self.n * self.n))
+            s_box = ops.sum(class_priors * w[:, :, None], axis=1)
+        s_box = ops.reshape(s_box, (-1, self.n, self.n))
         return resample_box_frame(s_box, boxes, outer, self.n), u
 
 
@@ -167,15 +187,17 @@ class FineMaskHead(layers.Layer):
         up = ops.reshape(self.up.kernel, (c_in * r2, c))  # rows (i, dy, dx): depth-to-space order (dy, dx, c)
         w = ops.reshape(ops.matmul(up, ops.reshape(self.predict.kernel, (c, k))), (c_in, r2 * k))
         b = ops.tile(self.predict.bias, (r2,))
-        y = ops.matmul(x, ops.cast(w, x.dtype)) + ops.cast(b, x.dtype)
-        return depth_to_space(y, self.upsample)
+        h, wd = x.shape[1], x.shape[2]
+        # as a 2-D product plus bias (one Gemm in the exported graph, bias fused) rather than a 4-D Tensordot
+        y = ops.matmul(ops.reshape(x, (-1, c_in)), ops.cast(w, x.dtype)) + ops.cast(b, x.dtype)
+        return depth_to_space(ops.reshape(y, (-1, h, wd, r2 * k)), self.upsample)
 
     def call(self, x, coarse_logits, onehot, training=None, slot_mask=None):
         p = ops.sigmoid(coarse_logits)  # [M, n, n]
         if self.use_instance_embedding:
             # hard 0.5 threshold, no gradient through the mask (as in the reference implementation)
-            m = ops.stop_gradient(ops.cast(p > 0.5, x.dtype))[..., None]
-            emb = ops.sum(x * m, axis=(1, 2)) / (ops.sum(m, axis=(1, 2)) + 1e-6)
+            m = ops.stop_gradient(ops.cast(p > 0.5, x.dtype))
+            emb = masked_sum(x, m) / (ops.sum(m, axis=(1, 2))[:, None] + 1e-6)
             x = x - emb[:, None, None, :]
         x = x + self.embed_coarse(ops.cast(p, x.dtype)[..., None])
         x = self.stack(x, training=training, slot_mask=slot_mask)

@@ -101,9 +101,23 @@ def _bilinear_gather(table, base, width, height, fx, fy):
     c = ops.shape(table)[-1]
     wx_ = ops.cast(ops.reshape(wx[:, None, :] * ops.ones_like(wy)[:, :, None], (-1, 1)), table.dtype)
     wy_ = ops.cast(ops.reshape(wy[:, :, None] * ops.ones_like(wx)[:, None, :], (-1, 1)), table.dtype)
-    top = take(rows0, x0) * (1 - wx_) + take(rows0, x1) * wx_
-    bot = take(rows1, x0) * (1 - wx_) + take(rows1, x1) * wx_
-    return ops.reshape(top * (1 - wy_) + bot * wy_, (m, n, n, c))
+    # Interpolated as a + (b - a) * w: three per-row broadcasts of the weights instead of six, and no
+    # `1 - w` on a [P, 1] tensor -- ONNX Runtime's CPU kernels take a slow path for a scalar against a
+    # [P, 1] tensor (0.21 vs 0.007 ms at P = 20480) and for [P, C] x [P, 1] products (0.15 vs 0.06 ms):
+    # 1.2 vs 2.0 ms for 20 boxes' 32 x 32 x 32 crops.
+    a = take(rows0, x0)
+    top = a + (take(rows0, x1) - a) * wx_
+    b = take(rows1, x0)
+    bot = b + (take(rows1, x1) - b) * wx_
+    return ops.reshape(top + (bot - top) * wy_, (m, n, n, c))
+
+
+def _hat_weights(f, size: int):
+    """[M, n, size] bilinear weights of continuous indices f [M, n] (clamped to [0, size - 1]) on cells
+    0..size-1: max(0, 1 - |f - j|), i.e. 1 - w at floor(f) and w at floor(f) + 1, as `_bilinear_gather`."""
+    f = ops.clip(f, 0.0, size - 1.0)
+    j = ops.cast(ops.arange(size), f.dtype)
+    return ops.relu(1.0 - ops.abs(f[:, :, None] - j[None, None, :]))
 
 
 def multilevel_crop(features: dict, boxes, levels, n: int, centres: dict | None = None):
@@ -145,20 +159,23 @@ def resample_box_frame(maps, inner, outer, n: int):
 
     Points of the outer grid outside the inner box read 0 (the map is padded with a zero border).
     inner, outer: [M, 4]. Returns [M, n, n].
+
+    The warp is axis-aligned, so bilinear sampling separates into rows and columns: Wy [M, n, p] @ map
+    [M, p, p] @ Wx^T [M, p, n] with the hat weights of each axis (p = n + 2). Two small batched MatMuls
+    replace four one-float-per-row Gathers and their [M*n*n, 1] arithmetic (1-channel rows are ONNX
+    Runtime's slow case); same samples, same clamping.
     """
-    m = ops.shape(maps)[0]
     padded = ops.pad(maps, ((0, 0), (1, 1), (1, 1)))
     p = n + 2
-    table = ops.reshape(padded, (-1, 1))
     xs, ys = grid_coords(outer, n)
     iw = ops.maximum(inner[:, 2:3] - inner[:, 0:1], 1e-6)
     ih = ops.maximum(inner[:, 3:4] - inner[:, 1:2], 1e-6)
     # continuous index into the inner map (+1 for the zero border)
     fx = (xs - inner[:, 0:1]) / iw * n - 0.5 + 1.0
     fy = (ys - inner[:, 1:2]) / ih * n - 0.5 + 1.0
-    size = ops.full((m,), p, dtype="int32")
-    base = ops.arange(m, dtype="int32") * (p * p)
-    return _bilinear_gather(table, base, size, size, fx, fy)[..., 0]
+    wy = _hat_weights(fy, p)  # [M, n, p]
+    wx = _hat_weights(fx, p)
+    return ops.matmul(ops.matmul(wy, ops.cast(padded, wy.dtype)), ops.transpose(wx, (0, 2, 1)))
 
 
 def box_prior(boxes, outer, n: int):

@@ -104,3 +104,77 @@ def test_fp32_weights_undoes_fp16_storage():
     assert init.name == "w" and init.data_type == TensorProto.FLOAT
     np.testing.assert_array_equal(numpy_helper.to_array(init), w.astype(np.float16).astype(np.float32))
     onnx.checker.check_model(model)
+
+
+def _chain_graph(transpose: bool = False):
+    """Conv -> Relu, added to a float feature map (the ROI features), [Transpose ->] Reshape -> MatMul
+    logits; beside them box arithmetic (an Add and a MatMul of float inputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 2)).astype(np.float32), "w_logits"),
+        numpy_helper.from_array(np.array([-1, 4], np.int64), "flat"),
+        numpy_helper.from_array(np.eye(4, dtype=np.float32), "box_a"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Add", ["feat", "r"], ["s"], name="embed_add"),  # float + quantized
+        helper.make_node("Conv", ["s", "w"], ["c2"], name="conv2"),
+        *([helper.make_node("Transpose", ["c2"], ["t"], perm=[0, 2, 3, 1], name="nhwc")] if transpose else []),
+        helper.make_node("Reshape", ["t" if transpose else "c2", "flat"], ["flat_t"], name="flatten"),
+        helper.make_node("MatMul", ["flat_t", "w_logits"], ["logits"], name="logits"),
+        helper.make_node("Add", ["boxes", "boxes"], ["b2"], name="box_add"),
+        helper.make_node("MatMul", ["b2", "box_a"], ["b3"], name="box_matmul"),
+    ]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info(n, f, s)
+            for n, s in (("x", [1, 4, 6, 6]), ("feat", [1, 4, 6, 6]), ("boxes", [3, 4]))
+        ],
+        [helper.make_tensor_value_info("logits", f, [36, 2]), helper.make_tensor_value_info("b3", f, [3, 4])],
+        initializer=inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nodes_to_quantize_follows_feature_maps_not_boxes():
+    chosen = quantize.nodes_to_quantize(_chain_graph())
+    # the float ROI features plus a quantized embedding is quantized (ANY_INPUT_OPS); the logits MatMul is
+    # reached through a Reshape; box arithmetic stays float
+    assert chosen == ["conv", "relu", "embed_add", "conv2", "flatten", "logits"]
+    # an op outside the chain (here a Transpose) ends it
+    assert quantize.nodes_to_quantize(_chain_graph(transpose=True)) == ["conv", "relu", "embed_add", "conv2"]
+
+
+def test_quantized_matmul_output_stays_float(tmp_path):
+    import onnx
+
+    src = str(tmp_path / "g.onnx")
+    onnx.save(_chain_graph(), src)
+    rng = np.random.default_rng(2)
+    feeds = [
+        {
+            "x": rng.uniform(0, 1, (1, 4, 6, 6)).astype(np.float32),
+            "feat": rng.normal(0, 1, (1, 4, 6, 6)).astype(np.float32),
+            "boxes": rng.uniform(0, 50, (3, 4)).astype(np.float32),
+        }
+        for _ in range(3)
+    ]
+    info = quantize.quantize_graph(src, str(tmp_path / "q.onnx"), feeds)
+    assert info["quantized_nodes"] == 6
+    q = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {o: n.op_type for n in q.node for o in n.output}
+    consumers = {i: n.op_type for n in q.node for i in n.input}
+    (mm,) = [n for n in q.node if n.name == "logits"]
+    assert [producers[i] for i in mm.input] == ["DequantizeLinear", "DequantizeLinear"]  # 8-bit product
+    assert mm.output[0] not in consumers  # its float result is the graph's output: no Q -> DQ after it
+    (add,) = [n for n in q.node if n.name == "embed_add"]
+    assert [producers[i] for i in add.input] == ["DequantizeLinear", "DequantizeLinear"]  # both sides 8-bit
+    (box_add,) = [n for n in q.node if n.name == "box_add"]
+    assert box_add.input[0] == "boxes"  # coordinates untouched

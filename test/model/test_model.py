@@ -18,7 +18,7 @@ from shapemask_ros.model.roi_sampling import (
     resample_box_frame,
 )
 from shapemask_ros.model.shapemask import build_model
-from shapemask_ros.ops.sampling import box_prior_in_outer, crop_and_sample
+from shapemask_ros.ops.sampling import bilinear_sample, box_prior_in_outer, crop_and_sample, grid_points
 from support.configs import tiny_model_config
 
 pytestmark = pytest.mark.tf  # imports TensorFlow/Keras or the training package (see conftest.py)
@@ -137,6 +137,66 @@ def test_box_prior_and_resampling_between_frames():
     np.testing.assert_allclose(resample_box_frame(m, box, box, 32).numpy(), m, atol=1e-5)
 
 
+def _resample_reference(maps, inner, outer, n):
+    """resample_box_frame in NumPy: the zero-bordered inner map sampled at the outer grid's bin centres
+    with ops.sampling's bilinear convention (continuous index, clamped borders)."""
+    out = np.zeros((len(maps), n, n))
+    for i, (mp, ib, ob) in enumerate(zip(maps, inner, outer, strict=True)):
+        xs, ys = grid_points(ob, n)
+        fx = (xs - ib[0]) / (ib[2] - ib[0]) * n - 0.5 + 1.0  # +1: the zero border
+        fy = (ys - ib[1]) / (ib[3] - ib[1]) * n - 0.5 + 1.0
+        out[i] = bilinear_sample(np.pad(mp, 1), fx, fy, stride=1.0, centre=0.0)
+    return out
+
+
+def test_resample_box_frame_matches_the_numpy_reference():
+    rng = np.random.default_rng(11)
+    n, m = 16, 6
+    maps = rng.uniform(size=(m, n, n)).astype(np.float32)
+    xy = rng.uniform(0, 80, (m, 2))
+    inner = np.concatenate([xy, xy + rng.uniform(5, 60, (m, 2))], 1).astype(np.float32)  # not square
+    outer = np.asarray(outer_boxes(inner, 120.0, 120.0)).copy()
+    outer[0] = [inner[0, 0] - 30, inner[0, 1] + 2, inner[0, 2] + 5, inner[0, 3] + 40]  # reads the zero border
+    outer[1] = inner[1] + [3, 1, -2, -4]  # inside the inner box
+    got = resample_box_frame(maps, inner, outer, n).numpy()
+    np.testing.assert_allclose(got, _resample_reference(maps, inner, outer, n), atol=1e-5)
+    assert np.abs(got[0]).min() == 0.0 and got[0].max() > 0.5
+
+
+def test_mask_head_reductions_match_numpy():
+    """The prior head (one prior set: a [M, K] @ [K, n*n] MatMul; several: the one-hot selection) and the
+    masked sums (batched MatMuls) compute what the paper's formulas say."""
+    from shapemask_ros.model.mask_heads import ShapePriorHead, _select_class, masked_sum
+
+    rng = np.random.default_rng(12)
+    m, n, c, k = 5, 8, 3, 4
+    x = rng.normal(size=(m, n, n, c)).astype(np.float32)
+    w = (rng.uniform(size=(m, n, n)) > 0.5).astype(np.float32)
+    np.testing.assert_allclose(masked_sum(x, w).numpy(), np.einsum("mhwc,mhw->mc", x, w), atol=1e-5)
+    sel = rng.integers(0, 2, m)
+    np.testing.assert_allclose(
+        _select_class(x[..., :2], np.eye(2, dtype=np.float32)[sel]).numpy(), x[np.arange(m), ..., sel], atol=0
+    )
+    one = _select_class(ops.convert_to_tensor(x[..., :1]), np.ones((m, 1), np.float32))
+    np.testing.assert_array_equal(ops.convert_to_numpy(one), x[..., 0])
+    xy = rng.uniform(0, 40, (m, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 30, (m, 2))], 1).astype(np.float32)
+    for classes in (1, 2):
+        head = ShapePriorHead(classes, k, n)
+        head.build(None)
+        priors = rng.uniform(size=(classes, k, n, n)).astype(np.float32)
+        head.priors.assign(priors)
+        onehot = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, m)]
+        s, u = head(x, boxes, boxes, onehot)  # outer == inner: S is the weighted prior at its own bins
+        emb = np.einsum("mhwc,mhw->mc", x, u.numpy()) / (n * n)
+        logits = (emb @ head.classifier.kernel.numpy() + head.classifier.bias.numpy()).reshape(m, classes, k)
+        logits = logits[np.arange(m), onehot.argmax(1)]
+        wts = np.exp(logits - logits.max(1, keepdims=True))
+        wts /= wts.sum(1, keepdims=True)
+        want = np.einsum("mk,mkhw->mhw", wts, priors[onehot.argmax(1)])
+        np.testing.assert_allclose(s.numpy(), want, atol=1e-5)
+
+
 def test_set_priors_validates_and_changes_the_prior_output():
     cfg = tiny_model_config()
     model = build_model(cfg)
@@ -251,3 +311,15 @@ def test_mask_heads_use_the_reference_initialisers():
     for key in ("coarse_logits", "fine_logits"):
         prob = 1 / (1 + np.exp(-out[key].numpy()))
         assert abs(float(prob.mean()) - p0) < 0.003, key
+
+
+def test_fpn_upsampling_is_nearest_neighbour_2x():
+    import keras
+
+    from shapemask_ros.model.fpn import upsample2x
+
+    x = np.random.default_rng(13).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    want = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(upsample2x(ops.convert_to_tensor(x))), ops.convert_to_numpy(want)
+    )
