@@ -54,12 +54,15 @@ def run_bundle_bench(
     progress: bool = True,
     block: int = 3,
     flip_average: bool = False,
+    spin: bool = False,
 ) -> dict[str, Any]:
     """Time `Predictor.predict(frame, boxes)` for every (label, bundle) on ONNX Runtime, interleaved.
 
     block: calls of one bundle in a row per round, the first untimed (`time_interleaved`): a node runs one
     model frame after frame, so a call must not pay for the previous bundle's session.
-    flip_average: also time each given bundle with `Predictor.flip_average` (rows "<label> +flip")."""
+    flip_average: also time each given bundle with `Predictor.flip_average` (rows "<label> +flip").
+    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`); off by default, as every
+    frame pipeline loads its model (`load_predictor`: node, bag-eval, fleet, demo)."""
     entries = list(bundles)
     flipped = {flip_label(label): path for label, path in entries} if flip_average else {}
     if resnet50_cache:
@@ -75,7 +78,7 @@ def run_bundle_bench(
         label: Predictor.load(
             path,
             backend="onnxruntime",
-            options=BackendOptions(intra_op_num_threads=threads, signatures=["segment_boxes"]),
+            options=BackendOptions(intra_op_num_threads=threads, signatures=["segment_boxes"], spin=spin),
             flip_average=label in flipped,
         )
         for label, path in entries
@@ -113,6 +116,7 @@ def run_bundle_bench(
         "warmup": warmup,
         "block": block,
         "threads": threads,
+        "spin": spin,
         "rows": rows,
         "official": official,
         "default": default,
@@ -132,6 +136,7 @@ def bundles_table(result: Mapping[str, Any]) -> str:
             if result.get("block", 1) > 1
             else ""
         )
+        + ("; ONNX Runtime threads spin between runs" if result.get("spin") else "; threads sleep between runs")
         + ").",
         "",
         "| model | input | ms / frame | frames / s | official / this |",
@@ -168,6 +173,12 @@ def add_args(p) -> None:
         "call also pays for the previous bundle's ONNX Runtime threads)",
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument(
+        "--spin",
+        action="store_true",
+        help="ONNX Runtime's threads busy-wait between runs (its own default); without it they sleep, as in "
+        "the node, bag-eval and the demo",
+    )
     p.add_argument(
         "--resnet50",
         action="store_true",

@@ -273,6 +273,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             block=args.block,
             flip_average=args.flip_average,
+            spin=args.spin,
         )
         _finish(args, result, bundle_bench.bundles_table(result), "bench bundles")
         return 0

@@ -318,3 +318,26 @@ def test_bench_bundles_cli_times_each_bundle_and_its_flip_averaged_run(tmp_path,
     assert res["targets"]["official_over_ours"]["value"] == pytest.approx(3.0 / res["rows"]["tiny"]["median_s"])
     table = capsys.readouterr().out
     assert "| tiny +flip | 64² |" in table and "--flip-average" in res["command"]
+
+
+@pytest.mark.tf
+def test_bench_bundles_loads_sessions_as_the_frame_pipelines_do(tmp_path, monkeypatch):
+    """ONNX Runtime threads sleep between runs, as `load_predictor` loads them for the node and bag-eval;
+    --spin times ONNX Runtime's busy-waiting default instead."""
+    from shapemask_ros.bench import bundle_bench
+    from support.onnx_bundle import write_onnx_bundle
+
+    bundle = write_onnx_bundle(str(tmp_path / "onnx_only"))
+    seen: list[bool] = []
+    load = bundle_bench.Predictor.load
+
+    def spy(path, backend="auto", options=None, **kw):
+        seen.append(options.spin)
+        return load(path, backend, options, **kw)
+
+    monkeypatch.setattr(bundle_bench.Predictor, "load", staticmethod(spy))
+    out = tmp_path / "b.json"
+    argv = ["bench", "bundles", "--model", f"tiny={bundle}", "--boxes", "2", "--iters", "1", "--warmup", "0"]
+    argv += ["--threads", "1", "--no-progress", "--official-json", "", "--out", str(out)]
+    assert cli.main(argv) == 0 and seen == [False] and json.loads(out.read_text())["spin"] is False
+    assert cli.main([*argv, "--spin"]) == 0 and seen == [False, True] and json.loads(out.read_text())["spin"] is True
