@@ -3,7 +3,8 @@ NumPy passes over each object's ROI pixels; this scans them once and then passes
 depths, for all objects of a frame in four calls:
 
 1. `_scan`: every object's ROI pixels: mask pixels, valid depths (kept in ROI order with their pixel), pixels
-   whose ray the lens table does not know yet (the caller then undistorts them with OpenCV, all at once).
+   whose ray the lens table does not know yet, each listed once although overlapping objects share pixels (the
+   caller then undistorts them with OpenCV, all at once).
 2. `_stats`: the median and MAD of an even stride of at most BAND_SAMPLE_POINTS valid depths (quickselect).
 3. `_points`: the depth band, back-projection, centroid and covariance (one pass, of the points minus the
    object's first point), the PointCloud2 records (x, y, z float32 + object row; no later copy).
@@ -161,6 +162,7 @@ def _scan(
     known_row0: int,
     known_col0: int,
     check_known: bool,
+    listed: np.ndarray,
     zbuf: np.ndarray,
     pix_r: np.ndarray,
     pix_c: np.ndarray,
@@ -171,8 +173,9 @@ def _scan(
     miss_c: np.ndarray,
 ) -> int:
     """Pass 1 over objects i with todo[i]: mask pixels (n_mask), valid depths in ROI order (zbuf, pix_r,
-    pix_c from vstart[i], n_valid[i] of them). Rays missing from `known` go to miss_r / miss_c; returns how
-    many."""
+    pix_c from vstart[i], n_valid[i] of them). Rays missing from `known` go to miss_r / miss_c, once each:
+    `listed` (at least known's shape, all False on entry) flags the pixels listed so far; the caller clears
+    it (`_unlist`). Returns how many."""
     k = 0
     n_miss = 0
     for i in range(todo.size):
@@ -200,13 +203,23 @@ def _scan(
                 pix_c[k] = dc
                 k += 1
                 if check_known and not known[dr - known_row0, dc - known_col0]:
-                    miss_r[n_miss] = dr
-                    miss_c[n_miss] = dc
-                    n_miss += 1
+                    # masks overlap (a third of the demo's first-frame pixels): undistort a pixel once
+                    if not listed[dr - known_row0, dc - known_col0]:
+                        listed[dr - known_row0, dc - known_col0] = True
+                        miss_r[n_miss] = dr
+                        miss_c[n_miss] = dc
+                        n_miss += 1
         n_mask[i] = nm
         n_valid[i] = k - vstart[i]
     vstart[todo.size] = k
     return n_miss
+
+
+@_jit
+def _unlist(listed: np.ndarray, miss_r: np.ndarray, miss_c: np.ndarray, n_miss: int, row0: int, col0: int) -> None:
+    """Clear the flags `_scan` set in `listed` (only those: the map is as large as a lens table)."""
+    for j in range(n_miss):
+        listed[miss_r[j] - row0, miss_c[j] - col0] = False
 
 
 @_jit
@@ -461,8 +474,19 @@ class _Workspace(threading.local):
             a = self.arrays[key] = np.empty(max(size + size // 4, 1024), dtype)
         return a[:size]
 
+    def flags(self, name: str, shape: tuple[int, int]) -> np.ndarray:
+        """A C-contiguous bool array of at least `shape`, all False as long as every user clears what it set
+        (the whole array is returned, not a view of `shape`: one compiled specialisation for every size)."""
+        key = (name, np.dtype(np.bool_))
+        a = self.arrays.get(key)
+        if a is None or a.shape[0] < shape[0] or a.shape[1] < shape[1]:
+            old = (0, 0) if a is None else a.shape
+            a = self.arrays[key] = np.zeros((max(shape[0], old[0]), max(shape[1], old[1])), np.bool_)
+        return a
+
 
 _WORK = _Workspace()
+_NO_LIST = np.zeros((1, 1), np.bool_)  # `listed` of tables without `known` flags (never read)
 
 
 # fill_objects' status codes (objects3d maps them to its status names; 0 = leave the row's status as it is)
@@ -562,15 +586,17 @@ def fill_objects(
     pix_c = _WORK.get("col", roi_pixels, np.int32)
     miss_r = _WORK.get("miss_row", roi_pixels if tables.check_known else 1, np.int64)
     miss_c = _WORK.get("miss_col", miss_r.size, np.int64)
+    listed = _WORK.flags("listed", tables.known.shape) if tables.check_known else _NO_LIST
     vstart = np.zeros(n + 1, np.int64)
     mad_m = np.zeros(n)
     use_band = cfg.mad_k > 0
     n_miss = _scan(
         depth, mbuf, np.array(mstart, np.int64), np.array(mwidth, np.int64), rows_d, rows_m, rstart, cols_d,
         cols_m, cstart, todo, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
-        tables.known, tables.row0, tables.col0, tables.check_known, zbuf, pix_r, pix_c, vstart,
+        tables.known, tables.row0, tables.col0, tables.check_known, listed, zbuf, pix_r, pix_c, vstart,
         out.num_mask_pixels, out.num_valid_points, miss_r, miss_c,
     )  # fmt: skip
+    _unlist(listed, miss_r, miss_c, n_miss, tables.row0, tables.col0)  # also without misses: the warm-up compiles it
     _stats(zbuf, vstart, use_band, out.median_depth, mad_m)
     if n_miss:
         rays.fill_missing(tables, miss_r[:n_miss], miss_c[:n_miss])

@@ -108,6 +108,35 @@ def test_demo_tote_scene():
         assert_same(got, want)
 
 
+def test_overlapping_masks_undistort_each_pixel_once(monkeypatch):
+    """Masks that share pixels (the demo's detector boxes overlap): the kernel's missing-ray list names each
+    pixel once, so OpenCV undistorts only the pixels of their union, and every output still equals the
+    reference's; the flags that deduplicate are left clear for the next frame."""
+    from shapemask_ros.geometry.depth import CameraIntrinsics
+
+    count = [0]
+    real = CameraIntrinsics.undistort_pixels
+
+    def counting(self, rows, cols):
+        count[0] += np.size(rows)
+        return real(self, rows, cols)
+
+    monkeypatch.setattr(CameraIntrinsics, "undistort_pixels", counting)
+    intr, depth, masks, regions = next(tote_pan_frames(1, margin=6))
+    # each object twice, and a copy of the first one's mask 5 pixels lower and to the right (a partial overlap)
+    x, y, w, h = regions[0]
+    twice = [*masks, *masks, masks[0][: h - 5, : w - 5]]
+    twice_regions = np.concatenate([regions, regions, [[x + 5, y + 5, w - 5, h - 5]]])
+    union = np.zeros(depth.shape, bool)
+    for m, (x, y, w, h) in zip(twice, twice_regions, strict=True):
+        union[y : y + h, x : x + w] |= m != 0
+    rays_mod.clear_ray_caches()
+    got = compute_objects3d(depth, intr, twice, twice_regions, return_points=True, kernel="numba")
+    assert count[0] == np.count_nonzero(union & np.isfinite(depth) & (depth > 0))
+    assert_same(got, reference.compute_objects3d(depth, intr, twice, twice_regions, return_points=True))
+    assert not objects3d_numba._WORK.flags("listed", (1, 1)).any()
+
+
 def test_warm_lens_table_across_frames():
     cam = CAMERAS["plumb_bob"]
     rays_mod.clear_ray_caches()
