@@ -154,6 +154,7 @@ def _scan(
     cols_m: np.ndarray,
     cstart: np.ndarray,
     todo: np.ndarray,
+    mm: bool,
     vmin: float,
     vmin_inclusive: bool,
     vmax: float,
@@ -173,9 +174,10 @@ def _scan(
     miss_c: np.ndarray,
 ) -> int:
     """Pass 1 over objects i with todo[i]: mask pixels (n_mask), valid depths in ROI order (zbuf, pix_r,
-    pix_c from vstart[i], n_valid[i] of them). Rays missing from `known` go to miss_r / miss_c, once each:
-    `listed` (at least known's shape, all False on entry) flags the pixels listed so far; the caller clears
-    it (`_unlist`). Returns how many."""
+    pix_c from vstart[i], n_valid[i] of them), in metres: with `mm`, depth is uint16 millimetres, read as
+    depth.millimetres_to_metres' float32(mm) / float32(1000), 0 = invalid. Rays missing from `known` go to
+    miss_r / miss_c, once each: `listed` (at least known's shape, all False on entry) flags the pixels listed
+    so far; the caller clears it (`_unlist`). Returns how many."""
     k = 0
     n_miss = 0
     for i in range(todo.size):
@@ -192,7 +194,13 @@ def _scan(
                     continue
                 nm += 1
                 dc = cols_d[b]
-                v = depth[dr, dc]
+                raw = depth[dr, dc]
+                if mm:
+                    if raw == 0:
+                        continue
+                    v = np.float32(raw) / np.float32(1000.0)  # IEEE float32 division, as NumPy's
+                else:
+                    v = raw
                 w = np.float64(v)  # comparisons in float64 against thresholds rounded as NumPy compares
                 if not ((w >= vmin) if vmin_inclusive else (w > vmin)):
                     continue
@@ -454,6 +462,16 @@ def _as_u8(mask: np.ndarray) -> np.ndarray:
     return (mask != 0).view(np.uint8)
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of `a`: depth arrays reach the kernel read-only whether the caller's is writable or a
+    view of a message's buffer (read-only), so one compiled specialisation per dtype serves both."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _in_dtype_of_comparison(values: Any, z: np.ndarray) -> float:
     """A threshold as the float64 value NumPy compares z (a depth array) with: rounded to float32 when NumPy
     compares in float32 (a Python float against float32 depths), unchanged when in float64."""
@@ -577,11 +595,14 @@ def fill_objects(
         cstart = np.concatenate([[0], np.cumsum([len(c[0]) for c in cols])]).astype(np.int64)
     roi_pixels = int(np.dot(np.diff(rstart), np.diff(cstart)))
 
-    # validity: `depth >= min` (min > 0) else `depth > 0`; `depth <= max` (max > 0) else `depth < inf`
-    vmin = _in_dtype_of_comparison(cfg.min_depth_m, depth) if cfg.min_depth_m > 0 else 0.0
-    vmax = _in_dtype_of_comparison(cfg.max_depth_m, depth) if cfg.max_depth_m > 0 else np.inf
+    # validity: `depth >= min` (min > 0) else `depth > 0`; `depth <= max` (max > 0) else `depth < inf`, on metres
+    # (uint16 millimetres are float32 metres once converted)
+    mm = depth.dtype == np.uint16
+    metres = np.empty(0, np.float32 if mm else depth.dtype)
+    vmin = _in_dtype_of_comparison(cfg.min_depth_m, metres) if cfg.min_depth_m > 0 else 0.0
+    vmax = _in_dtype_of_comparison(cfg.max_depth_m, metres) if cfg.max_depth_m > 0 else np.inf
     tables = rays.kernel_tables()
-    zbuf = _WORK.get("z", roi_pixels, depth.dtype)
+    zbuf = _WORK.get("z", roi_pixels, metres.dtype)
     pix_r = _WORK.get("row", roi_pixels, np.int32)
     pix_c = _WORK.get("col", roi_pixels, np.int32)
     miss_r = _WORK.get("miss_row", roi_pixels if tables.check_known else 1, np.int64)
@@ -591,8 +612,8 @@ def fill_objects(
     mad_m = np.zeros(n)
     use_band = cfg.mad_k > 0
     n_miss = _scan(
-        depth, mbuf, np.array(mstart, np.int64), np.array(mwidth, np.int64), rows_d, rows_m, rstart, cols_d,
-        cols_m, cstart, todo, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
+        _readonly(depth), mbuf, np.array(mstart, np.int64), np.array(mwidth, np.int64), rows_d, rows_m, rstart, cols_d,
+        cols_m, cstart, todo, mm, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
         tables.known, tables.row0, tables.col0, tables.check_known, listed, zbuf, pix_r, pix_c, vstart,
         out.num_mask_pixels, out.num_valid_points, miss_r, miss_c,
     )  # fmt: skip

@@ -290,9 +290,9 @@ def test_no_writable_cache_compiles_quietly():
 
 def test_warm_up_compiles_what_the_3d_stage_runs():
     """After prepare_objects3d (the node's configure, bag-eval's warm-up), frames as the processor gives them
-    (float32 depth from depth_to_array, uint8 masks; pinhole, lens-table and skewed cameras; with and without
-    points; an object without depth) compile nothing more: the first frame carries no JIT time. In a new
-    process: this one has compiled whatever the other tests asked for."""
+    (16UC1 as uint16 millimetres from depth_pixels, 32FC1 as float32 metres, uint8 masks; pinhole, lens-table
+    and skewed cameras; with and without points; an object without depth) compile nothing more: the first
+    frame carries no JIT time. In a new process: this one has compiled whatever the other tests asked for."""
     code = (
         "import numba\n"
         "from shapemask_ros.geometry import objects3d as o\n"
@@ -302,16 +302,17 @@ def test_warm_up_compiles_what_the_3d_stage_runs():
         "before = {n: len(d.signatures) for n, d in kernels.items()}\n"
         "from shapemask_ros.bench.frame3d_bench import StandinPredictor, messages, scene\n"
         "from shapemask_ros.geometry.depth import CameraIntrinsics\n"
-        "from shapemask_ros.ros_bridge.image_codec import depth_to_array\n"
+        "from shapemask_ros.ros_bridge.image_codec import depth_pixels, depth_to_array\n"
         "from geometry.test_objects3d_equivalence import CAMERAS, FACTORY\n"
         "rgb, depth_mm, boxes = scene(6, seed=1)\n"
         "depth_mm[: 240, :] = 0\n"  # objects in the top half have no depth
         "inst = StandinPredictor().predict(rgb, boxes, None)\n"
-        "depth = depth_to_array(messages(FACTORY, rgb, depth_mm, boxes)[2])\n"
+        "msg = messages(FACTORY, rgb, depth_mm, boxes)[2]\n"
         "skew = CameraIntrinsics.from_matrix([[610.0, 0.5, 319.5], [0, 610.0, 239.5], [0, 0, 1]], 640, 480)\n"
         "for intr in (CAMERAS['pinhole'], CAMERAS['plumb_bob'], skew):\n"
         "    for points in (True, False):\n"
-        "        o.objects3d_from_instances(depth, intr, inst, return_points=points)\n"
+        "        for depth in (depth_pixels(msg), depth_to_array(msg)):\n"  # 16UC1 as the stage reads it; 32FC1's
+        "            o.objects3d_from_instances(depth, intr, inst, return_points=points)\n"
         "new = {n: len(d.signatures) - before[n] for n, d in kernels.items() if len(d.signatures) > before[n]}\n"
         "print('compiled after the warm-up:', new)\n"
     )
