@@ -153,6 +153,7 @@ def _scan(
     cols_d: np.ndarray,
     cols_m: np.ndarray,
     cstart: np.ndarray,
+    contiguous: bool,
     todo: np.ndarray,
     mm: bool,
     vmin: float,
@@ -177,24 +178,43 @@ def _scan(
     pix_c from vstart[i], n_valid[i] of them), in metres: with `mm`, depth is uint16 millimetres, read as
     depth.millimetres_to_metres' float32(mm) / float32(1000), 0 = invalid. Rays missing from `known` go to
     miss_r / miss_c, once each: `listed` (at least known's shape, all False on entry) flags the pixels listed
-    so far; the caller clears it (`_unlist`). Returns how many."""
+    so far; the caller clears it (`_unlist`). Returns how many.
+
+    `contiguous` (identity alignment): each object's depth and mask columns are one run each, read as row
+    slices (a third less time on the demo than loading every pixel's column from cols_d / cols_m); otherwise
+    ("scale" registration) each row's pixels are gathered into a scratch row first."""
     k = 0
     n_miss = 0
+    width = 0
+    for i in range(todo.size):
+        width = max(width, cstart[i + 1] - cstart[i])
+    mask_gathered = np.empty(0 if contiguous else width, mbuf.dtype)
+    depth_gathered = np.empty(0 if contiguous else width, depth.dtype)
     for i in range(todo.size):
         vstart[i] = k
         if not todo[i]:
             continue
         m0, mw = mstart[i], mwidth[i]
+        c_lo, nc = cstart[i], cstart[i + 1] - cstart[i]
+        dc0, mc0 = (cols_d[c_lo], cols_m[c_lo]) if nc else (0, 0)
         nm = 0
         for a in range(rstart[i], rstart[i + 1]):
             dr = rows_d[a]
             mrow = m0 + rows_m[a] * mw
-            for b in range(cstart[i], cstart[i + 1]):
-                if mbuf[mrow + cols_m[b]] == 0:
+            if contiguous:
+                mask_row = mbuf[mrow + mc0 : mrow + mc0 + nc]
+                depth_row = depth[dr, dc0 : dc0 + nc]
+            else:
+                for j in range(nc):
+                    mask_gathered[j] = mbuf[mrow + cols_m[c_lo + j]]
+                    depth_gathered[j] = depth[dr, cols_d[c_lo + j]]
+                mask_row, depth_row = mask_gathered[:nc], depth_gathered[:nc]
+            for j in range(nc):
+                if mask_row[j] == 0:
                     continue
                 nm += 1
-                dc = cols_d[b]
-                raw = depth[dr, dc]
+                dc = dc0 + j if contiguous else cols_d[c_lo + j]
+                raw = depth_row[j]
                 if mm:
                     if raw == 0:
                         continue
@@ -613,7 +633,7 @@ def fill_objects(
     use_band = cfg.mad_k > 0
     n_miss = _scan(
         _readonly(depth), mbuf, np.array(mstart, np.int64), np.array(mwidth, np.int64), rows_d, rows_m, rstart, cols_d,
-        cols_m, cstart, todo, mm, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
+        cols_m, cstart, align.identity, todo, mm, vmin, cfg.min_depth_m > 0, vmax, cfg.max_depth_m > 0,
         tables.known, tables.row0, tables.col0, tables.check_known, listed, zbuf, pix_r, pix_c, vstart,
         out.num_mask_pixels, out.num_valid_points, miss_r, miss_c,
     )  # fmt: skip
