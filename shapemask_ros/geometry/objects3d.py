@@ -35,6 +35,7 @@ from shapemask_ros.geometry.depth import (
     GeometryError,
     check_alignment,
     intrinsics_for_depth,
+    millimetres_to_metres,
 )
 from shapemask_ros.geometry.rays import RayCache, ray_cache
 
@@ -304,24 +305,25 @@ def prepare_objects3d() -> str:
     from shapemask_ros.geometry import objects3d_numba
 
     t0 = time.perf_counter()
-    # the 3D stage's inputs: float32 depth (depth_to_array), uint8 masks. Every camera passes arrays of the same
-    # types (rays.KernelTables), so one small frame compiles every specialisation the stage runs
+    # the 3D stage's inputs: uint16 millimetres (16UC1) or float32 metres (32FC1; image_codec.depth_pixels), uint8
+    # masks. Every camera passes arrays of the same types (rays.KernelTables), so one small frame per depth type
+    # compiles every specialisation the stage runs
     intr = CameraIntrinsics.from_matrix(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), 8, 8)
-    depth = np.full((8, 8), 1.0, np.float32)
-    for points in (True, False):
-        compute_objects3d(
-            depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=points, kernel="numba"
-        )
+    for depth in (np.full((8, 8), 1000, np.uint16), np.full((8, 8), 1.0, np.float32)):
+        for points in (True, False):
+            compute_objects3d(
+                depth, intr, [np.ones((4, 4), np.uint8)], np.array([[2, 2, 4, 4]]), return_points=points, kernel="numba"
+            )
     cache = "" if objects3d_numba.CACHED else "; no writable numba cache, compiled in this process"
     return f"{why}, ready in {time.perf_counter() - t0:.2f} s{cache}"
 
 
 def _use_numba(kernel: str | None, depth: np.ndarray) -> bool:
-    """Whether this call runs the compiled kernel (it takes float32 and float64 depth only)."""
+    """Whether this call runs the compiled kernel (it takes float32 and float64 metres and uint16 millimetres)."""
     choice = kernel or geometry_kernel()[0]
     if choice not in ("numba", "numpy"):
         raise ValueError(f"kernel must be 'numba' or 'numpy', got {kernel!r}")
-    return choice == "numba" and depth.dtype in (np.float32, np.float64)
+    return choice == "numba" and depth.dtype in (np.float32, np.float64, np.uint16)
 
 
 def compute_objects3d(
@@ -337,7 +339,8 @@ def compute_objects3d(
 ) -> Objects3D:
     """3D geometry of every mask (one row per mask, none dropped).
 
-    depth_m: [H, W] float metres, NaN = invalid (see depth.depth_to_metres).
+    depth_m: [H, W] float metres, NaN = invalid (see depth.depth_to_metres), or uint16 millimetres (16UC1, 0 =
+      invalid), read as depth.millimetres_to_metres' float32 metres, pixel by pixel under the masks only.
     intrinsics: of the depth image, or of the colour image when config.registration == "scale".
     masks: N cropped {0,1} masks with regions [N, 4] (x, y, w, h) like Instances, or [N, H', W'] full-size
       masks with regions None. Masks live on the colour image of `image_shape` (H', W'; default: the
@@ -350,9 +353,10 @@ def compute_objects3d(
     """
     cfg = config or GeometryConfig()
     depth = np.asarray(depth_m)
-    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+    if depth.ndim != 2 or not (np.issubdtype(depth.dtype, np.floating) or depth.dtype == np.uint16):
         raise GeometryError(
-            "bad_depth", f"depth must be a float [H, W] array in metres, got {depth.dtype} {depth.shape}"
+            "bad_depth",
+            f"depth must be a float [H, W] array in metres or uint16 millimetres, got {depth.dtype} {depth.shape}",
         )
     if regions is None:
         full = np.asarray(masks)
@@ -432,6 +436,8 @@ def _numpy_pass(
         n_mask = int(np.count_nonzero(m))
         out.num_mask_pixels[i] = n_mask
         crop = depth[index]
+        if crop.dtype == np.uint16:
+            crop = millimetres_to_metres(crop)
         ok = m & _valid_depth(crop, cfg)
         z = crop[ok]  # boolean indexing of crops: far cheaper than nonzero + fancy indexing
         nv = z.size

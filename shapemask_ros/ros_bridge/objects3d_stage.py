@@ -14,12 +14,19 @@ from shapemask_ros.config.node_config import GeometryConfig
 from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
 from shapemask_ros.geometry.objects3d import Objects3D, objects3d_from_instances
 from shapemask_ros.ros_bridge.factory import MessageFactory, stamp_of
-from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_to_array
+from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_pixels
 from shapemask_ros.ros_bridge.messages import objects3d_message
 from shapemask_ros.ros_bridge.pointcloud import objects_pointcloud
 from shapemask_ros.runtime.instances import Instances
 
 NO_DEPTH_DETAIL = "no depth image matched the frame within sync_slop_s / depth_wait_s"
+
+
+def _require_valid_depth(depth: np.ndarray) -> None:
+    """GeometryError all_invalid_depth when no pixel of `depth` (image_codec.depth_pixels: uint16 millimetres, 0 =
+    no reading, or float32 metres, NaN = none) has a reading."""
+    if not (depth.any() if depth.dtype == np.uint16 else np.isfinite(depth).any()):
+        raise GeometryError("all_invalid_depth", "no pixel of the depth image has a valid reading")
 
 
 @dataclass
@@ -132,12 +139,20 @@ class Objects3DStage:
         info = camera_info_msg if camera_info_msg is not None else self.camera_info
         self._check_frames(depth_header, image_header, info)
         try:
-            depth_m = depth_to_array(depth_msg)
+            depth = depth_pixels(depth_msg)  # 16UC1 stays millimetres: only the pixels under masks are converted
         except ImageDecodeError as e:
             raise GeometryError(
                 "bad_encoding" if e.reason == "unsupported_encoding" else "bad_depth", e.detail
             ) from None
-        if not np.isfinite(depth_m).any():
-            raise GeometryError("all_invalid_depth", "no pixel of the depth image has a valid reading")
-        objects = objects3d_from_instances(depth_m, intrinsics, instances, config=geometry, return_points=return_points)
+        # A frame without one valid reading is all_invalid_depth, whatever else is wrong with it. Looked for only
+        # when no object found a valid depth (else the frame has one): a pass over the frame saved on the others.
+        try:
+            objects = objects3d_from_instances(
+                depth, intrinsics, instances, config=geometry, return_points=return_points
+            )
+        except GeometryError:
+            _require_valid_depth(depth)
+            raise
+        if not objects.num_valid_points.any():
+            _require_valid_depth(depth)
         return objects, depth_header

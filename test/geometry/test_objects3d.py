@@ -232,7 +232,7 @@ def test_quaternion_matches_rotation():
 
 def test_bad_frame_inputs_raise():
     with pytest.raises(GeometryError) as e:
-        compute_objects3d(np.zeros((H, W), np.uint16), INTR, rect_mask(0, 0, 4, 4)[None])
+        compute_objects3d(np.zeros((H, W), np.int32), INTR, rect_mask(0, 0, 4, 4)[None])  # neither metres nor mm
     assert e.value.reason == "bad_depth"
     with pytest.raises(GeometryError) as e:
         compute_objects3d(np.zeros((H, W), np.float32), INTR, [np.ones((2, 2))], np.zeros((2, 4)))

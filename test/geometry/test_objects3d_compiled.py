@@ -108,6 +108,35 @@ def test_demo_tote_scene():
         assert_same(got, want)
 
 
+def test_overlapping_masks_undistort_each_pixel_once(monkeypatch):
+    """Masks that share pixels (the demo's detector boxes overlap): the kernel's missing-ray list names each
+    pixel once, so OpenCV undistorts only the pixels of their union, and every output still equals the
+    reference's; the flags that deduplicate are left clear for the next frame."""
+    from shapemask_ros.geometry.depth import CameraIntrinsics
+
+    count = [0]
+    real = CameraIntrinsics.undistort_pixels
+
+    def counting(self, rows, cols):
+        count[0] += np.size(rows)
+        return real(self, rows, cols)
+
+    monkeypatch.setattr(CameraIntrinsics, "undistort_pixels", counting)
+    intr, depth, masks, regions = next(tote_pan_frames(1, margin=6))
+    # each object twice, and a copy of the first one's mask 5 pixels lower and to the right (a partial overlap)
+    x, y, w, h = regions[0]
+    twice = [*masks, *masks, masks[0][: h - 5, : w - 5]]
+    twice_regions = np.concatenate([regions, regions, [[x + 5, y + 5, w - 5, h - 5]]])
+    union = np.zeros(depth.shape, bool)
+    for m, (x, y, w, h) in zip(twice, twice_regions, strict=True):
+        union[y : y + h, x : x + w] |= m != 0
+    rays_mod.clear_ray_caches()
+    got = compute_objects3d(depth, intr, twice, twice_regions, return_points=True, kernel="numba")
+    assert count[0] == np.count_nonzero(union & np.isfinite(depth) & (depth > 0))
+    assert_same(got, reference.compute_objects3d(depth, intr, twice, twice_regions, return_points=True))
+    assert not objects3d_numba._WORK.flags("listed", (1, 1)).any()
+
+
 def test_warm_lens_table_across_frames():
     cam = CAMERAS["plumb_bob"]
     rays_mod.clear_ray_caches()
@@ -261,9 +290,9 @@ def test_no_writable_cache_compiles_quietly():
 
 def test_warm_up_compiles_what_the_3d_stage_runs():
     """After prepare_objects3d (the node's configure, bag-eval's warm-up), frames as the processor gives them
-    (float32 depth from depth_to_array, uint8 masks; pinhole, lens-table and skewed cameras; with and without
-    points; an object without depth) compile nothing more: the first frame carries no JIT time. In a new
-    process: this one has compiled whatever the other tests asked for."""
+    (16UC1 as uint16 millimetres from depth_pixels, 32FC1 as float32 metres, uint8 masks; pinhole, lens-table
+    and skewed cameras; with and without points; an object without depth) compile nothing more: the first
+    frame carries no JIT time. In a new process: this one has compiled whatever the other tests asked for."""
     code = (
         "import numba\n"
         "from shapemask_ros.geometry import objects3d as o\n"
@@ -273,16 +302,17 @@ def test_warm_up_compiles_what_the_3d_stage_runs():
         "before = {n: len(d.signatures) for n, d in kernels.items()}\n"
         "from shapemask_ros.bench.frame3d_bench import StandinPredictor, messages, scene\n"
         "from shapemask_ros.geometry.depth import CameraIntrinsics\n"
-        "from shapemask_ros.ros_bridge.image_codec import depth_to_array\n"
+        "from shapemask_ros.ros_bridge.image_codec import depth_pixels, depth_to_array\n"
         "from geometry.test_objects3d_equivalence import CAMERAS, FACTORY\n"
         "rgb, depth_mm, boxes = scene(6, seed=1)\n"
         "depth_mm[: 240, :] = 0\n"  # objects in the top half have no depth
         "inst = StandinPredictor().predict(rgb, boxes, None)\n"
-        "depth = depth_to_array(messages(FACTORY, rgb, depth_mm, boxes)[2])\n"
+        "msg = messages(FACTORY, rgb, depth_mm, boxes)[2]\n"
         "skew = CameraIntrinsics.from_matrix([[610.0, 0.5, 319.5], [0, 610.0, 239.5], [0, 0, 1]], 640, 480)\n"
         "for intr in (CAMERAS['pinhole'], CAMERAS['plumb_bob'], skew):\n"
         "    for points in (True, False):\n"
-        "        o.objects3d_from_instances(depth, intr, inst, return_points=points)\n"
+        "        for depth in (depth_pixels(msg), depth_to_array(msg)):\n"  # 16UC1 as the stage reads it; 32FC1's
+        "            o.objects3d_from_instances(depth, intr, inst, return_points=points)\n"
         "new = {n: len(d.signatures) - before[n] for n, d in kernels.items() if len(d.signatures) > before[n]}\n"
         "print('compiled after the warm-up:', new)\n"
     )

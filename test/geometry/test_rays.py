@@ -84,19 +84,32 @@ def test_objects3d_on_a_panning_camera_with_a_warm_cache_match_the_reference():
         np.testing.assert_allclose(got.cloud, np.concatenate(want.points), rtol=2e-7, atol=0)
 
 
-@pytest.mark.parametrize("grow", [(-40, 0), (0, 70), (-300, -300), (500, 700)])
+@pytest.mark.parametrize("grow", [(-40, 0), (0, 170), (-300, -300), (500, 700)])
 def test_lens_table_grows_and_keeps_what_it_knew(grow):
     lens = rays.LensRays()
-    a = lens.covering((0, 10), (0, 20))
-    a.x[:] = np.arange(200).reshape(10, 20)
-    a.known[:] = True
+    a = lens.covering((0, 40), (0, 80))
+    first = (slice(-a.row0, -a.row0 + 40), slice(-a.col0, -a.col0 + 80))
+    a.x[first] = np.arange(3200).reshape(40, 80)
+    a.known[first] = True
     dr, dc = grow
-    b = lens.covering((min(0, dr), max(10, dr + 1)), (min(0, dc), max(20, dc + 1)))
-    assert b.row0 <= min(0, dr) and b.col0 <= min(0, dc)
-    sub = (slice(-b.row0, -b.row0 + 10), slice(-b.col0, -b.col0 + 20))
-    np.testing.assert_array_equal(b.x[sub], np.arange(200).reshape(10, 20))
-    assert b.known[sub].all() and b.known.sum() == 200
-    assert lens.covering((0, 10), (0, 20)) is b  # inside: no new arrays
+    b = lens.covering((min(0, dr), max(40, dr + 1)), (min(0, dc), max(80, dc + 1)))
+    assert b is not a and b.row0 <= min(0, dr) and b.col0 <= min(0, dc)
+    sub = (slice(-b.row0, -b.row0 + 40), slice(-b.col0, -b.col0 + 80))
+    np.testing.assert_array_equal(b.x[sub], np.arange(3200).reshape(40, 80))
+    assert b.known[sub].all() and b.known.sum() == 3200
+    assert lens.covering((0, 40), (0, 80)) is b  # inside: no new arrays
+
+
+def test_a_new_lens_table_has_room_for_a_moving_window():
+    """The first window gets a margin of MARGIN of its size on every side: a window that then moves by less
+    than that (a pan, a ROI) reads the same arrays, never copied; a larger move grows them."""
+    lens = rays.LensRays()
+    a = lens.covering((0, 384), (0, 512))
+    dr, dc = int(384 * rays.MARGIN), int(512 * rays.MARGIN)
+    assert (a.row0, a.col0, a.known.shape) == (-dr, -dc, (384 + 2 * dr, 512 + 2 * dc))
+    for r, c in ((-dr, -dc), (dr, dc), (-dr, dc), (30, -70)):
+        assert lens.covering((r, r + 384), (c, c + 512)) is a
+    assert lens.covering((dr + 1, dr + 385), (0, 512)) is not a
 
 
 @pytest.mark.parametrize("skew", [0.0, 0.7])

@@ -192,6 +192,8 @@ def _bad_inputs():
         "size_mismatch": (depth_msg(good[:, :40], 1), camera_info(w=40)),
         "size_mismatch (CameraInfo)": (depth_msg(good, 1), camera_info(w=640, h=480)),
         "all_invalid_depth": (depth_msg(np.zeros_like(good), 1), camera_info()),
+        # a frame without one valid reading is all_invalid_depth whatever else is wrong with it
+        "all_invalid_depth (and a size mismatch)": (depth_msg(np.zeros_like(good[:, :40]), 1), camera_info(w=40)),
         "bad_encoding": (depth_msg(good, 1, encoding="rgb8"), camera_info()),
         "bad_depth": (truncated, camera_info()),
         "frame_mismatch": (depth_msg(good, 1, frame="camera_depth_optical_frame"), camera_info()),

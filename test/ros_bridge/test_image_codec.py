@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shapemask_ros.geometry.depth import millimetres_to_metres
 from shapemask_ros.ros_bridge.image_codec import (
     ImageDecodeError,
+    depth_pixels,
     depth_to_array,
     depth_to_image_msg,
     image_to_rgb,
@@ -252,6 +254,31 @@ def test_depth_16uc1_is_float32_millimetres_divided_by_1000(big):
     want[mm == 0] = np.nan
     assert d.dtype == np.float32
     np.testing.assert_array_equal(d.view(np.uint32), want.view(np.uint32))  # NaN payloads included
+
+
+def test_depth_pixels_keep_16uc1_millimetres_without_a_copy():
+    """depth_pixels: an unpadded little-endian 16UC1 buffer is read in place (the 3D stage converts only the
+    pixels under masks); padded, big-endian or odd-aligned buffers become an aligned native copy; 32FC1 is
+    depth_to_array's metres; and depth_to_array is millimetres_to_metres of the millimetres, bit for bit."""
+    mm = np.random.default_rng(2).integers(0, 65536, (48, 64), dtype=np.uint16)
+    mm[::5, ::3] = 0
+    flat = mm.astype("<u2").view(np.uint8).reshape(-1)
+    msg = image_msg(flat, 48, 64, "16UC1", 128)
+    px = depth_pixels(msg)
+    assert px.dtype == np.uint16 and np.shares_memory(px, msg.data)
+    np.testing.assert_array_equal(px, mm, strict=True)
+    odd = np.empty(flat.size + 1, np.uint8)[1:]  # the data starts at an odd address
+    odd[:] = flat
+    padded, step = _pad(mm.astype(">u2").view(np.uint8).reshape(48, 128), 6)
+    for m in (image_msg(odd, 48, 64, "16UC1", 128), image_msg(padded, 48, 64, "16UC1", step, big=1)):
+        px = depth_pixels(m)
+        assert px.flags.aligned and px.dtype == np.uint16 and not np.shares_memory(px, m.data)
+        np.testing.assert_array_equal(px, mm, strict=True)
+        want = millimetres_to_metres(mm)
+        np.testing.assert_array_equal(depth_to_array(m).view(np.uint32), want.view(np.uint32))
+    f = np.array([[0.5, np.nan], [-1.0, 2.25]], np.float32)
+    m32 = image_msg(f.astype("<f4").view(np.uint8).reshape(-1), 2, 2, "32FC1", 8)
+    np.testing.assert_array_equal(depth_pixels(m32), depth_to_array(m32), strict=True)
 
 
 def test_encoders_round_trip_through_decoder():
