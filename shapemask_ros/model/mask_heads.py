@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from keras import initializers, layers, ops
+from keras import initializers, layers, name_scope, ops
 
 from shapemask_ros.model.roi_sampling import box_prior, resample_box_frame
 
@@ -31,10 +31,12 @@ def _mask_logits_conv(num_classes, name):
 
 def _select_class(x, onehot):
     """x [M, ..., C] and onehot [M, C] -> [M, ...]: the instance's class channel (row 0 when C = 1)."""
-    if x.shape[-1] == 1:
+    if x.shape[-1] == 1 and None not in x.shape[1:-1]:
         # class-agnostic masks: onehot is all ones (ShapeMask.mask_branch), so the product and sum are a
-        # copy of channel 0 -- a [M, 128, 128] Mul + ReduceSum in the exported graph for nothing
-        return ops.squeeze(x, axis=-1)  # a Squeeze, not a Slice: no copy in ONNX Runtime
+        # copy of channel 0 -- a [M, 128, 128] Mul + ReduceSum in the exported graph for nothing. A Reshape
+        # (no copy in ONNX Runtime), not a Squeeze: TensorFlow's Conv2D on zero instances can return the
+        # input's channel count, which Squeeze rejects and Reshape of zero elements does not.
+        return ops.reshape(x, (-1, *x.shape[1:-1]))
     shape = [ops.shape(onehot)[0]] + [1] * (len(x.shape) - 2) + [ops.shape(onehot)[1]]
     return ops.sum(x * ops.reshape(ops.cast(onehot, x.dtype), shape), axis=-1)
 
@@ -188,8 +190,10 @@ class FineMaskHead(layers.Layer):
         w = ops.reshape(ops.matmul(up, ops.reshape(self.predict.kernel, (c, k))), (c_in, r2 * k))
         b = ops.tile(self.predict.bias, (r2,))
         h, wd = x.shape[1], x.shape[2]
-        # as a 2-D product plus bias (one Gemm in the exported graph, bias fused) rather than a 4-D Tensordot
-        y = ops.matmul(ops.reshape(x, (-1, c_in)), ops.cast(w, x.dtype)) + ops.cast(b, x.dtype)
+        # as a 2-D product plus bias (one Gemm in the exported graph, bias fused) rather than a 4-D Tensordot;
+        # the scope names it for FLOP counts (training/experiments/mask_width.py)
+        with name_scope("upsampled_logits"):
+            y = ops.matmul(ops.reshape(x, (-1, c_in)), ops.cast(w, x.dtype)) + ops.cast(b, x.dtype)
         return depth_to_space(ops.reshape(y, (-1, h, wd, r2 * k)), self.upsample)
 
     def call(self, x, coarse_logits, onehot, training=None, slot_mask=None):

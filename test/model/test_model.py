@@ -323,3 +323,15 @@ def test_fpn_upsampling_is_nearest_neighbour_2x():
     np.testing.assert_array_equal(
         ops.convert_to_numpy(upsample2x(ops.convert_to_tensor(x))), ops.convert_to_numpy(want)
     )
+
+
+def test_serving_functions_take_zero_boxes(agnostic_model):
+    """No instance at all (an image without detections): TensorFlow's Conv2D on an empty batch can report
+    the input's channel count, which a Squeeze of the class channel rejected (the tiny studies' models)."""
+    from shapemask_ros.export.bundle import serving_functions
+
+    fns = serving_functions(agnostic_model)
+    s = agnostic_model.cfg.image_size
+    img = np.random.default_rng(14).uniform(0, 255, (1, s, s, 3)).astype(np.float32)
+    out = fns["segment_boxes"](image=img, boxes=np.zeros((1, 0, 4), np.float32), classes=np.zeros((1, 0), np.int32))
+    assert out["masks"].shape[:2] == (1, 0) and out["outer_boxes"].shape == (1, 0, 4)

@@ -232,7 +232,7 @@ def _conv_flops(nodes: dict[str, int]) -> int:
         v
         for k, v in nodes.items()
         if k.endswith(("/convolution", "/conv_transpose"))
-        or (k.startswith("fine_head") and k.endswith("/Tensordot/MatMul"))
+        or (k.startswith("fine_head") and k.endswith("/upsampled_logits/MatMul"))
     )
 
 
