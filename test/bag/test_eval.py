@@ -308,8 +308,14 @@ def test_demo_bag_3d_outputs_and_centroid_error_with_oracle_masks(tmp_path, monk
     monkeypatch.setattr(
         objects3d_stage, "objects3d_from_instances", lambda *a, **k: calls.append("frame") or stage_3d(*a, **k)
     )
+    # so are the output connections (definitions, hashes, QoS: ~11 ms on the demo bag), all of them
+    add_output = bag_eval.BagWriter.add_output
+    monkeypatch.setattr(
+        bag_eval.BagWriter, "add_output", lambda self, topic, typ: calls.append(topic) or add_output(self, topic, typ)
+    )
     res = evaluate_bag(opts, predictor=OraclePredictor(gt, images))
-    assert calls == ["prepare"] + ["frame"] * 4
+    outputs = [f"/shapemask/{t}" for t in ("masks", "labels", "detections", "objects3d", "points")]
+    assert calls == ["prepare", *outputs] + ["frame"] * 4
     r = res.report
     assert r["frames"]["processed"] == 4 and r["frames"]["with_geometry"] == 4
     with BagReader(res.bag) as rb:
