@@ -25,6 +25,7 @@ import pytest
 from geometry import objects3d_reference as reference
 from geometry.test_objects3d_equivalence import CAMERAS, CONFIGS, FACTORY, edge_scenes, synthetic
 from geometry.tote_frames import tote_pan_frames
+from geometry.undistort_count import count_undistorted_pixels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,16 +113,7 @@ def test_overlapping_masks_undistort_each_pixel_once(monkeypatch):
     """Masks that share pixels (the demo's detector boxes overlap): the kernel's missing-ray list names each
     pixel once, so OpenCV undistorts only the pixels of their union, and every output still equals the
     reference's; the flags that deduplicate are left clear for the next frame."""
-    from shapemask_ros.geometry.depth import CameraIntrinsics
-
-    count = [0]
-    real = CameraIntrinsics.undistort_pixels
-
-    def counting(self, rows, cols):
-        count[0] += np.size(rows)
-        return real(self, rows, cols)
-
-    monkeypatch.setattr(CameraIntrinsics, "undistort_pixels", counting)
+    count = count_undistorted_pixels(monkeypatch)
     intr, depth, masks, regions = next(tote_pan_frames(1, margin=6))
     # each object twice, and a copy of the first one's mask 5 pixels lower and to the right (a partial overlap)
     x, y, w, h = regions[0]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from geometry import objects3d_reference as reference
 from geometry.tote_frames import tote_pan_frames
+from geometry.undistort_count import count_undistorted_pixels
 
 from shapemask_ros.geometry import rays
 from shapemask_ros.geometry.depth import CameraIntrinsics
@@ -36,14 +37,8 @@ def test_a_panning_window_reuses_the_lens_rays_and_they_equal_a_fresh_undistorti
     those pixels with the later intrinsics (to the last bit or two), and pixels seen before are not
     undistorted again."""
     rays.clear_ray_caches()
-    count = [0]
-    real = CameraIntrinsics.undistort_pixels
-
-    def counting(self, rows, cols):
-        count[0] += np.size(rows)
-        return real(self, rows, cols)
-
-    monkeypatch.setattr(CameraIntrinsics, "undistort_pixels", counting)
+    real = CameraIntrinsics.undistort_pixels  # the unpatched undistortion, for the expected rays
+    count = count_undistorted_pixels(monkeypatch)
     cx, cy = 319.37, 241.81  # of the full 640x480 lens
     rows_full, cols_full = np.mgrid[100:220, 150:330]  # a patch of the scene, in full-image pixels
     first = None
