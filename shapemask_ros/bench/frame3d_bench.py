@@ -9,7 +9,7 @@ Predictors:
   processor's own work (decode, messages, label image, refined detections): the worst case for the ratio.
 - keras-r50: the ShapeMask ResNet-50-FPN at 640 (random weights: same compute as a trained model) through
   the runtime Predictor, as the node runs it on a CPU-only machine.
-- bundle: Predictor.load(--model) with backend auto (a deployed model).
+- bundle: load_predictor(--model), backend auto, as the node loads it (a deployed model).
 
 Camera: pinhole by default; --distortion gives it the plumb_bob coefficients of the demo's ARC tote camera
 (rays undistorted with cv2); --pan shifts the principal point by one pixel every frame, as the demo's
@@ -81,10 +81,11 @@ class StandinPredictor:
 def _predictor(kind: str, model: str) -> Any:
     if kind == "standin":
         return StandinPredictor()
-    if kind == "bundle":
-        from shapemask_ros.runtime.predictor import Predictor
+    if kind == "bundle":  # loaded as the node loads it (load_predictor: ONNX Runtime threads sleep between runs)
+        from shapemask_ros.config.node_config import NodeConfig
+        from shapemask_ros.runtime.predictor import load_predictor
 
-        return Predictor.load(model)
+        return load_predictor(NodeConfig(model_path=model))
     from shapemask_ros.config.model_config import ModelConfig
     from shapemask_ros.model.shapemask import build_model
     from shapemask_ros.runtime.backends.keras_backend import predictor_for_model
