@@ -3,7 +3,8 @@
 # data -> copy-paste composites -> priors -> TFRecords -> train (training/configs/real_lite0.yaml with the round-2
 # data, 2,000 steps) -> export -> evaluate. The shipped weights are models/real_round2.sh's variant "r2long"
 # (seed 0), checkpoint 1600 (chosen on the held-out selection set, `models/real_round2.sh select r2long`),
-# exported with the command of step 3. About 2 h 20 min on a 2-core CPU (data ~6 min, training ~50 min
+# exported with the command of step 3 (last at commit fb8415a, 2026-12-07: the cheaper graph of issue 24; same
+# outputs as the first export) and quantized with step 4's. About 2 h 20 min on a 2-core CPU (data ~6 min, training ~50 min
 # alone per seed, export 1 min, quantization 2 min, evaluation ~25 min). Every step is seeded; training resumes
 # from its latest checkpoint when rerun.
 # Needs ../shared/data (coco_mini, coco_tiny, IoTKITs, coco128_seg; see its README) and, once, torch for the
