@@ -13,14 +13,16 @@ Steps, per graph (segment_boxes.onnx, detect_and_segment.onnx):
    same box scaling and chunking as at run time) and replayed to `quantize_static`;
 4. `quantize_static`, QDQ format, int8 weights (symmetric, per output channel) on the convolution stack
    only: every Conv; a ReLU / ReLU6 (Clip), Add, MatMul or Reshape when all its non-constant inputs come
-   out of quantized nodes (activations, residual sums, the fine head's logits product); and an Add when
-   any input does -- the mask heads add a quantized 1x1 embedding of the prior / coarse mask to the
-   float ROI features, and the sum feeds quantized convolutions: quantizing the features and adding in
-   8 bits replaces dequantizing the embedding, a float Add and quantizing the sum (with the Reshape and
-   MatMul rules: the 20-box graph 23.8 -> 20.5 ms in one ORT profile, DequantizeLinear 0.64 -> 0.21 ms).
-   MatMul outputs stay float (ONNX Runtime runs DequantizeLinear -> MatMul as one integer product with a
-   float result). Box arithmetic, ROI sampling, NMS, priors and sigmoids stay float: they are
-   coordinates and probabilities, not feature maps.
+   out of quantized nodes (activations, residual sums, reshaped feature maps); and an Add when any input
+   does -- the mask heads add a quantized 1x1 embedding of the prior / coarse mask to the float ROI
+   features, and the FPN a quantized lateral to an upsampled level, and the sums feed quantized
+   convolutions: quantizing the other input and adding in 8 bits replaces dequantizing the embedding, a
+   float Add and quantizing the sum (the default model: 7 more nodes quantized, the 20-box graph
+   23.8 -> 20.5 ms in one ORT profile, DequantizeLinear 0.64 -> 0.21 ms). A quantized MatMul's output
+   stays float (ONNX Runtime runs DequantizeLinear -> MatMul as one integer product with a float result);
+   in the default model no MatMul qualifies (the fine logits' product follows a layout Transpose).
+   Box arithmetic, ROI sampling, NMS, priors and sigmoids stay float: they are coordinates and
+   probabilities, not feature maps.
    Activations: `uint8` (asymmetric; the default: ONNX Runtime's CPU kernels fuse
    ReLU/ReLU6 into the quantized convolution, 2.4x faster than FP32 here) or `int8` (symmetric, zero
    point 0: what TensorRT's explicit-precision INT8 path requires; on ONNX Runtime CPU every ReLU6 then
