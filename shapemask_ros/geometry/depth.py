@@ -43,6 +43,15 @@ class GeometryError(ValueError):
 # ---------------------------------------------------------------------------------------------- depth
 
 
+def millimetres_to_metres(mm: np.ndarray) -> np.ndarray:
+    """uint16 millimetres (16UC1) -> float32 metres, NaN where 0 (no reading): float32(mm) / float32(1000), the
+    one conversion of 16UC1 depth (depth_to_metres, ros_bridge.image_codec.depth_to_array; the compiled 3D
+    kernel repeats the formula per pixel)."""
+    metres = np.divide(mm, np.float32(1000.0), dtype=np.float32)  # one pass, no float64 intermediate
+    np.copyto(metres, np.float32(np.nan), where=mm == 0)
+    return metres
+
+
 def depth_to_metres(array: np.ndarray, encoding: str, *, require_valid: bool = False) -> np.ndarray:
     """Convert a decoded depth image [H, W] to float32 metres with NaN where the sensor had no reading.
 
@@ -58,8 +67,7 @@ def depth_to_metres(array: np.ndarray, encoding: str, *, require_valid: bool = F
     if enc in ("16UC1", "MONO16"):
         if a.dtype != np.uint16:
             raise GeometryError("bad_encoding", f"{encoding} needs uint16 data, got {a.dtype}")
-        out = a.astype(np.float32) * np.float32(0.001)
-        out[a == 0] = np.nan
+        out = millimetres_to_metres(a)
     elif enc == "32FC1":
         if a.dtype != np.float32:
             raise GeometryError("bad_encoding", f"{encoding} needs float32 data, got {a.dtype}")
@@ -71,15 +79,6 @@ def depth_to_metres(array: np.ndarray, encoding: str, *, require_valid: bool = F
     if require_valid and not np.isfinite(out).any():
         raise GeometryError("all_invalid_depth", "no pixel of the depth image has a valid reading")
     return out
-
-
-def millimetres_to_metres(mm: np.ndarray) -> np.ndarray:
-    """uint16 millimetres (16UC1) -> float32 metres, NaN where 0 (no reading): float32(mm) / float32(1000), the
-    values the 3D stage works with (ros_bridge.image_codec.depth_to_array; the compiled 3D kernel repeats the
-    formula per pixel)."""
-    metres = np.divide(mm, np.float32(1000.0), dtype=np.float32)  # one pass, no float64 intermediate
-    np.copyto(metres, np.float32(np.nan), where=mm == 0)
-    return metres
 
 
 # ----------------------------------------------------------------------------------------- intrinsics

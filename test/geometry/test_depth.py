@@ -12,6 +12,7 @@ from shapemask_ros.geometry.depth import (
     check_alignment,
     depth_to_metres,
     intrinsics_for_depth,
+    millimetres_to_metres,
 )
 from shapemask_ros.geometry.undistort import opencv_version
 from support.geometry import camera_info
@@ -29,6 +30,8 @@ def test_16uc1_is_millimetres_and_zero_is_invalid():
     assert np.isnan(m[0, 0])
     np.testing.assert_allclose(m[[0, 1, 1], [1, 0, 1]], [1.0, 1.234, 65.535], rtol=1e-6)
     np.testing.assert_array_equal(depth_to_metres(raw, "mono16"), m, strict=False)
+    # the 3D stage's formula (millimetres_to_metres), not one of its own: 1234 mm * 0.001 is 1 ulp off
+    np.testing.assert_array_equal(m, millimetres_to_metres(raw))
 
 
 def test_32fc1_marks_zero_nan_inf_and_negative_invalid():
