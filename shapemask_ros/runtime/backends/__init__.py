@@ -30,8 +30,8 @@ class BackendOptions:
     engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
     providers: ONNX Runtime providers (None = CUDA when available, then CPU).
     precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
-    spin: ONNX Runtime's worker threads busy-wait for work (its default, kept for back-to-back calls such as
-    the benchmarks); False lets them sleep, as the node and offline runs (bag-eval, a fleet) load it:
+    spin: ONNX Runtime's worker threads busy-wait for work (its default, kept for direct `Predictor.load`
+    callers); False lets them sleep, as every frame pipeline (`load_predictor`) and `bench bundles` load it:
     spinning costs CPU outside every run (the node at 10 Hz: 73-74 % of two cores instead of 45-49 %, same
     latency, docs/ros.md) and, on a busy host, inflates the model's own CPU (the demo bag: docs/benchmarks.md).
     signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both); others are
