@@ -71,9 +71,7 @@ from shapemask_ros.ros_bridge.node_params import (
     IMAGE_TYPE,
     MASKS_TYPE,
     NODE_NAME,
-    OBJECTS3D_TYPE,
     OUTPUTS,
-    POINTS_TYPE,
     camera_info_topic_for,
     config_from_parameters,
     image_cache_size,
@@ -81,6 +79,7 @@ from shapemask_ros.ros_bridge.node_params import (
     output_topic,
     parameter_specs,
     parse_node_args,
+    published_outputs,
     split_changes,
     uses_depth,
     uses_detector,
@@ -332,20 +331,11 @@ class ShapeMaskNode(LifecycleNode):
 
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
         ns = cfg.output_namespace
-        wanted = {
-            "masks": (MASKS_TYPE, True),
-            "labels": (IMAGE_TYPE, cfg.publish_label_image),
-            "detections": (DETECTIONS_TYPE, cfg.publish_refined_detections),
-            "overlay": (IMAGE_TYPE, cfg.publish_overlay),
-            "objects3d": (OBJECTS3D_TYPE, uses_depth(cfg) and cfg.publish_objects3d),
-            "points": (POINTS_TYPE, uses_depth(cfg) and cfg.publish_points),
-        }
         self._pubs = {}
-        for name, (type_name, on) in wanted.items():
-            if on:
-                codec.check(type_name)
-                cls = masks_cls if name == "masks" else import_message(type_name)
-                self._pubs[name] = self.create_lifecycle_publisher(cls, output_topic(ns, name), out_qos)
+        for name, type_name in published_outputs(cfg).items():
+            codec.check(type_name)
+            cls = masks_cls if name == "masks" else import_message(type_name)
+            self._pubs[name] = self.create_lifecycle_publisher(cls, output_topic(ns, name), out_qos)
 
     @_logged_transition
     def on_activate(self, state: State) -> TransitionCallbackReturn:

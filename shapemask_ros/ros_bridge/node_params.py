@@ -28,8 +28,16 @@ MASKS_TYPE = "shapemask_ros/msg/InstanceMaskArray"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 OBJECTS3D_TYPE = "shapemask_ros/msg/ObjectGeometryArray"
 POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
-# result field -> publisher key (= topic name under output_namespace)
-OUTPUTS = ("masks", "labels", "detections", "overlay", "objects3d", "points")
+# result field = publisher key (= topic name under output_namespace) -> message type
+OUTPUT_TYPES = {
+    "masks": MASKS_TYPE,
+    "labels": IMAGE_TYPE,
+    "detections": DETECTIONS_TYPE,
+    "overlay": IMAGE_TYPE,
+    "objects3d": OBJECTS3D_TYPE,
+    "points": POINTS_TYPE,
+}
+OUTPUTS = tuple(OUTPUT_TYPES)
 _SCALAR_ROS_TYPES = {bool: "BOOL", int: "INTEGER", float: "DOUBLE", str: "STRING"}
 
 
@@ -134,6 +142,20 @@ def uses_detector(cfg: NodeConfig) -> bool:
 def uses_depth(cfg: NodeConfig) -> bool:
     """True when the 3D outputs are on (a depth topic is set)."""
     return bool(cfg.depth_topic.strip())
+
+
+def published_outputs(cfg: NodeConfig) -> dict[str, str]:
+    """Output name -> message type of every output `cfg` publishes: the node's publishers, and the topics of
+    bag-eval's output bag (which leaves out the overlay and, unless asked, the points)."""
+    on = {
+        "masks": True,
+        "labels": cfg.publish_label_image,
+        "detections": cfg.publish_refined_detections,
+        "overlay": cfg.publish_overlay,
+        "objects3d": uses_depth(cfg) and cfg.publish_objects3d,
+        "points": uses_depth(cfg) and cfg.publish_points,
+    }
+    return {name: typ for name, typ in OUTPUT_TYPES.items() if on[name]}
 
 
 def camera_info_topic_for(cfg: NodeConfig) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from shapemask_ros.bag.evaluation.bag_eval import MASK_ARRAY_TYPE, OBJECTS3D_TYPE, BagEvalOptions, BagEvaluation
+from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, BagEvaluation
 from shapemask_ros.bag.recording.reader import BagReader
 from shapemask_ros.bag.recording.writer import AtomicOutputDir
 from shapemask_ros.bag.scenes import demo_bag
+from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
+from shapemask_ros.ros_bridge.node_params import OBJECTS3D_TYPE
 from shapemask_ros.ros_bridge.typestore import get_typestore
 
 

@@ -300,3 +300,19 @@ def test_diagnostic_summary_levels_and_values():
     assert warn.message == (
         "active, backend x; errors in the last second; no input on /a, /b; no 3D output: size_mismatch"
     )
+
+
+def test_published_outputs_follow_the_publish_switches_and_depth():
+    """One table of what a configuration publishes (the node's publishers, bag-eval's output topics)."""
+    base = NodeConfig()
+    assert node_mod.published_outputs(base) == {
+        "masks": node_mod.MASKS_TYPE,
+        "labels": node_mod.IMAGE_TYPE,
+        "detections": node_mod.DETECTIONS_TYPE,
+        "overlay": node_mod.IMAGE_TYPE,
+    }  # no depth topic: no 3D outputs
+    cfg = dataclasses.replace(
+        base, depth_topic="/d", publish_label_image=False, publish_overlay=False, publish_points=False
+    )
+    assert list(node_mod.published_outputs(cfg)) == ["masks", "detections", "objects3d"]
+    assert tuple(node_mod.OUTPUT_TYPES) == node_mod.OUTPUTS

@@ -43,7 +43,7 @@ from shapemask_ros.ros_bridge.image_codec import (
     image_to_rgb,
 )
 from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
-from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, OBJECTS3D_TYPE, POINTS_TYPE
+from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, published_outputs
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
 
 if TYPE_CHECKING:
@@ -171,6 +171,10 @@ class BagEvaluation:
         self.pairer = Pairer(self.cfg, self.processor.self_detect, bool(opts.depth_topic), self.drops)
         self.writer = BagWriter(out.path / "bag", reader.typestore, storage=opts.storage, compress=opts.compress)
         self.ns = self.cfg.output_namespace.rstrip("/")
+        # the node's outputs for this configuration, less the overlay (image files here) and the points unless asked
+        self._output_types = {
+            k: t for k, t in published_outputs(self.cfg).items() if k != "overlay" and (k != "points" or opts.points)
+        }
         self.outputs: dict[str, Any] = {}
         self.frames: list[dict[str, float]] = []
         self.preds: list[FramePrediction] = []
@@ -238,7 +242,7 @@ class BagEvaluation:
         depth, the 3D stage's compiled kernel is compiled or loaded from numba's cache (seconds)."""
         o = self.opts
         self.reader.warm_up([t for t in (o.image_topic, o.detections_topic, o.depth_topic, o.camera_info_topic) if t])
-        for typ in (MASK_ARRAY_TYPE, IMAGE_TYPE, DETECTION_ARRAY_TYPE, OBJECTS3D_TYPE, POINTS_TYPE):
+        for typ in set(self._output_types.values()):
             self.reader.typestore.get_msgdef(typ)
         if o.depth_topic:
             log.info("%s", prepare_objects3d())
@@ -248,27 +252,14 @@ class BagEvaluation:
         open): the connections' message definitions, RIHS01 hashes and QoS YAML cost ~11 ms, bag set-up that
         the first frame would otherwise pay inside its timing (measured on the demo bag). A run in which no
         frame is processed then leaves these topics empty, as `ros2 bag record` leaves a subscribed topic."""
-        c, o = self.cfg, self.opts
-        self._conn("masks", MASK_ARRAY_TYPE)
-        if c.publish_label_image:
-            self._conn("labels", IMAGE_TYPE)
-        if c.publish_refined_detections:
-            self._conn("detections", DETECTION_ARRAY_TYPE)
-        if o.depth_topic and c.publish_objects3d:
-            self._conn("objects3d", OBJECTS3D_TYPE)
-        if o.depth_topic and o.points and c.publish_points:
-            self._conn("points", POINTS_TYPE)
+        for name, typ in self._output_types.items():
+            self._conn(name, typ)
 
     def _write_outputs(self, result: FrameResult, log_ns: int) -> None:
-        self.writer.write(self._conn("masks", MASK_ARRAY_TYPE), log_ns, result.masks)
-        if result.labels is not None:
-            self.writer.write(self._conn("labels", IMAGE_TYPE), log_ns, result.labels)
-        if result.detections is not None:
-            self.writer.write(self._conn("detections", DETECTION_ARRAY_TYPE), log_ns, result.detections)
-        if result.objects3d is not None:
-            self.writer.write(self._conn("objects3d", OBJECTS3D_TYPE), log_ns, result.objects3d)
-        if result.points is not None:
-            self.writer.write(self._conn("points", POINTS_TYPE), log_ns, result.points)
+        for name, typ in self._output_types.items():
+            msg = getattr(result, name)
+            if msg is not None:
+                self.writer.write(self._conn(name, typ), log_ns, msg)
 
     # -- per frame
     def handle(self, frame: PairedFrame, now_ns: int) -> None:
