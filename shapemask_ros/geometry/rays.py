@@ -188,6 +188,20 @@ class RayCache:
         a.y[lr, lc] = y
         a.known[lr, lc] = True
 
+    def prime(self) -> int:
+        """Undistort now every pixel of this camera's window whose ray is not known yet, so that frames read
+        the table only: start-up work for a batch run (bag-eval's warm-up), which would otherwise land in the
+        first frames' time (12 ms for the demo's first frame). Costs ~0.15 us a pixel (30 ms at 512x384) and
+        17 bytes of table a pixel; a pinhole camera's table is complete already. Returns how many pixels
+        were undistorted. The rays are the ones the frames would compute (same window, same values)."""
+        if self.complete:
+            return 0
+        a = self._window_arrays()
+        rows, cols = np.nonzero(~a.known[self._window((0, self.intr.height), (0, self.intr.width), a)])
+        if rows.size:
+            self._fill(a, rows, cols)  # window pixel (r, c) is camera pixel (r, c)
+        return int(rows.size)
+
     def at(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rays of pixel index arrays (any matching shape, inside the image)."""
         rows, cols = np.broadcast_arrays(rows, cols)

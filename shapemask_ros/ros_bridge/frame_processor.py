@@ -389,6 +389,14 @@ class FrameProcessor:
         """Keep the newest CameraInfo of the depth image (validated when a frame uses it)."""
         self._stage3d.camera_info = msg
 
+    def prime_rays(self, camera_info_msg: Any, depth_shape: tuple[int, int]) -> int:
+        """Undistort every depth pixel's ray of this CameraInfo's camera now, not in the first frames (start-up
+        work of a batch run; see Objects3DStage.prime_rays). Returns how many pixels were undistorted."""
+        with self._state:
+            return self._stage3d.prime_rays(
+                camera_info_msg, depth_shape, rectified=self.cfg.depth_rectified, geometry=self._geometry
+            )
+
     # ----------------------------------------------------------------------------------- processing
     def _next_frame(self) -> _Frame | None:
         """The newest ready frame; a held frame (waiting for depth) is superseded by a newer one."""

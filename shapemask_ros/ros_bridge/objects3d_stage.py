@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.config.node_config import GeometryConfig
-from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError
+from shapemask_ros.geometry.depth import CameraIntrinsics, GeometryError, intrinsics_for_depth
 from shapemask_ros.geometry.objects3d import Objects3D, objects3d_from_instances
+from shapemask_ros.geometry.rays import ray_cache
 from shapemask_ros.ros_bridge.factory import MessageFactory, stamp_of
 from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, depth_pixels
 from shapemask_ros.ros_bridge.messages import objects3d_message
@@ -84,6 +85,19 @@ class Objects3DStage:
         except Exception as e:  # a bug in the 3D stage must not cost the masks
             out = Stage3DOutput(error="internal_error", detail=f"{e!r}\n{traceback.format_exc(limit=3)}")
         return out
+
+    def prime_rays(
+        self, camera_info_msg: Any, depth_shape: tuple[int, int], *, rectified: bool, geometry: GeometryConfig
+    ) -> int:
+        """Compute the rays of every depth pixel of this CameraInfo's camera now (rays.RayCache.prime): start-up
+        work of a batch run, before its frames are timed. Returns how many pixels were undistorted; an
+        unusable CameraInfo or size primes nothing (0): the frames then report it."""
+        try:
+            intr = self._intrinsics(camera_info_msg, rectified)
+            intr = intrinsics_for_depth(intr, depth_shape, geometry.registration)
+        except GeometryError:
+            return 0
+        return ray_cache(intr).prime()
 
     def _intrinsics(self, camera_info_msg: Any | None, rectified: bool) -> CameraIntrinsics:
         """Intrinsics of the given (or newest stored) CameraInfo; GeometryError with the reason otherwise."""

@@ -105,6 +105,33 @@ def test_undecodable_message_is_counted_and_skipped(tmp_path):
         assert r.dropped == {f"undecodable:{IMAGE}": 1}
 
 
+@pytest.mark.parametrize("storage,compression", CASES[:2] + CASES[3:5], ids=lambda c: getattr(c, "name", c))
+def test_first_message_is_decoded_and_not_counted(tmp_path, storage, compression):
+    """bag-eval's warm-up reads a topic's first message; the read loop must still see and count every one."""
+    msgs = scene_bag_messages(frames=3)
+    path = write_bag(tmp_path / "bag", msgs, storage, compression)
+    first_image = next(m for t, _typ, _lt, m in msgs if t == IMAGE)
+    with BagReader(path) as r:
+        got = r.first_message(IMAGE)
+        np.testing.assert_array_equal(got.data, first_image.data)
+        assert r.first_message("/not/there") is None
+        assert not r.read_counts
+        assert sum(1 for _ in r.messages()) == len(msgs)
+        assert r.read_counts == {IMAGE: 3, DETS: 3}
+
+
+def test_first_message_that_does_not_decode_is_none_and_not_counted(tmp_path):
+    msgs = scene_bag_messages(frames=2, with_dets=False)
+    topic, typ, t, good = msgs[0]
+    msgs[0] = (topic, typ, t, bytes(TS.serialize_cdr(good, typ))[:40])
+    path = write_bag(tmp_path / "bag", msgs, "mcap")
+    with BagReader(path) as r:
+        assert r.first_message(IMAGE) is None
+        assert not r.dropped  # the read loop counts it when it meets it
+        assert [r.decode_or_none(m) is None for m in r.messages()] == [True, False]
+        assert r.dropped == {f"undecodable:{IMAGE}": 1}
+
+
 def test_unknown_type_decodes_from_the_bags_own_definition(tmp_path):
     text = "string name\nfloat64[] values\n"
     store = stock_typestore(Stores.ROS2_HUMBLE)

@@ -125,3 +125,25 @@ def test_pinhole_rays_equal_the_formula_bit_for_bit(skew):
     xs, ys = cache.at(v, u)
     np.testing.assert_array_equal(xs, xr, strict=True)
     np.testing.assert_array_equal(ys, yr, strict=True)
+
+
+def test_prime_undistorts_every_pixel_once_with_the_values_frames_would_compute(monkeypatch):
+    """RayCache.prime (bag-eval's warm-up): the whole window, bit for bit the rays of a fresh undistortion;
+    later reads and a second prime undistort nothing; a window panned by whole pixels primes only its new
+    pixels; a pinhole camera has nothing to prime."""
+    rays.clear_ray_caches()
+    real = CameraIntrinsics.undistort_pixels
+    count = count_undistorted_pixels(monkeypatch)
+    cam = camera(301.2, 233.7, w=160, h=120)
+    cache = rays.ray_cache(cam)
+    assert cache.prime() == 160 * 120 and count[0] == 160 * 120
+    assert cache.known.all()
+    v, u = np.indices((120, 160))
+    want_x, want_y = real(cam, v.ravel(), u.ravel())
+    xs, ys = cache.at(v.ravel(), u.ravel())
+    np.testing.assert_array_equal(xs, want_x, strict=True)
+    np.testing.assert_array_equal(ys, want_y, strict=True)
+    assert cache.prime() == 0 and count[0] == 160 * 120
+    panned = rays.ray_cache(camera(301.2 - 10, 233.7 - 4, w=160, h=120))  # the same lens, moved 10 px and 4 px
+    assert panned.prime() == 160 * 120 - 150 * 116 and count[0] == 2 * 160 * 120 - 150 * 116
+    assert rays.ray_cache(camera(301.2, 233.7, d=(0.0,) * 5, w=160, h=120)).prime() == 0

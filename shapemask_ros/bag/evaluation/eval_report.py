@@ -62,6 +62,7 @@ class EvalRun:
     copy_s: float
     overlay_s: float
     loop_cpu_s: float
+    warm_up_s: float = 0.0  # start-up work before the timed loop (BagEvaluation.warm_up)
 
 
 def build_report(ev: EvalRun, reader: BagReader, gt: GroundTruth | None, wall: float) -> dict[str, Any]:
@@ -130,6 +131,8 @@ def build_report(ev: EvalRun, reader: BagReader, gt: GroundTruth | None, wall: f
             if cpu_model_sum > 0
             else None,
             "first_frame_ms": ev.frames[0]["total"] * 1e3 if ev.frames else None,
+            # start-up work done before the timed loop (deserialisers, the 3D kernel, a distorted camera's rays)
+            "warm_up_s": ev.warm_up_s,
             "copied_messages": ev.copied,
             "copy_s": ev.copy_s,
             "overlay_s": ev.overlay_s,

@@ -466,7 +466,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         f"CPU time: {_fmt(_pct(timing.get('overhead_fraction_cpu')))} %). "
         f"Throughput {_fmt(timing.get('throughput_fps'), 2)} frames/s "
         f"over {_fmt(timing.get('wall_s'), 1)} s wall "
-        f"(includes copying {timing.get('copied_messages', 0)} input messages and the first-call warm-up).",
+        f"(includes copying {timing.get('copied_messages', 0)} input messages and the first-call warm-up). "
+        f"Start-up before the timed loop (deserialisers, the 3D kernel, a distorted camera's rays): "
+        f"{_fmt(timing.get('warm_up_s'), 2)} s.",
         "",
         "## Drops and skips",
         "",

@@ -514,6 +514,26 @@ class BagReader:
                 store, name = dec
                 store.get_msgdef(name)
 
+    def first_message(self, topic: str) -> Any | None:
+        """The first decodable message of `topic` in reading order, for start-up work (bag-eval's warm-up);
+        None when there is none or it cannot be read. Nothing is counted: `messages` reads it again."""
+        conns = [c for c in self.reader.connections if c.topic == topic]
+        if not conns:
+            return None
+        it = self.reader.messages(connections=conns)
+        try:
+            conn, log_time, raw = next(it)
+            if self.reader.compression_mode != "message":
+                raw = decompress_message(raw)
+            return self.decode(BagMessage(conn.topic, _normalise(conn.msgtype), int(log_time), raw, conn, 0.0, 0.0))
+        except Exception as e:  # a damaged or empty topic: the read loop meets and counts it
+            log.debug("first message of %s: %s", topic, e)
+            return None
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
     def decode(self, msg: BagMessage) -> Any:
         """Deserialise `msg`; MessageDecodeError when its type is unknown or its bytes are malformed."""
         dec = self._decoder(msg.connection)
