@@ -5,8 +5,9 @@
 # bundle, with the official per-frame median beside them, and each bundle again with mirrored-image
 # averaging (`flip_average`). Then the 3D stage (issue 24): the frame processor at 640x480 with 20 objects
 # and the default model, without and with depth (pinhole camera, and a distorted camera whose intrinsics
-# change every frame, as in `make demo`).
-# Results: build/bench/bundles.json, appended to docs/benchmarks.md; the 3D lines are printed.
+# change every frame, as in `make demo`); last, bag-eval on the demo bag three times (issue 24 item 4).
+# Results: build/bench/bundles.json, appended to docs/benchmarks.md; the 3D and bag-eval lines are printed
+# (benchmarks/bag_eval_overhead.py compares two commits in alternating processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash benchmarks/official_reference/setup.sh
@@ -20,4 +21,14 @@ build/official_reference/venv/bin/python benchmarks/official_reference/time_offi
   --model demo=models/demo --resnet50 --flip-average --iters 20 --write-docs
 for camera in "" "--distortion --pan"; do
   .venv/bin/python -m shapemask_ros.bench.frame3d_bench --predictor bundle --model models/real_lite0 --repeats 30 $camera
+done
+# bag-eval's overhead around the model on the demo bag (issue 24 item 4), three runs: wall time outside the
+# model with the 3D stage excluded, CPU time outside it with the 3D stage included (report.json "timing")
+for run in 1 2 3; do
+  rm -rf "build/bench/demo_$run"
+  .venv/bin/shapemask demo --out "build/bench/demo_$run" --overlays 0 > /dev/null
+  .venv/bin/python -c 'import json, sys; t = json.load(open(sys.argv[1]))["timing"]; c = t["per_frame_cpu"]
+print("bag-eval demo: overhead/model wall %.1f %%, CPU %.1f %% (model %.1f ms, outside it %.2f ms CPU a frame), warm-up %.2f s"
+      % (100 * t["overhead_fraction"], 100 * t["overhead_fraction_cpu"], c["model"]["mean_ms"], c["overhead"]["mean_ms"], t["warm_up_s"]))' \
+    "build/bench/demo_$run/bag_eval/report.json"
 done
