@@ -58,6 +58,7 @@ from shapemask_ros.config.node_config import validate_node_config
 from shapemask_ros.ros_bridge.in_flight import SecondFramePolicy, TakeOrder
 from shapemask_ros.ros_bridge.inbox import Inbox
 from shapemask_ros.ros_bridge.log_bridge import forward_logging
+from shapemask_ros.ros_bridge.msg_types import CAMERA_INFO_TYPE, DETECTION_ARRAY_TYPE, IMAGE_TYPE, MASK_ARRAY_TYPE
 from shapemask_ros.ros_bridge.node_health import (
     KeyedThrottle,
     NodeStats,
@@ -66,10 +67,6 @@ from shapemask_ros.ros_bridge.node_health import (
     silent_input_message,
 )
 from shapemask_ros.ros_bridge.node_params import (
-    CAMERA_INFO_TYPE,
-    DETECTIONS_TYPE,
-    IMAGE_TYPE,
-    MASKS_TYPE,
     NODE_NAME,
     OUTPUTS,
     camera_info_topic_for,
@@ -302,7 +299,7 @@ class ShapeMaskNode(LifecycleNode):
 
         codec = WireCodec()
         # the rclpy classes only name the topics' types; fails clearly if the msgs were not built
-        masks_cls = import_message(MASKS_TYPE)
+        masks_cls = import_message(MASK_ARRAY_TYPE)
         self.get_logger().info(f"loading model {resolve_model_path(cfg.model_path)} (backend requested: {cfg.backend})")
         # load_predictor's ONNX Runtime threads sleep between runs: cores a robot shares with its planner
         # are not burnt waiting (at 10 Hz 45-49 % of two cores instead of 73-74 %, same latency; docs/ros.md)
@@ -360,7 +357,7 @@ class ShapeMaskNode(LifecycleNode):
         specs = [("image", image_type, cfg.image_topic, cfg.image_qos_reliability, cfg.image_qos_depth)]
         if uses_detector(cfg):
             specs.append(
-                ("detections", DETECTIONS_TYPE, cfg.detections_topic, cfg.detections_qos_reliability,
+                ("detections", DETECTION_ARRAY_TYPE, cfg.detections_topic, cfg.detections_qos_reliability,
                  cfg.detections_qos_depth)
             )  # fmt: skip
         if uses_depth(cfg):

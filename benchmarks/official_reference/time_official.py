@@ -69,8 +69,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_random_priors(path: Path, num_classes: int, num_clusters: int, seed: int,
-                        identical_rows: bool) -> tuple[int, ...]:
+def write_random_priors(
+    path: Path, num_classes: int, num_clusters: int, seed: int, identical_rows: bool
+) -> tuple[int, ...]:
     """Write random shape priors ``[num_classes, num_clusters, 32, 32]`` float32 in [0, 1) to ``path``.
 
     Content does not affect speed; only the shape does. With ``identical_rows`` every class row holds
@@ -162,8 +163,16 @@ def _pkg_version(name: str) -> str | None:
         return None
 
 
-def time_model(image_size: int, depth: int, iters: int, warmup: int, build_dir: Path,
-               num_clusters: int, class_agnostic: bool, seed: int) -> dict[str, Any]:
+def time_model(
+    image_size: int,
+    depth: int,
+    iters: int,
+    warmup: int,
+    build_dir: Path,
+    num_clusters: int,
+    class_agnostic: bool,
+    seed: int,
+) -> dict[str, Any]:
     """Build the official ShapeMask and time it; returns the JSON-ready result dict."""
     prior_path = build_dir / (
         f"random_priors_{'agnostic' if class_agnostic else 'class'}_"
@@ -240,13 +249,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; sizes are validated here so a bad value fails before any build."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-size", type=int, default=640, help="square input side, px (multiple of 128)")
-    p.add_argument("--depth", type=int, default=50, choices=[10, 18, 34, 50, 101, 152, 200],
-                   help="ResNet depth")
+    p.add_argument("--depth", type=int, default=50, choices=[10, 18, 34, 50, 101, 152, 200], help="ResNet depth")
     p.add_argument("--iters", type=int, default=5, help="timed calls after warm-up (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first call")
     p.add_argument("--num-clusters", type=int, default=20, help="K shape priors per class row")
-    p.add_argument("--class-agnostic", action="store_true",
-                   help="use_category_for_mask=False (one mask channel); priors rows identical")
+    p.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="use_category_for_mask=False (one mask channel); priors rows identical",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("build/official_reference/timing.json"))
     args = p.parse_args(argv)
@@ -261,8 +272,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: time, print JSON, write it atomically to ``--out``."""
     args = parse_args(argv)
-    result = time_model(args.image_size, args.depth, args.iters, args.warmup, args.out.parent,
-                        args.num_clusters, args.class_agnostic, args.seed)
+    result = time_model(
+        args.image_size,
+        args.depth,
+        args.iters,
+        args.warmup,
+        args.out.parent,
+        args.num_clusters,
+        args.class_agnostic,
+        args.seed,
+    )
     result["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
     text = json.dumps(result, indent=2)
     print(text)

@@ -35,6 +35,7 @@ import numpy as np
 
 from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.geometry.objects3d import GEOMETRY_KERNELS, prepare_objects3d, set_geometry_kernel
+from shapemask_ros.ros_bridge.msg_types import CAMERA_INFO_TYPE, DETECTION_ARRAY_TYPE, IMAGE_TYPE
 from shapemask_ros.runtime.instances import Instances
 from shapemask_ros.utils.threads import add_blas_threads_argument, apply_blas_threads
 
@@ -120,7 +121,7 @@ def camera_info(factory: Any, header: Any, d: tuple[float, ...] = (0.0,) * 5, sh
     roi = factory.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     proj = np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1)
     return factory.make(
-        "sensor_msgs/msg/CameraInfo", header=header, height=H, width=W, distortion_model="plumb_bob",
+        CAMERA_INFO_TYPE, header=header, height=H, width=W, distortion_model="plumb_bob",
         d=np.asarray(d, np.float64), k=k, r=np.eye(3).reshape(-1), p=proj, binning_x=0, binning_y=0, roi=roi,
     )  # fmt: skip
 
@@ -145,7 +146,7 @@ def messages(
 
     def image(data: np.ndarray, encoding: str, step: int) -> Any:
         return factory.make(
-            "sensor_msgs/msg/Image", header=hdr(), height=H, width=W, encoding=encoding, is_bigendian=0,
+            IMAGE_TYPE, header=hdr(), height=H, width=W, encoding=encoding, is_bigendian=0,
             step=step, data=np.ascontiguousarray(data).view(np.uint8).reshape(-1),
         )  # fmt: skip
 
@@ -163,7 +164,7 @@ def messages(
             )
         )
     info = camera_info(factory, hdr(), d, shift)
-    det_array = factory.make("vision_msgs/msg/Detection2DArray", header=hdr(), detections=dets)
+    det_array = factory.make(DETECTION_ARRAY_TYPE, header=hdr(), detections=dets)
     return image(rgb, "rgb8", 3 * W), det_array, image(depth.astype("<u2"), "16UC1", 2 * W), info
 
 

@@ -407,6 +407,7 @@ def send_frames(
     from vision_msgs.msg import Detection2DArray
 
     from shapemask_ros.msg import InstanceMaskArray
+    from shapemask_ros.ros_bridge.msg_types import DETECTION_ARRAY_TYPE, IMAGE_TYPE, MASK_ARRAY_TYPE
     from shapemask_ros.ros_bridge.wire import WireCodec
 
     h, w = size
@@ -414,7 +415,7 @@ def send_frames(
     img_pub = node.create_publisher(Image, image_topic, qos(reliable, pub_depth))
     det_pub = node.create_publisher(Detection2DArray, detections_topic, qos(True, pub_depth))
     codec = WireCodec() if wire else None
-    decode = None if codec is None else functools.partial(codec.decode, type_name="shapemask_ros/msg/InstanceMaskArray")
+    decode = None if codec is None else functools.partial(codec.decode, type_name=MASK_ARRAY_TYPE)
     masks = driver.subscribe(InstanceMaskArray, masks_topic, reliable=True, depth=100, decode=decode)
     try:
         matched = lambda: img_pub.get_subscription_count() > 0 and det_pub.get_subscription_count() > 0  # noqa: E731
@@ -433,8 +434,8 @@ def send_frames(
             k = i % len(prepared)
             if k not in built:  # rclpy builds it once; the typestore's copy is re-stamped and serialised
                 built[k] = (
-                    codec.decode(serialize_message(image_msg(rgb, t)), "sensor_msgs/msg/Image"),
-                    codec.decode(serialize_message(detections_msg(bxs, t)), "vision_msgs/msg/Detection2DArray"),
+                    codec.decode(serialize_message(image_msg(rgb, t)), IMAGE_TYPE),
+                    codec.decode(serialize_message(detections_msg(bxs, t)), DETECTION_ARRAY_TYPE),
                 )
             img, det = built[k]
             for header in [img.header, det.header] + [d.header for d in det.detections]:

@@ -27,6 +27,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from shapemask_ros.bench.node_driver import default_boxes, detections_msg, image_msg, stamp, synthetic_rgb
 from shapemask_ros.node import import_message
 from shapemask_ros.ros_bridge.messages import instances_to_mask_array
+from shapemask_ros.ros_bridge.msg_types import MASK_ARRAY_TYPE
 from shapemask_ros.ros_bridge.wire import WireCodec
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # the same message: rclpy's serialiser leaves alignment padding uninitialised, the typestore's writes
     # zeros, so the bytes are compared after a round trip through the typestore
-    same = codec.encode(codec.decode(made["rclpy"], "shapemask_ros/msg/InstanceMaskArray")) == made["wire"]
+    same = codec.encode(codec.decode(made["rclpy"], MASK_ARRAY_TYPE)) == made["wire"]
     print(f"| per message | rclpy classes ms | wire codec ms | ratio |  (same message: {same}, {len(made['wire'])} B)")
     print("|---|---|---|---|")
     for name, r in rows.items():

@@ -18,9 +18,8 @@ import numpy as np
 
 from shapemask_ros.config.node_config import NodeConfig
 from shapemask_ros.ros_bridge.factory import MessageFactory
+from shapemask_ros.ros_bridge.msg_types import DETECTION_ARRAY_TYPE
 from shapemask_ros.runtime.instances import Instances
-
-DETECTION_ARRAY_TYPE = "vision_msgs/msg/Detection2DArray"
 
 
 @dataclass

@@ -50,14 +50,13 @@ from shapemask_ros.ros_bridge.detections import (
 )
 from shapemask_ros.ros_bridge.factory import MessageFactory, stamp_of, stamp_to_ns
 from shapemask_ros.ros_bridge.image_codec import (
-    COMPRESSED_TYPE,
-    IMAGE_TYPE,
     ImageDecodeError,
     image_to_rgb,
     labels_to_image_msg,
     rgb_to_image_msg,
 )
 from shapemask_ros.ros_bridge.messages import instances_to_mask_array
+from shapemask_ros.ros_bridge.msg_types import COMPRESSED_TYPE, IMAGE_TYPE
 from shapemask_ros.ros_bridge.objects3d_stage import Objects3DStage
 from shapemask_ros.ros_bridge.sync import StampCache, Synchronizer
 from shapemask_ros.runtime.instances import Instances

@@ -17,10 +17,8 @@ import numpy as np
 
 from shapemask_ros.geometry.depth import millimetres_to_metres
 from shapemask_ros.ros_bridge.factory import MessageFactory
+from shapemask_ros.ros_bridge.msg_types import COMPRESSED_TYPE, IMAGE_TYPE
 from shapemask_ros.ros_bridge.typestore import normalize_type_name
-
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 # encoding -> (channels, bytes per channel, how to get RGB)
 _ENCODINGS: dict[str, tuple[int, int, str]] = {

@@ -11,10 +11,8 @@ from shapemask_ros.geometry.objects3d import Objects3D
 from shapemask_ros.ros_bridge.detections import ParsedDetections, bounding_box_2d, instance_labels
 from shapemask_ros.ros_bridge.factory import MessageFactory
 from shapemask_ros.ros_bridge.image_codec import mono8_to_image_msg
+from shapemask_ros.ros_bridge.msg_types import MASK_ARRAY_TYPE, MASK_TYPE, OBJECT3D_TYPE, OBJECTS3D_TYPE
 from shapemask_ros.runtime.instances import Instances
-
-MASK_ARRAY_TYPE = "shapemask_ros/msg/InstanceMaskArray"
-MASK_TYPE = "shapemask_ros/msg/InstanceMask"
 
 
 def _mono8(mask: np.ndarray) -> np.ndarray:
@@ -104,7 +102,7 @@ def objects3d_message(
         )
         items.append(
             factory.make(
-                "shapemask_ros/msg/ObjectGeometry",
+                OBJECT3D_TYPE,
                 instance_index=int(objects.instance_index[i]),
                 detection_id=str(ids[i]),
                 centroid=factory.make("geometry_msgs/msg/Point", x=float(c[0]), y=float(c[1]), z=float(c[2])),
@@ -119,4 +117,4 @@ def objects3d_message(
                 status=objects.status[i],
             )
         )
-    return factory.make("shapemask_ros/msg/ObjectGeometryArray", header=header, objects=items)
+    return factory.make(OBJECTS3D_TYPE, header=header, objects=items)

@@ -17,22 +17,23 @@ import numpy as np
 
 from shapemask_ros.config.loading import merge
 from shapemask_ros.config.node_config import RESTART_PARAMS, NodeConfig, cache_size_for
+from shapemask_ros.ros_bridge.msg_types import (
+    COMPRESSED_TYPE,
+    DETECTION_ARRAY_TYPE,
+    IMAGE_TYPE,
+    MASK_ARRAY_TYPE,
+    OBJECTS3D_TYPE,
+    POINTS_TYPE,
+)
 
 NODE_NAME = "shapemask_node"
 NODE_CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(NodeConfig))
 RESTART_REASON = "requires reconfigure (deactivate, cleanup, configure)"
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
-DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
-MASKS_TYPE = "shapemask_ros/msg/InstanceMaskArray"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-OBJECTS3D_TYPE = "shapemask_ros/msg/ObjectGeometryArray"
-POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
 # result field = publisher key (= topic name under output_namespace) -> message type
 OUTPUT_TYPES = {
-    "masks": MASKS_TYPE,
+    "masks": MASK_ARRAY_TYPE,
     "labels": IMAGE_TYPE,
-    "detections": DETECTIONS_TYPE,
+    "detections": DETECTION_ARRAY_TYPE,
     "overlay": IMAGE_TYPE,
     "objects3d": OBJECTS3D_TYPE,
     "points": POINTS_TYPE,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from shapemask_ros.ros_bridge.factory import MessageFactory
+from shapemask_ros.ros_bridge.msg_types import POINTS_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def make_pointcloud(
     factory: MessageFactory, header: Any, points: np.ndarray, instance_ids: np.ndarray | int, **kw: Any
 ) -> Any:
     """sensor_msgs/msg/PointCloud2 from points [N, 3] and ids (see pointcloud_fields)."""
-    return factory.make("sensor_msgs/msg/PointCloud2", **pointcloud_fields(factory, header, points, instance_ids, **kw))
+    return factory.make(POINTS_TYPE, **pointcloud_fields(factory, header, points, instance_ids, **kw))
 
 
 def objects_pointcloud(factory: MessageFactory, header: Any, objects: Any, *, id_field: str = "instance_id") -> Any:
@@ -116,7 +117,7 @@ def objects_pointcloud(factory: MessageFactory, header: Any, objects: Any, *, id
         fields = pointcloud_fields(factory, header, np.zeros((0, 3), np.float32), 0, id_field=id_field)
         step = fields["point_step"]
         fields.update(width=len(records), row_step=step * len(records), data=factory.u8(records.view(np.uint8)))
-        return factory.make("sensor_msgs/msg/PointCloud2", **fields)
+        return factory.make(POINTS_TYPE, **fields)
     pts = [np.asarray(p, np.float32).reshape(-1, 3) for p in objects.points]
     cloud = getattr(objects, "cloud", None)  # compute_objects3d's concatenation of `points`: no copy needed
     if cloud is not None:

@@ -10,8 +10,7 @@ from shapemask_ros.bag.recording.reader import BagReader
 from shapemask_ros.bag.recording.writer import AtomicOutputDir
 from shapemask_ros.bag.scenes import demo_bag
 from shapemask_ros.geometry import rays
-from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
-from shapemask_ros.ros_bridge.node_params import OBJECTS3D_TYPE
+from shapemask_ros.ros_bridge.msg_types import MASK_ARRAY_TYPE, OBJECTS3D_TYPE
 from shapemask_ros.ros_bridge.typestore import get_typestore
 from support.bags import PerfectPredictor
 

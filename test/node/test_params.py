@@ -306,10 +306,10 @@ def test_published_outputs_follow_the_publish_switches_and_depth():
     """One table of what a configuration publishes (the node's publishers, bag-eval's output topics)."""
     base = NodeConfig()
     assert node_mod.published_outputs(base) == {
-        "masks": node_mod.MASKS_TYPE,
-        "labels": node_mod.IMAGE_TYPE,
-        "detections": node_mod.DETECTIONS_TYPE,
-        "overlay": node_mod.IMAGE_TYPE,
+        "masks": "shapemask_ros/msg/InstanceMaskArray",
+        "labels": "sensor_msgs/msg/Image",
+        "detections": "vision_msgs/msg/Detection2DArray",
+        "overlay": "sensor_msgs/msg/Image",
     }  # no depth topic: no 3D outputs
     cfg = dataclasses.replace(
         base, depth_topic="/d", publish_label_image=False, publish_overlay=False, publish_points=False

@@ -33,17 +33,17 @@ from shapemask_ros.bag.recording.reader import BagError, BagMessage, BagReader
 from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWriter
 from shapemask_ros.config.node_config import NodeConfig, validate_node_config
 from shapemask_ros.geometry.objects3d import prepare_objects3d
-from shapemask_ros.ros_bridge.detections import DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.factory import RosbagsFactory, stamp_of, stamp_to_ns
 from shapemask_ros.ros_bridge.frame_processor import FrameProcessor, FrameResult
-from shapemask_ros.ros_bridge.image_codec import (
+from shapemask_ros.ros_bridge.image_codec import ImageDecodeError, image_to_rgb
+from shapemask_ros.ros_bridge.msg_types import (
+    CAMERA_INFO_TYPE,
     COMPRESSED_TYPE,
+    DETECTION_ARRAY_TYPE,
     IMAGE_TYPE,
-    ImageDecodeError,
-    image_to_rgb,
+    MASK_ARRAY_TYPE,
 )
-from shapemask_ros.ros_bridge.messages import MASK_ARRAY_TYPE
-from shapemask_ros.ros_bridge.node_params import CAMERA_INFO_TYPE, published_outputs
+from shapemask_ros.ros_bridge.node_params import published_outputs
 from shapemask_ros.runtime.overlay import instance_color, overlay_image
 
 if TYPE_CHECKING:

@@ -48,6 +48,7 @@ from shapemask_ros.bag.recording.writer import STORAGES, AtomicOutputDir, BagWri
 from shapemask_ros.bag.scenes.scene_helpers import FRAME_ID, Messages, simulate_detector
 from shapemask_ros.datasets import synthetic
 from shapemask_ros.ros_bridge.image_codec import rgb_to_image_msg
+from shapemask_ros.ros_bridge.msg_types import CAMERA_INFO_TYPE, DETECTION_ARRAY_TYPE, IMAGE_TYPE
 from shapemask_ros.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 DETECTIONS_TOPIC = "/detections"
 TOPIC_TYPES = {
-    IMAGE_TOPIC: "sensor_msgs/msg/Image",
-    DEPTH_TOPIC: "sensor_msgs/msg/Image",
-    CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
-    DETECTIONS_TOPIC: "vision_msgs/msg/Detection2DArray",
+    IMAGE_TOPIC: IMAGE_TYPE,
+    DEPTH_TOPIC: IMAGE_TYPE,
+    CAMERA_INFO_TOPIC: CAMERA_INFO_TYPE,
+    DETECTIONS_TOPIC: DETECTION_ARRAY_TYPE,
 }
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "shapemask_ros.bag_gt/1"

@@ -13,6 +13,7 @@ import numpy as np
 from shapemask_ros.ros_bridge.detections import bounding_box_2d, identity_pose_with_covariance
 from shapemask_ros.ros_bridge.factory import RosbagsFactory
 from shapemask_ros.ros_bridge.image_codec import depth_to_image_msg
+from shapemask_ros.ros_bridge.msg_types import CAMERA_INFO_TYPE, DETECTION_ARRAY_TYPE
 from shapemask_ros.ros_bridge.typestore import get_typestore
 
 FRAME_ID = "camera_color_optical_frame"
@@ -88,7 +89,7 @@ class Messages:
         p = np.zeros((3, 4))
         p[:, :3] = k
         return self.f.make(
-            "sensor_msgs/msg/CameraInfo",
+            CAMERA_INFO_TYPE,
             header=header,
             height=height,
             width=width,
@@ -126,4 +127,4 @@ class Messages:
                     id=det_id,
                 )
             )
-        return self.f.make("vision_msgs/msg/Detection2DArray", header=header, detections=items)
+        return self.f.make(DETECTION_ARRAY_TYPE, header=header, detections=items)
