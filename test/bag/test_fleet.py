@@ -302,8 +302,9 @@ def test_cli_fleet_with_the_shipped_model_reports_resumes_and_exits_1_on_a_faile
     args = ["bag-eval", "--bag", *bags, "--image-topic", IMAGE, "--detections-topic", DETS]
     args += ["--out", str(tmp_path / "o"), "--workers", "2", "--overlays", "0"]
     assert cli.main(args) == 1  # one bag failed: its row says why, the others are evaluated
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "2 of 3 evaluated (1 failed, 0 reused)" in out
+    assert f"{bags[2]}: error: " in err  # why, on stderr
     rep = json.loads((tmp_path / "o" / "fleet_report.json").read_text())
     assert rep["run"]["onnxruntime_threads_per_worker"] >= 1 and rep["bags"][0]["status"] == "error"
     assert all(r["backend"].startswith("onnxruntime") for r in rep["bags"][1:])

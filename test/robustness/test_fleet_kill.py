@@ -61,7 +61,7 @@ def test_killed_fleet_run_resumes_with_the_same_command(tmp_path):
     assert not (out / "fleet_report.json").exists()
 
     again = subprocess.run(_cmd(bags, out), env=ENV, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 0, f"stdout:\n{again.stdout}\nstderr:\n{again.stderr}"
     rep = json.loads((out / "fleet_report.json").read_text())
     reused = {r["id"] for r in rep["bags"] if r.get("reused")}
     assert finished <= reused  # every bag finished before the kill is reused (maybe one more, killed late)

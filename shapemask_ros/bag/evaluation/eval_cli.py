@@ -243,8 +243,8 @@ def run_fleet(args: argparse.Namespace, opts: BagEvalOptions) -> int:
     def progress(task: object, record: dict) -> None:
         row = record["row"]
         bar.update(1)
-        if row["status"] != "ok":
-            bar.write(f"{row['bag']}: {row['status']}: {row['error']}")
+        if row["status"] != "ok":  # why a bag failed: on stderr with the errors, the summary stays on stdout
+            bar.write(f"{row['bag']}: {row['status']}: {row['error']}", file=sys.stderr)
 
     spec = PredictorSpec(args.model, args.backend, args.threads, engine_cache_dir=opts.node.engine_cache_dir)
     try:
