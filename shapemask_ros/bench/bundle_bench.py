@@ -54,7 +54,7 @@ def run_bundle_bench(
     progress: bool = True,
     block: int = 3,
     flip_average: bool = False,
-    spin: bool = False,
+    spin: bool = BackendOptions.spin,
 ) -> dict[str, Any]:
     """Time `Predictor.predict(frame, boxes)` for every (label, bundle) on ONNX Runtime, interleaved.
 

@@ -54,9 +54,9 @@ def _load(model: str, backend: str, threads: int = 0) -> Any:
     from shapemask_ros.runtime.bundle import resolve_model_path
     from shapemask_ros.runtime.predictor import Predictor
 
-    return Predictor.load(
-        resolve_model_path(model), backend=backend, options=BackendOptions(intra_op_num_threads=threads)
-    )
+    # ONNX Runtime's spinning threads, as the reference rate of the earlier node_bench results was measured
+    options = BackendOptions(intra_op_num_threads=threads, spin=True)
+    return Predictor.load(resolve_model_path(model), backend=backend, options=options)
 
 
 def predictor_time(predictor: Any, frames: list[tuple[np.ndarray, list]], rounds: int, warm: int = 3) -> float:

@@ -371,14 +371,14 @@ class ModelNotFoundError(FileNotFoundError):
     """No model bundle at the configured path (a user error: the message says what to set)."""
 
 
-def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0, spin: bool = False) -> Predictor:
+def load_predictor(config: NodeConfig, *, intra_op_num_threads: int = 0, spin: bool = BackendOptions.spin) -> Predictor:
     """The predictor `config` asks for, the one loading path of the node, bag-eval and the demo: the bundle
     `model_path` ("" = the shipped default), `backend`, `engine_cache_dir`, `mask_threshold`, `flip_average`.
 
     intra_op_num_threads: ONNX Runtime threads (0 = its default: every core; a fleet of workers shares them).
-    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`). Off for every frame pipeline
-    (node, bag-eval, fleet, demo): spinning burns CPU outside every run, at 10 Hz a third of two cores for
-    the same latency (docs/ros.md).
+    spin: ONNX Runtime's threads busy-wait between runs (`BackendOptions.spin`, off by default, as every frame
+    pipeline runs: spinning burns CPU outside every run, at 10 Hz a third of two cores for the same latency,
+    docs/ros.md).
     Raises ModelNotFoundError (no bundle there), FileNotFoundError (a file of the bundle missing), ValueError
     (a bad bundle), RuntimeError (no backend can run it).
     """

@@ -30,10 +30,11 @@ class BackendOptions:
     engine_cache_dir: TensorRT engine cache (None = $XDG_CACHE_HOME/shapemask_ros/engines).
     providers: ONNX Runtime providers (None = CUDA when available, then CPU).
     precision: TensorRT "fp16" | "fp32". intra_op_num_threads: ONNX Runtime threads (0 = default).
-    spin: ONNX Runtime's worker threads busy-wait for work (its default, kept for direct `Predictor.load`
-    callers); False lets them sleep, as every frame pipeline (`load_predictor`) and `bench bundles` load it:
-    spinning costs CPU outside every run (the node at 10 Hz: 73-74 % of two cores instead of 45-49 %, same
-    latency, docs/ros.md) and, on a busy host, inflates the model's own CPU (the demo bag: docs/benchmarks.md).
+    spin: ONNX Runtime's worker threads busy-wait for work (ONNX Runtime's own default). False (this package's
+    default, the one source of it: `load_predictor`, `Predictor.load` and `bench bundles` read it here) lets
+    them sleep between runs: spinning costs CPU outside every run (the node at 10 Hz: 73-74 % of two cores
+    instead of 45-49 %, same latency, docs/ros.md), slows the INT8 graph by a third on 2 cores, and on a busy
+    host inflates the model's own CPU (the demo bag: docs/benchmarks.md).
     signatures: which of ("segment_boxes", "detect_and_segment") to prepare now (None = both); others are
     prepared on first use (a TensorRT engine build can then take minutes).
     """
@@ -42,7 +43,7 @@ class BackendOptions:
     providers: Sequence[Any] | None = None
     precision: str = "fp16"
     intra_op_num_threads: int = 0
-    spin: bool = True
+    spin: bool = False
     signatures: Sequence[str] | None = None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.backends.base import (
     DETECT_OUTPUTS,
     SEGMENT_BOXES_OUTPUTS,
@@ -56,7 +57,7 @@ class OnnxRuntimeBackend:
         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         intra_op_num_threads: int = 0,
         signatures: Sequence[str] | None = None,
-        spin: bool = True,
+        spin: bool = BackendOptions.spin,
     ) -> None:
         try:
             import onnxruntime  # noqa: F401
