@@ -46,10 +46,7 @@ def main() -> None:
             clear_ray_caches()
             opts = BagEvalOptions(
                 bag=str(bag),
-                image_topic=demo_bag.IMAGE_TOPIC,
-                detections_topic=demo_bag.DETECTIONS_TOPIC,
-                depth_topic=demo_bag.DEPTH_TOPIC,
-                camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+                **demo_bag.EVAL_TOPICS,
                 out=str(Path(tmp) / f"eval_{run}"),
                 overlays=0,
             )

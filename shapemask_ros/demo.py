@@ -81,10 +81,7 @@ def run_demo(args: argparse.Namespace, log: Callable[[str], object] = print) -> 
         log("[3/3] bag-eval with the frame processor of the node")
         opts = BagEvalOptions(
             bag=str(bag.bag),
-            image_topic=demo_bag.IMAGE_TOPIC,
-            detections_topic=demo_bag.DETECTIONS_TOPIC,
-            depth_topic=demo_bag.DEPTH_TOPIC,
-            camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+            **demo_bag.EVAL_TOPICS,
             gt=str(bag.gt),
             model=args.model,
             backend=args.backend,

@@ -292,10 +292,7 @@ def test_demo_bag_3d_outputs_and_centroid_error_with_oracle_masks(tmp_path, monk
             images[OraclePredictor.key(image_to_rgb(msg))] = image_id
     opts = BagEvalOptions(
         bag=str(db.bag),
-        image_topic=demo_bag.IMAGE_TOPIC,
-        detections_topic=demo_bag.DETECTIONS_TOPIC,
-        depth_topic=demo_bag.DEPTH_TOPIC,
-        camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+        **demo_bag.EVAL_TOPICS,
         gt=str(db.gt),
         out=str(tmp_path / "o"),
         overlays=1,
@@ -350,10 +347,7 @@ def test_depth_pairing_late_and_missing_depth(tmp_path):
     bag = write_bag(tmp_path / "in", msgs)
     opts = BagEvalOptions(
         bag=str(bag),
-        image_topic=demo_bag.IMAGE_TOPIC,
-        detections_topic=demo_bag.DETECTIONS_TOPIC,
-        depth_topic=demo_bag.DEPTH_TOPIC,
-        camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+        **demo_bag.EVAL_TOPICS,
         out=str(tmp_path / "o"),
     )
     r = evaluate_bag(opts, predictor=PerfectPredictor()).report

@@ -29,10 +29,7 @@ def test_warm_up_compiles_the_input_and_output_types_first(tmp_path):
     with BagReader(bag.bag, typestore=store) as reader:
         opts = BagEvalOptions(
             bag=str(bag.bag),
-            image_topic=demo_bag.IMAGE_TOPIC,
-            detections_topic=demo_bag.DETECTIONS_TOPIC,
-            depth_topic=demo_bag.DEPTH_TOPIC,
-            camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+            **demo_bag.EVAL_TOPICS,
             out=str(tmp_path / "ev"),
         )
         with AtomicOutputDir(opts.out) as out:
@@ -62,10 +59,7 @@ def test_warm_up_undistorts_the_cameras_rays_so_the_first_frame_does_not(tmp_pat
     monkeypatch.setattr(BagEvaluation, "handle", counted)
     opts = BagEvalOptions(
         bag=str(bag.bag),
-        image_topic=demo_bag.IMAGE_TOPIC,
-        detections_topic=demo_bag.DETECTIONS_TOPIC,
-        depth_topic=demo_bag.DEPTH_TOPIC,
-        camera_info_topic=demo_bag.CAMERA_INFO_TOPIC,
+        **demo_bag.EVAL_TOPICS,
         out=str(tmp_path / "ev"),
     )
     report = evaluate_bag(opts, predictor=PerfectPredictor()).report

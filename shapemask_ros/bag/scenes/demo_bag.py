@@ -63,6 +63,13 @@ TOPIC_TYPES = {
     CAMERA_INFO_TOPIC: CAMERA_INFO_TYPE,
     DETECTIONS_TOPIC: DETECTION_ARRAY_TYPE,
 }
+# bag-eval's topic options for the demo bags (`BagEvalOptions(bag=..., out=..., **EVAL_TOPICS)`)
+EVAL_TOPICS: dict[str, Any] = {
+    "image_topic": IMAGE_TOPIC,
+    "detections_topic": DETECTIONS_TOPIC,
+    "depth_topic": DEPTH_TOPIC,
+    "camera_info_topic": CAMERA_INFO_TOPIC,
+}
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "shapemask_ros.bag_gt/1"
 
