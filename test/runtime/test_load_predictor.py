@@ -63,11 +63,9 @@ def test_the_node_loads_through_load_predictor():
 
 
 def test_sleeping_threads_are_the_one_default_of_every_way_to_load():
-    """BackendOptions.spin is the package's one default: load_predictor, Predictor.load without options and the
-    ONNX Runtime backend itself all let ONNX Runtime's threads sleep between runs."""
+    """BackendOptions.spin is the package's one default: load_predictor and Predictor.load without options both
+    let ONNX Runtime's threads sleep between runs."""
     from shapemask_ros.runtime.backends import BackendOptions
-    from shapemask_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from shapemask_ros.runtime.bundle import Bundle
 
     assert BackendOptions().spin is False
     p = Predictor.load(DEMO_MODEL, backend="onnxruntime")
@@ -75,4 +73,3 @@ def test_sleeping_threads_are_the_one_default_of_every_way_to_load():
         s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
         for s in p.runtime_backend._sessions.values()
     )
-    assert OnnxRuntimeBackend(Bundle.read(DEMO_MODEL), signatures=["segment_boxes"]).spin is False

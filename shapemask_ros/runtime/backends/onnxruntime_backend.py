@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from shapemask_ros.runtime.backends import BackendOptions
 from shapemask_ros.runtime.backends.base import (
     DETECT_OUTPUTS,
     SEGMENT_BOXES_OUTPUTS,
@@ -57,7 +56,8 @@ class OnnxRuntimeBackend:
         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         intra_op_num_threads: int = 0,
         signatures: Sequence[str] | None = None,
-        spin: bool = BackendOptions.spin,
+        *,
+        spin: bool,  # BackendOptions.spin (create_backend passes it: one default, there)
     ) -> None:
         try:
             import onnxruntime  # noqa: F401
