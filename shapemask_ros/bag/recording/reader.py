@@ -411,13 +411,11 @@ class BagReader:
             if not self.recovered:
                 yielded[(conn.topic, int(log_time))] += 1
             self.read_counts[conn.topic] += 1
-            if self.reader.compression_mode != "message":  # else rosbags decompressed it already
-                raw = decompress_message(raw)  # per-message zstd in a bag whose metadata.yaml is missing
             yield BagMessage(
                 conn.topic,
                 _normalise(conn.msgtype),
                 int(log_time),
-                raw,
+                self._payload(raw),
                 conn,
                 time.perf_counter() - t0,
                 time.thread_time() - c0,
@@ -514,6 +512,11 @@ class BagReader:
                 store, name = dec
                 store.get_msgdef(name)
 
+    def _payload(self, raw: bytes | memoryview) -> bytes | memoryview:
+        """A stored message's CDR bytes: rosbags decompresses per-message zstd itself when metadata.yaml says so;
+        without it (a missing metadata.yaml) the frames are recognised by their magic here."""
+        return raw if self.reader.compression_mode == "message" else decompress_message(raw)
+
     def first_message(self, topic: str) -> Any | None:
         """The first decodable message of `topic` in reading order, for start-up work (bag-eval's warm-up);
         None when there is none or it cannot be read. Nothing is counted: `messages` reads it again."""
@@ -523,9 +526,9 @@ class BagReader:
         it = self.reader.messages(connections=conns)
         try:
             conn, log_time, raw = next(it)
-            if self.reader.compression_mode != "message":
-                raw = decompress_message(raw)
-            return self.decode(BagMessage(conn.topic, _normalise(conn.msgtype), int(log_time), raw, conn, 0.0, 0.0))
+            return self.decode(
+                BagMessage(conn.topic, _normalise(conn.msgtype), int(log_time), self._payload(raw), conn)
+            )
         except Exception as e:  # a damaged or empty topic: the read loop meets and counts it
             log.debug("first message of %s: %s", topic, e)
             return None
