@@ -5,9 +5,10 @@
 Writes the demo bag (`shapemask demo`'s: 24 frames of the ARC tote, 512x384, depth + CameraInfo) into a
 temporary directory unless --bag names one, loads the default model as bag-eval does, and evaluates the bag
 --runs times with the ray caches cleared before each run (as a fresh process finds them). Prints each run's
-`overhead_fraction` (wall, 3D excluded), `overhead_fraction_cpu` (3D included) and the CPU a frame, then the
-medians. To compare two commits, run it alternately with PYTHONPATH set to a worktree of each: the host's
-speed drifts, so only runs close in time compare.
+`overhead_fraction` (wall) and `overhead_fraction_cpu` (both with the 3D stage excluded, as the report splits
+them), `overhead_fraction_cpu_with_3d` and the CPU a frame, then the medians. To compare two commits, run it
+alternately with PYTHONPATH set to a worktree of each: the host's speed drifts, so only runs close in time
+compare.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from shapemask_ros.utils.threads import limit_blas_threads
 
 
 def _describe(row: Sequence[float]) -> str:
-    wall, cpu, model_ms, outside_ms = row
-    where = f"model {model_ms:.2f} ms, outside it {outside_ms:.3f} ms CPU a frame"
-    return f"wall {100 * wall:.1f} %, CPU {100 * cpu:.1f} % ({where})"
+    wall, cpu, cpu_3d, model_ms, outside_ms, geometry_ms = row
+    where = f"model {model_ms:.2f} ms, outside it {outside_ms:.3f} ms + 3D {geometry_ms:.3f} ms CPU a frame"
+    return f"wall {100 * wall:.1f} %, CPU {100 * cpu:.1f} %, CPU with 3D {100 * cpu_3d:.1f} % ({where})"
 
 
 def main() -> None:
@@ -55,12 +56,14 @@ def main() -> None:
             row = (
                 t["overhead_fraction"],
                 t["overhead_fraction_cpu"],
+                t["overhead_fraction_cpu_with_3d"],
                 cpu["model"]["mean_ms"],
                 cpu["overhead"]["mean_ms"],
+                cpu["geometry"]["mean_ms"],
             )
             rows.append(row)
             print(f"run {run}: {_describe(row)}")
-        med = [statistics.median(r[i] for r in rows) for i in range(4)]
+        med = [statistics.median(r[i] for r in rows) for i in range(len(rows[0]))]
         print(f"median: {_describe(med)}")
 
 

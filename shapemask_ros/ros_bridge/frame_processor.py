@@ -126,6 +126,7 @@ class FrameResult:
     objects: Objects3D | None = None  # the numbers behind both (row i = masks.instances[i])
     geometry_error: str = ""  # why there is no 3D although it was asked for ("" = none)
     geometry_s: float = 0.0  # time of the 3D stage (depth decoding, geometry, messages)
+    geometry_cpu_s: float = 0.0  # the whole process's CPU time in it (time.process_time): bag-eval's CPU split
 
 
 @dataclass
@@ -578,7 +579,7 @@ class FrameProcessor:
     ) -> None:
         """The 3D stage (objects3d_stage.py): fills result.objects / objects3d / points, or geometry_error
         (counted, logged)."""
-        t0 = self.clock()
+        t0, c0 = self.clock(), time.process_time()
         out = self._stage3d.run(
             result.instances,
             result.masks,
@@ -593,6 +594,7 @@ class FrameProcessor:
         )
         result.objects, result.objects3d, result.points = out.objects, out.objects3d, out.points
         result.geometry_s = self.clock() - t0
+        result.geometry_cpu_s = time.process_time() - c0
         result.geometry_error = out.error
         self.stats.geometry_error = out.error
         if out.error:

@@ -484,3 +484,34 @@ def test_cpu_of_other_threads_outside_predict_counts_as_overhead(tmp_path, monke
     assert cpu["overhead"]["n"] == frames and cpu["overhead"]["p50_ms"] >= 0.7 * burn_s * 1e3
     assert cpu["process"]["p50_ms"] + cpu["encode"]["p50_ms"] >= 0.7 * burn_s * 1e3
     assert cpu["model"]["p50_ms"] < 0.5 * burn_s * 1e3  # none of it is charged to the model
+
+
+def test_cpu_of_the_3d_stage_is_reported_apart_from_the_overhead(tmp_path, monkeypatch):
+    """CPU is split as the wall time: the 3D stage's CPU is `geometry`, not overhead; the fraction with the 3D
+    stage adds it back."""
+    import time
+
+    burn_s = 0.03
+    stage_3d = objects3d_stage.objects3d_from_instances
+
+    def slow_stage(*a, **k):
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < burn_s:
+            pass
+        return stage_3d(*a, **k)
+
+    monkeypatch.setattr(objects3d_stage, "objects3d_from_instances", slow_stage)
+    frames = 3
+    db = demo_bag.make_demo_bag(tmp_path / "demo", demo_bag.DemoBagConfig(frames=frames, width=160, height=120, seed=3))
+    opts = BagEvalOptions(bag=str(db.bag), **demo_bag.EVAL_TOPICS, out=str(tmp_path / "o"), overlays=0)
+    r = evaluate_bag(opts, predictor=PerfectPredictor()).report
+    assert r["frames"]["with_geometry"] == frames
+    timing = r["timing"]
+    cpu = timing["per_frame_cpu"]
+    assert cpu["geometry"]["n"] == frames and cpu["geometry"]["p50_ms"] >= 0.9 * burn_s * 1e3
+    assert cpu["overhead"]["max_ms"] < 0.5 * burn_s * 1e3 and cpu["process"]["max_ms"] < 0.5 * burn_s * 1e3
+    model_s = cpu["model"]["mean_ms"] * frames / 1e3
+    added = (timing["overhead_fraction_cpu_with_3d"] - timing["overhead_fraction_cpu"]) * model_s
+    assert added == pytest.approx(cpu["geometry"]["mean_ms"] * frames / 1e3, rel=1e-6)
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert md.count("| 3D stage |") == 2 and "with the 3D stage:" in md  # wall and CPU tables

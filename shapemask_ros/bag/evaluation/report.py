@@ -439,31 +439,35 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             lines.append(_lat_row(name, timing["per_frame"][key]))
     cpu = timing.get("per_frame_cpu") or {}
     if cpu:
-        incl = " (incl. the 3D stage)" if timing.get("cpu_overhead_includes_3d") else ""
         lines += [
             "",
             "CPU time per frame (not inflated by other processes on a shared machine): model = CPU of the "
-            f"whole process during predict (runtime threads included); overhead{incl} = the whole process's "
-            "CPU outside predict while a frame is processed and written, plus reading its messages.",
+            "whole process during predict (runtime threads included); 3D stage = the whole process's CPU in "
+            "it; overhead = the whole process's CPU outside both while a frame is processed and written, plus "
+            "reading its messages (split as the wall time above).",
             "",
             "| CPU | p50 ms | p90 ms | p99 ms | mean ms | max ms |",
             "|---|---|---|---|---|---|",
         ]
         for name, key in (
             ("model", "model"),
+            ("3D stage", "geometry"),
             ("overhead", "overhead"),
             ("  read + deserialise", "io"),
             ("  processor minus model", "process"),
             ("  serialise + write", "encode"),
         ):
-            if key in cpu:
+            if key in cpu and not (key == "geometry" and not inp.get("depth_topic")):
                 lines.append(_lat_row(name, cpu[key]))
     ratio = timing.get("overhead_fraction")
+    with_3d = timing.get("overhead_fraction_cpu_with_3d")
     lines += [
         "",
         f"Overhead / model time: **{_fmt(None if ratio is None else ratio * 100)} %** (sum over frames; "
         f"whole loop incl. copying the inputs: {_fmt(_pct(timing.get('overhead_fraction_run')))} %; "
-        f"CPU time: {_fmt(_pct(timing.get('overhead_fraction_cpu')))} %). "
+        f"CPU time: {_fmt(_pct(timing.get('overhead_fraction_cpu')))} %"
+        + ("" if with_3d is None else f", with the 3D stage: {_fmt(_pct(with_3d))} %")
+        + "). "
         f"Throughput {_fmt(timing.get('throughput_fps'), 2)} frames/s "
         f"over {_fmt(timing.get('wall_s'), 1)} s wall "
         f"(includes copying {timing.get('copied_messages', 0)} input messages and the first-call warm-up). "

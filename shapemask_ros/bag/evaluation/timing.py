@@ -4,10 +4,11 @@ Timing: per frame, `model` is the time inside `Predictor.predict` (letterbox + n
 `network` the backend calls alone; `geometry` is the processor's 3D stage (real work, reported on its
 own); `overhead` is everything else the frame costs: reading and deserialising its messages (`io`), the
 processor's decoding, validation and message building (`process_other`) and serialising + writing the
-outputs (`encode`). CPU: `model` is the whole process's CPU inside `predict`; the processor's and the
-encoding's CPU are the whole process's outside it (so runtime threads still busy after a run count as
-overhead), reading's is the reading thread's. Overlays and copying the input topics are reported
-separately (optional debug outputs / proportional to the bag, not to the frames).
+outputs (`encode`). CPU, split the same way: `model` is the whole process's CPU inside `predict`, `geometry`
+its CPU in the 3D stage; the processor's and the encoding's CPU are the whole process's outside both (so
+runtime threads still busy after a run count as overhead), reading's is the reading thread's. Overlays and
+copying the input topics are reported separately (optional debug outputs / proportional to the bag, not to
+the frames).
 """
 
 from __future__ import annotations
