@@ -12,7 +12,7 @@ from rosbags.typesys import Stores, get_types_from_msg
 from rosbags.typesys import get_typestore as stock_typestore
 
 from shapemask_ros import cli
-from shapemask_ros.bag.evaluation import bag_eval
+from shapemask_ros.bag.evaluation import bag_eval, eval_cli
 from shapemask_ros.bag.evaluation.bag_eval import BagEvalOptions, evaluate_bag
 from shapemask_ros.bag.recording.reader import BagError, BagReader
 from shapemask_ros.bag.scenes import demo_bag
@@ -504,7 +504,8 @@ def test_cpu_of_the_3d_stage_is_reported_apart_from_the_overhead(tmp_path, monke
     frames = 3
     db = demo_bag.make_demo_bag(tmp_path / "demo", demo_bag.DemoBagConfig(frames=frames, width=160, height=120, seed=3))
     opts = BagEvalOptions(bag=str(db.bag), **demo_bag.EVAL_TOPICS, out=str(tmp_path / "o"), overlays=0)
-    r = evaluate_bag(opts, predictor=PerfectPredictor()).report
+    res = evaluate_bag(opts, predictor=PerfectPredictor())
+    r = res.report
     assert r["frames"]["with_geometry"] == frames
     timing = r["timing"]
     cpu = timing["per_frame_cpu"]
@@ -515,3 +516,6 @@ def test_cpu_of_the_3d_stage_is_reported_apart_from_the_overhead(tmp_path, monke
     assert added == pytest.approx(cpu["geometry"]["mean_ms"] * frames / 1e3, rel=1e-6)
     md = (tmp_path / "o" / "report.md").read_text()
     assert md.count("| 3D stage |") == 2 and "with the 3D stage:" in md  # wall and CPU tables
+    line = next(s for s in eval_cli.summary_lines(res) if s.startswith("frames:"))
+    cpu_pct, with_3d_pct = 100 * timing["overhead_fraction_cpu"], 100 * timing["overhead_fraction_cpu_with_3d"]
+    assert line.endswith(f"({cpu_pct:.1f} % in CPU time; {with_3d_pct:.1f} % with the 3D stage)")

@@ -195,15 +195,15 @@ def summary_lines(result: BagEvalResult) -> list[str]:
         lines.append(f"video:      {result.out / r['output']['video']}")
     p50 = t["per_frame"]["total"]["p50_ms"]
     frac = t["overhead_fraction"]
-    cpu = t.get("overhead_fraction_cpu")
-    with_3d = t.get("overhead_fraction_cpu_with_3d")
+    cpu, with_3d = t.get("overhead_fraction_cpu"), t.get("overhead_fraction_cpu_with_3d")
+    cpu_text = ""
+    if cpu is not None:
+        extra = "" if with_3d is None else f"; {with_3d * 100:.1f} % with the 3D stage"
+        cpu_text = f" ({cpu * 100:.1f} % in CPU time{extra})"
     lines.append(
         f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed, "
         f"backend {r['model']['backend']}, "
-        f"p50 {p50:.1f} ms/frame, overhead {frac * 100:.1f} % of model time"
-        + (f" ({cpu * 100:.1f} % in CPU time" if cpu is not None else "")
-        + (f"; {with_3d * 100:.1f} % with the 3D stage" if cpu is not None and with_3d is not None else "")
-        + (")" if cpu is not None else "")
+        f"p50 {p50:.1f} ms/frame, overhead {frac * 100:.1f} % of model time{cpu_text}"
         if p50 is not None and frac is not None
         else f"frames:     {r['frames']['processed']} of {r['frames']['images_read']} processed"
     )
