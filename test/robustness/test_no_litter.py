@@ -207,7 +207,10 @@ export_bundle(model, "bundle", ["a", "b", "c"], saved_model=False)
 @pytest.mark.tf
 @pytest.mark.slow
 def test_killed_export_leaves_nothing_a_rerun_does_not_clean(tmp_path):
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "test"), ENV["PYTHONPATH"]])}
+    # one hash seed for every run: tf2onnx's graph optimizer visits nodes in an order that depends on Python's
+    # string hashing (onnx/tensorflow-onnx#1789), so two processes can write the same model with a Transpose
+    # in one graph that is a Reshape in the other (seen in 1 of 6 unseeded exports) -- not what this test is about
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "test"), ENV["PYTHONPATH"]]), "PYTHONHASHSEED": "0"}
 
     def outputs() -> dict:
         import hashlib
